@@ -1,0 +1,306 @@
+"""`segport`: operator commands. Each command builds the same App and calls one service.
+
+Errors a user can cause print one line (``error: ...``) and exit non-zero: 2 bad input, 3 auth, 4 not
+found, 5 busy, 6 job failed, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from segport.app import App, build
+from segport.errors import SegportError
+from segport.settings import Settings
+
+cli = typer.Typer(help="segport: self-hosted segment exports, wire-compatible with GrowingIO.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+project_cli = typer.Typer(help="Projects.", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+catalog_cli = typer.Typer(help="The catalogue of identities, user properties and tags.", no_args_is_help=True)
+users_cli = typer.Typer(help="User profiles.", no_args_is_help=True)
+segment_cli = typer.Typer(help="Segments.", no_args_is_help=True)
+jobs_cli = typer.Typer(help="Export jobs.", no_args_is_help=True)
+for sub, name in ((project_cli, "project"), (token_cli, "token"), (catalog_cli, "catalog"), (users_cli, "users"),
+                  (segment_cli, "segment"), (jobs_cli, "jobs")):
+    cli.add_typer(sub, name=name)
+
+F = TypeVar("F", bound=Callable[..., Any])
+ProjectOpt = Annotated[str, typer.Option("--project", "-P", help="Project id, e.g. WlGk4Daj.")]
+
+
+class State:
+    data_dir: Path | None = None
+
+
+@cli.callback()
+def _main(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", envvar="SEGPORT_DATA_DIR",
+                                                  help="Data folder (default ./segport-data).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    State.data_dir = data_dir
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def settings(**overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if State.data_dir is not None:
+        values["data_dir"] = State.data_dir
+    return Settings(**values)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handled(fn: F) -> F:
+    """Turn segport errors into one line on stderr and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SegportError as exc:
+            raise fail(exc.message, exc.exit_code) from None
+        except OSError as exc:
+            raise fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def with_app(fn: Callable[[App], Any], *, engine: bool = True) -> Any:
+    app = build(settings(), with_engine=engine)
+    try:
+        return fn(app)
+    finally:
+        app.close()
+
+
+# --- projects -------------------------------------------------------------------------------------
+@project_cli.command("create")
+@handled
+def project_create(
+    project_id: Annotated[str, typer.Argument(help="8 letters or digits, e.g. WlGk4Daj.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    timezone: Annotated[str, typer.Option(help="IANA timezone for job names and file dates.")] = "Asia/Shanghai",
+) -> None:
+    """Create a project."""
+    row = with_app(lambda app: app.meta.create_project(project_id, name, timezone), engine=False)
+    typer.echo(f"created project {row.id} ({row.name}, {row.timezone})")
+
+
+@project_cli.command("list")
+@handled
+def project_list() -> None:
+    """List projects."""
+    for p in with_app(lambda app: app.meta.projects(), engine=False):
+        typer.echo(f"{p.id}\t{p.name}\t{p.timezone}")
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+@token_cli.command("create")
+@handled
+def token_create(
+    project: Annotated[list[str] | None, typer.Option("--project", "-P", help="Project the token may see (repeat).")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="An admin token (all projects, admin API).")] = False,
+    label: Annotated[str, typer.Option(help="A note on what the token is for.")] = "",
+) -> None:
+    """Create a token; it is printed once, as the last line."""
+    token_id, raw = with_app(lambda app: app.meta.create_token(project or [], admin=admin, label=label), engine=False)
+    scope = "admin" if admin else ", ".join(project or [])
+    typer.echo(f"token {token_id} for {scope} (shown once; only its hash is stored):")
+    typer.echo(raw)
+
+
+@token_cli.command("revoke")
+@handled
+def token_revoke(token: Annotated[str, typer.Argument(help="The token, or its numeric id.")]) -> None:
+    """Revoke a token; it stops working at once."""
+    with_app(lambda app: app.meta.revoke_token(token), engine=False)
+    typer.echo("revoked")
+
+
+@token_cli.command("list")
+@handled
+def token_list() -> None:
+    """List tokens (id, first characters, scope, state)."""
+    for row, projects in with_app(lambda app: app.meta.tokens(), engine=False):
+        state = "revoked" if row.revoked_at else "active"
+        scope = "admin" if row.admin else ",".join(projects)
+        typer.echo(f"{row.id}\t{row.hint}…\t{scope}\t{state}\t{row.label}")
+
+
+# --- catalogue ------------------------------------------------------------------------------------
+@catalog_cli.command("import")
+@handled
+def catalog_import(project: ProjectOpt, file: Annotated[Path, typer.Argument(help="CSV: key,name,type[,description].")]) -> None:
+    """Import catalogue entries from CSV (all or nothing)."""
+    text = file.read_text(encoding="utf-8")
+    added, updated = with_app(lambda app: app.data.import_catalog_csv(project, text))
+    typer.echo(f"catalogue of {project}: {added} added, {updated} updated")
+
+
+@catalog_cli.command("list")
+@handled
+def catalog_list(project: ProjectOpt) -> None:
+    """List a project's keys."""
+    catalog = with_app(lambda app: app.meta.catalog(project), engine=False)
+    for e in catalog.entries.values():
+        typer.echo(f"{e.key}\t{e.name}\t{e.type.value}{'[]' if e.multi else ''}\t{e.description}")
+
+
+# --- users ----------------------------------------------------------------------------------------
+@users_cli.command("import")
+@handled
+def users_import(
+    project: ProjectOpt,
+    file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON Lines; columns are catalogue keys.")],
+    file_format: Annotated[str | None, typer.Option("--format", help="csv, parquet or jsonl (default: by extension).")] = None,
+    match: Annotated[str, typer.Option(help="Identity users are matched on.")] = "id_$basic_userId",
+) -> None:
+    """Import user profiles: all or nothing."""
+    report = with_app(lambda app: app.data.import_users(project, file, file_format=file_format, match=match))
+    typer.echo(
+        f"imported {file.name}: {report.rows_read} rows read, {report.inserted} users inserted, "
+        f"{report.updated} updated in {report.elapsed_s:.2f}s"
+    )
+    for key, total in report.segments.items():
+        typer.echo(f"  segment {key}: {total} users")
+
+
+# --- segments -------------------------------------------------------------------------------------
+@segment_cli.command("create")
+@handled
+def segment_create(
+    project: ProjectOpt,
+    key: Annotated[str, typer.Option(help="Segment key, e.g. seg_51activity.")],
+    name: Annotated[str, typer.Option(help="Display name (used in file names).")],
+    rule: Annotated[str | None, typer.Option(help="JSON rule tree.")] = None,
+    members: Annotated[Path | None, typer.Option(help="File of ids, one per line.")] = None,
+    identity: Annotated[str | None, typer.Option(help="Identity the ids in --members are (e.g. id_$basic_userId).")] = None,
+    description: Annotated[str, typer.Option(help="Description.")] = "",
+    scheduler: Annotated[str | None, typer.Option(help="DAILY (default for rules) or ONCE.")] = None,
+) -> None:
+    """Create a segment from a rule (--rule) or an id list (--members --identity)."""
+    from segport.services.data import SegmentSpec
+
+    spec = SegmentSpec(key=key, name=name, description=description, rule=rule, members=members,
+                       identity=identity, scheduler=scheduler, creator="cli")
+    row = with_app(lambda app: app.data.create_segment(project, spec))
+    extra = f", {row.unmatched} ids matched no user" if row.created_by == "FROM_FILES" else ""
+    typer.echo(f"created segment {row.key} ({row.name}): {row.total_users} users{extra}")
+
+
+@segment_cli.command("list")
+@handled
+def segment_list(project: ProjectOpt) -> None:
+    """List segments."""
+    rows, _ = with_app(lambda app: app.meta.segments(project), engine=False)
+    for r in rows:
+        typer.echo(f"{r.key}\t{r.name}\t{r.created_by}\t{r.scheduler}\t{r.detector_stage}\t{r.total_users}")
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+@jobs_cli.command("list")
+@handled
+def jobs_list(project: Annotated[str | None, typer.Option("--project", "-P")] = None) -> None:
+    """List recent export jobs."""
+    for j in with_app(lambda app: app.queue.list(project), engine=False):
+        typer.echo(f"{j.id}\t{j.name}\t{j.project_id}\t{j.target_key}\t{j.stage}\t{j.rows or ''}")
+
+
+# --- running --------------------------------------------------------------------------------------
+@cli.command()
+@handled
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Serve the HTTP API, with export workers inside."""
+    run_server(settings(host=host, port=port))
+
+
+def run_server(s: Settings) -> None:
+    import uvicorn
+
+    from segport.http.server import create_app
+
+    app = build(s)
+    try:
+        uvicorn.run(create_app(app), host=s.host, port=s.port, log_level="info", access_log=False)
+    finally:
+        app.close()
+
+
+@cli.command()
+@handled
+def worker(once: Annotated[bool, typer.Option(help="Run queued jobs, then exit.")] = False) -> None:
+    """Run export workers without the HTTP API."""
+    from segport.worker import Worker
+
+    app = build(settings())
+    try:
+        w = Worker(app)
+        if once:
+            typer.echo(f"ran {w.run_until_empty()} jobs")
+            return
+        w.start()
+        typer.echo(f"worker {w.node} running {w.threads} threads; Ctrl-C stops")
+        try:
+            while True:
+                app.wake.wait(3600)
+        except KeyboardInterrupt:
+            w.stop()
+    finally:
+        app.close()
+
+
+@cli.command()
+@handled
+def demo(
+    users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 100_000,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port.")] = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the data dir, print, and exit.")] = False,
+) -> None:
+    """Build a demo data dir (project WlGk4Daj, segment seg_51activity), print a token and curl lines, serve."""
+    from segport.demo import build_demo, curl_examples
+
+    s = settings(host=host, port=port)
+    if State.data_dir is None:
+        s = s.model_copy(update={"data_dir": Path("demo-data")})
+    app = build(s)
+    try:
+        typer.echo(f"building the demo in {s.data_dir} ({users} users)…")
+        token = build_demo(app, users)
+    finally:
+        app.close()
+    typer.echo("\n" + curl_examples(s.base_url(), token) + "\n")
+    typer.echo(f"token for project WlGk4Daj:\n{token}")
+    if not no_serve:
+        typer.echo(f"serving on {s.base_url()} (OpenAPI page: {s.base_url()}/docs); Ctrl-C stops")
+        run_server(s)
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2)

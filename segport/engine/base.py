@@ -1,0 +1,105 @@
+"""The engine Protocol: the one seam between segport and the database that holds profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from segport.domain.export import ExportSpec
+from segport.domain.keys import Catalog, CatalogEntry
+from segport.domain.rules import CompiledRule
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an export or a page reads: a segment's snapshot, or the users holding a tag."""
+
+    kind: str  # "segment" | "tag"
+    key: str
+
+
+@dataclass(slots=True)
+class ExportOutput:
+    rows: int
+    files: list[Path]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDefinition:
+    """What the engine needs to compute a segment: a compiled rule, or an id list matched on an identity."""
+
+    key: str
+    rule: CompiledRule | None = None
+    identity: str | None = None  # column key for FROM_FILES
+
+
+@dataclass(slots=True)
+class ComputeResult:
+    total_users: int
+    unmatched: int = 0
+
+
+@dataclass(slots=True)
+class ImportReport:
+    rows_read: int
+    inserted: int
+    updated: int
+    elapsed_s: float = 0.0
+    segments: dict[str, int] = field(default_factory=dict)
+
+
+class ProfileEngine(Protocol):
+    """Everything segport asks of a profile engine. Backends raise only :mod:`segport.errors` types."""
+
+    def ensure_project(self, project_id: str, catalog: Catalog) -> None:
+        """Create the project's tables if needed and add a column for every catalogue key."""
+
+    def drop_column(self, project_id: str, key: str) -> None: ...
+
+    def import_users(
+        self,
+        project_id: str,
+        catalog: Catalog,
+        path: Path,
+        file_format: str,
+        match: str,
+        recompute: list[SegmentDefinition],
+        progress: Any = None,
+    ) -> ImportReport:
+        """Upsert users from a file and recompute ``recompute`` in the same transaction: all or nothing."""
+
+    def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
+        """Store an uploaded id list for a FROM_FILES segment; returns the number of distinct ids."""
+
+    def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult: ...
+
+    def drop_segment(self, project_id: str, segment_key: str) -> None: ...
+
+    def data_version(self, project_id: str) -> int:
+        """A number that changes whenever profiles or memberships of the project change."""
+
+    def export(
+        self,
+        project_id: str,
+        target: Target,
+        columns: list[CatalogEntry],
+        spec: ExportSpec,
+        out_dir: Path,
+        file_names: Callable[[int], list[str]],
+        *,
+        max_file_rows: int = 0,
+        excel_safe: bool = False,
+    ) -> ExportOutput:
+        """Write the export into ``out_dir`` natively; ``file_names(parts)`` names the files."""
+
+    def count(self, project_id: str, target: Target) -> int: ...
+
+    def page(
+        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
+    ) -> list[dict[str, Any]]: ...
+
+    def lookup(self, project_id: str, catalog: Catalog, identity_column: str, value: str) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,177 @@
+"""One exception hierarchy for the whole service.
+
+Every error a caller can cause is a :class:`SegportError` subclass carrying an HTTP status and a stable
+``code``. The HTTP layer renders them all as ``{"error": {"code": ..., "message": ...}}``; the CLI prints the
+message on one line and exits with :attr:`SegportError.exit_code`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SegportError(Exception):
+    """Base of every error segport raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+# --- 400: the request itself is wrong -------------------------------------------------------------
+class BadRequest(SegportError):
+    status = 400
+    code = "BAD_REQUEST"
+    exit_code = 2
+
+
+class InvalidBody(BadRequest):
+    code = "INVALID_BODY"
+
+
+class InvalidParameter(BadRequest):
+    code = "INVALID_PARAMETER"
+
+
+class TooManyProperties(BadRequest):
+    code = "TOO_MANY_PROPERTIES"
+
+
+class UnknownKey(BadRequest):
+    code = "UNKNOWN_KEY"
+
+
+class InvalidKey(BadRequest):
+    code = "INVALID_KEY"
+
+
+class InvalidRule(BadRequest):
+    code = "INVALID_RULE"
+
+
+class ImportRejected(BadRequest):
+    code = "IMPORT_REJECTED"
+
+
+class KeyInUse(BadRequest):
+    code = "KEY_IN_USE"
+    status = 409
+
+
+class AlreadyExists(SegportError):
+    status = 409
+    code = "ALREADY_EXISTS"
+    exit_code = 2
+
+
+class Conflict(SegportError):
+    status = 409
+    code = "CONFLICT"
+    exit_code = 2
+
+
+class PayloadTooLarge(SegportError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    exit_code = 2
+
+
+# --- 401/403: who is asking ----------------------------------------------------------------------
+class Unauthorized(SegportError):
+    status = 401
+    code = "UNAUTHORIZED"
+    exit_code = 3
+
+
+class Forbidden(SegportError):
+    status = 403
+    code = "FORBIDDEN"
+    exit_code = 3
+
+
+# --- 404/410: what is asked for ------------------------------------------------------------------
+class NotFound(SegportError):
+    status = 404
+    code = "NOT_FOUND"
+    exit_code = 4
+
+
+class ProjectNotFound(NotFound):
+    code = "PROJECT_NOT_FOUND"
+
+
+class SegmentNotFound(NotFound):
+    code = "SEGMENT_NOT_FOUND"
+
+
+class TagNotFound(NotFound):
+    code = "TAG_NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    code = "JOB_NOT_FOUND"
+
+
+class FileNotFound(NotFound):
+    code = "FILE_NOT_FOUND"
+
+
+class TokenNotFound(NotFound):
+    code = "TOKEN_NOT_FOUND"
+
+
+class JobExpired(SegportError):
+    status = 410
+    code = "JOB_EXPIRED"
+    exit_code = 4
+
+
+# --- 429: slow down ------------------------------------------------------------------------------
+class TooManyJobs(SegportError):
+    status = 429
+    code = "TOO_MANY_JOBS"
+    exit_code = 5
+
+
+# --- failures inside a job or a backend ----------------------------------------------------------
+class ExportFailed(SegportError):
+    status = 500
+    code = "EXPORT_FAILED"
+    exit_code = 6
+
+
+class StorageFull(ExportFailed):
+    code = "STORAGE_FULL"
+
+
+class JobCancelled(SegportError):
+    status = 409
+    code = "JOB_CANCELLED"
+    exit_code = 6
+
+
+class InvalidTransition(SegportError):
+    """A job stage change that the transition table forbids: a bug or a lost race, never user input."""
+
+    status = 409
+    code = "INVALID_TRANSITION"
+
+
+def all_error_classes() -> list[type[SegportError]]:
+    """Every concrete error class, for the test that walks them all."""
+    seen: list[type[SegportError]] = []
+    stack: list[type[SegportError]] = [SegportError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen

@@ -1,0 +1,79 @@
+"""The seed's three endpoints: submit an export job, poll its result, download its file."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+
+from segport.domain.jobs import TargetKind
+from segport.http.auth import principal
+from segport.errors import InvalidBody
+from segport.http.errors import describe_validation
+from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
+from segport.http.views import job_result
+from segport.services.exports import ExportRequest
+from segport.store.meta import Principal
+
+router = APIRouter(responses=ERRORS)
+Who = Annotated[Principal, Depends(principal)]
+
+
+async def export_body(request: Request) -> ExportRequest:
+    """The export body, parsed as JSON whatever the Content-Type (curl -d sends form encoding); empty = defaults."""
+    raw = await request.body()
+    if not raw.strip():
+        body = ExportJobBody()
+    else:
+        try:
+            body = ExportJobBody.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidBody(describe_validation(list(exc.errors()))[1]) from None
+    return ExportRequest(body.properties, body.fileFormat, body.csvHeaderType, body.bom, body.compression)
+
+
+Body = Annotated[ExportRequest, Depends(export_body)]
+BODY_DOC = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": ExportJobBody.model_json_schema(ref_template="#/components/schemas/{model}")}},
+    }
+}
+
+
+@router.post(
+    "/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/export_jobs",
+    response_model=JobCreated,
+    tags=["segments"],
+    summary="Submit a segment export job (项目-群体画像用户列表下载)",
+    openapi_extra=BODY_DOC,
+)
+def submit_segment_export(project_ID: str, segment_key: str, request: Request, who: Who, body: Body) -> JobCreated:
+    job = request.app.state.segport.exports.submit(who, project_ID, TargetKind.SEGMENT, segment_key, body)
+    return JobCreated(id=job.id, name=job.name)
+
+
+@router.get(
+    "/v1/api/job/result/{id}",
+    response_model=JobResult,
+    response_model_exclude_none=True,
+    tags=["jobs"],
+    summary="Poll an export job",
+)
+def get_job_result(id: str, request: Request, who: Who) -> JobResult:
+    exports = request.app.state.segport.exports
+    return job_result(exports, exports.job(who, id))
+
+
+@router.get(
+    "/download",
+    response_class=FileResponse,
+    tags=["jobs"],
+    summary="Download a result file",
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}, "application/gzip": {}}}},
+)
+def download(request: Request, who: Who, file: Annotated[str, Query(max_length=1024)]) -> FileResponse:
+    found = request.app.state.segport.exports.download(who, file)
+    return FileResponse(found.path, media_type=found.media_type, filename=found.file_name)

@@ -1,0 +1,96 @@
+"""Building the FastAPI application around an :class:`segport.app.App`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from segport import __version__
+from segport.app import App
+from segport.http import errors, seed
+
+DESCRIPTION = """
+Export the members of a user segment as CSV or JSON Lines, wire-compatible with GrowingIO's OpenAPI
+(v2.9, 项目-群体画像用户列表下载). Authenticate with `Authorization: Bearer <token>`.
+"""
+
+
+def create_app(app: App, *, run_workers: bool | None = None) -> FastAPI:
+    """The ASGI app. With ``run_workers`` (default: the ``serve_workers`` setting) export workers run
+    inside this process for as long as the app is up."""
+    run_workers = app.settings.serve_workers if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if run_workers:
+            from segport.worker import Worker
+
+            worker = Worker(app)
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    api = FastAPI(title="segport", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    api.state.segport = app
+    errors.install(api)
+    api.include_router(seed.router)
+    api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes)
+    return api
+
+
+class BodyLimit:
+    """Refuse request bodies larger than ``max_bytes`` with HTTP 413, whether or not they declare a length."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await _reject(send, self.max_bytes)
+                    return
+        seen = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _reject(send, self.max_bytes)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _reject(send: Any, limit: int) -> None:
+    body = json.dumps(
+        {"error": {"code": "PAYLOAD_TOO_LARGE", "message": f"request body is larger than {limit} bytes"}}
+    ).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

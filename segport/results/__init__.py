@@ -1,0 +1,1 @@
+"""Result file stores: a local folder by default."""

@@ -1,0 +1,69 @@
+"""Result files in a local folder: ``<data dir>/results/<job name>/<file>``.
+
+Files are written under ``results/.staging/<job id>-<attempt>/`` and published with one ``rename`` of the
+folder, so a reader sees all of a job's files or none, never a partial one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from segport.domain.naming import JOB_NAME_RE
+
+
+class LocalResultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.staging_root = root / ".staging"
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+
+    def staging(self, job_id: str, attempt: int) -> Path:
+        path = self.staging_root / f"{job_id}-{attempt}"
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+    def publish(self, staging: Path, job_name: str) -> None:
+        final = self._job_dir(job_name)
+        if final.exists():  # a previous attempt published, then lost its lease before FINISH
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        _fsync_dir(self.root)
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def path(self, job_name: str, file_name: str) -> Path | None:
+        folder = self._job_dir(job_name)
+        candidate = folder / file_name
+        # the file name comes from the job row, but check containment anyway
+        if candidate.parent != folder or not candidate.is_file():
+            return None
+        return candidate
+
+    def delete(self, job_name: str) -> None:
+        shutil.rmtree(self._job_dir(job_name), ignore_errors=True)
+
+    def sweep_staging(self, keep: set[str]) -> int:
+        removed = 0
+        for entry in self.staging_root.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def _job_dir(self, job_name: str) -> Path:
+        if not JOB_NAME_RE.match(job_name):
+            raise ValueError(f"not a job name: {job_name!r}")
+        return self.root / job_name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

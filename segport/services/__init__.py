@@ -1,0 +1,1 @@
+"""Use cases: each public method is one thing a caller (HTTP handler, CLI command, worker) asks for."""

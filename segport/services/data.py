@@ -1,0 +1,188 @@
+"""Data in: projects, tokens, catalogue, user profiles and segments."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segport.domain.keys import CatalogEntry, KeyKind, identity_column, parse_key, parse_type
+from segport.domain.rules import compile_rule, parse_rule_text, rule_keys
+from segport.engine.base import ComputeResult, ImportReport, ProfileEngine, SegmentDefinition
+from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInUse, SegportError
+from segport.store.meta import MetaStore
+from segport.store.models import SegmentRow, utcnow
+
+CATALOG_COLUMNS = ("key", "name", "type")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentSpec:
+    key: str
+    name: str
+    description: str = ""
+    rule: Any = None
+    members: Path | None = None
+    identity: str | None = None
+    scheduler: str | None = None
+    creator: str = ""
+
+
+class DataService:
+    def __init__(self, meta: MetaStore, engine: ProfileEngine) -> None:
+        self.meta = meta
+        self.engine = engine
+
+    # --- catalogue ---------------------------------------------------------------------------------
+    def import_catalog_csv(self, project_id: str, text: str) -> tuple[int, int]:
+        """Import ``key,name,type[,description]`` rows: all or nothing. Returns (added, updated)."""
+        self.meta.project(project_id)
+        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        missing = [c for c in CATALOG_COLUMNS if c not in header]
+        if missing:
+            raise ImportRejected(f"catalogue file needs the columns key,name,type; missing {', '.join(missing)}")
+        reader.fieldnames = header
+        entries: list[CatalogEntry] = []
+        seen: set[str] = set()
+        for n, row in enumerate(reader, start=1):
+            try:
+                entry = catalog_entry(row.get("key") or "", row.get("name") or "", row.get("type") or "string",
+                                      row.get("description") or "")
+            except SegportError as exc:
+                raise ImportRejected(f"catalogue row {n}: {exc.message}") from None
+            if entry.key in seen:
+                raise ImportRejected(f"catalogue row {n}: key {entry.key!r} appears twice")
+            seen.add(entry.key)
+            entries.append(entry)
+        return self.add_catalog_entries(project_id, entries)
+
+    def add_catalog_entries(self, project_id: str, entries: list[CatalogEntry]) -> tuple[int, int]:
+        result = self.meta.upsert_catalog(project_id, entries)
+        self.engine.ensure_project(project_id, self.meta.catalog(project_id))
+        return result
+
+    def remove_catalog_key(self, project_id: str, key: str) -> None:
+        _, key = parse_key(key)
+        catalog = self.meta.catalog(project_id)
+        if key not in catalog:
+            raise InvalidParameter(f"key {key!r} is not in the catalogue of project {project_id}")
+        rows, _ = self.meta.segments(project_id)
+        users = [r.key for r in rows if (r.rule and key in rule_keys(json.loads(r.rule))) or r.identity == key]
+        if users:
+            raise KeyInUse(f"key {key!r} is used by segment(s) {', '.join(users)}; change or delete them first")
+        self.meta.delete_catalog_key(project_id, key)
+        self.engine.drop_column(project_id, key)
+
+    # --- users -------------------------------------------------------------------------------------
+    def import_users(
+        self, project_id: str, path: Path, *, file_format: str | None = None, match: str = "id_$basic_userId",
+        progress: Any = None,
+    ) -> ImportReport:
+        self.meta.project(project_id)
+        catalog = self.meta.catalog(project_id)
+        self.engine.ensure_project(project_id, catalog)
+        daily = self._definitions(project_id, only_daily=True)
+        report = self.engine.import_users(
+            project_id, catalog, path, file_format or "", identity_column(match), [d for d, _ in daily], progress
+        )
+        now = utcnow()
+        for definition, _row in daily:
+            self.meta.update_segment(
+                project_id, definition.key, detector_stage="FINISH", detected_at=now,
+                total_users=report.segments.get(definition.key, 0), detector_error=None,
+            )
+        return report
+
+    # --- segments ----------------------------------------------------------------------------------
+    def create_segment(self, project_id: str, spec: SegmentSpec) -> SegmentRow:
+        self.meta.project(project_id)
+        catalog = self.meta.catalog(project_id)
+        self.engine.ensure_project(project_id, catalog)
+        if (spec.rule is None) == (spec.members is None):
+            raise InvalidParameter("a segment needs either a rule or a members file, not both")
+        rule_text = None
+        identity = None
+        if spec.rule is not None:
+            rule = parse_rule_text(spec.rule) if isinstance(spec.rule, str) else spec.rule
+            compile_rule(rule, catalog)  # validate now: a bad rule never gets stored
+            rule_text = json.dumps(rule, ensure_ascii=False)
+            created_by, default_scheduler = "DIRECT", "DAILY"
+        else:
+            identity = identity_column(spec.identity or "$basic_userId")
+            entry = catalog.get(identity)
+            if entry is None or entry.kind is not KeyKind.IDENTITY:
+                raise InvalidParameter(f"--identity {spec.identity!r} is not an identity in the catalogue")
+            created_by, default_scheduler = "FROM_FILES", "ONCE"
+        scheduler = (spec.scheduler or default_scheduler).upper()
+        if scheduler not in ("DAILY", "ONCE"):
+            raise InvalidParameter(f"scheduler must be DAILY or ONCE, not {spec.scheduler!r}")
+        now = utcnow()
+        row = SegmentRow(
+            project_id=project_id, key=spec.key, id=_segment_id(), name=spec.name, description=spec.description,
+            created_by=created_by, scheduler=scheduler, rule=rule_text, identity=identity,
+            detector_stage="NONE", total_users=0, unmatched=0, creator=spec.creator, updater=spec.creator,
+            created_at=now, updated_at=now,
+        )
+        self.meta.add_segment(row)
+        try:
+            if spec.members is not None:
+                self.engine.load_member_ids(project_id, spec.key, spec.members)
+            self.recompute_segment(project_id, spec.key)
+        except BaseException:
+            self.meta.delete_segment(project_id, spec.key)
+            self.engine.drop_segment(project_id, spec.key)
+            raise
+        return self.meta.segment(project_id, spec.key)
+
+    def recompute_segment(self, project_id: str, key: str) -> ComputeResult:
+        row = self.meta.segment(project_id, key)
+        definition = self._definition(row)
+        self.meta.update_segment(project_id, key, detector_stage="RUNNING")
+        try:
+            result = self.engine.compute_segment(project_id, definition)
+        except SegportError as exc:
+            self.meta.update_segment(project_id, key, detector_stage="ERROR", detector_error=exc.message,
+                                     detected_at=utcnow())
+            raise
+        self.meta.update_segment(
+            project_id, key, detector_stage="FINISH", detected_at=utcnow(), total_users=result.total_users,
+            unmatched=result.unmatched, detector_error=None,
+        )
+        return result
+
+    def delete_segment(self, project_id: str, key: str) -> None:
+        self.meta.segment(project_id, key)
+        self.meta.delete_segment(project_id, key)
+        self.engine.drop_segment(project_id, key)
+
+    def _definitions(self, project_id: str, *, only_daily: bool) -> list[tuple[SegmentDefinition, SegmentRow]]:
+        rows, _ = self.meta.segments(project_id)
+        return [(self._definition(r), r) for r in rows if not only_daily or r.scheduler == "DAILY"]
+
+    def _definition(self, row: SegmentRow) -> SegmentDefinition:
+        if row.rule:
+            try:
+                compiled = compile_rule(json.loads(row.rule), self.meta.catalog(row.project_id))
+            except InvalidRule as exc:
+                raise InvalidRule(f"segment {row.key}: {exc.message}") from None
+            return SegmentDefinition(row.key, rule=compiled)
+        return SegmentDefinition(row.key, identity=row.identity)
+
+
+def catalog_entry(key: str, name: str, type_text: str = "string", description: str = "") -> CatalogEntry:
+    kind, canonical = parse_key(key)
+    value_type, multi = parse_type(type_text or "string")
+    if kind is KeyKind.IDENTITY and value_type.value != "string":
+        raise InvalidParameter(f"identity {canonical!r} must be of type string")
+    return CatalogEntry(canonical, kind, (name or canonical).strip(), value_type, multi, description.strip())
+
+
+def _segment_id() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))

@@ -1,0 +1,241 @@
+"""Export jobs: submit, look up, run, download, expire."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from segport.domain.export import ExportSpec, FileFormat, build_spec, columns_of
+from segport.domain.jobs import Stage, TargetKind
+from segport.domain.keys import KeyKind, canonical_key
+from segport.domain.naming import new_job_id, new_job_name, parse_result_path, result_file_names, result_uri
+from segport.engine.base import ProfileEngine, Target
+from segport.errors import (
+    ExportFailed,
+    FileNotFound,
+    JobExpired,
+    JobNotFound,
+    ProjectNotFound,
+    SegportError,
+    TagNotFound,
+    TooManyJobs,
+)
+from segport.results.base import ResultStore
+from segport.settings import Settings
+from segport.store.meta import MetaStore, Principal, iso_ms
+from segport.store.models import JobRow, utcnow
+from segport.store.queue import JobQueue, LeaseLost, job_files
+
+log = logging.getLogger("segport.exports")
+BOM = "\ufeff".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """The body of an export submission after HTTP parsing (names as on the wire, values unchecked)."""
+
+    properties: list[str] | None = None
+    file_format: str | None = None
+    header: str | None = None
+    bom: bool = False
+    compression: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    path: Path
+    file_name: str
+    media_type: str
+
+
+class ExportService:
+    def __init__(
+        self, settings: Settings, meta: MetaStore, queue: JobQueue, engine: ProfileEngine, results: ResultStore,
+        wake: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.meta = meta
+        self.queue = queue
+        self.engine = engine
+        self.results = results
+        self.wake = wake
+
+    # --- submit ------------------------------------------------------------------------------------
+    def submit(
+        self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest
+    ) -> JobRow:
+        project = self.visible_project(who, project_id)
+        catalog = self.meta.catalog(project_id)
+        if kind is TargetKind.SEGMENT:
+            target_name = self.meta.segment(project_id, target_key).name
+        else:
+            tag = catalog.get(canonical_key(target_key))
+            if tag is None or tag.kind is not KeyKind.TAG:
+                raise TagNotFound(f"tag {target_key!r} not found in project {project_id}")
+            target_key, target_name = tag.key, tag.name or tag.key
+        spec = build_spec(
+            req.properties, req.file_format, req.header, catalog, self.settings.max_properties,
+            bom=req.bom, compression=req.compression,
+        )
+        self._check_caps(project_id)
+        version = str(self.engine.data_version(project_id))
+        fingerprint = spec.fingerprint(project_id, kind.value, target_key, version)
+
+        def make_row() -> JobRow:
+            now = utcnow()
+            return JobRow(
+                id=new_job_id(), name=new_job_name(kind, now, project.timezone), project_id=project_id,
+                target_kind=kind.value, target_key=target_key, target_name=target_name, spec=spec.to_json(),
+                fingerprint=fingerprint, stage=Stage.NONE.value, files="[]", attempts=0, created_at=now,
+                file_day=_local_day(now, project.timezone),
+            )
+
+        row, created = self.queue.submit(make_row)
+        if created:
+            self.wake.set()
+        return row
+
+    def _check_caps(self, project_id: str) -> None:
+        queued = self.queue.count_active(project_id).get(Stage.NONE, 0)
+        cap = self.settings.max_queued_jobs_per_project
+        if queued >= cap:
+            raise TooManyJobs(
+                f"project {project_id} already has {queued} queued exports (limit {cap}); retry later",
+                headers={"Retry-After": "5"},
+            )
+
+    # --- look up -----------------------------------------------------------------------------------
+    def visible_project(self, who: Principal, project_id: str) -> Any:
+        if not who.can_see(project_id):
+            raise ProjectNotFound(f"project {project_id!r} not found")
+        return self.meta.project(project_id)
+
+    def job(self, who: Principal, job_id: str, project_id: str | None = None) -> JobRow:
+        """A job the caller may see; another project's job is reported as not found."""
+        row = self.queue.get(job_id)
+        if not who.can_see(row.project_id) or (project_id is not None and row.project_id != project_id):
+            raise JobNotFound(f"job {job_id!r} not found")
+        if row.stage == Stage.EXPIRED.value:
+            raise JobExpired(f"the results of job {job_id} expired at {_iso(row.expires_at)} and were deleted")
+        return row
+
+    def uris(self, row: JobRow) -> list[str]:
+        if row.stage != Stage.FINISH.value:
+            return []
+        return [result_uri(row.name, f) for f in job_files(row)]
+
+    def download(self, who: Principal, file_param: str) -> Download:
+        parsed = parse_result_path(file_param)
+        if parsed is None:
+            raise FileNotFound("no such result file: 'file' must be a uri from a job result")
+        job_name, file_name = parsed
+        row = self.queue.by_name(job_name)
+        if row is None or not who.can_see(row.project_id):
+            raise FileNotFound("no such result file")
+        if row.stage == Stage.EXPIRED.value:
+            raise JobExpired(f"the results of job {row.id} expired at {_iso(row.expires_at)} and were deleted")
+        if row.stage != Stage.FINISH.value or file_name not in job_files(row):
+            raise FileNotFound("no such result file (the job may not be finished yet)")
+        path = self.results.path(row.name, file_name)
+        if path is None:
+            raise FileNotFound("the result file is missing from the result store")
+        return Download(path, file_name, _media_type(file_name))
+
+    # --- run (worker side) -------------------------------------------------------------------------
+    def run(self, row: JobRow, owner: str) -> None:
+        """Run one claimed job to FINISH or ERROR. Raises :class:`LeaseLost` if the job was taken away."""
+        staging = self.results.staging(row.id, row.attempts)
+        try:
+            spec = ExportSpec.from_json(row.spec)
+            catalog = self.meta.catalog(row.project_id)
+            columns = columns_of(spec, catalog)
+            ext = spec.extension
+            output = self.engine.export(
+                row.project_id, Target(row.target_kind, row.target_key), columns, spec, staging,
+                lambda parts: result_file_names(row.target_name, row.file_day, ext, parts),
+                max_file_rows=self.settings.max_file_rows, excel_safe=self.settings.excel_safe,
+            )
+            if spec.bom and spec.file_format is FileFormat.CSV and spec.compression.value == "none":
+                for path in output.files:
+                    _prepend_bom(path)
+            size = sum(p.stat().st_size for p in output.files)
+            names = [p.name for p in output.files]
+            self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
+            self.results.publish(staging, row.name)
+        except LeaseLost:
+            self.results.discard(staging)
+            raise
+        except SegportError as exc:
+            self.results.discard(staging)
+            self._fail(row, owner, exc.code, exc.message)
+            return
+        except OSError as exc:
+            self.results.discard(staging)
+            code = "STORAGE_FULL" if exc.errno in (28, 27, 122) else "EXPORT_FAILED"
+            self._fail(row, owner, code, f"writing the result failed: {exc.strerror or exc}")
+            return
+        except Exception as exc:  # a bug: record it on the job rather than lose it
+            log.exception("export %s failed", row.id)
+            self.results.discard(staging)
+            self._fail(row, owner, ExportFailed.code, f"export failed: {type(exc).__name__}: {exc}")
+            return
+        now = utcnow()
+        try:
+            self.queue.transition(
+                row.id, Stage.FINISH, owner=owner, files=json.dumps(names, ensure_ascii=False), rows=output.rows,
+                bytes=size, expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
+            )
+        except LeaseLost:
+            self.results.delete(row.name)
+            raise
+
+    def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
+        self.queue.transition(
+            row.id, Stage.ERROR, owner=owner, error_code=code, error_message=message,
+            expires_at=utcnow() + timedelta(seconds=self.settings.result_ttl_s),
+        )
+
+    # --- expiry ------------------------------------------------------------------------------------
+    def expire(self) -> int:
+        """Delete the files of jobs past ``expires_at`` and mark them EXPIRED. Returns how many."""
+        count = 0
+        for row in self.queue.due_for_expiry(utcnow()):
+            self.results.delete(row.name)
+            try:
+                self.queue.transition(row.id, Stage.EXPIRED)
+                count += 1
+            except (JobNotFound, SegportError):
+                continue
+        return count
+
+
+def _prepend_bom(path: Path) -> None:
+    tmp = path.with_name(path.name + ".bom")
+    with open(tmp, "wb") as out, open(path, "rb") as src:
+        out.write(BOM)
+        shutil.copyfileobj(src, out, 1 << 20)
+    os.replace(tmp, path)
+
+
+def _local_day(now: datetime, tz: str) -> str:
+    return now.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d")
+
+
+def _media_type(file_name: str) -> str:
+    if file_name.endswith(".gz"):
+        return "application/gzip"
+    if file_name.endswith(".csv"):
+        return "text/csv; charset=utf-8"
+    return "application/x-ndjson; charset=utf-8"
+
+
+def _iso(value: datetime | None) -> str:
+    return iso_ms(value) or "an unknown time"

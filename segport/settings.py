@@ -1,0 +1,61 @@
+"""Typed settings: one object, read from ``SEGPORT_<NAME>`` environment variables and CLI flags.
+
+Names carry their units (``_s`` seconds, ``_bytes``, ``_rows``). Every field has a default and a help line;
+the README's settings table is generated from (and checked against) this class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEGPORT_", extra="ignore", validate_default=True)
+
+    # --- where things live ------------------------------------------------------------------------
+    data_dir: Path = Field(Path("./segport-data"), description="Folder holding the metadata, profile and result files.")
+    metadata_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the metadata store; empty means the SQLite file `meta.sqlite` in the data dir.",
+    )
+    engine: Literal["duckdb"] = Field("duckdb", description="Profile engine backend.")
+    results: Literal["local"] = Field("local", description="Result file store backend.")
+
+    # --- HTTP --------------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `segport serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `segport serve` listens on.")
+    public_url: str = Field("", description="Base URL printed in examples; empty means http://{host}:{port}.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
+
+    # --- exports -----------------------------------------------------------------------------------
+    max_properties: int = Field(60, ge=1, description="Most keys one export may request (GrowingIO: 60).")
+    max_file_rows: int = Field(0, ge=0, description="Split an export into parts of at most this many rows; 0 = one file.")
+    excel_safe: bool = Field(
+        False, description="Prefix cells starting with = + - @ with a quote (off: the seed's bytes win)."
+    )
+
+    # --- jobs and workers --------------------------------------------------------------------------
+    serve_workers: bool = Field(True, description="Run export workers inside `segport serve` (off: use `segport worker`).")
+    max_running_jobs: int = Field(2, ge=1, description="Exports running at once in one process (its worker threads).")
+    lease_s: float = Field(60.0, gt=0, description="How long a claimed job stays owned without a heartbeat.")
+    heartbeat_s: float = Field(10.0, gt=0, description="How often a running job renews its lease.")
+    poll_interval_s: float = Field(2.0, gt=0, description="How often an idle worker looks for jobs it was not woken for.")
+    max_attempts: int = Field(3, ge=1, description="Runs a job gets (after lost leases) before it is ERROR.")
+    result_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="How long finished results are kept.")
+    cleanup_interval_s: float = Field(300.0, gt=0, description="How often expired results are deleted.")
+
+    max_queued_jobs_per_project: int = Field(100, ge=1, description="Queued exports one project may have (more: HTTP 429).")
+
+    # --- engine ------------------------------------------------------------------------------------
+    duckdb_memory_limit: str = Field("2GB", description="DuckDB `memory_limit` (spills to disk beyond it).")
+    duckdb_threads: int = Field(0, ge=0, description="DuckDB worker threads; 0 = one per core.")
+
+    def resolved_metadata_url(self) -> str:
+        return self.metadata_url or f"sqlite:///{(self.data_dir / 'meta.sqlite').resolve()}"
+
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

@@ -1,0 +1,222 @@
+"""Projects, tokens, catalogue and segment definitions in the metadata store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import delete, func, select
+
+from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
+from segport.errors import (
+    AlreadyExists,
+    InvalidParameter,
+    ProjectNotFound,
+    SegmentNotFound,
+    TokenNotFound,
+    Unauthorized,
+)
+from segport.store.db import Database
+from segport.store.models import CatalogRow, Project, SegmentRow, Token, TokenProject, utcnow
+
+PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9]{8}$")
+SEGMENT_KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's row id, whether it is an admin token, and the projects it may see."""
+
+    token_id: int
+    admin: bool
+    projects: frozenset[str]
+
+    def can_see(self, project_id: str) -> bool:
+        return self.admin or project_id in self.projects
+
+
+class MetaStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- projects ----------------------------------------------------------------------------------
+    def create_project(self, project_id: str, name: str, timezone: str = "Asia/Shanghai") -> Project:
+        if not PROJECT_ID_RE.match(project_id):
+            raise InvalidParameter(f"project id must be 8 letters or digits, like WlGk4Daj; got {project_id!r}")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidParameter(f"unknown timezone {timezone!r}") from None
+        with self.db.write() as s:
+            if s.get(Project, project_id) is not None:
+                raise AlreadyExists(f"project {project_id} already exists")
+            row = Project(id=project_id, name=name, timezone=timezone, created_at=utcnow())
+            s.add(row)
+        return row
+
+    def project(self, project_id: str) -> Project:
+        with self.db.read() as s:
+            row = s.get(Project, project_id)
+        if row is None:
+            raise ProjectNotFound(f"project {project_id!r} not found")
+        return row
+
+    def projects(self) -> list[Project]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Project).order_by(Project.id)))
+
+    # --- tokens ------------------------------------------------------------------------------------
+    def create_token(self, projects: list[str], *, admin: bool = False, label: str = "") -> tuple[int, str]:
+        """Create a token; the raw value is returned once and only its hash is stored."""
+        if not admin and not projects:
+            raise InvalidParameter("a project token needs at least one --project")
+        for p in projects:
+            self.project(p)
+        raw = str(uuid.uuid4())
+        with self.db.write() as s:
+            row = Token(token_hash=hash_token(raw), hint=raw[:8], admin=admin, label=label, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            for p in dict.fromkeys(projects):
+                s.add(TokenProject(token_id=row.id, project_id=p))
+        return row.id, raw
+
+    def revoke_token(self, token: str) -> None:
+        """Revoke by raw token value or by numeric id."""
+        with self.db.write() as s:
+            if token.isdigit():
+                row = s.get(Token, int(token))
+            else:
+                row = s.scalar(select(Token).where(Token.token_hash == hash_token(token)))
+            if row is None:
+                raise TokenNotFound("no such token")
+            row.revoked_at = row.revoked_at or utcnow()
+
+    def tokens(self) -> list[tuple[Token, list[str]]]:
+        with self.db.read() as s:
+            rows = list(s.scalars(select(Token).order_by(Token.id)))
+            links = s.execute(select(TokenProject.token_id, TokenProject.project_id)).all()
+        by_token: dict[int, list[str]] = {}
+        for tid, pid in links:
+            by_token.setdefault(tid, []).append(pid)
+        return [(r, sorted(by_token.get(r.id, []))) for r in rows]
+
+    def authenticate(self, raw: str | None) -> Principal:
+        if not raw:
+            raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
+        digest = hash_token(raw)
+        with self.db.read() as s:
+            row = s.scalar(select(Token).where(Token.token_hash == digest))
+            if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at is not None:
+                raise Unauthorized("invalid or revoked token")
+            projects = frozenset(
+                s.scalars(select(TokenProject.project_id).where(TokenProject.token_id == row.id))
+            )
+        return Principal(row.id, row.admin, projects)
+
+    # --- catalogue ---------------------------------------------------------------------------------
+    def catalog(self, project_id: str) -> Catalog:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(CatalogRow).where(CatalogRow.project_id == project_id).order_by(CatalogRow.position)
+            )
+            return Catalog([_entry(r) for r in rows])
+
+    def upsert_catalog(self, project_id: str, entries: list[CatalogEntry]) -> tuple[int, int]:
+        """Add or update entries (a key's kind, type and multi flag never change). Returns (added, updated)."""
+        self.project(project_id)
+        added = updated = 0
+        with self.db.write() as s:
+            pos = s.scalar(select(func.max(CatalogRow.position)).where(CatalogRow.project_id == project_id)) or 0
+            for e in entries:
+                row = s.get(CatalogRow, (project_id, e.key))
+                if row is None:
+                    pos += 1
+                    s.add(
+                        CatalogRow(
+                            project_id=project_id, key=e.key, kind=e.kind.value, name=e.name, type=e.type.value,
+                            multi=e.multi, description=e.description, position=pos,
+                            created_at=utcnow(), updated_at=utcnow(),
+                        )
+                    )
+                    added += 1
+                    continue
+                if (row.type, row.multi) != (e.type.value, e.multi):
+                    raise InvalidParameter(
+                        f"key {e.key!r} is already {row.type}{'[]' if row.multi else ''}; its type cannot change"
+                    )
+                if (row.name, row.description) != (e.name, e.description):
+                    row.name, row.description, row.updated_at = e.name, e.description, utcnow()
+                    updated += 1
+        return added, updated
+
+    def delete_catalog_key(self, project_id: str, key: str) -> None:
+        with self.db.write() as s:
+            s.execute(delete(CatalogRow).where(CatalogRow.project_id == project_id, CatalogRow.key == key))
+
+    # --- segments ----------------------------------------------------------------------------------
+    def add_segment(self, row: SegmentRow) -> SegmentRow:
+        if not SEGMENT_KEY_RE.match(row.key):
+            raise InvalidParameter(f"segment key must be 1-100 letters, digits or '_'; got {row.key!r}")
+        with self.db.write() as s:
+            if s.get(SegmentRow, (row.project_id, row.key)) is not None:
+                raise AlreadyExists(f"segment {row.key!r} already exists in project {row.project_id}")
+            s.add(row)
+        return row
+
+    def segment(self, project_id: str, key: str) -> SegmentRow:
+        with self.db.read() as s:
+            row = s.get(SegmentRow, (project_id, key))
+        if row is None:
+            raise SegmentNotFound(f"segment {key!r} not found in project {project_id}")
+        return row
+
+    def segments(self, project_id: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[SegmentRow], int]:
+        with self.db.read() as s:
+            total = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.project_id == project_id))
+            q = select(SegmentRow).where(SegmentRow.project_id == project_id).order_by(SegmentRow.created_at, SegmentRow.key)
+            if limit is not None:
+                q = q.limit(limit).offset(offset)
+            return list(s.scalars(q)), int(total or 0)
+
+    def update_segment(self, project_id: str, key: str, **fields: Any) -> SegmentRow:
+        with self.db.write() as s:
+            row = s.get(SegmentRow, (project_id, key))
+            if row is None:
+                raise SegmentNotFound(f"segment {key!r} not found in project {project_id}")
+            for name, value in fields.items():
+                setattr(row, name, value)
+        return row
+
+    def delete_segment(self, project_id: str, key: str) -> None:
+        with self.db.write() as s:
+            row = s.get(SegmentRow, (project_id, key))
+            if row is None:
+                raise SegmentNotFound(f"segment {key!r} not found in project {project_id}")
+            s.delete(row)
+
+
+def _entry(r: CatalogRow) -> CatalogEntry:
+    return CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), r.multi, r.description)
+
+
+def segment_rule(row: SegmentRow) -> Any:
+    return json.loads(row.rule) if row.rule else None
+
+
+def iso_ms(value: datetime | None) -> str | None:
+    """ISO-8601 UTC with milliseconds, as GrowingIO writes times: ``2022-05-24T01:36:58.534Z``."""
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -1,0 +1,101 @@
+"""Workers: claim jobs from the queue, run them under a lease with a heartbeat, publish atomically.
+
+Workers run as threads inside ``segport serve`` or in ``segport worker`` processes. A submit wakes them at
+once (an in-process event); otherwise they look for work every ``poll_interval_s``, which is also how jobs
+whose worker died come back: their lease lapses and the next claim takes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from segport.app import App
+from segport.store.queue import LeaseLost
+
+log = logging.getLogger("segport.worker")
+
+
+class Worker:
+    def __init__(self, app: App, threads: int | None = None) -> None:
+        self.app = app
+        self.threads = threads or app.settings.max_running_jobs
+        self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._pool: list[threading.Thread] = []
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._loop, args=(f"{self.node}/{i}",), name=f"segport-worker-{i}",
+                                 daemon=True)
+            t.start()
+            self._pool.append(t)
+        janitor = threading.Thread(target=self._janitor, name="segport-janitor", daemon=True)
+        janitor.start()
+        self._pool.append(janitor)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.app.wake.set()
+        for t in self._pool:
+            t.join(timeout)
+
+    def run_until_empty(self) -> int:
+        """Run queued jobs in the calling thread until none is left (tests, `segport worker --once`)."""
+        done = 0
+        while self.run_one(f"{self.node}/inline"):
+            done += 1
+        return done
+
+    # --- work --------------------------------------------------------------------------------------
+    def run_one(self, owner: str) -> bool:
+        settings = self.app.settings
+        row = self.app.queue.claim(owner, settings.lease_s)
+        if row is None:
+            return False
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(row.id, owner, beat_stop), daemon=True)
+        beat.start()
+        try:
+            self.app.exports.run(row, owner)
+        except LeaseLost:
+            log.warning("job %s: lease lost, dropping this attempt", row.id)
+        finally:
+            beat_stop.set()
+            beat.join()
+        return True
+
+    def _loop(self, owner: str) -> None:
+        poll = self.app.settings.poll_interval_s
+        while not self._stop.is_set():
+            try:
+                if self.run_one(owner):
+                    continue
+            except Exception:  # keep the worker alive; the job's lease brings it back
+                log.exception("worker %s: unexpected error", owner)
+            self.app.wake.wait(poll)
+            self.app.wake.clear()
+
+    def _heartbeat(self, job_id: str, owner: str, stop: threading.Event) -> None:
+        settings = self.app.settings
+        while not stop.wait(settings.heartbeat_s):
+            try:
+                self.app.queue.heartbeat(job_id, owner, settings.lease_s)
+            except LeaseLost:
+                return
+            except Exception:
+                log.exception("job %s: heartbeat failed", job_id)
+
+    def _janitor(self) -> None:
+        interval = self.app.settings.cleanup_interval_s
+        while not self._stop.wait(interval):
+            try:
+                expired = self.app.exports.expire()
+                if expired:
+                    log.info("expired %d job results", expired)
+            except Exception:
+                log.exception("cleanup failed")
