@@ -1,7 +1,7 @@
 """initial tables
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 Create Date: 2026-11-28 18:12:42.534009
 """
 

@@ -1,0 +1,176 @@
+"""Shared fixtures: a real data dir (SQLite + DuckDB files) per test, an in-process HTTP client, and a
+seeded project whose values include every awkward case the file formats must survive."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from segport.app import App, build
+from segport.http.server import create_app
+from segport.services.data import SegmentSpec
+from segport.settings import Settings
+from segport.worker import Worker
+
+PROJECT = "WlGk4Daj"
+OTHER_PROJECT = "Other001"
+
+CATALOG_CSV = """key,name,type
+id_$basic_userId,用户ID,string
+id_$anonymous_user,匿名用户ID,string[]
+usr_gender,性别,string
+usr_city,城市,string
+usr_age,年龄,int
+usr_score,积分,double
+usr_since,注册日期,date
+tag_rfm,会员等级,string
+"""
+
+# Every awkward value the CSV/JSON writers must get right. None = missing (empty cell in the CSV file).
+USERS: list[dict[str, str | None]] = [
+    {"id_$basic_userId": "C001", "usr_gender": "男", "usr_city": "北京", "usr_age": "30", "tag_rfm": "高",
+     "usr_score": "1.5", "usr_since": "2021-03-05", "id_$anonymous_user": "d1||d2"},
+    {"id_$basic_userId": "C002", "usr_gender": None, "usr_city": "上海, 浦东", "usr_age": "25", "tag_rfm": "低"},
+    {"id_$basic_userId": "C003", "usr_gender": "女", "usr_city": 'say "hi"', "usr_age": None, "tag_rfm": None},
+    {"id_$basic_userId": "C004", "usr_gender": "", "usr_city": "line1\nline2", "usr_age": "41", "tag_rfm": "中"},
+    {"id_$basic_userId": "C005", "usr_gender": "  spaced  ", "usr_city": "=SUM(A1:A2)", "usr_age": "19",
+     "tag_rfm": "高"},
+    {"id_$basic_userId": "C006", "usr_gender": "男", "usr_city": "-1+2", "usr_age": "52", "tag_rfm": "中",
+     "usr_score": "-3.25", "id_$anonymous_user": "d9"},
+    {"id_$basic_userId": "C007", "usr_gender": "女", "usr_city": "广州", "usr_age": "33", "tag_rfm": None},
+]
+COLUMNS = ["id_$basic_userId", "id_$anonymous_user", "usr_gender", "usr_city", "usr_age", "usr_score", "usr_since",
+           "tag_rfm"]
+SEGMENT = "seg_51activity"
+SEGMENT_NAME = "51活动用户"
+SEGMENT_RULE = {"not": {"key": "usr_age", "op": "gte", "value": 50}}  # everyone but C006 (52); C003 has no age
+
+
+def write_users_csv(path: Path, users: list[dict[str, str | None]], columns: list[str] = COLUMNS) -> Path:
+    """Write users as a CSV segport imports: None is an empty unquoted field, "" is a quoted empty string."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(",".join(columns) + "\n")
+        for user in users:
+            cells = []
+            for col in columns:
+                value = user.get(col)
+                cells.append("" if value is None else '"' + value.replace('"', '""') + '"')
+            f.write(",".join(cells) + "\n")
+    return path
+
+
+def csv_rows(data: bytes) -> list[list[str]]:
+    return list(csv.reader(data.decode("utf-8").splitlines(keepends=True)))
+
+
+@dataclass
+class Seeded:
+    app: App
+    token: str
+    other_token: str
+    admin_token: str
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5, poll_interval_s=0.2)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[App]:
+    application = build(settings)
+    yield application
+    application.close()
+
+
+def seed_project(app: App, tmp_path: Path) -> Seeded:
+    app.meta.create_project(PROJECT, "示例项目")
+    app.data.import_catalog_csv(PROJECT, CATALOG_CSV)
+    app.data.import_users(PROJECT, write_users_csv(tmp_path / "users.csv", USERS))
+    app.data.create_segment(PROJECT, SegmentSpec(key=SEGMENT, name=SEGMENT_NAME, rule=SEGMENT_RULE))
+    app.meta.create_project(OTHER_PROJECT, "另一个项目")
+    app.data.import_catalog_csv(OTHER_PROJECT, CATALOG_CSV)
+    app.data.import_users(OTHER_PROJECT, write_users_csv(tmp_path / "other.csv", USERS[:2]))
+    app.data.create_segment(OTHER_PROJECT, SegmentSpec(key=SEGMENT, name="其他", rule=SEGMENT_RULE))
+    _, token = app.meta.create_token([PROJECT])
+    _, other = app.meta.create_token([OTHER_PROJECT])
+    _, admin = app.meta.create_token([], admin=True)
+    return Seeded(app, token, other, admin)
+
+
+@pytest.fixture
+def seeded(app: App, tmp_path: Path) -> Seeded:
+    return seed_project(app, tmp_path)
+
+
+@pytest.fixture
+def client(app: App) -> Iterator[TestClient]:
+    with TestClient(create_app(app, run_workers=False), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def worker(app: App) -> Worker:
+    return Worker(app, threads=1)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    log: Path
+
+
+def start_server(data_dir: Path, log: Path, env: dict[str, str] | None = None, port: int | None = None) -> LiveServer:
+    """Start `segport serve` as a real uvicorn process and wait until it answers."""
+    port = port or free_port()
+    full_env = {**os.environ, "SEGPORT_DATA_DIR": str(data_dir), **(env or {})}
+    logf = open(log, "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=full_env, stdout=logf, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()}")
+        try:
+            httpx.get(base + "/openapi.json", timeout=1)
+            return LiveServer(base, proc, data_dir, log)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
