@@ -9,8 +9,8 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from segport.domain.jobs import TargetKind
-from segport.http.auth import principal
 from segport.errors import InvalidBody
+from segport.http.auth import principal
 from segport.http.errors import describe_validation
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
 from segport.http.views import job_result
