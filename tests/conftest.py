@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -87,8 +88,23 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5, poll_interval_s=0.2)
 
 
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[str, str, str]]:
+    """The seeded data dir, built once per test session; each test that asks for `seeded` gets a copy."""
+    base = tmp_path_factory.mktemp("seeded-template")
+    application = build(Settings(data_dir=base / "data", serve_workers=False))
+    try:
+        s = seed_project(application, base)
+    finally:
+        application.close()
+    return base / "data", (s.token, s.other_token, s.admin_token)
+
+
 @pytest.fixture
-def app(settings: Settings) -> Iterator[App]:
+def app(settings: Settings, request: pytest.FixtureRequest) -> Iterator[App]:
+    if "seeded" in request.fixturenames:
+        template, _ = request.getfixturevalue("seeded_template")
+        shutil.copytree(template, settings.data_dir)
     application = build(settings)
     yield application
     application.close()
@@ -110,8 +126,10 @@ def seed_project(app: App, tmp_path: Path) -> Seeded:
 
 
 @pytest.fixture
-def seeded(app: App, tmp_path: Path) -> Seeded:
-    return seed_project(app, tmp_path)
+def seeded(app: App, seeded_template: tuple[Path, tuple[str, str, str]]) -> Seeded:
+    """Project WlGk4Daj (USERS, segment seg_51activity) and Other001, with a token for each and an admin token."""
+    _, (token, other, admin) = seeded_template
+    return Seeded(app, token, other, admin)
 
 
 @pytest.fixture
