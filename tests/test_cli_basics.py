@@ -1,0 +1,88 @@
+"""The operator CLI on a real data dir: happy paths and one-line errors that change nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segport.app import build
+from segport.cli import cli
+from segport.engine.base import Target
+from segport.services.data import SegmentSpec
+from segport.settings import Settings
+from tests.conftest import CATALOG_CSV, PROJECT, USERS, write_users_csv
+
+runner = CliRunner()
+
+
+def run(data: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(cli, ["--data-dir", str(data), *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    assert run(d, "project", "create", PROJECT, "--name", "示例项目")[0] == 0
+    (tmp_path / "catalog.csv").write_text(CATALOG_CSV, encoding="utf-8")
+    assert run(d, "catalog", "import", "--project", PROJECT, str(tmp_path / "catalog.csv"))[0] == 0
+    return d
+
+
+def test_token_create_prints_the_token_last_and_it_works(data: Path) -> None:
+    code, out, _ = run(data, "token", "create", "--project", PROJECT)
+    assert code == 0
+    token = out.strip().splitlines()[-1]
+    app = build(Settings(data_dir=data), with_engine=False)
+    try:
+        assert app.meta.authenticate(token).can_see(PROJECT)
+    finally:
+        app.close()
+
+
+def test_project_create_rejects_a_bad_id_in_one_line(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path / "d", "project", "create", "bad id!", "--name", "x")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: project id")
+
+
+def test_users_import_reports_counts(data: Path, tmp_path: Path) -> None:
+    code, out, _ = run(data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "u.csv", USERS)))
+    assert code == 0, out
+    assert f"{len(USERS)} rows read, {len(USERS)} users inserted, 0 updated" in out
+
+
+def test_a_bad_value_rejects_the_whole_import_and_names_row_key_value(data: Path, tmp_path: Path) -> None:
+    run(data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "u.csv", USERS[:2])))
+    bad = [*USERS, {"id_$basic_userId": "C999", "usr_age": "forty"}]
+    code, _, err = run(data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "bad.csv", bad)))
+    assert code == 2
+    assert err.strip() == f"error: row {len(bad)}: key usr_age: value 'forty' is not a valid int"
+    app = build(Settings(data_dir=data))
+    try:
+        everyone = {"key": "id_$basic_userId", "op": "not_null"}
+        app.data.create_segment(PROJECT, SegmentSpec(key="seg_all", name="all", rule=everyone))
+        assert app.engine.count(PROJECT, Target("segment", "seg_all")) == 2  # the first import only
+    finally:
+        app.close()
+
+
+def test_segment_from_members_reports_unmatched_ids(data: Path, tmp_path: Path) -> None:
+    run(data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "u.csv", USERS)))
+    ids = tmp_path / "ids.txt"
+    ids.write_text("C001\nC004\nC404\n\nC001\n", encoding="utf-8")
+    code, out, err = run(data, "segment", "create", "--project", PROJECT, "--key", "seg_list", "--name", "名单",
+                         "--members", str(ids), "--identity", "id_$basic_userId")
+    assert code == 0, err
+    assert "2 users, 1 ids matched no user" in out
+
+
+def test_segment_with_an_unknown_key_is_refused(data: Path) -> None:
+    rule = json.dumps({"key": "usr_nope", "op": "eq", "value": "x"})
+    code, _, err = run(data, "segment", "create", "--project", PROJECT, "--key", "seg_bad", "--name", "x", "--rule", rule)
+    assert code == 2
+    assert "unknown key 'usr_nope'" in err
+    assert run(data, "segment", "list", "--project", PROJECT)[1] == ""
