@@ -160,7 +160,9 @@ class Client:
                 response.read()
                 return response
             op.sink.begin(response)
-            for chunk in response.iter_raw():
+            # a body already read (httpx.MockTransport with content=) cannot be streamed again
+            chunks = [response.content] if response.is_stream_consumed else response.iter_raw()
+            for chunk in chunks:
                 op.sink.write(chunk)
             return response
         finally:
