@@ -8,7 +8,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -212,3 +212,44 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+class AsyncCutDownloads(httpx.AsyncBaseTransport):
+    """:class:`CutDownloads` for the async client."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, after: int, cuts: int = 1) -> None:
+        self.inner = inner
+        self.after = after
+        self.cuts = cuts
+        self.ranges: list[str | None] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/download":
+            return await self.inner.handle_async_request(request)
+        self.ranges.append(request.headers.get("range"))
+        response = await self.inner.handle_async_request(request)
+        if self.cuts <= 0 or response.status_code >= 300:
+            return response
+        self.cuts -= 1
+        return httpx.Response(response.status_code, headers=response.headers,
+                              stream=_AsyncTruncated(response, self.after), request=request)
+
+
+class _AsyncTruncated(httpx.AsyncByteStream):
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self.response = response
+        self.limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        sent = 0
+        async for chunk in self.response.aiter_raw():
+            room = self.limit - sent
+            if len(chunk) >= room:
+                if room:
+                    yield chunk[:room]
+                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+            sent += len(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
