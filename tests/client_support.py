@@ -46,8 +46,13 @@ class ThreadServer:
 
     def __init__(self, app: App, *, run_workers: bool) -> None:
         self.port = free_port()
-        config = uvicorn.Config(create_app(app, run_workers=run_workers), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            create_app(app, run_workers=run_workers),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -90,8 +95,9 @@ class CutDownloads(httpx.BaseTransport):
         if self.cuts <= 0 or response.status_code >= 300:
             return response
         self.cuts -= 1
-        return httpx.Response(response.status_code, headers=response.headers,
-                              stream=_Truncated(response, self.after), request=request)
+        return httpx.Response(
+            response.status_code, headers=response.headers, stream=_Truncated(response, self.after), request=request
+        )
 
 
 class _Truncated(httpx.SyncByteStream):
@@ -168,8 +174,13 @@ class DroppingProxy:
             cut.set()
 
 
-def _pump(src: socket.socket, dst: socket.socket, *, on_chunk: Callable[[bytes], None] | None = None,
-          limit: Callable[[], int | None] | None = None) -> None:
+def _pump(
+    src: socket.socket,
+    dst: socket.socket,
+    *,
+    on_chunk: Callable[[bytes], None] | None = None,
+    limit: Callable[[], int | None] | None = None,
+) -> None:
     """Copy src to dst until EOF; with ``limit``, stop ``limit()`` bytes after the end of the response headers."""
     seen = b""
     body = 0
@@ -231,8 +242,12 @@ class AsyncCutDownloads(httpx.AsyncBaseTransport):
         if self.cuts <= 0 or response.status_code >= 300:
             return response
         self.cuts -= 1
-        return httpx.Response(response.status_code, headers=response.headers,
-                              stream=_AsyncTruncated(response, self.after), request=request)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_AsyncTruncated(response, self.after),
+            request=request,
+        )
 
 
 class _AsyncTruncated(httpx.AsyncByteStream):

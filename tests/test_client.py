@@ -40,7 +40,9 @@ def test_export_segment_csv_writes_the_servers_file(served: InProcess, tmp_path:
 
 def test_export_segment_json_lines(served: InProcess, tmp_path: Path) -> None:
     with served.client() as client:
-        (path,) = client.export_segment(PROJECT, SEGMENT, KEYS, file_format="json", dest=tmp_path / "x.json", timeout=30)
+        (path,) = client.export_segment(
+            PROJECT, SEGMENT, KEYS, file_format="json", dest=tmp_path / "x.json", timeout=30
+        )
     assert path == tmp_path / "x.json"
     assert parse_jsonl(path.read_bytes()) == expected_jsonl(KEYS)
 
@@ -98,8 +100,9 @@ def test_identical_exports_share_one_job(served: InProcess, tmp_path: Path) -> N
 def test_as_frame_polars(served: InProcess, tmp_path: Path, fmt: str) -> None:
     pl = pytest.importorskip("polars")
     with served.client() as client:
-        frame = client.export_segment(PROJECT, SEGMENT, KEYS, file_format=fmt, dest=tmp_path, timeout=30,
-                                      as_frame="polars")
+        frame = client.export_segment(
+            PROJECT, SEGMENT, KEYS, file_format=fmt, dest=tmp_path, timeout=30, as_frame="polars"
+        )
     assert isinstance(frame, pl.DataFrame)
     assert frame.columns == ["gio_id", *KEYS]
     rows = expected_jsonl(KEYS)
@@ -113,8 +116,9 @@ def test_as_frame_polars(served: InProcess, tmp_path: Path, fmt: str) -> None:
 def test_as_frame_pandas(served: InProcess, tmp_path: Path, fmt: str) -> None:
     pd = pytest.importorskip("pandas")
     with served.client() as client:
-        frame = client.export_segment(PROJECT, SEGMENT, KEYS, file_format=fmt, dest=tmp_path, timeout=30,
-                                      as_frame="pandas")
+        frame = client.export_segment(
+            PROJECT, SEGMENT, KEYS, file_format=fmt, dest=tmp_path, timeout=30, as_frame="pandas"
+        )
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns) == ["gio_id", *KEYS]
     rows = expected_jsonl(KEYS)
@@ -150,8 +154,15 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
         }
 
     assert api(Client) == api(AsyncClient)
-    assert {"submit_segment_export", "submit_tag_export", "job_result", "wait", "download", "export_segment",
-            "export_tag"} <= set(api(Client))
+    assert {
+        "submit_segment_export",
+        "submit_tag_export",
+        "job_result",
+        "wait",
+        "download",
+        "export_segment",
+        "export_tag",
+    } <= set(api(Client))
     for name in api(Client):
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
 

@@ -40,8 +40,9 @@ def test_async_export_segment(asgi: httpx.ASGITransport, seeded: Seeded, tmp_pat
 
     async def main() -> list[Path]:
         async with client(asgi, seeded.token) as c:
-            return await c.export_segment(PROJECT, SEGMENT, KEYS, file_format=fmt, dest=tmp_path / f"o.{fmt}",
-                                          timeout=30, progress=events.append)
+            return await c.export_segment(
+                PROJECT, SEGMENT, KEYS, file_format=fmt, dest=tmp_path / f"o.{fmt}", timeout=30, progress=events.append
+            )
 
     (path,) = asyncio.run(main())
     if fmt == "csv":

@@ -43,8 +43,9 @@ def export_args(*extra: str) -> list[str]:
 
 def test_export_to_a_file_exits_0_with_progress(running: ThreadServer, seeded: Seeded, tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
-    result = segport(*export_args("--format", "csv", "--header", "name", "-o", str(out)),
-                     server=running.url, token=seeded.token)
+    result = segport(
+        *export_args("--format", "csv", "--header", "name", "-o", str(out)), server=running.url, token=seeded.token
+    )
     assert result.exit_code == 0, result.stderr
     assert out.read_bytes() == expected_csv(KEYS, header=["用户ID", "性别", "会员等级"])
     assert result.stdout == f"{out}\n"  # the written path, for scripts
@@ -54,22 +55,39 @@ def test_export_to_a_file_exits_0_with_progress(running: ThreadServer, seeded: S
 
 def test_export_flags_override_the_environment(running: ThreadServer, seeded: Seeded, tmp_path: Path) -> None:
     out = tmp_path / "o.csv"
-    result = segport(*export_args("--server", running.url, "--token", seeded.token, "-o", str(out), "-q"),
-                     server="http://127.0.0.1:9", token="wrong")
+    result = segport(
+        *export_args("--server", running.url, "--token", seeded.token, "-o", str(out), "-q"),
+        server="http://127.0.0.1:9",
+        token="wrong",
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""  # --quiet
     assert out.read_bytes() == expected_csv(KEYS)
 
 
 def test_export_json_to_stdout(running: ThreadServer, seeded: Seeded) -> None:
-    result = segport("export", "-P", PROJECT, "-s", SEGMENT, "-p", ",".join(KEYS), "--format", "json", "-o", "-",
-                     server=running.url, token=seeded.token)
+    result = segport(
+        "export",
+        "-P",
+        PROJECT,
+        "-s",
+        SEGMENT,
+        "-p",
+        ",".join(KEYS),
+        "--format",
+        "json",
+        "-o",
+        "-",
+        server=running.url,
+        token=seeded.token,
+    )
     assert result.exit_code == 0, result.stderr
     assert parse_jsonl(result.stdout_bytes) == expected_jsonl(KEYS)
 
 
-def test_export_into_a_directory_keeps_the_servers_file_name(running: ThreadServer, seeded: Seeded,
-                                                             tmp_path: Path) -> None:
+def test_export_into_a_directory_keeps_the_servers_file_name(
+    running: ThreadServer, seeded: Seeded, tmp_path: Path
+) -> None:
     out = tmp_path / "dir"
     out.mkdir()
     result = segport(*export_args("-o", str(out)), server=running.url, token=seeded.token)
@@ -130,8 +148,9 @@ def test_failed_job_exits_6_with_the_servers_message(idle: ThreadServer, seeded:
 
     saboteur = threading.Thread(target=break_the_job)
     saboteur.start()
-    result = segport(*export_args("-o", str(tmp_path / "x.csv"), "--timeout", "20"), server=idle.url,
-                     token=seeded.token)
+    result = segport(
+        *export_args("-o", str(tmp_path / "x.csv"), "--timeout", "20"), server=idle.url, token=seeded.token
+    )
     saboteur.join()
     assert result.exit_code == 6, result.stderr
     assert "UNKNOWN_KEY" in result.stderr and "no longer in the catalogue" in result.stderr
@@ -139,8 +158,9 @@ def test_failed_job_exits_6_with_the_servers_message(idle: ThreadServer, seeded:
 
 
 def test_timeout_exits_7(idle: ThreadServer, seeded: Seeded, tmp_path: Path) -> None:
-    result = segport(*export_args("-o", str(tmp_path / "x.csv"), "--timeout", "0.3"), server=idle.url,
-                     token=seeded.token)
+    result = segport(
+        *export_args("-o", str(tmp_path / "x.csv"), "--timeout", "0.3"), server=idle.url, token=seeded.token
+    )
     assert result.exit_code == 7 and "still NONE" in result.stderr
 
 

@@ -91,12 +91,14 @@ def test_download_over_a_real_socket_dropped_by_a_proxy(tmp_path: Path) -> None:
     try:
         port = int(server.base_url.rsplit(":", 1)[1])
         with DroppingProxy(port, after=64) as proxy, Client(proxy.url, seeded.token, backoff=FAST) as client:
-            (path,) = client.export_segment(PROJECT, SEGMENT, KEYS, file_format="json", dest=tmp_path / "cut.json",
-                                            timeout=30)
+            (path,) = client.export_segment(
+                PROJECT, SEGMENT, KEYS, file_format="json", dest=tmp_path / "cut.json", timeout=30
+            )
             assert proxy.dropped == 1
         with Client(server.base_url, seeded.token, backoff=FAST) as direct:
-            (whole,) = direct.export_segment(PROJECT, SEGMENT, KEYS, file_format="json",
-                                             dest=tmp_path / "whole.json", timeout=30)
+            (whole,) = direct.export_segment(
+                PROJECT, SEGMENT, KEYS, file_format="json", dest=tmp_path / "whole.json", timeout=30
+            )
     finally:
         stop_server(server)
     assert path.read_bytes() == whole.read_bytes()

@@ -50,8 +50,9 @@ def idle(seeded: Seeded) -> Iterator[InProcess]:
 
 
 def make_app(tmp_path: Path, **overrides: object) -> App:
-    settings = Settings(data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5,
-                        poll_interval_s=0.2, **overrides)  # type: ignore[arg-type]
+    settings = Settings(
+        data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5, poll_interval_s=0.2, **overrides
+    )  # type: ignore[arg-type]
     return build(settings)
 
 
@@ -151,7 +152,10 @@ def test_full_queue_is_too_many_jobs_with_retry_after(tmp_path: Path) -> None:
     app = make_app(tmp_path, max_queued_jobs_per_project=1)
     try:
         seeded = seed_project(app, tmp_path)
-        with TestClient(create_app(app, run_workers=False)) as tc, InProcess(tc, seeded.token).client(retries=0) as client:
+        with (
+            TestClient(create_app(app, run_workers=False)) as tc,
+            InProcess(tc, seeded.token).client(retries=0) as client,
+        ):
             client.submit_segment_export(PROJECT, SEGMENT, KEYS)
             with pytest.raises(TooManyJobs) as exc:
                 client.submit_segment_export(PROJECT, SEGMENT, ["usr_gender"])
@@ -204,7 +208,11 @@ def test_a_foreign_servers_code_message_body_is_mapped_by_code() -> None:
 def test_bad_arguments_are_refused_before_any_request(kwargs: dict[str, object]) -> None:
     sent: list[httpx.Request] = []
     args: dict[str, object] = {"project": PROJECT, "segment": SEGMENT, **kwargs}
-    with Client(BASE, "t", transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200)),
-                backoff=FAST) as client, pytest.raises(InvalidArgument):
+    with (
+        Client(
+            BASE, "t", transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200)), backoff=FAST
+        ) as client,
+        pytest.raises(InvalidArgument),
+    ):
         client.submit_segment_export(**args)  # type: ignore[arg-type]
     assert sent == []

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from segport.client import Backoff, Client, ConnectionFailed, TooManyJobs, TooManyRequests
-from segport.client.core import file_name_of, target_paths
+from segport.client.download import file_name_of, target_paths
 from tests.client_support import BASE, FAST
 
 SEED_URI = "%2Fjobs%2Fresults%2FDES-202205240136-5818534160000%2Fzxm_%E7%94%A8%E6%88%B7_2022-04-26_UserList.csv"
@@ -41,11 +41,15 @@ def _429(retry_after: str | None, code: str = "TOO_MANY_REQUESTS") -> httpx.Resp
 
 
 def test_wait_honours_retry_after_on_429() -> None:
-    stub = Stub({"/v1/api/job/result/kqQeWeGr": [
-        _429("1"),
-        httpx.Response(200, json={"stage": "RUNNING", "uris": []}),
-        httpx.Response(200, json={"stage": "FINISH", "uris": [SEED_URI]}),
-    ]})
+    stub = Stub(
+        {
+            "/v1/api/job/result/kqQeWeGr": [
+                _429("1"),
+                httpx.Response(200, json={"stage": "RUNNING", "uris": []}),
+                httpx.Response(200, json={"stage": "FINISH", "uris": [SEED_URI]}),
+            ]
+        }
+    )
     with Client(BASE, "t", transport=httpx.MockTransport(stub), backoff=FAST) as client:
         result = client.wait("kqQeWeGr", timeout=10)
     assert result.uris == (SEED_URI,)
@@ -78,16 +82,20 @@ def test_submit_is_retried_after_429_with_retry_after() -> None:
 def test_retry_after_beyond_the_cap_is_raised_at_once() -> None:
     path = "/v1/api/projects/P/segment_profiles/seg_x/export_jobs"
     stub = Stub({path: [_429("3600", "TOO_MANY_JOBS")]})
-    with Client(BASE, "t", transport=httpx.MockTransport(stub), backoff=FAST, max_retry_after_s=60) as client, \
-            pytest.raises(TooManyJobs) as exc:
+    with (
+        Client(BASE, "t", transport=httpx.MockTransport(stub), backoff=FAST, max_retry_after_s=60) as client,
+        pytest.raises(TooManyJobs) as exc,
+    ):
         client.submit_segment_export("P", "seg_x")
     assert exc.value.retry_after == 3600 and len(stub.seen) == 1
 
 
 def test_429_without_retry_after_backs_off_then_gives_up() -> None:
     stub = Stub({"/v1/api/job/result/abc": [_429(None)]})
-    with Client(BASE, "t", transport=httpx.MockTransport(stub), backoff=FAST, retries=3) as client, \
-            pytest.raises(TooManyRequests):
+    with (
+        Client(BASE, "t", transport=httpx.MockTransport(stub), backoff=FAST, retries=3) as client,
+        pytest.raises(TooManyRequests),
+    ):
         client.job_result("abc")
     t = stub.times("/v1/api/job/result/abc")
     gaps = [b - a for a, b in zip(t, t[1:], strict=False)]
@@ -112,8 +120,10 @@ def test_connection_refused_is_retried_then_connection_failed() -> None:
         calls.append(request)
         raise httpx.ConnectError("connection refused", request=request)
 
-    with Client(BASE, "t", transport=httpx.MockTransport(refuse), backoff=FAST, retries=2) as client, \
-            pytest.raises(ConnectionFailed, match="connection refused"):
+    with (
+        Client(BASE, "t", transport=httpx.MockTransport(refuse), backoff=FAST, retries=2) as client,
+        pytest.raises(ConnectionFailed, match="connection refused"),
+    ):
         client.job_result("abc")
     assert len(calls) == 3
 
@@ -125,8 +135,10 @@ def test_a_post_is_not_resent_after_the_server_may_have_got_it() -> None:
         calls.append(request)
         raise httpx.ReadError("connection reset", request=request)
 
-    with Client(BASE, "t", transport=httpx.MockTransport(drop), backoff=FAST, retries=3) as client, \
-            pytest.raises(ConnectionFailed):
+    with (
+        Client(BASE, "t", transport=httpx.MockTransport(drop), backoff=FAST, retries=3) as client,
+        pytest.raises(ConnectionFailed),
+    ):
         client.submit_segment_export("P", "seg_x")
     assert len(calls) == 1  # a read error after sending could mean a job was created: do not submit twice
 
@@ -134,35 +146,45 @@ def test_a_post_is_not_resent_after_the_server_may_have_got_it() -> None:
 def test_tag_export_request_and_flow(tmp_path: Path) -> None:
     """The tag path is not on this branch's server yet: check the request the client builds, and the flow."""
     path = "/v1/api/projects/WlGk4Daj/user_tags/tag_rfm/export_jobs"
-    stub = Stub({
-        path: [httpx.Response(200, json={"id": "tagJob01", "name": "DET-202611281200-1"})],
-        "/v1/api/job/result/tagJob01": [httpx.Response(200, json={"stage": "FINISH", "uris": [SEED_URI]})],
-        "/download": [httpx.Response(200, content=CSV)],
-    })
+    stub = Stub(
+        {
+            path: [httpx.Response(200, json={"id": "tagJob01", "name": "DET-202611281200-1"})],
+            "/v1/api/job/result/tagJob01": [httpx.Response(200, json={"stage": "FINISH", "uris": [SEED_URI]})],
+            "/download": [httpx.Response(200, content=CSV)],
+        }
+    )
     with Client(BASE, "tok", transport=httpx.MockTransport(stub), backoff=FAST) as client:
-        paths = client.export_tag("WlGk4Daj", "tag_rfm", ["id_$basic_userId", "usr_gender"], header="name",
-                                  dest=tmp_path)
+        paths = client.export_tag(
+            "WlGk4Daj", "tag_rfm", ["id_$basic_userId", "usr_gender"], header="name", dest=tmp_path
+        )
     submit = stub.seen[0][1]
     assert submit.method == "POST" and submit.url.path == path
     assert submit.headers["authorization"] == "Bearer tok"
     assert submit.headers["content-type"] == "application/json"
-    assert json.loads(submit.content) == {"properties": ["id_$basic_userId", "usr_gender"], "fileFormat": "csv",
-                                          "csvHeaderType": "name"}
+    assert json.loads(submit.content) == {
+        "properties": ["id_$basic_userId", "usr_gender"],
+        "fileFormat": "csv",
+        "csvHeaderType": "name",
+    }
     assert paths == [tmp_path / "zxm_用户_2022-04-26_UserList.csv"]
     assert paths[0].read_bytes() == CSV
 
 
 def test_a_growingio_server_with_only_the_seeds_fields_works(tmp_path: Path) -> None:
     """No rows/bytes/error/expiresAt, stages the seed does not list, no Range support: still a full export."""
-    stub = Stub({
-        "/v1/api/projects/WlGk4Daj/segment_profiles/seg_51activity/export_jobs": [
-            httpx.Response(200, json={"id": "kqQeWeGr", "name": "DES-202205240136-5818534160000"})],
-        "/v1/api/job/result/kqQeWeGr": [
-            httpx.Response(200, json={"stage": "NONE", "uris": []}),
-            httpx.Response(200, json={"stage": "READY", "uris": []}),
-            httpx.Response(200, json={"stage": "FINISH", "uris": [SEED_URI]})],
-        "/download": [httpx.Response(200, content=CSV)],
-    })
+    stub = Stub(
+        {
+            "/v1/api/projects/WlGk4Daj/segment_profiles/seg_51activity/export_jobs": [
+                httpx.Response(200, json={"id": "kqQeWeGr", "name": "DES-202205240136-5818534160000"})
+            ],
+            "/v1/api/job/result/kqQeWeGr": [
+                httpx.Response(200, json={"stage": "NONE", "uris": []}),
+                httpx.Response(200, json={"stage": "READY", "uris": []}),
+                httpx.Response(200, json={"stage": "FINISH", "uris": [SEED_URI]}),
+            ],
+            "/download": [httpx.Response(200, content=CSV)],
+        }
+    )
     with Client(BASE + "/", "tok", transport=httpx.MockTransport(stub), backoff=FAST) as client:
         (path,) = client.export_segment("WlGk4Daj", "seg_51activity", [], file_format="json", dest=tmp_path / "o")
     submit, download = stub.seen[0][1], stub.seen[-1][1]

@@ -23,12 +23,26 @@ class AsyncClient:
     """The async twin of :class:`segport.client.Client` (same arguments, same methods, awaited)."""
 
     def __init__(
-        self, base_url: str, token: str | None, *, transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float = 30.0, backoff: Backoff | None = None, retries: int = 4, resumes: int = 5,
-        max_retry_after_s: float = 60.0, verify: bool = True,
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+        backoff: Backoff | None = None,
+        retries: int = 4,
+        resumes: int = 5,
+        max_retry_after_s: float = 60.0,
+        verify: bool = True,
     ) -> None:
-        self._core = Core(base_url, token, backoff=backoff or Backoff(), retries=retries,
-                          max_retry_after_s=max_retry_after_s, resumes=resumes)
+        self._core = Core(
+            base_url,
+            token,
+            backoff=backoff or Backoff(),
+            retries=retries,
+            max_retry_after_s=max_retry_after_s,
+            resumes=resumes,
+        )
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout, verify=verify, follow_redirects=True)
 
     @property
@@ -48,15 +62,27 @@ class AsyncClient:
 
     # --- the API -----------------------------------------------------------------------------------
     async def submit_segment_export(
-        self, project: str, segment: str, properties: Sequence[str] | None = None, file_format: str = "csv",
-        header: str = "key", *, extra: dict[str, Any] | None = None,
+        self,
+        project: str,
+        segment: str,
+        properties: Sequence[str] | None = None,
+        file_format: str = "csv",
+        header: str = "key",
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> Job:
         """Submit an export of a segment's members; ``extra`` adds body fields (segport: ``bom``, ``compression``)."""
         return await self._run(self._core.submit("segment", project, segment, properties, file_format, header, extra))
 
     async def submit_tag_export(
-        self, project: str, tag: str, properties: Sequence[str] | None = None, file_format: str = "csv",
-        header: str = "key", *, extra: dict[str, Any] | None = None,
+        self,
+        project: str,
+        tag: str,
+        properties: Sequence[str] | None = None,
+        file_format: str = "csv",
+        header: str = "key",
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> Job:
         """Submit an export of the users holding a tag (``POST .../user_tags/{tag}/export_jobs``)."""
         return await self._run(self._core.submit("tag", project, tag, properties, file_format, header, extra))
@@ -65,7 +91,9 @@ class AsyncClient:
         """The job's current result (one request)."""
         return await self._run(self._core.result(job))
 
-    async def wait(self, job: Job | str, timeout: float | None = DEFAULT_TIMEOUT_S, progress: ProgressFn | None = None) -> JobResult:
+    async def wait(
+        self, job: Job | str, timeout: float | None = DEFAULT_TIMEOUT_S, progress: ProgressFn | None = None
+    ) -> JobResult:
         """Poll until the job is done; raises :class:`JobFailed` or :class:`WaitTimeout`."""
         return await self._run(self._core.wait(job, timeout, progress))
 
@@ -75,54 +103,120 @@ class AsyncClient:
 
     @overload
     async def export_segment(
-        self, project: str, segment: str, properties: Sequence[str] | None = ..., file_format: str = ...,
-        header: str = ..., *, dest: str | os.PathLike[str] = ..., timeout: float | None = ...,
-        progress: ProgressFn | None = ..., extra: dict[str, Any] | None = ..., as_frame: None = ...,
+        self,
+        project: str,
+        segment: str,
+        properties: Sequence[str] | None = ...,
+        file_format: str = ...,
+        header: str = ...,
+        *,
+        dest: str | os.PathLike[str] = ...,
+        timeout: float | None = ...,
+        progress: ProgressFn | None = ...,
+        extra: dict[str, Any] | None = ...,
+        as_frame: None = ...,
     ) -> list[Path]: ...
     @overload
     async def export_segment(
-        self, project: str, segment: str, properties: Sequence[str] | None = ..., file_format: str = ...,
-        header: str = ..., *, dest: str | os.PathLike[str] = ..., timeout: float | None = ...,
-        progress: ProgressFn | None = ..., extra: dict[str, Any] | None = ..., as_frame: FrameKind,
+        self,
+        project: str,
+        segment: str,
+        properties: Sequence[str] | None = ...,
+        file_format: str = ...,
+        header: str = ...,
+        *,
+        dest: str | os.PathLike[str] = ...,
+        timeout: float | None = ...,
+        progress: ProgressFn | None = ...,
+        extra: dict[str, Any] | None = ...,
+        as_frame: FrameKind,
     ) -> Any: ...
     async def export_segment(
-        self, project: str, segment: str, properties: Sequence[str] | None = None, file_format: str = "csv",
-        header: str = "key", *, dest: str | os.PathLike[str] = ".", timeout: float | None = DEFAULT_TIMEOUT_S,
-        progress: ProgressFn | None = None, extra: dict[str, Any] | None = None, as_frame: FrameKind | None = None,
+        self,
+        project: str,
+        segment: str,
+        properties: Sequence[str] | None = None,
+        file_format: str = "csv",
+        header: str = "key",
+        *,
+        dest: str | os.PathLike[str] = ".",
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        progress: ProgressFn | None = None,
+        extra: dict[str, Any] | None = None,
+        as_frame: FrameKind | None = None,
     ) -> list[Path] | Any:
         """Submit, wait and download: the file paths, or with ``as_frame`` a pandas/polars DataFrame."""
-        return await self._export("segment", project, segment, properties, file_format, header, dest, timeout, progress,
-                            extra, as_frame)
+        return await self._export(
+            "segment", project, segment, properties, file_format, header, dest, timeout, progress, extra, as_frame
+        )
 
     @overload
     async def export_tag(
-        self, project: str, tag: str, properties: Sequence[str] | None = ..., file_format: str = ...,
-        header: str = ..., *, dest: str | os.PathLike[str] = ..., timeout: float | None = ...,
-        progress: ProgressFn | None = ..., extra: dict[str, Any] | None = ..., as_frame: None = ...,
+        self,
+        project: str,
+        tag: str,
+        properties: Sequence[str] | None = ...,
+        file_format: str = ...,
+        header: str = ...,
+        *,
+        dest: str | os.PathLike[str] = ...,
+        timeout: float | None = ...,
+        progress: ProgressFn | None = ...,
+        extra: dict[str, Any] | None = ...,
+        as_frame: None = ...,
     ) -> list[Path]: ...
     @overload
     async def export_tag(
-        self, project: str, tag: str, properties: Sequence[str] | None = ..., file_format: str = ...,
-        header: str = ..., *, dest: str | os.PathLike[str] = ..., timeout: float | None = ...,
-        progress: ProgressFn | None = ..., extra: dict[str, Any] | None = ..., as_frame: FrameKind,
+        self,
+        project: str,
+        tag: str,
+        properties: Sequence[str] | None = ...,
+        file_format: str = ...,
+        header: str = ...,
+        *,
+        dest: str | os.PathLike[str] = ...,
+        timeout: float | None = ...,
+        progress: ProgressFn | None = ...,
+        extra: dict[str, Any] | None = ...,
+        as_frame: FrameKind,
     ) -> Any: ...
     async def export_tag(
-        self, project: str, tag: str, properties: Sequence[str] | None = None, file_format: str = "csv",
-        header: str = "key", *, dest: str | os.PathLike[str] = ".", timeout: float | None = DEFAULT_TIMEOUT_S,
-        progress: ProgressFn | None = None, extra: dict[str, Any] | None = None, as_frame: FrameKind | None = None,
+        self,
+        project: str,
+        tag: str,
+        properties: Sequence[str] | None = None,
+        file_format: str = "csv",
+        header: str = "key",
+        *,
+        dest: str | os.PathLike[str] = ".",
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        progress: ProgressFn | None = None,
+        extra: dict[str, Any] | None = None,
+        as_frame: FrameKind | None = None,
     ) -> list[Path] | Any:
         """:meth:`export_segment` for the users holding a tag."""
-        return await self._export("tag", project, tag, properties, file_format, header, dest, timeout, progress, extra,
-                            as_frame)
+        return await self._export(
+            "tag", project, tag, properties, file_format, header, dest, timeout, progress, extra, as_frame
+        )
 
     # --- driving the flows -------------------------------------------------------------------------
     async def _export(
-        self, kind: Kind, project: str, target: str, properties: Sequence[str] | None, file_format: str,
-        header: str, dest: str | os.PathLike[str], timeout: float | None, progress: ProgressFn | None,
-        extra: dict[str, Any] | None, as_frame: FrameKind | None,
+        self,
+        kind: Kind,
+        project: str,
+        target: str,
+        properties: Sequence[str] | None,
+        file_format: str,
+        header: str,
+        dest: str | os.PathLike[str],
+        timeout: float | None,
+        progress: ProgressFn | None,
+        extra: dict[str, Any] | None,
+        as_frame: FrameKind | None,
     ) -> list[Path] | Any:
-        paths = await self._run(self._core.export(kind, project, target, properties, file_format, header, dest, timeout,
-                                            progress, extra))
+        paths = await self._run(
+            self._core.export(kind, project, target, properties, file_format, header, dest, timeout, progress, extra)
+        )
         if not as_frame:
             return paths
         return await anyio.to_thread.run_sync(load_frame, paths, file_format, as_frame)

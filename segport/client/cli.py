@@ -25,12 +25,24 @@ from segport.client import Client, ClientError, Progress
 from segport.client.core import FILE_FORMATS, HEADER_TYPES
 from segport.client.sync import DEFAULT_TIMEOUT_S
 
-ServerOpt = Annotated[str | None, typer.Option("--server", envvar="SEGPORT_SERVER", show_envvar=True,
-                                               help="Base URL of the API, e.g. http://127.0.0.1:8000.")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SEGPORT_TOKEN", show_envvar=True,
-                                              help="API token (sent as Authorization: Bearer).")]
-RetriesOpt = Annotated[int, typer.Option("--retries", min=0, help="Retries of one request (429/503, dropped "
-                                         "connections) and resumes of one download.")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server", envvar="SEGPORT_SERVER", show_envvar=True, help="Base URL of the API, e.g. http://127.0.0.1:8000."
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="SEGPORT_TOKEN", show_envvar=True, help="API token (sent as Authorization: Bearer)."
+    ),
+]
+RetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--retries", min=0, help="Retries of one request (429/503, dropped connections) and resumes of one download."
+    ),
+]
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -42,15 +54,20 @@ def export(
     project: Annotated[str, typer.Option("--project", "-P", help="Project id, e.g. WlGk4Daj.")],
     segment: Annotated[str | None, typer.Option("--segment", "-s", help="Segment key to export.")] = None,
     tag: Annotated[str | None, typer.Option("--tag", "-t", help="Tag key to export (instead of --segment).")] = None,
-    properties: Annotated[list[str] | None, typer.Option(
-        "--property", "-p", help="Key to export (repeat, or comma-separated): id_..., usr_..., tag_...")] = None,
+    properties: Annotated[
+        list[str] | None,
+        typer.Option("--property", "-p", help="Key to export (repeat, or comma-separated): id_..., usr_..., tag_..."),
+    ] = None,
     file_format: Annotated[str, typer.Option("--format", "-f", help="csv or json (JSON Lines).")] = "csv",
     header: Annotated[str, typer.Option("--header", help="CSV header: key or name (display names).")] = "key",
-    output: Annotated[str, typer.Option("--output", "-o", help="File to write, a directory (server's file "
-                                        "names), or - for stdout.")] = ".",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="File to write, a directory (server's file names), or - for stdout.")
+    ] = ".",
     server: ServerOpt = None,
     token: TokenOpt = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait for the job.")] = DEFAULT_TIMEOUT_S,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds to wait for the job.")
+    ] = DEFAULT_TIMEOUT_S,
     retries: RetriesOpt = 4,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
@@ -68,8 +85,18 @@ def export(
         target = segment if segment is not None else tag
         if output == "-":
             with tempfile.TemporaryDirectory(prefix="segport-") as tmp:
-                paths = _run(lambda: kind_export(project, target, keys, file_format, header, dest=tmp,  # type: ignore[arg-type]
-                                                 timeout=timeout, progress=display))
+                paths = _run(
+                    lambda: kind_export(
+                        project,
+                        target,
+                        keys,
+                        file_format,
+                        header,
+                        dest=tmp,  # type: ignore[arg-type]
+                        timeout=timeout,
+                        progress=display,
+                    )
+                )
                 display.stop()
                 out = sys.stdout.buffer
                 for path in paths:
@@ -77,8 +104,18 @@ def export(
                         shutil.copyfileobj(f, out, 1 << 20)
                 out.flush()
             return
-        paths = _run(lambda: kind_export(project, target, keys, file_format, header, dest=output,  # type: ignore[arg-type]
-                                         timeout=timeout, progress=display))
+        paths = _run(
+            lambda: kind_export(
+                project,
+                target,
+                keys,
+                file_format,
+                header,
+                dest=output,  # type: ignore[arg-type]
+                timeout=timeout,
+                progress=display,
+            )
+        )
     for path in paths:
         typer.echo(str(path))
 
@@ -136,9 +173,15 @@ class Display:
 
     def __enter__(self) -> Display:
         if self.live:
-            self.bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
-                                    TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console,
-                                    transient=False)
+            self.bar = RichProgress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=24),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            )
             self.bar.start()
         return self
 
@@ -186,8 +229,9 @@ class Display:
         elif event.phase == "downloading" and event.file:
             if self.file is None or self.file[0] != event.file:
                 self._file_done()
-                say(f"downloading {event.file}" + (f" ({decimal(event.total)})" if event.total else ""),
-                    highlight=False)
+                say(
+                    f"downloading {event.file}" + (f" ({decimal(event.total)})" if event.total else ""), highlight=False
+                )
             self.file = (event.file, event.downloaded, event.elapsed_s)
         elif event.phase == "done":
             self._file_done()

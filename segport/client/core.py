@@ -13,16 +13,16 @@ when present.
 from __future__ import annotations
 
 import os
-import re
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol, TypeVar
-from urllib.parse import quote, unquote
+from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 
+from segport.client.download import PartFile, content_range, target_path, target_paths
 from segport.client.errors import (
     ApiError,
     ConnectionFailed,
@@ -34,15 +34,12 @@ from segport.client.errors import (
     error_from_response,
     parse_retry_after,
 )
-from segport.client.models import Backoff, Job, JobResult, Progress
+from segport.client.models import Backoff, Job, JobResult, Progress, ProgressFn, emit
 
 T = TypeVar("T")
 Kind = Literal["segment", "tag"]
-ProgressFn = Callable[[Progress], None]
 FILE_FORMATS = ("csv", "json")
 HEADER_TYPES = ("key", "name")
-_UNSAFE_NAME = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +86,13 @@ class Core:
     """Request builder and the flows of every operation (see the module docstring)."""
 
     def __init__(
-        self, base_url: str, token: str | None, *, backoff: Backoff, retries: int, max_retry_after_s: float,
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        backoff: Backoff,
+        retries: int,
+        max_retry_after_s: float,
         resumes: int,
     ) -> None:
         if not base_url or not base_url.startswith(("http://", "https://")):
@@ -106,8 +109,14 @@ class Core:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def submit_request(
-        self, kind: Kind, project: str, target: str, properties: Sequence[str] | None, file_format: str,
-        header: str, extra: dict[str, Any] | None = None,
+        self,
+        kind: Kind,
+        project: str,
+        target: str,
+        properties: Sequence[str] | None,
+        file_format: str,
+        header: str,
+        extra: dict[str, Any] | None = None,
     ) -> RequestSpec:
         """``POST .../segment_profiles/{key}/export_jobs`` (or ``.../user_tags/{tag}/export_jobs``)."""
         for what, value in (("project", project), (kind, target)):
@@ -137,7 +146,9 @@ class Core:
         return f"{self.base_url}/download?file={uri}"
 
     # --- one call, with retries --------------------------------------------------------------------
-    def call(self, spec: RequestSpec, *, idempotent: bool = True, deadline: float | None = None) -> Flow[httpx.Response]:
+    def call(
+        self, spec: RequestSpec, *, idempotent: bool = True, deadline: float | None = None
+    ) -> Flow[httpx.Response]:
         """Send ``spec``; retry 429/503 (honouring ``Retry-After``) and dropped connections, then raise.
 
         A POST is retried after a transport error only when the connection was never made."""
@@ -168,8 +179,14 @@ class Core:
 
     # --- operations --------------------------------------------------------------------------------
     def submit(
-        self, kind: Kind, project: str, target: str, properties: Sequence[str] | None, file_format: str,
-        header: str, extra: dict[str, Any] | None = None,
+        self,
+        kind: Kind,
+        project: str,
+        target: str,
+        properties: Sequence[str] | None,
+        file_format: str,
+        header: str,
+        extra: dict[str, Any] | None = None,
     ) -> Flow[Job]:
         spec = self.submit_request(kind, project, target, properties, file_format, header, extra)
         response = yield from self.call(spec, idempotent=False)
@@ -183,7 +200,10 @@ class Core:
         return JobResult.from_json(_json(response))
 
     def wait(
-        self, job: Job | str, timeout: float | None, progress: ProgressFn | None = None,
+        self,
+        job: Job | str,
+        timeout: float | None,
+        progress: ProgressFn | None = None,
         started: float | None = None,
     ) -> Flow[JobResult]:
         """Poll until the job has ``uris`` (done) or is ``ERROR`` (:class:`JobFailed`), with exponential
@@ -196,7 +216,7 @@ class Core:
         while True:
             response = yield from self.call(self.result_request(_job_id(job)), deadline=deadline)
             result = JobResult.from_json(_json(response))
-            _emit(progress, Progress("waiting", time.monotonic() - started, the_job, result.stage, result.rows))
+            emit(progress, Progress("waiting", time.monotonic() - started, the_job, result.stage, result.rows))
             if result.failed:
                 code = result.error.code if result.error else None
                 message = result.error.message if result.error else "the server gave no reason"
@@ -213,15 +233,19 @@ class Core:
             yield Sleep(delay)
 
     def download(
-        self, uri: str, dest: str | os.PathLike[str], progress: ProgressFn | None = None,
-        started: float | None = None, job: Job | None = None,
+        self,
+        uri: str,
+        dest: str | os.PathLike[str],
+        progress: ProgressFn | None = None,
+        started: float | None = None,
+        job: Job | None = None,
     ) -> Flow[Path]:
         """Stream ``uri`` into a hidden ``.part`` file next to the target, resume with ``Range`` after a dropped
         connection (``If-Range`` guards against a changed file), and rename it into place when complete."""
         target = target_path(uri, dest)
         target.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic() if started is None else started
-        part = _PartFile(target.with_name(f".{target.name}.part"), target.name, progress, started, job)
+        part = PartFile(target.with_name(f".{target.name}.part"), target.name, progress, started, job)
         done = False
         try:
             failures = 0
@@ -239,7 +263,7 @@ class Core:
                     yield Sleep(self.backoff.delay(failures - 1))
                     continue
                 if response.status_code == 416 and part.offset:
-                    size = _content_range(response.headers.get("content-range"))[2]
+                    size = content_range(response.headers.get("content-range"))[2]
                     if size == part.offset:  # the connection dropped after the last byte
                         break
                     part.restart()
@@ -267,115 +291,28 @@ class Core:
                 part.discard()
 
     def export(
-        self, kind: Kind, project: str, target: str, properties: Sequence[str] | None, file_format: str,
-        header: str, dest: str | os.PathLike[str], timeout: float | None, progress: ProgressFn | None,
+        self,
+        kind: Kind,
+        project: str,
+        target: str,
+        properties: Sequence[str] | None,
+        file_format: str,
+        header: str,
+        dest: str | os.PathLike[str],
+        timeout: float | None,
+        progress: ProgressFn | None,
         extra: dict[str, Any] | None = None,
     ) -> Flow[list[Path]]:
         """Submit, wait, download every file: the paths written, in the server's order."""
         started = time.monotonic()
         job = yield from self.submit(kind, project, target, properties, file_format, header, extra)
-        _emit(progress, Progress("submitted", time.monotonic() - started, job))
+        emit(progress, Progress("submitted", time.monotonic() - started, job))
         result = yield from self.wait(job, timeout, progress, started)
         paths = []
         for uri, path in zip(result.uris, target_paths(result.uris, dest), strict=True):
             paths.append((yield from self.download(uri, path, progress, started, job)))
-        _emit(progress, Progress("done", time.monotonic() - started, job, result.stage, result.rows))
+        emit(progress, Progress("done", time.monotonic() - started, job, result.stage, result.rows))
         return paths
-
-
-class _PartFile:
-    """The partial download: where it is, how far it got, and what the server said about it."""
-
-    def __init__(self, path: Path, name: str, progress: ProgressFn | None, started: float, job: Job | None) -> None:
-        self.path = path
-        self.name = name
-        self.progress = progress
-        self.started = started
-        self.job = job
-        self.file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by commit/discard
-        self.offset = 0
-        self.total: int | None = None
-        self.validator: str | None = None
-
-    def range_headers(self) -> dict[str, str]:
-        # identity encoding: Range counts bytes of the encoded body, so there must be no encoding
-        headers = {"Accept-Encoding": "identity"}
-        if self.offset:
-            headers["Range"] = f"bytes={self.offset}-"
-            if self.validator:
-                headers["If-Range"] = self.validator
-        return headers
-
-    def begin(self, response: httpx.Response) -> None:
-        if response.status_code == 206:
-            start, _end, total = _content_range(response.headers.get("content-range"))
-            if start != self.offset:
-                raise DownloadFailed(f"asked for bytes from {self.offset}, the server sent from {start}")
-            self.total = total if total is not None else self.total
-        else:  # the whole file: first try, or the server ignored Range / the file changed (If-Range)
-            self.restart()
-            length = response.headers.get("content-length", "")
-            self.total = int(length) if length.isdigit() else None
-            etag = response.headers.get("etag")
-            self.validator = etag if etag and not etag.startswith("W/") else response.headers.get("last-modified")
-        self._report()
-
-    def write(self, chunk: bytes) -> None:
-        self.file.write(chunk)
-        self.offset += len(chunk)
-        self._report()
-
-    def restart(self) -> None:
-        self.file.seek(0)
-        self.file.truncate()
-        self.offset = 0
-
-    def commit(self, target: Path) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.path, target)
-
-    def discard(self) -> None:
-        self.file.close()
-        self.path.unlink(missing_ok=True)
-
-    def _report(self) -> None:
-        _emit(self.progress, Progress("downloading", time.monotonic() - self.started, self.job, file=self.name,
-                                      downloaded=self.offset, total=self.total))
-
-
-# --- helpers ----------------------------------------------------------------------------------------
-def file_name_of(uri: str) -> str:
-    """The file name a uri ends in (``.../51活动用户_2026-11-28_UserList.csv``), safe to create locally."""
-    name = unquote(uri).rstrip("/").rsplit("/", 1)[-1]
-    name = _UNSAFE_NAME.sub("_", name).strip()
-    return name if name not in ("", ".", "..") else "UserList"
-
-
-def target_path(uri: str, dest: str | os.PathLike[str]) -> Path:
-    """``dest`` itself, or the uri's file name inside ``dest`` when that is an existing directory."""
-    path = Path(dest)
-    return path / file_name_of(uri) if path.is_dir() else path
-
-
-def target_paths(uris: Sequence[str], dest: str | os.PathLike[str]) -> list[Path]:
-    """Where each of a job's files goes: into a directory under the server's names, or to ``dest`` (one
-    file) or ``<stem>-1<suffix>``, ``<stem>-2<suffix>``, ... (a job split into several files)."""
-    path = Path(dest)
-    if path.is_dir() or len(uris) <= 1:
-        return [target_path(uri, path) for uri in uris]
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    return [path.with_name(f"{stem}-{i}{suffix}") for i in range(1, len(uris) + 1)]
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
-    m = _CONTENT_RANGE.fullmatch((value or "").strip())
-    if m is None:
-        return None, None, None
-    start, end, total = m.groups()
-    return (int(start) if start else None, int(end) if end else None, int(total) if total != "*" else None)
 
 
 def _json(response: httpx.Response) -> Any:
@@ -387,11 +324,6 @@ def _json(response: httpx.Response) -> Any:
 
 def _job_id(job: Job | str) -> str:
     return job.id if isinstance(job, Job) else job
-
-
-def _emit(progress: ProgressFn | None, event: Progress) -> None:
-    if progress is not None:
-        progress(event)
 
 
 def _describe(exc: Exception) -> str:

@@ -189,8 +189,15 @@ class ServerError(ApiError):
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: JobExpired,
-    413: PayloadTooLarge, 422: BadRequest, 429: TooManyRequests,
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: JobExpired,
+    413: PayloadTooLarge,
+    422: BadRequest,
+    429: TooManyRequests,
 }
 
 

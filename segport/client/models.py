@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -65,8 +65,10 @@ class JobResult:
 
     @classmethod
     def from_json(cls, data: Any) -> JobResult:
-        if not isinstance(data, dict) or not isinstance(data.get("stage"), str) or not isinstance(
-            data.get("uris", []), list
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("stage"), str)
+            or not isinstance(data.get("uris", []), list)
         ):
             raise UnexpectedResponse(f"not a job result: {str(data)[:200]}")
         err = data.get("error")
@@ -104,6 +106,14 @@ class Progress:
     file: str | None = None  # the file being downloaded
     downloaded: int = 0  # bytes of that file on disk so far
     total: int | None = None  # its size, when the server says
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def emit(progress: ProgressFn | None, event: Progress) -> None:
+    if progress is not None:
+        progress(event)
 
 
 @dataclass(frozen=True, slots=True)
