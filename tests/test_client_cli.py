@@ -3,15 +3,19 @@ the test process, so a test can hold the workers back or break a job); every exi
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from segport.cli import cli
+from segport.client import Job, Progress
+from segport.client.cli import Display
 from segport.worker import Worker
 from tests.client_support import ThreadServer, wait_for
 from tests.conftest import PROJECT, SEGMENT, Seeded, free_port
@@ -167,3 +171,18 @@ def test_timeout_exits_7(idle: ThreadServer, seeded: Seeded, tmp_path: Path) -> 
 def test_unreachable_server_exits_8(seeded: Seeded) -> None:
     result = segport(*export_args("--retries", "0"), server=f"http://127.0.0.1:{free_port()}", token=seeded.token)
     assert result.exit_code == 8 and "ConnectError" in result.stderr
+
+
+def test_live_display_on_a_terminal_shows_stage_rows_and_bytes() -> None:
+    buf = io.StringIO()
+    job = Job("abcd1234", "DES-202611281200-1")
+    with Display(Console(file=buf, force_terminal=True, width=120), quiet=False) as display:
+        display(Progress("submitted", 0.0, job))
+        display(Progress("waiting", 0.1, job, "RUNNING"))
+        display(Progress("waiting", 0.2, job, "FINISH", rows=20000))
+        display(Progress("downloading", 0.3, job, file="x.csv", downloaded=1000, total=2000))
+        display(Progress("downloading", 0.4, job, file="x.csv", downloaded=2000, total=2000))
+        display(Progress("done", 0.5, job, "FINISH", 20000))
+    out = buf.getvalue()
+    assert "job abcd1234" in out and "FINISH · 20,000 rows" in out
+    assert "x.csv" in out and "2.0 kB / 2.0 kB" in out
