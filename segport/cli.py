@@ -1,7 +1,8 @@
 """`segport`: operator commands. Each command builds the same App and calls one service.
 
 Errors a user can cause print one line (``error: ...``) and exit non-zero: 2 bad input, 3 auth, 4 not
-found, 5 busy, 6 job failed, 1 anything else.
+found, 5 busy, 6 job failed, 7 timed out, 8 server unreachable or download failed, 1 anything else.
+(``segport export`` and ``segport jobs show`` talk to a server over HTTP: see segport/client/cli.py.)
 """
 
 from __future__ import annotations
@@ -289,6 +290,12 @@ def demo(
     if not no_serve:
         typer.echo(f"serving on {s.base_url()} (OpenAPI page: {s.base_url()}/docs); Ctrl-C stops")
         run_server(s)
+
+
+# --- client commands (over HTTP, no data dir): segport export, segport jobs show ------------------------
+from segport.client.cli import register  # noqa: E402 - registered after the groups above exist
+
+register(cli, jobs_cli)
 
 
 def main() -> None:

@@ -1,0 +1,84 @@
+"""A Python client for segport — and for any GrowingIO-compatible segment export API.
+
+    from segport.client import Client
+
+    with Client("http://127.0.0.1:8000", token) as client:
+        paths = client.export_segment("WlGk4Daj", "seg_51activity", ["id_$basic_userId", "usr_gender"])
+
+:class:`Client` and :class:`AsyncClient` share one implementation (:mod:`segport.client.core`); every error
+is a :class:`ClientError`.
+"""
+
+from segport.client.aio import AsyncClient
+from segport.client.errors import (
+    ApiError,
+    AuthError,
+    BadRequest,
+    ClientError,
+    Conflict,
+    ConnectionFailed,
+    DownloadFailed,
+    FileNotFound,
+    Forbidden,
+    InvalidArgument,
+    InvalidBody,
+    InvalidKey,
+    InvalidParameter,
+    JobExpired,
+    JobFailed,
+    JobNotFound,
+    NotFound,
+    PayloadTooLarge,
+    ProjectNotFound,
+    SegmentNotFound,
+    ServerError,
+    TagNotFound,
+    TooManyJobs,
+    TooManyProperties,
+    TooManyRequests,
+    Unauthorized,
+    UnexpectedResponse,
+    UnknownKey,
+    WaitTimeout,
+)
+from segport.client.models import Backoff, Job, JobError, JobResult, Progress
+from segport.client.sync import Client
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "AuthError",
+    "Backoff",
+    "BadRequest",
+    "Client",
+    "ClientError",
+    "Conflict",
+    "ConnectionFailed",
+    "DownloadFailed",
+    "FileNotFound",
+    "Forbidden",
+    "InvalidArgument",
+    "InvalidBody",
+    "InvalidKey",
+    "InvalidParameter",
+    "Job",
+    "JobError",
+    "JobExpired",
+    "JobFailed",
+    "JobNotFound",
+    "JobResult",
+    "NotFound",
+    "PayloadTooLarge",
+    "Progress",
+    "ProjectNotFound",
+    "SegmentNotFound",
+    "ServerError",
+    "TagNotFound",
+    "TooManyJobs",
+    "TooManyProperties",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnexpectedResponse",
+    "UnknownKey",
+    "WaitTimeout",
+]

@@ -1,0 +1,330 @@
+"""The client's logic, written once and free of I/O: :class:`Client` and :class:`AsyncClient` both drive it.
+
+Each operation is a generator that yields what it needs done — :class:`Send` a request, :class:`Stream` a
+response body into a sink, :class:`Sleep` — and receives the outcome (a response, or a transport error thrown
+back in). The sync driver runs these with ``httpx.Client`` and ``time.sleep``, the async one with
+``httpx.AsyncClient`` and ``anyio.sleep``; retries, backoff, polling and resumable downloads live only here.
+
+Only what the seed documents is relied on: the submit path and body, ``stage`` + ``uris`` in the job result,
+and ``base + "/download?file=" + uri``. segport's extra fields (``rows``, ``bytes``, ``error``, ...) are used
+when present.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from segport.client.download import PartFile, content_range, target_path, target_paths
+from segport.client.errors import (
+    ApiError,
+    ConnectionFailed,
+    DownloadFailed,
+    InvalidArgument,
+    JobFailed,
+    UnexpectedResponse,
+    WaitTimeout,
+    error_from_response,
+    parse_retry_after,
+)
+from segport.client.models import Backoff, Job, JobResult, Progress, ProgressFn, emit
+
+T = TypeVar("T")
+Kind = Literal["segment", "tag"]
+FILE_FORMATS = ("csv", "json")
+HEADER_TYPES = ("key", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """A request to build with the driver's httpx client (so its timeouts and transport apply)."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+
+
+class Sink(Protocol):
+    def begin(self, response: httpx.Response) -> None: ...
+    def write(self, chunk: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send the request and return the response with its body read."""
+
+    request: RequestSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Send the request; for a 2xx answer call ``sink.begin`` then ``sink.write`` for every raw chunk.
+    Returns the (closed) response; an error answer is returned with its body read instead."""
+
+    request: RequestSpec
+    sink: Sink
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+Op = Send | Stream | Sleep
+Flow = Generator[Op, Any, T]
+
+
+class Core:
+    """Request builder and the flows of every operation (see the module docstring)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        backoff: Backoff,
+        retries: int,
+        max_retry_after_s: float,
+        resumes: int,
+    ) -> None:
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"base_url must start with http:// or https://, not {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.backoff = backoff
+        self.retries = retries
+        self.max_retry_after_s = max_retry_after_s
+        self.resumes = resumes
+
+    # --- requests ----------------------------------------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def submit_request(
+        self,
+        kind: Kind,
+        project: str,
+        target: str,
+        properties: Sequence[str] | None,
+        file_format: str,
+        header: str,
+        extra: dict[str, Any] | None = None,
+    ) -> RequestSpec:
+        """``POST .../segment_profiles/{key}/export_jobs`` (or ``.../user_tags/{tag}/export_jobs``)."""
+        for what, value in (("project", project), (kind, target)):
+            if not isinstance(value, str) or not value:
+                raise InvalidArgument(f"{what} must be a non-empty string")
+        if isinstance(properties, str):
+            raise InvalidArgument("properties must be a list of keys, not one string")
+        if file_format not in FILE_FORMATS:
+            raise InvalidArgument(f"file_format must be csv or json, not {file_format!r}")
+        if header not in HEADER_TYPES:
+            raise InvalidArgument(f"header must be key or name, not {header!r}")
+        body: dict[str, Any] = {"properties": list(properties or []), "fileFormat": file_format}
+        if file_format == "csv":  # the seed: csvHeaderType only applies to csv
+            body["csvHeaderType"] = header
+        body.update(extra or {})
+        collection = "segment_profiles" if kind == "segment" else "user_tags"
+        path = f"/v1/api/projects/{quote(project, safe='')}/{collection}/{quote(target, safe='')}/export_jobs"
+        return RequestSpec("POST", self.base_url + path, self.auth_headers(), body)
+
+    def result_request(self, job_id: str) -> RequestSpec:
+        if not job_id:
+            raise InvalidArgument("job id must be a non-empty string")
+        return RequestSpec("GET", f"{self.base_url}/v1/api/job/result/{quote(job_id, safe='')}", self.auth_headers())
+
+    def download_url(self, uri: str) -> str:
+        """The seed's rule, verbatim: ``"http://{api-host}/download?file=" + uri`` (uri is already encoded)."""
+        return f"{self.base_url}/download?file={uri}"
+
+    # --- one call, with retries --------------------------------------------------------------------
+    def call(
+        self, spec: RequestSpec, *, idempotent: bool = True, deadline: float | None = None
+    ) -> Flow[httpx.Response]:
+        """Send ``spec``; retry 429/503 (honouring ``Retry-After``) and dropped connections, then raise.
+
+        A POST is retried after a transport error only when the connection was never made."""
+        attempt = 0
+        while True:
+            try:
+                response = yield Send(spec)
+            except httpx.TransportError as exc:
+                if not (idempotent or isinstance(exc, httpx.ConnectError)) or attempt >= self.retries:
+                    raise ConnectionFailed(f"{spec.method} {spec.url}: {_describe(exc)}") from exc
+                delay = self.backoff.delay(attempt)
+            else:
+                if response.is_success:
+                    return response
+                error = error_from_response(response)
+                if not self._retryable(error, attempt):
+                    raise error
+                delay = self.backoff.delay(attempt, error.retry_after)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise WaitTimeout(f"gave up on {spec.method} {spec.url}: the time given ran out while retrying")
+            attempt += 1
+            yield Sleep(delay)
+
+    def _retryable(self, error: ApiError, attempt: int) -> bool:
+        if error.status not in (429, 503) or attempt >= self.retries:
+            return False
+        return error.retry_after is None or error.retry_after <= self.max_retry_after_s
+
+    # --- operations --------------------------------------------------------------------------------
+    def submit(
+        self,
+        kind: Kind,
+        project: str,
+        target: str,
+        properties: Sequence[str] | None,
+        file_format: str,
+        header: str,
+        extra: dict[str, Any] | None = None,
+    ) -> Flow[Job]:
+        spec = self.submit_request(kind, project, target, properties, file_format, header, extra)
+        response = yield from self.call(spec, idempotent=False)
+        data = _json(response)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise UnexpectedResponse(f"not a submitted job: {response.text[:200]}")
+        return Job(id=data["id"], name=str(data.get("name") or ""))
+
+    def result(self, job: Job | str, *, deadline: float | None = None) -> Flow[JobResult]:
+        response = yield from self.call(self.result_request(_job_id(job)), deadline=deadline)
+        return JobResult.from_json(_json(response))
+
+    def wait(
+        self,
+        job: Job | str,
+        timeout: float | None,
+        progress: ProgressFn | None = None,
+        started: float | None = None,
+    ) -> Flow[JobResult]:
+        """Poll until the job has ``uris`` (done) or is ``ERROR`` (:class:`JobFailed`), with exponential
+        backoff and jitter; a ``Retry-After`` on any answer is a floor for the next wait."""
+        start = time.monotonic()
+        started = start if started is None else started
+        deadline = None if timeout is None else start + timeout
+        the_job = job if isinstance(job, Job) else None
+        attempt = 0
+        while True:
+            response = yield from self.call(self.result_request(_job_id(job)), deadline=deadline)
+            result = JobResult.from_json(_json(response))
+            emit(progress, Progress("waiting", time.monotonic() - started, the_job, result.stage, result.rows))
+            if result.failed:
+                code = result.error.code if result.error else None
+                message = result.error.message if result.error else "the server gave no reason"
+                raise JobFailed(f"job {_job_id(job)} failed: {f'{code}: ' if code else ''}{message}", result, code)
+            if result.finished:
+                return result
+            delay = self.backoff.delay(attempt, parse_retry_after(response.headers.get("retry-after")))
+            attempt += 1
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(f"job {_job_id(job)} is still {result.stage} after {timeout}s", result)
+                delay = min(delay, remaining)  # one last look right at the deadline
+            yield Sleep(delay)
+
+    def download(
+        self,
+        uri: str,
+        dest: str | os.PathLike[str],
+        progress: ProgressFn | None = None,
+        started: float | None = None,
+        job: Job | None = None,
+    ) -> Flow[Path]:
+        """Stream ``uri`` into a hidden ``.part`` file next to the target, resume with ``Range`` after a dropped
+        connection (``If-Range`` guards against a changed file), and rename it into place when complete."""
+        target = target_path(uri, dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic() if started is None else started
+        part = PartFile(target.with_name(f".{target.name}.part"), target.name, progress, started, job)
+        done = False
+        try:
+            failures = 0
+            while True:
+                spec = RequestSpec("GET", self.download_url(uri), {**self.auth_headers(), **part.range_headers()})
+                try:
+                    response = yield Stream(spec, part)
+                except httpx.TransportError as exc:
+                    failures += 1
+                    if failures > self.resumes:
+                        raise DownloadFailed(
+                            f"download of {target.name} failed after {failures} tries at {part.offset} bytes: "
+                            f"{_describe(exc)}"
+                        ) from exc
+                    yield Sleep(self.backoff.delay(failures - 1))
+                    continue
+                if response.status_code == 416 and part.offset:
+                    size = content_range(response.headers.get("content-range"))[2]
+                    if size == part.offset:  # the connection dropped after the last byte
+                        break
+                    part.restart()
+                    continue
+                if not response.is_success:
+                    error = error_from_response(response)
+                    if self._retryable(error, failures):
+                        failures += 1
+                        yield Sleep(self.backoff.delay(failures - 1, error.retry_after))
+                        continue
+                    raise error
+                if part.total is not None and part.offset < part.total:  # ended early without an error
+                    failures += 1
+                    if failures > self.resumes:
+                        raise DownloadFailed(f"download of {target.name} stopped at {part.offset}/{part.total} bytes")
+                    continue
+                if part.total is not None and part.offset > part.total:
+                    raise DownloadFailed(f"download of {target.name} got {part.offset} bytes, expected {part.total}")
+                break
+            part.commit(target)
+            done = True
+            return target
+        finally:
+            if not done:
+                part.discard()
+
+    def export(
+        self,
+        kind: Kind,
+        project: str,
+        target: str,
+        properties: Sequence[str] | None,
+        file_format: str,
+        header: str,
+        dest: str | os.PathLike[str],
+        timeout: float | None,
+        progress: ProgressFn | None,
+        extra: dict[str, Any] | None = None,
+    ) -> Flow[list[Path]]:
+        """Submit, wait, download every file: the paths written, in the server's order."""
+        started = time.monotonic()
+        job = yield from self.submit(kind, project, target, properties, file_format, header, extra)
+        emit(progress, Progress("submitted", time.monotonic() - started, job))
+        result = yield from self.wait(job, timeout, progress, started)
+        paths = []
+        for uri, path in zip(result.uris, target_paths(result.uris, dest), strict=True):
+            paths.append((yield from self.download(uri, path, progress, started, job)))
+        emit(progress, Progress("done", time.monotonic() - started, job, result.stage, result.rows))
+        return paths
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise UnexpectedResponse(f"expected JSON from {response.request.url}, got: {response.text[:200]!r}") from None
+
+
+def _job_id(job: Job | str) -> str:
+    return job.id if isinstance(job, Job) else job
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,258 @@
+"""The client's one exception tree.
+
+Every error the client raises is a :class:`ClientError`. An error answer from the server becomes the
+:class:`ApiError` subclass named by its ``code`` (segport's stable codes, see ``segport/errors.py``), or, for a
+code the client does not know (another GrowingIO-compatible server), the class for its HTTP status. Each class
+carries the CLI exit code ``segport export`` uses for it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+if TYPE_CHECKING:
+    from segport.client.models import JobResult
+
+
+class ClientError(Exception):
+    """Base of every error the client raises."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ClientError, ValueError):
+    """A call the client refuses before asking the server (e.g. ``file_format="xml"``)."""
+
+    exit_code = 2
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached, or kept dropping the connection after every retry."""
+
+    exit_code = 8
+
+
+class DownloadFailed(ClientError):
+    """A download could not be completed (resumes exhausted, or the server sent inconsistent ranges)."""
+
+    exit_code = 8
+
+
+class UnexpectedResponse(ClientError):
+    """The server answered 2xx with something that is not the API's shape."""
+
+    exit_code = 1
+
+
+class WaitTimeout(ClientError, TimeoutError):
+    """The job did not finish within the time given to :meth:`wait`; ``result`` is the last answer seen."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, result: JobResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class JobFailed(ClientError):
+    """The job ended in stage ``ERROR``; ``code`` and ``message`` are the server's when it gave them."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, result: JobResult, code: str | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.code = code
+
+
+# --- error answers from the server ----------------------------------------------------------------
+class ApiError(ClientError):
+    """An error answer. ``status`` is the HTTP status, ``code`` the server's code (or a generic one)."""
+
+    server_code: ClassVar[str] = "HTTP_ERROR"
+
+    def __init__(self, message: str, *, status: int, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or self.server_code
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.code}, HTTP {self.status})"
+
+
+class BadRequest(ApiError):
+    server_code = "BAD_REQUEST"
+    exit_code = 2
+
+
+class InvalidBody(BadRequest):
+    server_code = "INVALID_BODY"
+
+
+class InvalidParameter(BadRequest):
+    server_code = "INVALID_PARAMETER"
+
+
+class TooManyProperties(BadRequest):
+    server_code = "TOO_MANY_PROPERTIES"
+
+
+class UnknownKey(BadRequest):
+    server_code = "UNKNOWN_KEY"
+
+
+class InvalidKey(BadRequest):
+    server_code = "INVALID_KEY"
+
+
+class PayloadTooLarge(BadRequest):
+    server_code = "PAYLOAD_TOO_LARGE"
+
+
+class AuthError(ApiError):
+    """HTTP 401/403: the token is missing, wrong, revoked, or may not do this."""
+
+    server_code = "AUTH_ERROR"
+    exit_code = 3
+
+
+class Unauthorized(AuthError):
+    server_code = "UNAUTHORIZED"
+
+
+class Forbidden(AuthError):
+    server_code = "FORBIDDEN"
+
+
+class NotFound(ApiError):
+    server_code = "NOT_FOUND"
+    exit_code = 4
+
+
+class ProjectNotFound(NotFound):
+    server_code = "PROJECT_NOT_FOUND"
+
+
+class SegmentNotFound(NotFound):
+    server_code = "SEGMENT_NOT_FOUND"
+
+
+class TagNotFound(NotFound):
+    server_code = "TAG_NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    server_code = "JOB_NOT_FOUND"
+
+
+class FileNotFound(NotFound):
+    server_code = "FILE_NOT_FOUND"
+
+
+class JobExpired(ApiError):
+    """HTTP 410: the job's results were deleted after their time to live."""
+
+    server_code = "JOB_EXPIRED"
+    exit_code = 4
+
+
+class Conflict(ApiError):
+    server_code = "CONFLICT"
+    exit_code = 2
+
+
+class TooManyRequests(ApiError):
+    """HTTP 429; ``retry_after`` holds the server's ``Retry-After`` in seconds when it sent one."""
+
+    server_code = "TOO_MANY_REQUESTS"
+    exit_code = 5
+
+
+class TooManyJobs(TooManyRequests):
+    server_code = "TOO_MANY_JOBS"
+
+
+class ServerError(ApiError):
+    """HTTP 5xx."""
+
+    server_code = "INTERNAL_ERROR"
+    exit_code = 1
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: JobExpired,
+    413: PayloadTooLarge,
+    422: BadRequest,
+    429: TooManyRequests,
+}
+
+
+def _subclasses(cls: type[ApiError]) -> list[type[ApiError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+BY_CODE: dict[str, type[ApiError]] = {cls.server_code: cls for cls in _subclasses(ApiError)}
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds: a number of seconds or an HTTP date; ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_from_response(response: httpx.Response) -> ApiError:
+    """The exception for an error answer (the response body must have been read)."""
+    status = response.status_code
+    code, message = _code_and_message(response)
+    cls = BY_CODE.get(code or "") or _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    # a code we know under a status that contradicts it (a foreign server) still picks the class by code
+    return cls(message, status=status, code=code, retry_after=parse_retry_after(response.headers.get("retry-after")))
+
+
+def _code_and_message(response: httpx.Response) -> tuple[str | None, str]:
+    reason = response.reason_phrase or f"HTTP {response.status_code}"
+    try:
+        body: Any = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return None, (text[:300] or reason)
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):  # segport: {"error": {"code", "message"}}
+            return _str(err.get("code")), _str(err.get("message")) or reason
+        if isinstance(err, str):
+            return _str(body.get("code")), _str(body.get("message")) or err
+        if "message" in body or "code" in body:  # GrowingIO-style {"code", "message"}
+            return _str(body.get("code")), _str(body.get("message")) or reason
+    return None, reason
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
