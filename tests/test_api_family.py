@@ -313,3 +313,24 @@ def test_job_result_through_the_project_path(client: TestClient, seeded: Seeded,
         assert r.status_code == 404, (url, r.text)
         assert r.json()["error"]["code"] in ("JOB_NOT_FOUND", "PROJECT_NOT_FOUND")
 
+
+
+def test_openapi_page_lists_the_family(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, method in [
+        ("/v1/api/projects/{project_ID}/segment_profiles", "get"),
+        ("/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users", "get"),
+        ("/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users/export_jobs", "post"),
+        ("/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/computes", "post"),
+        ("/v1/api/user_tags", "get"), ("/v1/api/projects/{project_ID}/user_tags", "get"),
+        ("/v1/api/user_tags/{tag_key}/users", "get"), ("/v1/api/projects/{project_ID}/user_tags/{tag_key}/users", "get"),
+        ("/v1/api/user_tags/{tag_key}/export_jobs", "post"),
+        ("/v1/api/projects/{project_ID}/user_tags/{tag_key}/export_jobs", "post"),
+        ("/v1/api/projects/{project_ID}/user_tags/{tag_key}/computes", "post"),
+        ("/v1/api/users/{identityKey}/{value}", "get"), ("/v1/api/projects/{project_ID}/users/{identityKey}/{value}", "get"),
+        ("/v1/api/projects/{project_ID}/job/result/{id}", "get"),
+    ]:
+        assert method in paths[path], path
+    params = {p["name"] for p in paths["/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users"]["get"]
+              ["parameters"]}
+    assert {"limit", "offset", "properties[]", "properties", "language"} <= params

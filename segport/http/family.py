@@ -23,14 +23,15 @@ from segport.http.family_schemas import (
     segment_value,
     tag_value,
 )
-from segport.http.paging import PageParams, envelope, page_params, page_properties
+from segport.http.paging import PageParams, envelope, language_header, page_params, page_properties
 from segport.http.schemas import ERRORS, JobCreated, JobResult
 from segport.http.seed import BODY_DOC, Body
 from segport.http.views import job_result
 from segport.services.queries import QueryService
 from segport.store.meta import Principal
 
-router = APIRouter(responses={**ERRORS, 409: ERRORS[400] | {"description": "Detector busy"}})
+router = APIRouter(responses={**ERRORS, 409: ERRORS[400] | {"description": "Detector busy"}},
+                   dependencies=[Depends(language_header)])
 Who = Annotated[Principal, Depends(principal)]
 Paging = Annotated[PageParams, Depends(page_params)]
 Properties = Annotated[list[str], Depends(page_properties)]

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Depends
 from segport.http.auth import principal
 from segport.http.family import Queries
 from segport.http.family_schemas import UserValue, looked_up_user
+from segport.http.paging import language_header
 from segport.http.schemas import ERRORS
 from segport.store.meta import Principal
 
-router = APIRouter(responses=ERRORS)
+router = APIRouter(responses=ERRORS, dependencies=[Depends(language_header)])
 Who = Annotated[Principal, Depends(principal)]
 
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Header, Query, Request
 
 from segport.errors import InvalidParameter
 
@@ -85,3 +85,12 @@ def envelope(params: PageParams, total: int, values: list[Any]) -> dict[str, Any
         "hasPreviousPage": params.offset > 0 and total > 0,
         "values": values,
     }
+
+
+def language_header(
+    language: Annotated[str | None, Header(description=(
+        "GrowingIO's optional `CH` | `US`. Accepted and ignored: answers and error messages are the same "
+        "(English messages, data as stored)."))] = None,
+) -> None:
+    """FastAPI dependency that only documents the ``language`` header; any value is accepted."""
+    del language
