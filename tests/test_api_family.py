@@ -334,3 +334,29 @@ def test_openapi_page_lists_the_family(client: TestClient) -> None:
     params = {p["name"] for p in paths["/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users"]["get"]
               ["parameters"]}
     assert {"limit", "offset", "properties[]", "properties", "language"} <= params
+
+
+# --- E10/E11 single user -------------------------------------------------------------------------
+@pytest.mark.parametrize("gio_id", [1, 2, 3, 6])
+def test_lookup_returns_every_identity_and_property(client: TestClient, seeded: Seeded, gio_id: int) -> None:
+    user = user_of(gio_id)
+    found = get(client, seeded.token, f"{P}/users/$basic_userId/{user['id_$basic_userId']}")
+    assert found == {
+        "gioId": str(gio_id),
+        "identifications": {f"ids_{k[3:]}": api_value(k, user) for k in IDENTITIES},
+        "properties": {k: user.get(k) for k in ("usr_gender", "usr_city", "usr_age", "usr_score", "usr_since",
+                                                  "tag_rfm")},
+    }
+    assert get(client, seeded.token, f"/v1/api/users/$basic_userId/{user['id_$basic_userId']}") == found
+
+
+def test_lookup_by_one_of_several_identity_values(client: TestClient, seeded: Seeded) -> None:
+    for device in ("d1", "d2"):
+        assert get(client, seeded.token, f"{P}/users/$anonymous_user/{device}")["gioId"] == "1"
+    assert get(client, seeded.token, f"{P}/users/$anonymous_user/d9")["gioId"] == "6"
+
+
+def test_lookup_sees_only_its_projects_users(client: TestClient, seeded: Seeded) -> None:
+    # C007 exists only in WlGk4Daj; Other001 holds C001 and C002
+    assert get(client, seeded.other_token, f"{OTHER}/users/$basic_userId/C007")["gioId"] == "0"
+    assert get(client, seeded.other_token, f"{OTHER}/users/$basic_userId/C002")["gioId"] == "2"

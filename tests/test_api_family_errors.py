@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from segport.app import build
+from segport.app import App, build
 from segport.http.server import create_app
 from segport.settings import Settings
-from tests.conftest import OTHER_PROJECT, SEGMENT, Seeded, auth, seed_project
+from tests.conftest import CATALOG_CSV, OTHER_PROJECT, SEGMENT, Seeded, auth, seed_project
 from tests.family_helpers import OTHER, SEG_USERS, SEGMENTS, TAG_USERS, TAGS, P
 
 PAGED = [SEGMENTS, SEG_USERS, TAGS, TAG_USERS, "/v1/api/user_tags", "/v1/api/user_tags/tag_rfm/users"]
@@ -35,7 +36,7 @@ def ro(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     app.close()
 
 
-def error_of(r, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
+def error_of(r: httpx.Response, status: int, code: str) -> str:
     """Assert the one error shape, the status and the code; return the message."""
     assert r.status_code == status, r.text
     body = r.json()
@@ -157,10 +158,8 @@ def test_platform_paths_refuse_a_token_of_several_projects(client: TestClient, s
 
 
 @pytest.mark.parametrize("method,url", PLATFORM_PATHS)
-def test_platform_paths_answer_an_admin_token_when_there_is_one_project(client: TestClient, app, method: str,
-                                                                        url: str) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import CATALOG_CSV
-
+def test_platform_paths_answer_an_admin_token_when_there_is_one_project(client: TestClient, app: App, method: str,
+                                                                        url: str) -> None:
     app.meta.create_project("Solo0001", "唯一")
     app.data.import_catalog_csv("Solo0001", CATALOG_CSV)
     _, admin = app.meta.create_token([], admin=True)
@@ -168,7 +167,7 @@ def test_platform_paths_answer_an_admin_token_when_there_is_one_project(client: 
     assert r.status_code == 200, r.text
 
 
-def test_platform_paths_with_no_project_are_404(client: TestClient, app) -> None:  # type: ignore[no-untyped-def]
+def test_platform_paths_with_no_project_are_404(client: TestClient, app: App) -> None:
     _, admin = app.meta.create_token([], admin=True)
     error_of(client.get("/v1/api/user_tags", headers=auth(admin)), 404, "PROJECT_NOT_FOUND")
 

@@ -40,7 +40,7 @@ Properties = Annotated[list[str], Depends(page_properties)]
 def queries(request: Request) -> QueryService:
     """FastAPI dependency: the family's use cases over the app's stores."""
     app = request.app.state.segport
-    return QueryService(app.meta, app.engine, app.data)
+    return QueryService(app.meta, app.engine, app.data, app.exports)
 
 
 Queries = Annotated[QueryService, Depends(queries)]
@@ -110,24 +110,18 @@ def tag_users(project_ID: str, tag_key: str, who: Who, q: Queries, paging: Pagin
     return envelope(paging, result.page.total, page_users(result))
 
 
-def _submit_tag_export(request: Request, q: QueryService, who: Principal, project_id: str | None, raw: str,
-                       body: Body) -> JobCreated:
-    project, tag = q.tag(who, project_id, raw)
-    job = request.app.state.segport.exports.submit(who, project.id, TargetKind.TAG, tag.key, body)
-    return JobCreated(id=job.id, name=job.name)
-
-
 @router.post("/v1/api/user_tags/{tag_key}/export_jobs", response_model=JobCreated, tags=["tags"],
              summary="Submit a tag export (E8, platform level)", openapi_extra=BODY_DOC)
-def submit_tag_export_platform(tag_key: str, request: Request, who: Who, q: Queries, body: Body) -> JobCreated:
-    return _submit_tag_export(request, q, who, None, tag_key, body)
+def submit_tag_export_platform(tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
+    job = q.export_tag(who, None, tag_key, body)
+    return JobCreated(id=job.id, name=job.name)
 
 
 @router.post(f"{P}/user_tags/{{tag_key}}/export_jobs", response_model=JobCreated, tags=["tags"],
              summary="Submit a tag export (E9)", openapi_extra=BODY_DOC)
-def submit_tag_export(project_ID: str, tag_key: str, request: Request, who: Who, q: Queries,
-                      body: Body) -> JobCreated:
-    return _submit_tag_export(request, q, who, project_ID, tag_key, body)
+def submit_tag_export(project_ID: str, tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
+    job = q.export_tag(who, project_ID, tag_key, body)
+    return JobCreated(id=job.id, name=job.name)
 
 
 @router.post(f"{P}/user_tags/{{tag_key}}/computes", response_model=ComputeAnswer, tags=["tags"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from segport.domain.jobs import TargetKind
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, identity_column
 from segport.engine.base import ProfileEngine, Target
 from segport.engine.pages import MembersPage
@@ -26,8 +27,9 @@ from segport.errors import (
     UnknownKey,
 )
 from segport.services.data import DataService
+from segport.services.exports import ExportRequest, ExportService
 from segport.store.meta import MetaStore, Principal
-from segport.store.models import CatalogRow, Project, SegmentRow, utcnow
+from segport.store.models import CatalogRow, JobRow, Project, SegmentRow, utcnow
 
 MAX_PAGE_PROPERTIES = 20
 RECOMPUTABLE = ("FINISH", "ERROR")
@@ -57,10 +59,11 @@ class UserPage:
 class QueryService:
     """The family's read and recompute use cases. Cheap to build: it only holds references."""
 
-    def __init__(self, meta: MetaStore, engine: ProfileEngine, data: DataService) -> None:
+    def __init__(self, meta: MetaStore, engine: ProfileEngine, data: DataService, exports: ExportService) -> None:
         self.meta = meta
         self.engine = engine
         self.data = data
+        self.exports = exports
 
     # --- which project -----------------------------------------------------------------------------
     def project(self, who: Principal, project_id: str | None) -> Project:
@@ -137,6 +140,11 @@ class QueryService:
         project, tag = self.tag(who, project_id, raw)
         columns = page_columns(properties, self.meta.catalog(project.id))
         return UserPage(columns, self.engine.members_page(project.id, Target("tag", tag.key), columns, limit, offset))
+
+    def export_tag(self, who: Principal, project_id: str | None, raw: str, req: ExportRequest) -> JobRow:
+        """Submit a tag export (job name ``DET-...``, file named after the tag) like the seed's export."""
+        project, tag = self.tag(who, project_id, raw)
+        return self.exports.submit(who, project.id, TargetKind.TAG, tag.key, req)
 
     def recount_tag(self, who: Principal, project_id: str | None, raw: str) -> str:
         """A tag's "recompute". Tags are imported values, always current, so there is no snapshot to
