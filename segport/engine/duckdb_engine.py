@@ -199,8 +199,11 @@ class DuckDBEngine:
                 total = int(cur.execute(f"SELECT count(*) FROM {src}").fetchone()[0])  # type: ignore[index]
                 rows = []
                 if offset < total:
+                    # pick the page's gio_ids first (a narrow sort), then read only those users' columns
                     rows = cur.execute(
-                        f"SELECT {pages.select_list(columns)} FROM {src} ORDER BY u.gio_id LIMIT ? OFFSET ?",
+                        f"WITH ids AS (SELECT u.gio_id FROM {src} ORDER BY u.gio_id LIMIT ? OFFSET ?) "
+                        f"SELECT {pages.select_list(columns)} FROM ids JOIN {users_table(project_id)} u "
+                        "USING (gio_id) ORDER BY u.gio_id",
                         [limit, offset],
                     ).fetchall()
             finally:
