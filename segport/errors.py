@@ -62,6 +62,12 @@ class ImportRejected(BadRequest):
     code = "IMPORT_REJECTED"
 
 
+class ProjectRequired(BadRequest):
+    """A platform-level path was called with a token that does not see exactly one project."""
+
+    code = "PROJECT_REQUIRED"
+
+
 class KeyInUse(BadRequest):
     code = "KEY_IN_USE"
     status = 409
@@ -77,6 +83,12 @@ class Conflict(SegportError):
     status = 409
     code = "CONFLICT"
     exit_code = 2
+
+
+class DetectorBusy(Conflict):
+    """A recompute was asked while the segment's detector is not FINISH or ERROR."""
+
+    code = "DETECTOR_BUSY"
 
 
 class PayloadTooLarge(SegportError):

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
 from segport.domain.rules import CompiledRule
+from segport.engine.pages import MembersPage
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,5 +102,18 @@ class ProfileEngine(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def lookup(self, project_id: str, catalog: Catalog, identity_column: str, value: str) -> dict[str, Any] | None: ...
+
+    def members_page(
+        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
+    ) -> MembersPage:
+        """The target's total and one page of members by ``gio_id``, both from one snapshot."""
+
+    def lookup_user(
+        self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
+    ) -> dict[str, Any] | None:
+        """One user's every catalogue value (identities as lists, the rest as strings), or ``None``."""
+
+    def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:
+        """Users holding a non-null value, per tag."""
 
     def close(self) -> None: ...

@@ -18,8 +18,9 @@ import duckdb
 
 from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
-from segport.engine import duckdb_import
+from segport.engine import duckdb_import, pages
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
+from segport.engine.pages import MembersPage
 from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
 from segport.errors import ExportFailed, SegmentNotFound, StorageFull
 
@@ -180,6 +181,57 @@ class DuckDBEngine:
                 [value],
             ).fetchone()
         return None if row is None else dict(zip([GIO_ID, *keys], row, strict=True))
+
+    # --- reading for the API family (pages, one user, tag sizes) -----------------------------------
+    def members_page(
+        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
+    ) -> MembersPage:
+        """A target's total and one page of its members (ordered by ``gio_id``), rendered for the API.
+
+        Both reads run in one DuckDB transaction, so the total and the page come from the same snapshot
+        even while an import or a recompute commits a new one.
+        """
+        keys = [GIO_ID, *(c.key for c in columns)]
+        with self._cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                src = self._source(cur, project_id, target)
+                total = int(cur.execute(f"SELECT count(*) FROM {src}").fetchone()[0])  # type: ignore[index]
+                rows = []
+                if offset < total:
+                    # pick the page's gio_ids first (a narrow sort), then read only those users' columns
+                    rows = cur.execute(
+                        f"WITH ids AS (SELECT u.gio_id FROM {src} ORDER BY u.gio_id LIMIT ? OFFSET ?) "
+                        f"SELECT {pages.select_list(columns)} FROM ids JOIN {users_table(project_id)} u "
+                        "USING (gio_id) ORDER BY u.gio_id",
+                        [limit, offset],
+                    ).fetchall()
+            finally:
+                cur.execute("ROLLBACK")
+        return MembersPage(total, [dict(zip(keys, r, strict=True)) for r in rows])
+
+    def lookup_user(
+        self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
+    ) -> dict[str, Any] | None:
+        """The user (lowest ``gio_id``) holding ``value`` for ``identity``, every catalogue key rendered."""
+        col = f"u.{quote_ident(identity.key)}"
+        test = f"list_contains({col}, ?)" if identity.multi else f"{col} = ?"
+        entries = list(catalog.entries.values())
+        with self._cursor() as cur:
+            row = cur.execute(
+                f"SELECT {pages.select_list(entries)} FROM {users_table(project_id)} u WHERE {test} "
+                "ORDER BY u.gio_id LIMIT 1",
+                [value],
+            ).fetchone()
+        return None if row is None else dict(zip([GIO_ID, *(e.key for e in entries)], row, strict=True))
+
+    def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:
+        """Members per tag (users with a non-null value), all tags counted in one scan of one snapshot."""
+        if not tags:
+            return {}
+        with self._cursor() as cur:
+            row = cur.execute(pages.tag_counts_sql(users_table(project_id), tags)).fetchone()
+        return {t.key: int(n) for t, n in zip(tags, row or [0] * len(tags), strict=True)}
 
     # --- export ------------------------------------------------------------------------------------
     def export(

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from segport import __version__
 from segport.app import App
-from segport.http import errors, seed
+from segport.http import errors, family, lookup, seed
 
 DESCRIPTION = """
 Export the members of a user segment as CSV or JSON Lines, wire-compatible with GrowingIO's OpenAPI
@@ -42,6 +42,8 @@ def create_app(app: App, *, run_workers: bool | None = None) -> FastAPI:
     api.state.segport = app
     errors.install(api)
     api.include_router(seed.router)
+    api.include_router(family.router)
+    api.include_router(lookup.router)
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes)
     return api
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -163,9 +164,9 @@ class ExportService:
                 lambda parts: result_file_names(row.target_name, row.file_day, ext, parts),
                 max_file_rows=self.settings.max_file_rows, excel_safe=self.settings.excel_safe,
             )
-            if spec.bom and spec.file_format is FileFormat.CSV and spec.compression.value == "none":
+            if spec.bom and spec.file_format is FileFormat.CSV:
                 for path in output.files:
-                    _prepend_bom(path)
+                    _prepend_bom(path, gzipped=spec.compression.value == "gzip")
             size = sum(p.stat().st_size for p in output.files)
             names = [p.name for p in output.files]
             self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
@@ -217,10 +218,12 @@ class ExportService:
         return count
 
 
-def _prepend_bom(path: Path) -> None:
+def _prepend_bom(path: Path, *, gzipped: bool = False) -> None:
+    """Put the UTF-8 BOM before the file's bytes. A gzip file gets it as a gzip member of its own: gzip
+    readers concatenate members, so the file still decompresses to BOM + the same CSV."""
     tmp = path.with_name(path.name + ".bom")
     with open(tmp, "wb") as out, open(path, "rb") as src:
-        out.write(BOM)
+        out.write(gzip.compress(BOM, mtime=0) if gzipped else BOM)
         shutil.copyfileobj(src, out, 1 << 20)
     os.replace(tmp, path)
 

@@ -133,6 +133,14 @@ class MetaStore:
             )
             return Catalog([_entry(r) for r in rows])
 
+    def catalog_rows(self, project_id: str, kind: KeyKind | None = None) -> list[CatalogRow]:
+        """The stored catalogue rows (with their timestamps), in catalogue order."""
+        with self.db.read() as s:
+            q = select(CatalogRow).where(CatalogRow.project_id == project_id).order_by(CatalogRow.position)
+            if kind is not None:
+                q = q.where(CatalogRow.kind == kind.value)
+            return list(s.scalars(q))
+
     def upsert_catalog(self, project_id: str, entries: list[CatalogEntry]) -> tuple[int, int]:
         """Add or update entries (a key's kind, type and multi flag never change). Returns (added, updated)."""
         self.project(project_id)
@@ -198,6 +206,21 @@ class MetaStore:
             for name, value in fields.items():
                 setattr(row, name, value)
         return row
+
+    def start_segment_compute(self, project_id: str, key: str, allowed: tuple[str, ...]) -> str | None:
+        """Set the detector to RUNNING if its stage is one of ``allowed``, in one write transaction.
+
+        Returns ``None`` when it was set, else the stage that prevented it (so two recompute requests
+        cannot both start).
+        """
+        with self.db.write() as s:
+            row = s.get(SegmentRow, (project_id, key))
+            if row is None:
+                raise SegmentNotFound(f"segment {key!r} not found in project {project_id}")
+            if row.detector_stage not in allowed:
+                return row.detector_stage
+            row.detector_stage = "RUNNING"
+        return None
 
     def delete_segment(self, project_id: str, key: str) -> None:
         with self.db.write() as s:
