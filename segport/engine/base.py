@@ -97,12 +97,6 @@ class ProfileEngine(Protocol):
 
     def count(self, project_id: str, target: Target) -> int: ...
 
-    def page(
-        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
-    ) -> list[dict[str, Any]]: ...
-
-    def lookup(self, project_id: str, catalog: Catalog, identity_column: str, value: str) -> dict[str, Any] | None: ...
-
     def members_page(
         self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
     ) -> MembersPage:

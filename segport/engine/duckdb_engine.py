@@ -154,34 +154,6 @@ class DuckDBEngine:
             row = cur.execute(f"SELECT count(*) FROM {self._source(cur, project_id, target)}").fetchone()
         return int(row[0]) if row else 0
 
-    def page(
-        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
-    ) -> list[dict[str, Any]]:
-        cols = ", ".join(f"u.{quote_ident(c.key)}" for c in columns)
-        with self._cursor() as cur:
-            src = self._source(cur, project_id, target)
-            rows = cur.execute(
-                f"SELECT u.gio_id{', ' + cols if cols else ''} FROM {src} ORDER BY u.gio_id LIMIT ? OFFSET ?",
-                [limit, offset],
-            ).fetchall()
-        return [dict(zip([GIO_ID, *(c.key for c in columns)], r, strict=True)) for r in rows]
-
-    def lookup(self, project_id: str, catalog: Catalog, identity_column: str, value: str) -> dict[str, Any] | None:
-        entry = catalog.get(identity_column)
-        if entry is None:
-            return None
-        col = f"u.{quote_ident(entry.key)}"
-        test = f"list_contains({col}, ?)" if entry.multi else f"{col} = ?"
-        keys = list(catalog.entries)
-        cols = ", ".join(f"u.{quote_ident(k)}" for k in keys)
-        with self._cursor() as cur:
-            row = cur.execute(
-                f"SELECT u.gio_id{', ' + cols if cols else ''} FROM {users_table(project_id)} u WHERE {test} "
-                "ORDER BY u.gio_id LIMIT 1",
-                [value],
-            ).fetchone()
-        return None if row is None else dict(zip([GIO_ID, *keys], row, strict=True))
-
     # --- reading for the API family (pages, one user, tag sizes) -----------------------------------
     def members_page(
         self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
