@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from segport import __version__
 from segport.app import App
-from segport.http import errors, seed
+from segport.http import errors, jobs, seed
+from segport.http.limits import RequestLineLimit
 
 DESCRIPTION = """
 Export the members of a user segment as CSV or JSON Lines, wire-compatible with GrowingIO's OpenAPI
@@ -42,7 +43,9 @@ def create_app(app: App, *, run_workers: bool | None = None) -> FastAPI:
     api.state.segport = app
     errors.install(api)
     api.include_router(seed.router)
+    api.include_router(jobs.router)
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes)
+    api.add_middleware(RequestLineLimit)
     return api
 
 
