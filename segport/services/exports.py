@@ -171,7 +171,7 @@ class ExportService:
         try:
             self.queue.transition(
                 row.id, Stage.FINISH, owner=owner, files=json.dumps(names, ensure_ascii=False), rows=rows,
-                bytes=size, expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
+                bytes=size, finished_at=now, expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
             )
         except LeaseLost:
             self.results.delete(row.name)
@@ -194,9 +194,10 @@ class ExportService:
         return [p.name for p in output.files], output.rows, sum(p.stat().st_size for p in output.files)
 
     def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
+        now = utcnow()
         self.queue.transition(
-            row.id, Stage.ERROR, owner=owner, error_code=code, error_message=message,
-            expires_at=utcnow() + timedelta(seconds=self.settings.result_ttl_s),
+            row.id, Stage.ERROR, owner=owner, error_code=code, error_message=message, finished_at=now,
+            expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
         )
 
     def stop_running(self, job_id: str, reason: str) -> bool:

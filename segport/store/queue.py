@@ -210,7 +210,7 @@ class JobQueue:
             was_running = row.stage == Stage.RUNNING.value
             now = utcnow()
             self._apply(row, Stage.ERROR, now, error_code=JobCancelled.code, error_message=message,
-                        expires_at=now + timedelta(seconds=error_ttl_s))
+                        expires_at=now + timedelta(seconds=error_ttl_s))  # finished_at = now, by _apply
             return row, was_running
 
     def running_attempts(self) -> set[str]:
