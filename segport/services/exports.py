@@ -151,13 +151,15 @@ class ExportService:
         interrupt = interrupt or Interrupt()
         with self._lock:
             self._running[row.id] = interrupt
-        staging = self.results.staging(row.id, row.attempts)
+        staging: Path | None = None
         try:
+            staging = self.results.staging(row.id, row.attempts)
             names, rows, size = self._write(row, staging, interrupt)
             self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
             self.results.publish(staging, row.name)
         except BaseException as exc:
-            self.results.discard(staging)
+            if staging is not None:
+                self.results.discard(staging)
             if interrupt.fired or isinstance(exc, LeaseLost):
                 raise LeaseLost(row.id) from exc
             if not isinstance(exc, Exception):
