@@ -24,8 +24,8 @@ def _client_raising(exc: Exception) -> TestClient:
 def test_all_error_classes_have_distinct_codes_and_sane_statuses() -> None:
     classes = all_error_classes()
     assert len(classes) > 20
-    codes = [c.code for c in classes]
-    assert len(codes) == len(set(codes)), "two error classes share a code"
+    own = [c.code for c in classes if "code" in vars(c)]  # a subclass may reuse its parent's code
+    assert len(own) == len(set(own)), "two error classes declare the same code"
     for cls in classes:
         assert 400 <= cls.status < 600
         assert cls.code.isupper() and " " not in cls.code

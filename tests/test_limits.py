@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from segport.app import App
+from segport.domain.jobs import Stage
 from segport.settings import Settings
 from segport.worker import Worker
 from tests.conftest import OTHER_PROJECT, PROJECT, SEGMENT, USERS, Seeded, auth, write_users_csv
@@ -197,3 +198,56 @@ def test_overlong_paths_and_queries_are_414(client: TestClient, seeded: Seeded) 
     assert r.status_code == 414
     r = client.post(f"/v1/api/projects/{PROJECT}/segment_profiles/{'s' * 3000}/export_jobs", headers=auth(seeded.token))
     assert r.status_code == 414
+
+
+def test_concurrent_identical_submits_make_one_job_and_the_cap_never_overshoots(app: App, seeded: Seeded) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from segport.domain.jobs import TargetKind
+    from segport.errors import TooManyJobs
+    from segport.services.exports import ExportRequest
+
+    who = app.meta.authenticate(seeded.token)
+
+    def go(props: list[str]) -> str:
+        try:
+            return app.exports.submit(who, PROJECT, TargetKind.SEGMENT, SEGMENT, ExportRequest(props)).id
+        except TooManyJobs:
+            return "429"
+
+    with ThreadPoolExecutor(16) as pool:
+        same = list(pool.map(go, [["usr_gender"]] * 16))
+    assert len(set(same)) == 1 and "429" not in same
+    keys = ["usr_city", "usr_age", "tag_rfm", "usr_score", "usr_since", "id_$basic_userId"]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(go, [[k] for k in keys]))
+    assert answers.count("429") == len(keys) - 1  # the cap is 2 and one job was already queued
+    assert app.queue.count_active(PROJECT) == {Stage.NONE: 2}
+
+
+def test_cancel_seen_by_the_heartbeat_interrupts_the_export(app: App, client: TestClient, seeded: Seeded) -> None:
+    """A cancel recorded by another process (straight in the queue) reaches the worker through its heartbeat."""
+    from segport.demo import build_demo
+
+    token = build_demo(app, users=300_000)
+    body = {"properties": ["id_$basic_userId", "id_$anonymous_user", "usr_name", "usr_city", "usr_total_spend",
+                           "tag_rfm", "tag_channel"], "fileFormat": "json", "compression": "gzip"}
+    job = submit(client, token, body, f"/v1/api/projects/{PROJECT}/segment_profiles/seg_51activity/export_jobs")
+    staging = app.settings.data_dir / "results" / ".staging"
+    w = Worker(app, threads=1)
+    w.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.is_file() for p in staging.rglob("*")):
+            assert time.monotonic() < deadline, "the export never started writing"
+            time.sleep(0.005)
+        app.queue.cancel(job["id"], error_ttl_s=60, message="cancelled elsewhere")  # not through this service
+        deadline = time.monotonic() + 10
+        while any(staging.iterdir()):
+            assert time.monotonic() < deadline, "the partial file was not removed"
+            time.sleep(0.02)
+    finally:
+        w.stop()
+    final = result(client, token, job["id"])
+    assert final["stage"] == "ERROR" and final["error"]["message"] == "cancelled elsewhere"
+    assert not (app.settings.data_dir / "results" / final["name"]).exists()
