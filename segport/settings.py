@@ -48,7 +48,13 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="How long finished results are kept.")
     cleanup_interval_s: float = Field(300.0, gt=0, description="How often expired results are deleted.")
 
-    max_queued_jobs_per_project: int = Field(100, ge=1, description="Queued exports one project may have (more: HTTP 429).")
+    max_queued_jobs_per_project: int = Field(
+        100, ge=1, description="Exports one project may have waiting to run; one more is refused with HTTP 429."
+    )
+    max_running_jobs_per_project: int = Field(
+        2, ge=1, description="Exports of one project running at once; the rest wait in the queue (fairness)."
+    )
+    retry_after_s: int = Field(5, ge=1, description="`Retry-After` sent with HTTP 429 when a project is at its cap.")
 
     # --- engine ------------------------------------------------------------------------------------
     duckdb_memory_limit: str = Field("2GB", description="DuckDB `memory_limit` (spills to disk beyond it).")
@@ -59,3 +65,38 @@ class Settings(BaseSettings):
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+
+def settings_table() -> str:
+    """The README's settings table (markdown), generated from :class:`Settings` so it cannot drift."""
+    lines = ["| setting | environment variable | default | what |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = str(default) if not isinstance(default, bool) else str(default).lower()
+        if isinstance(default, str) and not default:
+            shown = '""'
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{name}` | `SEGPORT_{name.upper()}` | `{shown}` | {description} |")
+    return "\n".join(lines)
+
+
+TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def with_settings_table(readme: str) -> str:
+    """``readme`` with the text between the settings-table markers replaced by :func:`settings_table`."""
+    head, sep, rest = readme.partition(TABLE_START)
+    _, sep2, tail = rest.partition(TABLE_END)
+    if not sep or not sep2:
+        raise ValueError(f"README has no {TABLE_START} ... {TABLE_END} markers")
+    return f"{head}{TABLE_START}\n{settings_table()}\n{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":  # python -m segport.settings [README.md]: print the table, or rewrite it in place
+    import sys
+
+    if len(sys.argv) > 1:
+        target = Path(sys.argv[1])
+        target.write_text(with_settings_table(target.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(settings_table())

@@ -2,7 +2,13 @@
 
 Workers run as threads inside ``segport serve`` or in ``segport worker`` processes. A submit wakes them at
 once (an in-process event); otherwise they look for work every ``poll_interval_s``, which is also how jobs
-whose worker died come back: their lease lapses and the next claim takes them.
+whose worker died come back: their lease lapses and the next claim takes them (up to ``max_attempts`` runs).
+
+While a job runs, a heartbeat thread renews its lease every ``heartbeat_s``. If the lease is gone (the job was
+cancelled, or it lapsed and another worker took it) the heartbeat interrupts the running export at once.
+
+The janitor runs at start and every ``cleanup_interval_s``: it expires results past their TTL and removes
+files no job owns (staging folders and published folders left by a crash).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import threading
 import uuid
 
 from segport.app import App
+from segport.engine.interrupt import Interrupt
 from segport.store.queue import LeaseLost
 
 log = logging.getLogger("segport.worker")
@@ -54,16 +61,20 @@ class Worker:
     # --- work --------------------------------------------------------------------------------------
     def run_one(self, owner: str) -> bool:
         settings = self.app.settings
-        row = self.app.queue.claim(owner, settings.lease_s)
+        row = self.app.queue.claim(
+            owner, settings.lease_s, max_running_per_project=settings.max_running_jobs_per_project,
+            error_ttl_s=settings.result_ttl_s,
+        )
         if row is None:
             return False
+        interrupt = Interrupt()
         beat_stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(row.id, owner, beat_stop), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(row.id, owner, beat_stop, interrupt), daemon=True)
         beat.start()
         try:
-            self.app.exports.run(row, owner)
+            self.app.exports.run(row, owner, interrupt)
         except LeaseLost:
-            log.warning("job %s: lease lost, dropping this attempt", row.id)
+            log.warning("job %s: no longer ours (%s), attempt dropped", row.id, interrupt.reason or "lease lost")
         finally:
             beat_stop.set()
             beat.join()
@@ -80,22 +91,25 @@ class Worker:
             self.app.wake.wait(poll)
             self.app.wake.clear()
 
-    def _heartbeat(self, job_id: str, owner: str, stop: threading.Event) -> None:
+    def _heartbeat(self, job_id: str, owner: str, stop: threading.Event, interrupt: Interrupt) -> None:
         settings = self.app.settings
         while not stop.wait(settings.heartbeat_s):
             try:
                 self.app.queue.heartbeat(job_id, owner, settings.lease_s)
             except LeaseLost:
+                interrupt.fire("lease lost or job cancelled")
                 return
             except Exception:
                 log.exception("job %s: heartbeat failed", job_id)
 
     def _janitor(self) -> None:
         interval = self.app.settings.cleanup_interval_s
-        while not self._stop.wait(interval):
+        while True:
             try:
-                expired = self.app.exports.expire()
-                if expired:
-                    log.info("expired %d job results", expired)
+                done = self.app.exports.cleanup()
+                if any(done.values()):
+                    log.info("cleanup: %s", done)
             except Exception:
                 log.exception("cleanup failed")
+            if self._stop.wait(interval):
+                return

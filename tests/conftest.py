@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,14 +161,19 @@ class LiveServer:
     log: Path
 
 
-def start_server(data_dir: Path, log: Path, env: dict[str, str] | None = None, port: int | None = None) -> LiveServer:
-    """Start `segport serve` as a real uvicorn process and wait until it answers."""
+def start_server(
+    data_dir: Path, log: Path, env: dict[str, str] | None = None, port: int | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> LiveServer:
+    """Start `segport serve` as a real uvicorn process and wait until it answers.
+
+    ``preexec_fn`` runs in the child before it starts (e.g. to set resource limits)."""
     port = port or free_port()
     full_env = {**os.environ, "SEGPORT_DATA_DIR": str(data_dir), **(env or {})}
     logf = open(log, "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
         [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=full_env, stdout=logf, stderr=subprocess.STDOUT,
+        env=full_env, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
 from segport.domain.rules import CompiledRule
+from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
 
 
@@ -92,8 +93,12 @@ class ProfileEngine(Protocol):
         *,
         max_file_rows: int = 0,
         excel_safe: bool = False,
+        interrupt: Interrupt | None = None,
     ) -> ExportOutput:
-        """Write the export into ``out_dir`` natively; ``file_names(parts)`` names the files."""
+        """Write the export into ``out_dir`` natively; ``file_names(parts)`` names the files.
+
+        With ``interrupt``, the engine binds a function that aborts the running statement, so a cancel or a
+        lost lease stops the work at once instead of at the end."""
 
     def count(self, project_id: str, target: Target) -> int: ...
 

@@ -20,6 +20,7 @@ from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_colu
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
 from segport.engine import duckdb_import, pages
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
+from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
 from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
 from segport.errors import ExportFailed, SegmentNotFound, StorageFull
@@ -217,11 +218,14 @@ class DuckDBEngine:
         *,
         max_file_rows: int = 0,
         excel_safe: bool = False,
+        interrupt: Interrupt | None = None,
     ) -> ExportOutput:
         select_list = _select_list(columns, spec, excel_safe)
         options = _copy_options(spec)
         try:
             with self._cursor() as cur:
+                if interrupt is not None:  # cancel / lost lease: abort the running COPY from another thread
+                    interrupt.bind(cur.interrupt)
                 src = self._source(cur, project_id, target)
                 query = f"SELECT {select_list} FROM {src} ORDER BY u.gio_id"
                 if not max_file_rows:
@@ -247,6 +251,8 @@ class DuckDBEngine:
                 finally:
                     cur.execute("ROLLBACK")
                 return ExportOutput(total, paths)
+        except duckdb.InterruptException as exc:
+            raise ExportFailed("the export was interrupted (cancelled or taken over)") from exc
         except duckdb.IOException as exc:
             text = str(exc)
             if "No space left" in text or "File too large" in text or "Disk quota" in text:
@@ -254,6 +260,9 @@ class DuckDBEngine:
             raise ExportFailed(f"writing the result failed: {text.splitlines()[0]}") from exc
         except duckdb.Error as exc:
             raise ExportFailed(f"the export query failed: {str(exc).splitlines()[0]}") from exc
+        finally:
+            if interrupt is not None:
+                interrupt.unbind()
 
 
 def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,7 +31,7 @@ class ExportJobBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    properties: list[str] | None = Field(
+    properties: list[Annotated[str, Field(max_length=MAX_STRING)]] | None = Field(
         None,
         max_length=MAX_LIST_ITEMS,
         description="Identities (`id_`/`ids_`), user properties (`usr_`) and tags (`tag_`) to export; at most 60.",

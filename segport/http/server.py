@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from segport import __version__
 from segport.app import App
-from segport.http import errors, family, lookup, seed
+from segport.http import errors, family, jobs, lookup, seed
+from segport.http.limits import RequestLineLimit
 
 DESCRIPTION = """
 Export the members of a user segment as CSV or JSON Lines, wire-compatible with GrowingIO's OpenAPI
@@ -44,7 +45,9 @@ def create_app(app: App, *, run_workers: bool | None = None) -> FastAPI:
     api.include_router(seed.router)
     api.include_router(family.router)
     api.include_router(lookup.router)
+    api.include_router(jobs.router)
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes)
+    api.add_middleware(RequestLineLimit)
     return api
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,5 +23,11 @@ class ResultStore(Protocol):
     def delete(self, job_name: str) -> None:
         """Delete a job's published files (expiry)."""
 
-    def sweep_staging(self, keep: set[str]) -> int:
-        """Remove staging folders of attempts not in ``keep`` (left by crashed workers)."""
+    def sweep_staging(self, in_use: Callable[[], set[str]]) -> int:
+        """Remove staging folders (``<job id>-<attempt>``) left by crashed or abandoned attempts.
+
+        The folders are listed first and ``in_use()`` asked after, so an attempt that starts in between is
+        never swept. Returns how many were removed."""
+
+    def sweep_published(self, kept: Callable[[list[str]], set[str]]) -> int:
+        """Remove published job folders whose names ``kept(names)`` does not return (orphans)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from segport.domain.naming import JOB_NAME_RE
@@ -47,11 +48,23 @@ class LocalResultStore:
     def delete(self, job_name: str) -> None:
         shutil.rmtree(self._job_dir(job_name), ignore_errors=True)
 
-    def sweep_staging(self, keep: set[str]) -> int:
+    def sweep_staging(self, in_use: Callable[[], set[str]]) -> int:
+        entries = list(self.staging_root.iterdir())  # before asking: see the Protocol
+        keep = in_use()
         removed = 0
-        for entry in self.staging_root.iterdir():
+        for entry in entries:
             if entry.name not in keep:
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove(entry)
+                removed += 1
+        return removed
+
+    def sweep_published(self, kept: Callable[[list[str]], set[str]]) -> int:
+        names = [e.name for e in self.root.iterdir() if e.is_dir() and JOB_NAME_RE.match(e.name)]
+        keep = kept(names) if names else set()
+        removed = 0
+        for name in names:
+            if name not in keep:
+                shutil.rmtree(self.root / name, ignore_errors=True)
                 removed += 1
         return removed
 
@@ -59,6 +72,13 @@ class LocalResultStore:
         if not JOB_NAME_RE.match(job_name):
             raise ValueError(f"not a job name: {job_name!r}")
         return self.root / job_name
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

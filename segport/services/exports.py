@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import logging
@@ -19,6 +20,7 @@ from segport.domain.jobs import Stage, TargetKind
 from segport.domain.keys import KeyKind, canonical_key
 from segport.domain.naming import new_job_id, new_job_name, parse_result_path, result_file_names, result_uri
 from segport.engine.base import ProfileEngine, Target
+from segport.engine.interrupt import Interrupt
 from segport.errors import (
     ExportFailed,
     FileNotFound,
@@ -26,8 +28,8 @@ from segport.errors import (
     JobNotFound,
     ProjectNotFound,
     SegportError,
+    StorageFull,
     TagNotFound,
-    TooManyJobs,
 )
 from segport.results.base import ResultStore
 from segport.settings import Settings
@@ -68,6 +70,8 @@ class ExportService:
         self.engine = engine
         self.results = results
         self.wake = wake
+        self._lock = threading.Lock()
+        self._running: dict[str, Interrupt] = {}  # jobs this process is exporting now
 
     # --- submit ------------------------------------------------------------------------------------
     def submit(
@@ -86,7 +90,6 @@ class ExportService:
             req.properties, req.file_format, req.header, catalog, self.settings.max_properties,
             bom=req.bom, compression=req.compression,
         )
-        self._check_caps(project_id)
         version = str(self.engine.data_version(project_id))
         fingerprint = spec.fingerprint(project_id, kind.value, target_key, version)
 
@@ -99,19 +102,13 @@ class ExportService:
                 file_day=_local_day(now, project.timezone),
             )
 
-        row, created = self.queue.submit(make_row)
+        row, created = self.queue.submit(
+            make_row, max_queued=self.settings.max_queued_jobs_per_project,
+            retry_after_s=self.settings.retry_after_s,
+        )
         if created:
             self.wake.set()
         return row
-
-    def _check_caps(self, project_id: str) -> None:
-        queued = self.queue.count_active(project_id).get(Stage.NONE, 0)
-        cap = self.settings.max_queued_jobs_per_project
-        if queued >= cap:
-            raise TooManyJobs(
-                f"project {project_id} already has {queued} queued exports (limit {cap}); retry later",
-                headers={"Retry-After": "5"},
-            )
 
     # --- look up -----------------------------------------------------------------------------------
     def visible_project(self, who: Principal, project_id: str) -> Any:
@@ -124,8 +121,7 @@ class ExportService:
         row = self.queue.get(job_id)
         if not who.can_see(row.project_id) or (project_id is not None and row.project_id != project_id):
             raise JobNotFound(f"job {job_id!r} not found")
-        if row.stage == Stage.EXPIRED.value:
-            raise JobExpired(f"the results of job {job_id} expired at {_iso(row.expires_at)} and were deleted")
+        _check_not_expired(row)
         return row
 
     def uris(self, row: JobRow) -> list[str]:
@@ -141,8 +137,7 @@ class ExportService:
         row = self.queue.by_name(job_name)
         if row is None or not who.can_see(row.project_id):
             raise FileNotFound("no such result file")
-        if row.stage == Stage.EXPIRED.value:
-            raise JobExpired(f"the results of job {row.id} expired at {_iso(row.expires_at)} and were deleted")
+        _check_not_expired(row)
         if row.stage != Stage.FINISH.value or file_name not in job_files(row):
             raise FileNotFound("no such result file (the job may not be finished yet)")
         path = self.results.path(row.name, file_name)
@@ -151,71 +146,125 @@ class ExportService:
         return Download(path, file_name, _media_type(file_name))
 
     # --- run (worker side) -------------------------------------------------------------------------
-    def run(self, row: JobRow, owner: str) -> None:
-        """Run one claimed job to FINISH or ERROR. Raises :class:`LeaseLost` if the job was taken away."""
-        staging = self.results.staging(row.id, row.attempts)
+    def run(self, row: JobRow, owner: str, interrupt: Interrupt | None = None) -> None:
+        """Run one claimed job to FINISH or ERROR. Raises :class:`LeaseLost` if the job was taken away
+        (cancelled, or its lease lapsed and another worker claimed it); its partial files are removed."""
+        interrupt = interrupt or Interrupt()
+        with self._lock:
+            self._running[row.id] = interrupt
+        staging: Path | None = None
         try:
-            spec = ExportSpec.from_json(row.spec)
-            catalog = self.meta.catalog(row.project_id)
-            columns = columns_of(spec, catalog)
-            ext = spec.extension
-            output = self.engine.export(
-                row.project_id, Target(row.target_kind, row.target_key), columns, spec, staging,
-                lambda parts: result_file_names(row.target_name, row.file_day, ext, parts),
-                max_file_rows=self.settings.max_file_rows, excel_safe=self.settings.excel_safe,
-            )
-            if spec.bom and spec.file_format is FileFormat.CSV:
-                for path in output.files:
-                    _prepend_bom(path, gzipped=spec.compression.value == "gzip")
-            size = sum(p.stat().st_size for p in output.files)
-            names = [p.name for p in output.files]
+            staging = self.results.staging(row.id, row.attempts)
+            names, rows, size = self._write(row, staging, interrupt)
             self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
             self.results.publish(staging, row.name)
-        except LeaseLost:
-            self.results.discard(staging)
-            raise
-        except SegportError as exc:
-            self.results.discard(staging)
-            self._fail(row, owner, exc.code, exc.message)
+        except BaseException as exc:
+            if staging is not None:
+                self.results.discard(staging)
+            if interrupt.fired or isinstance(exc, LeaseLost):
+                raise LeaseLost(row.id) from exc
+            if not isinstance(exc, Exception):
+                raise
+            self._fail(row, owner, *_failure(row, exc))
             return
-        except OSError as exc:
-            self.results.discard(staging)
-            code = "STORAGE_FULL" if exc.errno in (28, 27, 122) else "EXPORT_FAILED"
-            self._fail(row, owner, code, f"writing the result failed: {exc.strerror or exc}")
-            return
-        except Exception as exc:  # a bug: record it on the job rather than lose it
-            log.exception("export %s failed", row.id)
-            self.results.discard(staging)
-            self._fail(row, owner, ExportFailed.code, f"export failed: {type(exc).__name__}: {exc}")
-            return
+        finally:
+            with self._lock:
+                self._running.pop(row.id, None)
         now = utcnow()
         try:
             self.queue.transition(
-                row.id, Stage.FINISH, owner=owner, files=json.dumps(names, ensure_ascii=False), rows=output.rows,
-                bytes=size, expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
+                row.id, Stage.FINISH, owner=owner, files=json.dumps(names, ensure_ascii=False), rows=rows,
+                bytes=size, finished_at=now, expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
             )
         except LeaseLost:
             self.results.delete(row.name)
             raise
 
+    def _write(self, row: JobRow, staging: Path, interrupt: Interrupt) -> tuple[list[str], int, int]:
+        """Write the job's files into ``staging``: (file names, rows, bytes)."""
+        spec = ExportSpec.from_json(row.spec)
+        catalog = self.meta.catalog(row.project_id)
+        columns = columns_of(spec, catalog)
+        ext = spec.extension
+        output = self.engine.export(
+            row.project_id, Target(row.target_kind, row.target_key), columns, spec, staging,
+            lambda parts: result_file_names(row.target_name, row.file_day, ext, parts),
+            max_file_rows=self.settings.max_file_rows, excel_safe=self.settings.excel_safe, interrupt=interrupt,
+        )
+        if spec.bom and spec.file_format is FileFormat.CSV:
+            for path in output.files:
+                _prepend_bom(path, gzipped=spec.compression.value == "gzip")
+        return [p.name for p in output.files], output.rows, sum(p.stat().st_size for p in output.files)
+
     def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
+        now = utcnow()
         self.queue.transition(
-            row.id, Stage.ERROR, owner=owner, error_code=code, error_message=message,
-            expires_at=utcnow() + timedelta(seconds=self.settings.result_ttl_s),
+            row.id, Stage.ERROR, owner=owner, error_code=code, error_message=message, finished_at=now,
+            expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
         )
 
-    # --- expiry ------------------------------------------------------------------------------------
-    def expire(self) -> int:
-        """Delete the files of jobs past ``expires_at`` and mark them EXPIRED. Returns how many."""
+    def stop_running(self, job_id: str, reason: str) -> bool:
+        """Abort the export of ``job_id`` if this process is running it (its lease is gone)."""
+        with self._lock:
+            interrupt = self._running.get(job_id)
+        if interrupt is None:
+            return False
+        interrupt.fire(reason)
+        return True
+
+    # --- cancel ------------------------------------------------------------------------------------
+    def cancel(self, who: Principal, job_id: str) -> JobRow:
+        """Stop a queued or running job the caller may see; its partial files are removed."""
+        self.job(who, job_id)  # visibility and expiry, as for the job result
+        row, was_running = self.queue.cancel(
+            job_id, error_ttl_s=self.settings.result_ttl_s, message="the export was cancelled at the caller's request",
+        )
+        if was_running:
+            # in this process: abort now; elsewhere, the worker sees its lease gone at its next heartbeat
+            self.stop_running(job_id, "cancelled")
+        return row
+
+    # --- expiry and cleanup ------------------------------------------------------------------------
+    def expire(self, now: datetime | None = None) -> int:
+        """Mark jobs past ``expires_at`` EXPIRED and delete their files. Returns how many.
+
+        The stage changes first, so no FINISH job ever points at deleted files."""
         count = 0
-        for row in self.queue.due_for_expiry(utcnow()):
-            self.results.delete(row.name)
+        for row in self.queue.due_for_expiry(now or utcnow()):
             try:
                 self.queue.transition(row.id, Stage.EXPIRED)
-                count += 1
-            except (JobNotFound, SegportError):
+            except SegportError:  # gone or changed meanwhile
                 continue
+            self.results.delete(row.name)
+            count += 1
         return count
+
+    def cleanup(self) -> dict[str, int]:
+        """The janitor's round: expire results, and remove files no job owns (left by crashes)."""
+        return {
+            "expired": self.expire(),
+            "staging": self.results.sweep_staging(self.queue.running_attempts),
+            "orphans": self.results.sweep_published(self.queue.names_with_files),
+        }
+
+
+def _failure(row: JobRow, exc: Exception) -> tuple[str, str]:
+    """(error code, message) recorded on a job that failed with ``exc``."""
+    if isinstance(exc, SegportError):
+        return exc.code, exc.message
+    if isinstance(exc, OSError):
+        code = StorageFull.code if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ExportFailed.code
+        return code, f"writing the result failed: {exc.strerror or exc}"
+    log.exception("export %s failed", row.id, exc_info=exc)  # a bug: record it on the job rather than lose it
+    return ExportFailed.code, f"export failed: {type(exc).__name__}: {exc}"
+
+
+def _check_not_expired(row: JobRow) -> None:
+    """410 for a job whose results were deleted, or are due to be (the janitor may not have run yet)."""
+    due = row.stage in (Stage.FINISH.value, Stage.ERROR.value) and row.expires_at is not None \
+        and row.expires_at <= utcnow()
+    if row.stage == Stage.EXPIRED.value or due:
+        raise JobExpired(f"the results of job {row.id} expired at {_iso(row.expires_at)} and were deleted")
 
 
 def _prepend_bom(path: Path, *, gzipped: bool = False) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from segport.domain.jobs import ACTIVE, Stage, check_transition
-from segport.errors import JobNotFound
+from segport.errors import Conflict, JobCancelled, JobNotFound, TooManyJobs
 from segport.store.db import Database
 from segport.store.models import JobRow, utcnow
 
@@ -31,10 +32,16 @@ class JobQueue:
         self.max_attempts = max_attempts
 
     # --- submit ------------------------------------------------------------------------------------
-    def submit(self, make_row: Callable[[], JobRow], *, dedupe: bool = True) -> tuple[JobRow, bool]:
+    def submit(
+        self, make_row: Callable[[], JobRow], *, dedupe: bool = True, max_queued: int | None = None,
+        retry_after_s: int = 5,
+    ) -> tuple[JobRow, bool]:
         """Insert the job made by ``make_row`` unless an identical one is queued, running or still kept.
 
-        Returns ``(job, created)``. ``make_row`` is called again if a generated id or name collides.
+        Returns ``(job, created)``. ``make_row`` is called again if a generated id or name collides. With
+        ``max_queued``, a project that already has that many jobs waiting gets :class:`TooManyJobs` (an
+        identical request still gets its existing job). Both checks and the insert are one transaction, so
+        concurrent submits can neither both slip under the cap nor both create the same job.
         """
         for _ in range(5):
             row = make_row()
@@ -55,6 +62,17 @@ class JobQueue:
                     )
                     if same is not None:
                         return same, False
+                if max_queued is not None:
+                    queued = s.scalar(
+                        select(func.count()).select_from(JobRow)
+                        .where(JobRow.project_id == row.project_id, JobRow.stage == Stage.NONE.value)
+                    ) or 0
+                    if queued >= max_queued:
+                        raise TooManyJobs(
+                            f"project {row.project_id} already has {queued} exports waiting to run "
+                            f"(limit {max_queued}); retry in {retry_after_s} s",
+                            headers={"Retry-After": str(retry_after_s)},
+                        )
                 clash = s.scalar(select(JobRow.id).where(or_(JobRow.id == row.id, JobRow.name == row.name)))
                 if clash is None:
                     s.add(row)
@@ -94,25 +112,36 @@ class JobQueue:
             return list(s.scalars(q))
 
     # --- workers -----------------------------------------------------------------------------------
-    def claim(self, owner: str, lease_s: float) -> JobRow | None:
+    def claim(
+        self, owner: str, lease_s: float, *, max_running_per_project: int | None = None,
+        error_ttl_s: float = 7 * 24 * 3600,
+    ) -> JobRow | None:
         """Take the oldest queued job, or a running one whose lease lapsed; ``None`` if there is none.
 
-        A lapsed job that already used all its attempts is failed here instead of being run again.
+        With ``max_running_per_project``, a queued job waits while its project already has that many jobs
+        running under a live lease. A lapsed job that already used all its attempts is failed here (kept
+        ``error_ttl_s``) instead of being run again.
         """
         while True:
             now = utcnow()
             with self.db.write() as s:
+                ready = JobRow.stage == Stage.NONE.value
+                if max_running_per_project is not None:
+                    other = aliased(JobRow)
+                    busy = (
+                        select(func.count()).select_from(other)
+                        .where(other.project_id == JobRow.project_id, other.stage == Stage.RUNNING.value,
+                               other.lease_expires_at >= now)
+                        .correlate(JobRow)
+                        .scalar_subquery()
+                    )
+                    ready = and_(ready, busy < max_running_per_project)
                 row = s.scalar(
                     select(JobRow)
-                    .where(
-                        or_(
-                            JobRow.stage == Stage.NONE.value,
-                            and_(JobRow.stage == Stage.RUNNING.value, JobRow.lease_expires_at < now),
-                        )
-                    )
+                    .where(or_(ready, and_(JobRow.stage == Stage.RUNNING.value, JobRow.lease_expires_at < now)))
                     .order_by(JobRow.created_at)
                     .limit(1)
-                    .with_for_update(skip_locked=True)
+                    .with_for_update(skip_locked=True, of=JobRow)
                 )
                 if row is None:
                     return None
@@ -121,7 +150,8 @@ class JobQueue:
                     if row.attempts >= self.max_attempts:
                         self._apply(row, Stage.ERROR, now, error_code="EXPORT_FAILED",
                                     error_message=f"export failed: the worker running it stopped "
-                                    f"{row.attempts} times (lease lost); giving up")
+                                    f"{row.attempts} times (lease lost); giving up",
+                                    expires_at=now + timedelta(seconds=error_ttl_s))
                         continue
                     self._apply(row, Stage.NONE, now)
                 self._apply(row, Stage.RUNNING, now, lease_owner=owner,
@@ -161,6 +191,44 @@ class JobQueue:
             row.lease_expires_at = None
         for name, value in fields.items():
             setattr(row, name, value)
+
+    def cancel(self, job_id: str, *, error_ttl_s: float, message: str) -> tuple[JobRow, bool]:
+        """Stop a queued or running job: ERROR with code ``JOB_CANCELLED``, in one transaction.
+
+        Returns ``(job, was_running)``; the worker of a running job notices at its next heartbeat (or at
+        once, through the in-process interrupt). Cancelling a job that was already cancelled answers it again;
+        a job that finished or failed cannot be cancelled (:class:`Conflict`).
+        """
+        with self.db.write() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(f"job {job_id!r} not found")
+            if row.stage == Stage.ERROR.value and row.error_code == JobCancelled.code:
+                return row, False
+            if row.stage not in (Stage.NONE.value, Stage.RUNNING.value):
+                raise Conflict(f"job {job_id} is {row.stage} and can no longer be cancelled")
+            was_running = row.stage == Stage.RUNNING.value
+            now = utcnow()
+            self._apply(row, Stage.ERROR, now, error_code=JobCancelled.code, error_message=message,
+                        expires_at=now + timedelta(seconds=error_ttl_s))  # finished_at = now, by _apply
+            return row, was_running
+
+    def running_attempts(self) -> set[str]:
+        """``<job id>-<attempt>`` of every running job: the staging folders still in use."""
+        with self.db.read() as s:
+            rows = s.execute(select(JobRow.id, JobRow.attempts).where(JobRow.stage == Stage.RUNNING.value)).all()
+        return {f"{job_id}-{attempts}" for job_id, attempts in rows}
+
+    def names_with_files(self, names: list[str]) -> set[str]:
+        """Those of ``names`` whose jobs may own a published folder (FINISH, or RUNNING about to finish)."""
+        found: set[str] = set()
+        with self.db.read() as s:
+            for i in range(0, len(names), 500):
+                found.update(s.scalars(select(JobRow.name).where(
+                    JobRow.name.in_(names[i:i + 500]),
+                    JobRow.stage.in_([Stage.FINISH.value, Stage.RUNNING.value]),
+                )))
+        return found
 
     # --- expiry ------------------------------------------------------------------------------------
     def due_for_expiry(self, now: datetime) -> list[JobRow]:

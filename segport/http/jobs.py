@@ -1,0 +1,31 @@
+"""segport's extensions to the job API: cancel a job."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from segport.http.auth import principal
+from segport.http.schemas import ERRORS, ErrorBody, JobResult
+from segport.http.views import job_result
+from segport.store.meta import Principal
+
+router = APIRouter(responses=ERRORS)
+Who = Annotated[Principal, Depends(principal)]
+
+
+@router.post(
+    "/v1/api/job/{id}/cancel",
+    response_model=JobResult,
+    response_model_exclude_none=True,
+    tags=["jobs"],
+    summary="Cancel a queued or running export job (segport extension)",
+    description="Stops the job and removes its partial files. The job then reads `stage: ERROR` with "
+    "`error.code: JOB_CANCELLED`. Cancelling it again answers the same; a job that already finished or failed "
+    "is a 409.",
+    responses={409: {"model": ErrorBody, "description": "The job already finished or failed"}},
+)
+def cancel_job(id: Annotated[str, Path(max_length=64)], request: Request, who: Who) -> JobResult:
+    exports = request.app.state.segport.exports
+    return job_result(exports, exports.cancel(who, id))
