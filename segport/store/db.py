@@ -9,10 +9,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 class Database:
@@ -37,20 +38,34 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One transaction that commits on success; on SQLite it is ``BEGIN IMMEDIATE`` (no lost updates)."""
+    def write(self, lock: str | None = None) -> Iterator[Session]:
+        """One transaction that commits on success; on SQLite it is ``BEGIN IMMEDIATE`` (no lost updates).
+
+        SQLite runs one writer at a time; PostgreSQL runs writers side by side at READ COMMITTED, so code
+        that reads, decides and writes must lock what it read (``with_for_update``) or, when what it decides
+        on is an absence (no identical job yet), name a ``lock``: writers naming the same one take turns
+        (a transaction-scoped advisory lock; SQLite needs none).
+        """
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.info["segport_immediate"] = True
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                if lock is not None and not self.is_sqlite:
+                    session.execute(_LOCK, {"key": lock})
                 yield session
 
     def migrate(self) -> None:
+        """Bring the schema to the newest revision; processes starting together migrate one at a time."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.info["segport_immediate"] = True
+            with conn.begin():
+                if not self.is_sqlite:
+                    conn.execute(_LOCK, {"key": "segport:migrate"})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
 
     def close(self) -> None:
         self.engine.dispose()
