@@ -62,7 +62,8 @@ class PgCluster:
             self._as_user = ["runuser", "-u", SERVER_USER, "--"]
 
     def _run(self, *args: str) -> None:
-        proc = subprocess.run([*self._as_user, *args], capture_output=True, text=True, timeout=60)
+        # cwd: the server user may not be allowed into the directory the tests run from
+        proc = subprocess.run([*self._as_user, *args], capture_output=True, text=True, timeout=60, cwd=self.root)
         if proc.returncode != 0:
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
             raise RuntimeError(f"{' '.join(args[:2])} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}{log}")
