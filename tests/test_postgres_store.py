@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -110,6 +111,29 @@ def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrading_a_0001_store_keeps_its_jobs_and_widens_their_sizes(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.sqlite'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    db = Database(url)
+    try:
+        with db.engine.begin() as conn:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")  # a store made before this migration existed
+        MetaStore(db).create_project(P, "old")
+        queue = JobQueue(db, max_attempts=3)
+        old, _ = queue.submit(job_maker())
+        db.migrate()
+        assert queue.get(old.id).fingerprint == old.fingerprint
+        queue.claim("w", 60)
+        queue.transition(old.id, Stage.FINISH, owner="w", bytes=5 * 2**30)
+        assert queue.get(old.id).bytes == 5 * 2**30
+    finally:
+        db.close()
 
 
 def test_processes_starting_together_on_an_empty_database_migrate_once(pg_url: str) -> None:
