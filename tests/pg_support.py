@@ -2,7 +2,8 @@
 
 ``PgCluster.start()`` runs ``initdb`` + ``pg_ctl start`` in a fresh temp folder, listening on a free TCP port on
 127.0.0.1 only (and a unix socket in that folder), trust auth, no fsync (the data is thrown away). Each test
-gets its own database from :meth:`PgCluster.new_database`. ``initdb`` refuses to run as root, so as root the
+gets its own empty schema from :meth:`PgCluster.new_store_url`, named in the URL's ``search_path`` (a schema
+costs nothing; a database per test would copy a template of ~8 MB each time). ``initdb`` refuses to run as root, so as root the
 server runs as the ``postgres`` system user (the folder is handed to it). Without the binaries the tests skip.
 """
 
@@ -88,16 +89,13 @@ class PgCluster:
     def admin_dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def url(self, database: str) -> str:
-        """SQLAlchemy URL of ``database`` (psycopg 3 driver), as ``SEGPORT_METADATA_URL`` takes it."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def new_database(self) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
-        name = "t_" + uuid.uuid4().hex[:12]
+    def new_store_url(self) -> str:
+        """Create an empty schema and return the SQLAlchemy URL (psycopg 3 driver) whose tables live in it,
+        as ``SEGPORT_METADATA_URL`` takes it."""
+        schema = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres?options=-csearch_path%3D{schema}"
 
     def stop(self) -> None:
         try:
@@ -122,6 +120,6 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def pg_url(pg_cluster: PgCluster) -> str:
-    """A new, empty database on the session's server, as a ``postgresql+psycopg://`` URL."""
-    return pg_cluster.new_database()
+    """A new, empty metadata store (its own schema) on the session's server, as a ``postgresql+psycopg://`` URL."""
+    return pg_cluster.new_store_url()
 
