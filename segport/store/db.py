@@ -38,21 +38,23 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self, lock: str | None = None) -> Iterator[Session]:
-        """One transaction that commits on success; on SQLite it is ``BEGIN IMMEDIATE`` (no lost updates).
-
-        SQLite runs one writer at a time; PostgreSQL runs writers side by side at READ COMMITTED, so code
-        that reads, decides and writes must lock what it read (``with_for_update``) or, when what it decides
-        on is an absence (no identical job yet), name a ``lock``: writers naming the same one take turns
-        (a transaction-scoped advisory lock; SQLite needs none).
-        """
+    def write(self) -> Iterator[Session]:
+        """One transaction that commits on success; on SQLite it is ``BEGIN IMMEDIATE`` (no lost updates)."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.info["segport_immediate"] = True
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
-                if lock is not None and not self.is_sqlite:
-                    session.execute(_LOCK, {"key": lock})
                 yield session
+
+    def lock(self, session: Session, key: str) -> None:
+        """In a :meth:`write` transaction: writers locking the same ``key`` take turns until they commit.
+
+        SQLite runs one writer at a time, so this is a no-op there. PostgreSQL runs writers side by side at
+        READ COMMITTED: code that reads, decides and writes must lock the rows it read (``with_for_update``),
+        or, when it decides on an absence (no identical job yet), a key (a transaction-scoped advisory lock).
+        """
+        if not self.is_sqlite:
+            session.execute(_LOCK, {"key": key})
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; processes starting together migrate one at a time."""

@@ -38,8 +38,9 @@ class JobQueue:
         """
         for _ in range(5):
             row = make_row()
-            # one submit per project at a time: the dedupe check must see a concurrent identical insert
-            with self.db.write(lock=f"segport:submit:{row.project_id}") as s:
+            with self.db.write() as s:
+                # one submit per project at a time: the dedupe check must see a concurrent identical insert
+                self.db.lock(s, f"segport:submit:{row.project_id}")
                 if dedupe:
                     same = s.scalar(
                         select(JobRow)
