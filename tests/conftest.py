@@ -23,6 +23,7 @@ from segport.http.server import create_app
 from segport.services.data import SegmentSpec
 from segport.settings import Settings
 from segport.worker import Worker
+from tests.pg_support import pg_cluster, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL server)
 
 PROJECT = "WlGk4Daj"
 OTHER_PROJECT = "Other001"

@@ -9,10 +9,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 class Database:
@@ -45,12 +46,28 @@ class Database:
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
                 yield session
 
+    def lock(self, session: Session, key: str) -> None:
+        """In a :meth:`write` transaction: writers locking the same ``key`` take turns until they commit.
+
+        SQLite runs one writer at a time, so this is a no-op there. PostgreSQL runs writers side by side at
+        READ COMMITTED: code that reads, decides and writes must lock the rows it read (``with_for_update``),
+        or, when it decides on an absence (no identical job yet), a key (a transaction-scoped advisory lock).
+        """
+        if not self.is_sqlite:
+            session.execute(_LOCK, {"key": key})
+
     def migrate(self) -> None:
+        """Bring the schema to the newest revision; processes starting together migrate one at a time."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.info["segport_immediate"] = True
+            with conn.begin():
+                if not self.is_sqlite:
+                    conn.execute(_LOCK, {"key": "segport:migrate"})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.errors import (
@@ -58,11 +59,14 @@ class MetaStore:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise InvalidParameter(f"unknown timezone {timezone!r}") from None
-        with self.db.write() as s:
-            if s.get(Project, project_id) is not None:
-                raise AlreadyExists(f"project {project_id} already exists")
-            row = Project(id=project_id, name=name, timezone=timezone, created_at=utcnow())
-            s.add(row)
+        try:
+            with self.db.write() as s:
+                if s.get(Project, project_id) is not None:
+                    raise AlreadyExists(f"project {project_id} already exists")
+                row = Project(id=project_id, name=name, timezone=timezone, created_at=utcnow())
+                s.add(row)
+        except IntegrityError:  # PostgreSQL: created by a concurrent writer after our check
+            raise AlreadyExists(f"project {project_id} already exists") from None
         return row
 
     def project(self, project_id: str) -> Project:
@@ -177,10 +181,13 @@ class MetaStore:
     def add_segment(self, row: SegmentRow) -> SegmentRow:
         if not SEGMENT_KEY_RE.match(row.key):
             raise InvalidParameter(f"segment key must be 1-100 letters, digits or '_'; got {row.key!r}")
-        with self.db.write() as s:
-            if s.get(SegmentRow, (row.project_id, row.key)) is not None:
-                raise AlreadyExists(f"segment {row.key!r} already exists in project {row.project_id}")
-            s.add(row)
+        try:
+            with self.db.write() as s:
+                if s.get(SegmentRow, (row.project_id, row.key)) is not None:
+                    raise AlreadyExists(f"segment {row.key!r} already exists in project {row.project_id}")
+                s.add(row)
+        except IntegrityError:  # PostgreSQL: created by a concurrent writer after our check
+            raise AlreadyExists(f"segment {row.key!r} already exists in project {row.project_id}") from None
         return row
 
     def segment(self, project_id: str, key: str) -> SegmentRow:

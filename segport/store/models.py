@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -13,8 +14,11 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from segport.errors import InvalidParameter
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -120,17 +124,45 @@ class JobRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # host:pid:random/thread; a Linux host name alone may be 64 characters (migration pg_widen_columns)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # 64-bit: PostgreSQL's INTEGER stops at 2 GiB and a big export's files pass that
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     file_day: Mapped[str] = mapped_column(String(10))
 
     __table_args__ = (
         Index("ix_jobs_stage_created", "stage", "created_at"),
         Index("ix_jobs_project_fingerprint", "project_id", "fingerprint"),
     )
+
+
+# What a table's rows are called in the message of a too-long value.
+_ROW_NAMES = {"projects": "project", "tokens": "token", "catalog": "catalogue entry", "segments": "segment",
+              "jobs": "job"}
+
+
+@event.listens_for(Session, "before_flush")
+def _check_lengths(session: Session, _context: object, _instances: object) -> None:
+    """Refuse text longer than its column on every backend, before the database sees it.
+
+    PostgreSQL rejects such a value with an error of its own (a 500 in the API) while SQLite stores it
+    whole; checking here makes both answer the same :class:`InvalidParameter`.
+    """
+    for obj in (*session.new, *session.dirty):
+        table = getattr(obj, "__table__", None)
+        if table is None:
+            continue
+        for column in table.columns:
+            limit = getattr(column.type, "length", None)
+            value = getattr(obj, column.key, None)
+            if limit is not None and isinstance(value, str) and len(value) > limit:
+                what = _ROW_NAMES.get(table.name, table.name)
+                raise InvalidParameter(
+                    f"{what} {column.key} is too long: at most {limit} characters (got {len(value)})"
+                )

@@ -46,6 +46,8 @@ class JobQueue:
         for _ in range(5):
             row = make_row()
             with self.db.write() as s:
+                # one submit per project at a time: the dedupe check must see a concurrent identical insert
+                self.db.lock(s, f"segport:submit:{row.project_id}")
                 if dedupe:
                     same = s.scalar(
                         select(JobRow)
@@ -162,7 +164,7 @@ class JobQueue:
     def heartbeat(self, job_id: str, owner: str, lease_s: float) -> None:
         """Extend our lease; raise :class:`LeaseLost` if the job is no longer ours."""
         with self.db.write() as s:
-            row = s.get(JobRow, job_id)
+            row = s.get(JobRow, job_id, with_for_update=True)  # PostgreSQL: a claim may be changing it
             if row is None or row.stage != Stage.RUNNING.value or row.lease_owner != owner:
                 raise LeaseLost(job_id)
             row.lease_expires_at = utcnow() + timedelta(seconds=lease_s)
@@ -170,7 +172,7 @@ class JobQueue:
     def transition(self, job_id: str, dst: Stage, *, owner: str | None = None, **fields: Any) -> JobRow:
         """Move a job to ``dst`` in one transaction; with ``owner``, only if we still hold its lease."""
         with self.db.write() as s:
-            row = s.get(JobRow, job_id)
+            row = s.get(JobRow, job_id, with_for_update=True)  # the owner check holds until we commit
             if row is None:
                 raise JobNotFound(f"job {job_id!r} not found")
             if owner is not None and (row.stage != Stage.RUNNING.value or row.lease_owner != owner):
