@@ -285,6 +285,20 @@ def test_200_jobs_claimed_by_8_threads_each_go_to_exactly_one(db: Database) -> N
     assert elapsed < 20
 
 
+def test_concurrent_claims_never_pass_the_per_project_running_cap(db: Database) -> None:
+    queue = JobQueue(db, max_attempts=3)
+    make = job_maker()
+    with db.write() as s:
+        s.add_all(make() for _ in range(20))
+    results = run_together(8, lambda i: queue.claim(f"worker-{i}", 60, max_running_per_project=2))
+    claimed = [r for r in results if isinstance(r, JobRow)]
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert len(claimed) == 2
+    with db.read() as s:
+        running = s.scalar(select(func.count()).select_from(JobRow).where(JobRow.stage == Stage.RUNNING.value))
+    assert running == 2
+
+
 def test_a_claim_skips_a_job_another_transaction_holds_instead_of_waiting(db: Database) -> None:
     queue = JobQueue(db, max_attempts=3)
     first, _ = queue.submit(job_maker())

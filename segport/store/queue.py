@@ -147,6 +147,18 @@ class JobQueue:
                 )
                 if row is None:
                     return None
+                if row.stage == Stage.NONE.value and max_running_per_project is not None:
+                    # PostgreSQL claims run side by side: take turns per project and count again, so two
+                    # workers cannot both take the project's last running slot (a no-op on SQLite)
+                    self.db.lock(s, f"running:{row.project_id}")
+                    running = s.scalar(
+                        select(func.count()).select_from(JobRow).where(
+                            JobRow.project_id == row.project_id, JobRow.stage == Stage.RUNNING.value,
+                            JobRow.lease_expires_at >= now,
+                        )
+                    )
+                    if (running or 0) >= max_running_per_project:
+                        return None
                 if row.stage == Stage.RUNNING.value:
                     # lease lapsed: the worker died; the attempt it used counts
                     if row.attempts >= self.max_attempts:
@@ -202,7 +214,7 @@ class JobQueue:
         a job that finished or failed cannot be cancelled (:class:`Conflict`).
         """
         with self.db.write() as s:
-            row = s.get(JobRow, job_id)
+            row = s.get(JobRow, job_id, with_for_update=True)  # PostgreSQL: a claim may be changing it
             if row is None:
                 raise JobNotFound(f"job {job_id!r} not found")
             if row.stage == Stage.ERROR.value and row.error_code == JobCancelled.code:
