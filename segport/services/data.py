@@ -67,6 +67,20 @@ class DataService:
         self.engine.ensure_project(project_id, self.meta.catalog(project_id))
         return result
 
+    def update_catalog_entry(
+        self, project_id: str, key: str, *, name: str | None = None, description: str | None = None
+    ) -> CatalogEntry:
+        """Rename a key (its display name) and/or change its description; kind and type never change."""
+        _, key = parse_key(key)
+        entry = self.meta.catalog(project_id).get(key)
+        if entry is None:
+            raise InvalidParameter(f"key {key!r} is not in the catalogue of project {project_id}")
+        new = CatalogEntry(entry.key, entry.kind, (name if name is not None else entry.name).strip() or entry.key,
+                           entry.type, entry.multi,
+                           (description if description is not None else entry.description).strip())
+        self.meta.upsert_catalog(project_id, [new])
+        return new
+
     def remove_catalog_key(self, project_id: str, key: str) -> None:
         _, key = parse_key(key)
         catalog = self.meta.catalog(project_id)
@@ -84,6 +98,7 @@ class DataService:
         self, project_id: str, path: Path, *, file_format: str | None = None, match: str = "id_$basic_userId",
         progress: Any = None,
     ) -> ImportReport:
+        """Upsert users from a file and recompute the DAILY segments, all in one engine transaction."""
         self.meta.project(project_id)
         catalog = self.meta.catalog(project_id)
         self.engine.ensure_project(project_id, catalog)
@@ -155,6 +170,27 @@ class DataService:
             unmatched=result.unmatched, detector_error=None,
         )
         return result
+
+    def recompute_daily(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
+        """Recompute every DAILY segment (of every project) last computed more than ``older_than_s`` ago.
+
+        Returns the (project, segment) pairs that were recomputed; a segment that fails is marked ERROR and
+        the others still run."""
+        done = []
+        now = utcnow()
+        for project in self.meta.projects():
+            rows, _ = self.meta.segments(project.id)
+            for row in rows:
+                if row.scheduler != "DAILY":
+                    continue
+                if row.detected_at is not None and (now - row.detected_at).total_seconds() < older_than_s:
+                    continue
+                try:
+                    self.recompute_segment(project.id, row.key)
+                except SegportError:
+                    continue
+                done.append((project.id, row.key))
+        return done
 
     def delete_segment(self, project_id: str, key: str) -> None:
         self.meta.segment(project_id, key)
