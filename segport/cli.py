@@ -169,7 +169,7 @@ def run_server(s: Settings) -> None:
 
     app = build(s)
     try:
-        uvicorn.run(create_app(app), host=s.host, port=s.port, log_level="info", access_log=False)
+        uvicorn.run(create_app(app, announce=True), host=s.host, port=s.port, log_level="info", access_log=False)
     finally:
         app.close()
 

@@ -20,6 +20,7 @@ import typer
 from segport.app import App
 from segport.cli import ProjectOpt, catalog_cli, handled, segment_cli, settings, users_cli, with_app
 from segport.engine.duckdb_import import detect_format
+from segport.errors import Conflict, ExportFailed
 from segport.http.admin_schemas import catalog_out, segment_out
 from segport.remote import AdminClient, admin_client, running_server
 from segport.services.data import SegmentSpec, catalog_entry
@@ -36,7 +37,13 @@ def dispatch(remote: Callable[[AdminClient], T], local: Callable[[App], T]) -> T
     if url:
         with admin_client(s, url) as client:
             return remote(client)
-    return with_app(local)  # type: ignore[no-any-return]
+    try:
+        return with_app(local)  # type: ignore[no-any-return]
+    except ExportFailed as exc:
+        if "lock" in exc.message:
+            raise Conflict("the profile database is in use by another process (a `segport serve` without "
+                           "server.json, or another command); stop it or retry when it is done") from None
+        raise
 
 
 def _p(project: str, rest: str = "") -> str:
