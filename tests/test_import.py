@@ -221,3 +221,22 @@ def test_bad_row_at_the_end_of_a_large_file_changes_nothing(project: App, tmp_pa
     r = imp(project, big)
     assert (r.rows_read, r.inserted, r.updated) == (n, n - 100, 100)
     assert users(project)["U5"]["gio_id"] == before["U5"]["gio_id"]
+
+
+@pytest.mark.parametrize("known", [1, 9], ids=["few-updates-UPDATE", "most-updates-rewrite"])
+def test_upsert_paths_agree(project: App, tmp_path: Path, known: int) -> None:
+    cols = [ID, "id_$anonymous_user", "usr_age", "usr_city"]
+    base = [{ID: f"U{i}", "id_$anonymous_user": f"a{i}", "usr_age": str(i), "usr_city": "北京"} for i in range(10)]
+    imp(project, write_users_csv(tmp_path / "a.csv", base, cols))
+    change = [{ID: f"U{i}", "id_$anonymous_user": f"b{i}||a{i}", "usr_age": None} for i in range(known)]
+    change.append({ID: "NEW", "id_$anonymous_user": "n", "usr_age": "7"})
+    r = imp(project, write_users_csv(tmp_path / "b.csv", change, [ID, "id_$anonymous_user", "usr_age"]))
+    assert (r.inserted, r.updated) == (1, known)
+    u = users(project)
+    for i in range(10):
+        changed = i < known
+        assert u[f"U{i}"]["gio_id"] == i + 1
+        assert u[f"U{i}"]["id_$anonymous_user"] == ([f"a{i}", f"b{i}"] if changed else [f"a{i}"])
+        assert u[f"U{i}"]["usr_age"] == (None if changed else i)
+        assert u[f"U{i}"]["usr_city"] == "北京"
+    assert (u["NEW"]["gio_id"], u["NEW"]["usr_age"], u["NEW"]["usr_city"]) == (11, 7, None)

@@ -91,10 +91,7 @@ def leaf(u: dict[str, Any], key: str, op: str, value: Any) -> bool:
         return not (v is None or v == [])
     if v is None:
         return False
-    if isinstance(value, list):
-        value = [norm(key, x) for x in value]
-    else:
-        value = norm(key, value)
+    value = [norm(key, x) for x in value] if isinstance(value, list) else norm(key, value)
     if multi:
         return {
             "eq": lambda: value in v, "ne": lambda: value not in v, "in": lambda: any(x in v for x in value),

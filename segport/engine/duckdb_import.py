@@ -251,21 +251,16 @@ def _upsert(
         cur.execute(f"CREATE OR REPLACE TEMP TABLE import_known AS SELECT u.gio_id, t._row FROM import_rows t "
                     f"JOIN {users} u ON u.{mcol} = t.{mcol}")
         updated = int(cur.execute("SELECT count(*) FROM import_known").fetchone()[0])  # type: ignore[index]
-    sets = []
-    for c in columns:
-        if c.entry.key == match_key:
-            continue
-        q = quote_ident(c.entry.key)
-        if c.entry.kind is KeyKind.IDENTITY and c.entry.multi:
-            old = f"coalesce({users}.{q}, [])"
-            sets.append(f"{q} = CASE WHEN k.{q} IS NULL THEN {users}.{q} ELSE list_concat({old}, "
-                        f"list_distinct(list_filter(k.{q}, lambda x: NOT list_contains({old}, x)))) END")
-        else:
-            sets.append(f"{q} = k.{q}")
-    if updated and sets:
+    if updated and updated * 2 >= existing:
+        # Most users change: rewriting the table is cheaper than an UPDATE (which logs every value).
+        say(f"updating {updated} users (rewriting the table)")
+        _rewrite(cur, users, columns, match_key)
+    elif updated:
         say(f"updating {updated} users")
-        cur.execute(f"UPDATE {users} SET {', '.join(sets)} FROM (SELECT k.gio_id, t.* FROM import_known k "
-                    f"JOIN import_rows t USING (_row)) k WHERE {users}.gio_id = k.gio_id")
+        sets = [f"{quote_ident(c.entry.key)} = {_merged(c, users, 'k')}" for c in columns if c.entry.key != match_key]
+        if sets:
+            cur.execute(f"UPDATE {users} SET {', '.join(sets)} FROM (SELECT k.gio_id, t.* FROM import_known k "
+                        f"JOIN import_rows t USING (_row)) k WHERE {users}.gio_id = k.gio_id")
     total = int(cur.execute("SELECT count(*) FROM import_rows").fetchone()[0])  # type: ignore[index]
     inserted = total - updated
     if inserted:
@@ -277,6 +272,40 @@ def _upsert(
     cur.execute("DROP TABLE IF EXISTS import_rows")
     cur.execute("DROP TABLE IF EXISTS import_known")
     return inserted, updated
+
+
+def _merged(c: _Column, old: str, new: str) -> str:
+    """The value a file column leaves in a known user: the file's, except that multi-valued identities
+    accumulate (new values appended to the known ones)."""
+    q = quote_ident(c.entry.key)
+    if c.entry.kind is KeyKind.IDENTITY and c.entry.multi:
+        known = f"coalesce({old}.{q}, [])"
+        return (f"CASE WHEN {new}.{q} IS NULL THEN {old}.{q} ELSE list_concat({known}, "
+                f"list_distinct(list_filter({new}.{q}, lambda x: NOT list_contains({known}, x)))) END")
+    return f"{new}.{q}"
+
+
+def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column], match_key: str) -> None:
+    """Replace the users table by a copy with the staged rows merged in (same transaction, same name)."""
+    name = users.strip('"')
+    have = [r[0] for r in cur.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [name]
+    ).fetchall()]
+    by_key = {c.entry.key: c for c in columns}
+    select = []
+    for col in have:
+        q = quote_ident(col)
+        c = by_key.get(col)
+        if c is None or col == match_key:
+            select.append(f"u.{q}")
+        else:
+            select.append(f"CASE WHEN k._gid IS NULL THEN u.{q} ELSE {_merged(c, 'u', 'k')} END AS {q}")
+    nxt = quote_ident(name + "__next")
+    cur.execute(f"CREATE TABLE {nxt} AS SELECT {', '.join(select)} FROM {users} u LEFT JOIN "
+                f"(SELECT k.gio_id AS _gid, t.* FROM import_known k JOIN import_rows t USING (_row)) k "
+                f"ON k._gid = u.gio_id")
+    cur.execute(f"DROP TABLE {users}")
+    cur.execute(f"ALTER TABLE {nxt} RENAME TO {users}")
 
 
 def _reject_first_bad(cur: duckdb.DuckDBPyConnection, src: str, columns: list[_Column], m: str, match_key: str) -> None:
