@@ -212,6 +212,11 @@ class DataService:
 
 
 def catalog_entry(key: str, name: str, type_text: str = "string", description: str = "") -> CatalogEntry:
+    """A checked catalogue entry. An identity may be written bare (``$basic_userId``) or as its column key
+    (``id_$basic_userId``); identities are strings (``string[]`` for multi-valued ones)."""
+    key = key.strip()
+    if key.startswith("$"):
+        key = identity_column(key)
     kind, canonical = parse_key(key)
     value_type, multi = parse_type(type_text or "string")
     if kind is KeyKind.IDENTITY and value_type.value != "string":
