@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,12 +131,31 @@ def catalog_list(project: ProjectOpt) -> None:
 
 # --- users ----------------------------------------------------------------------------------------
 class _Progress:
-    """Phase lines on stderr with the elapsed time, so a long import shows where it is."""
+    """Phase lines on stderr with the elapsed time, so a long import shows where it is; while one phase
+    lasts, a line every ``tick_s`` says it is still going."""
 
-    def __init__(self) -> None:
+    def __init__(self, tick_s: float = 10.0) -> None:
         self.started = time.perf_counter()
+        self.phase = ""
+        self.tick_s = tick_s
+        self._done = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __call__(self, message: str) -> None:
+        self.phase = message
+        self._print(message)
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _tick(self) -> None:
+        while not self._done.wait(self.tick_s):
+            self._print(f"... still {self.phase}")
+
+    def _print(self, message: str) -> None:
         print(f"  [{time.perf_counter() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
@@ -153,11 +173,20 @@ def users_import(
         raise FileNotFoundError(2, "No such file", str(file))
 
     def remote(c: AdminClient) -> dict[str, Any]:
-        _Progress()(f"sending {file.name} ({file.stat().st_size / 1e6:.1f} MB) to the running server")
-        return c.upload(_p(project, "/users/import"), file, {"format": fmt, "match": match, "filename": file.name})  # type: ignore[no-any-return]
+        progress = _Progress()
+        progress(f"sending {file.name} ({file.stat().st_size / 1e6:.1f} MB) to the running server, which imports it")
+        try:
+            return c.upload(_p(project, "/users/import"), file,  # type: ignore[no-any-return]
+                            {"format": fmt, "match": match, "filename": file.name})
+        finally:
+            progress.stop()
 
     def local(app: App) -> dict[str, Any]:
-        r = app.data.import_users(project, file, file_format=fmt, match=match, progress=_Progress())
+        progress = _Progress()
+        try:
+            r = app.data.import_users(project, file, file_format=fmt, match=match, progress=progress)
+        finally:
+            progress.stop()
         return {"rowsRead": r.rows_read, "inserted": r.inserted, "updated": r.updated,
                 "elapsedSeconds": r.elapsed_s, "segments": r.segments}
 

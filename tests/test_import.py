@@ -240,3 +240,40 @@ def test_upsert_paths_agree(project: App, tmp_path: Path, known: int) -> None:
         assert u[f"U{i}"]["usr_age"] == (None if changed else i)
         assert u[f"U{i}"]["usr_city"] == "北京"
     assert (u["NEW"]["gio_id"], u["NEW"]["usr_age"], u["NEW"]["usr_city"]) == (11, 7, None)
+
+
+def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import duckdb
+
+    app.meta.create_project(PROJECT, "示例项目")
+    app.data.import_catalog_csv(PROJECT, CATALOG_CSV)
+    imp(app, write_users_csv(tmp_path / "a.csv", [{ID: f"K{i}", "usr_age": "1"} for i in range(100)], [ID, "usr_age"]))
+    before = users(app)
+    data_dir = app.settings.data_dir
+    app.close()
+    big = tmp_path / "big.parquet"
+    duckdb.connect().execute(f"COPY (SELECT 'N' || i AS \"{ID}\", i AS usr_age, 'x' || i AS usr_city "
+                             f"FROM range(2000000) t(i)) TO '{big}' (FORMAT PARQUET)")
+    proc = subprocess.Popen([sys.executable, "-m", "segport.cli", "users", "import", "--project", PROJECT, str(big)],
+                            env={**os.environ, "SEGPORT_DATA_DIR": str(data_dir)}, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "inserting" in line:  # the transaction is writing the users table now
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    from segport.app import build
+
+    again = build(app.settings)
+    try:
+        assert users(again) == before
+        r = again.data.import_users(PROJECT, write_users_csv(tmp_path / "b.csv", [{ID: "NEXT"}], [ID]))
+        assert r.inserted == 1 and users(again)["NEXT"]["gio_id"] == 101
+    finally:
+        again.close()

@@ -57,6 +57,12 @@ def is_upload(path: str) -> bool:
     return path.startswith(UPLOAD_PATHS[0]) and path.endswith(UPLOAD_PATHS[1])
 
 
+def sweep_uploads(data_dir: Path) -> None:
+    """Delete uploads left by a server that died mid-request (called when `segport serve` starts)."""
+    for p in (data_dir / "uploads").glob("upload-*"):
+        p.unlink(missing_ok=True)
+
+
 def _app(request: Request) -> Any:
     return request.app.state.segport
 
@@ -151,7 +157,7 @@ async def import_users(
     app = _app(request)
     app.meta.project(project_id)
     format = detect_format(Path(filename), format)
-    path = await _spool(request, "." + format)
+    path = await _spool(request, "." + format + (".gz" if filename.lower().endswith(".gz") else ""))
     try:
         report = await run_in_threadpool(app.data.import_users, project_id, path, file_format=format, match=match)
     finally:

@@ -38,6 +38,7 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
             from segport.remote import remove_server_file, write_server_file
             from segport.scheduler import DailyRecompute
 
+            admin.sweep_uploads(app.settings.data_dir)
             write_server_file(app.settings)
             daily = DailyRecompute(app.data, app.settings.recompute_interval_s)
             daily.start()
