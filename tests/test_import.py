@@ -277,3 +277,18 @@ def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) ->
         assert r.inserted == 1 and users(again)["NEXT"]["gio_id"] == 101
     finally:
         again.close()
+
+
+def test_a_reader_keeps_its_snapshot_while_an_import_rewrites_the_table(project: App, tmp_path: Path) -> None:
+    """What a split export relies on: one read transaction sees one state, whatever commits meanwhile."""
+    rows = [{ID: f"U{i}", "usr_city": "旧"} for i in range(50)]
+    imp(project, write_users_csv(tmp_path / "a.csv", rows, [ID, "usr_city"]))
+    reader = project.engine._con.cursor()  # type: ignore[attr-defined]
+    q = f'SELECT usr_city, count(*) FROM "users_{PROJECT}" GROUP BY ALL'
+    reader.execute("BEGIN TRANSACTION")
+    assert reader.execute(q).fetchall() == [("旧", 50)]
+    new = [{ID: f"U{i}", "usr_city": "新"} for i in range(50)]
+    assert imp(project, write_users_csv(tmp_path / "b.csv", new, [ID, "usr_city"])).updated == 50  # rewrite path
+    assert reader.execute(q).fetchall() == [("旧", 50)]
+    reader.execute("COMMIT")
+    assert reader.execute(q).fetchall() == [("新", 50)]
