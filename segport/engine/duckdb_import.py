@@ -12,9 +12,9 @@ The caller runs this inside one DuckDB transaction; any error raised here rolls 
 * Types are checked strictly: ``int`` is an optional sign and digits (an integral float from Parquet/JSON
   is accepted), ``double`` a decimal or scientific number (no NaN/inf), ``date`` is ``YYYY-MM-DD``.
 
-Speed: one aggregate pass over the file checks every value and counts duplicate identities; a fresh load
-(empty table, no duplicates) is then a single ``INSERT ... SELECT`` from the file. Otherwise the typed rows
-are staged once, matched to known users with one hash join, updated and inserted.
+Speed: values are checked while they load (a bad one aborts the statement, then a second scan names the
+row), so a first load is one ``INSERT ... SELECT`` from the file. Otherwise the checked rows are staged once,
+matched to known users with one hash join, and the table is rewritten (most users change) or updated.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from segport.errors import ImportRejected
 
 FORMATS = ("csv", "parquet", "jsonl")
 Progress = Callable[[str], None]
+BAD = "segport: invalid value"  # raised by error() inside a load statement
 
 _INT_RE = r"^\s*[+-]?[0-9]+\s*$"
 _DOUBLE_RE = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
@@ -197,54 +198,63 @@ def import_users(
     if match_key not in by_key:
         raise ImportRejected(f"the file has no column {match_key!r} to match users on")
     m = by_key[match_key].value
-
-    # Pass 1 (parallel, no row numbers): count rows and distinct identities, and look for any bad value.
-    say("checking values")
-    checks = [f"bool_or({c.bad})" for c in columns if c.bad]
-    try:
-        stats = cur.execute(
-            f"SELECT count(*), count(DISTINCT {m}), count(*) FILTER ({m} IS NULL OR {m} = '')"
-            f"{''.join(', ' + c for c in checks)} FROM {src} r"
-        ).fetchone()
-    except duckdb.Error as exc:
-        raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
-    assert stats is not None
-    rows_read, distinct, no_match = int(stats[0]), int(stats[1]), int(stats[2])
-    if no_match or any(stats[3:]):
-        _reject_first_bad(cur, src, columns, m, match_key)
-
+    # Every value is checked as it is loaded: a bad one raises BAD inside the statement (DuckDB's error()),
+    # which aborts the transaction; only then is the file scanned again to name the first bad row.
+    checks = {c.entry.key: c.bad for c in columns if c.bad}
+    checks[match_key] = f"({m} IS NULL OR {m} = ''" + (f" OR {checks[match_key]})" if match_key in checks else ")")
+    values = ", ".join(
+        (f"CASE WHEN {checks[c.entry.key]} THEN error('{BAD}') ELSE {c.value} END" if c.entry.key in checks
+         else c.value) + f" AS {quote_ident(c.entry.key)}"
+        for c in columns
+    )
     users = users_table(project_id)
     existing = int(cur.execute(f"SELECT count(*) FROM {users}").fetchone()[0])  # type: ignore[index]
     next_id = int(cur.execute("SELECT next_gio_id FROM segport_state WHERE project = ?", [project_id]).fetchone()[0])  # type: ignore[index]
     cols = ", ".join(quote_ident(c.entry.key) for c in columns)
-    values = ", ".join(f"{c.value} AS {quote_ident(c.entry.key)}" for c in columns)
-
-    if existing == 0 and distinct == rows_read:
-        # Fresh load: straight from the file into the table, numbered in file order.
-        say(f"inserting {rows_read} users")
-        cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (), {values} "
-                    f"FROM {src} r")
-        inserted, updated = rows_read, 0
-    else:
-        inserted, updated = _upsert(cur, users, src, columns, match_key, values, next_id, existing,
-                                    dedupe=distinct != rows_read, say=say)
+    mcol = quote_ident(match_key)
+    try:
+        if existing == 0:
+            # First load: one pass straight from the file into the table, numbered in file order.
+            say("loading and checking")
+            cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (), "
+                        f"{values} FROM {src} r")
+            row = cur.execute(f"SELECT count(*), count(DISTINCT {mcol}) FROM {users}").fetchone()
+            assert row is not None
+            rows_read, distinct = int(row[0]), int(row[1])
+            if distinct == rows_read:
+                inserted, updated = rows_read, 0
+            else:  # an identity repeats: the last row must win, which the staged path does
+                cur.execute(f"DELETE FROM {users}")
+                existing = -1
+        if existing != 0:
+            rows_read, inserted, updated = _upsert(cur, users, src, columns, match_key, values, next_id,
+                                                   max(existing, 0), say=say)
+    except duckdb.Error as exc:
+        if BAD in str(exc):
+            with cur.cursor() as diag:  # the transaction is aborted; diagnose on a connection of its own
+                _reject_first_bad(diag, src, columns, checks, match_key)
+        raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
     cur.execute("UPDATE segport_state SET next_gio_id = next_gio_id + ? WHERE project = ?", [inserted, project_id])
     return ImportReport(rows_read, inserted, updated, time.perf_counter() - started)
 
 
 def _upsert(
     cur: duckdb.DuckDBPyConnection, users: str, src: str, columns: list[_Column], match_key: str, values: str,
-    next_id: int, existing: int, *, dedupe: bool, say: Progress,
-) -> tuple[int, int]:
+    next_id: int, existing: int, *, say: Progress,
+) -> tuple[int, int, int]:
+    """Stage the checked rows, then update known users and insert new ones. Returns (read, inserted, updated)."""
     mcol = quote_ident(match_key)
-    say("staging rows")
-    staged = f"SELECT row_number() OVER () AS _row, {values} FROM {src} r"
-    if dedupe:  # later rows win within one file; a new user's id follows its first row
-        staged = (f"SELECT *, min(_row) OVER (PARTITION BY {mcol}) AS _first FROM ({staged}) "
-                  f"QUALIFY row_number() OVER (PARTITION BY {mcol} ORDER BY _row DESC) = 1")
-    else:
-        staged = f"SELECT *, _row AS _first FROM ({staged})"
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS {staged}")
+    say("staging and checking rows")
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT row_number() OVER () AS _row, {values} "
+                f"FROM {src} r")
+    row = cur.execute(f"SELECT count(*), count(DISTINCT {mcol}) FROM import_rows").fetchone()
+    assert row is not None
+    rows_read, distinct = int(row[0]), int(row[1])
+    first = "_row"
+    if distinct != rows_read:  # later rows win within one file; a new user's id follows its first row
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT *, min(_row) OVER (PARTITION BY {mcol}) "
+                    f"AS _first FROM import_rows QUALIFY row_number() OVER (PARTITION BY {mcol} ORDER BY _row DESC) = 1")
+        first = "_first"
     updated = 0
     if existing:
         say("matching known users")
@@ -261,17 +271,16 @@ def _upsert(
         if sets:
             cur.execute(f"UPDATE {users} SET {', '.join(sets)} FROM (SELECT k.gio_id, t.* FROM import_known k "
                         f"JOIN import_rows t USING (_row)) k WHERE {users}.gio_id = k.gio_id")
-    total = int(cur.execute("SELECT count(*) FROM import_rows").fetchone()[0])  # type: ignore[index]
-    inserted = total - updated
+    inserted = distinct - updated
     if inserted:
         say(f"inserting {inserted} users")
         cols = ", ".join(quote_ident(c.entry.key) for c in columns)
         known = "ANTI JOIN import_known k USING (_row)" if existing else ""
-        cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (ORDER BY t._first), "
+        cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (ORDER BY t.{first}), "
                     f"{', '.join('t.' + quote_ident(c.entry.key) for c in columns)} FROM import_rows t {known}")
     cur.execute("DROP TABLE IF EXISTS import_rows")
     cur.execute("DROP TABLE IF EXISTS import_known")
-    return inserted, updated
+    return rows_read, inserted, updated
 
 
 def _merged(c: _Column, old: str, new: str) -> str:
@@ -308,28 +317,40 @@ def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column],
     cur.execute(f"ALTER TABLE {nxt} RENAME TO {users}")
 
 
-def _reject_first_bad(cur: duckdb.DuckDBPyConnection, src: str, columns: list[_Column], m: str, match_key: str) -> None:
+def _reject_first_bad(
+    cur: duckdb.DuckDBPyConnection, src: str, columns: list[_Column], checks: dict[str, str], match_key: str
+) -> None:
     """Find the first offending row (1-based, header not counted) and raise its one-line error."""
-    tests = [f"WHEN {m} IS NULL OR {m} = '' THEN -1"]
-    tests += [f"WHEN {c.bad} THEN {i}" for i, c in enumerate(columns) if c.bad]
+    tests = [f"WHEN {checks[match_key]} THEN -1"] if match_key in checks else []
+    tests += [f"WHEN {checks[c.entry.key]} THEN {i}" for i, c in enumerate(columns)
+              if c.entry.key in checks and c.entry.key != match_key]
     raws = ", ".join(f"r.{quote_ident_any(c.name)} AS {quote_ident_any(c.name)}" for c in columns)
     row = cur.execute(
         f"SELECT _row, _bad FROM (SELECT row_number() OVER () AS _row, CASE {' '.join(tests)} ELSE NULL END AS _bad "
         f"FROM {src} r) WHERE _bad IS NOT NULL ORDER BY _row LIMIT 1"
     ).fetchone()
-    if row is None:  # cannot happen: pass 1 saw a bad value
+    if row is None:  # cannot happen: the load saw a bad value
         raise ImportRejected("the file has an invalid value")
     row_no, idx = int(row[0]), int(row[1])
     if idx < 0:
+        match = next(c for c in columns if c.entry.key == match_key)
+        if match.bad:
+            value = _raw_value(cur, src, raws, match, row_no)
+            if value not in (None, ""):
+                raise ImportRejected(f"row {row_no}: key {match_key}: value {value!r} is not a valid string")
         raise ImportRejected(f"row {row_no}: {match_key} is empty; every row needs the identity it is matched on")
     col = columns[idx]
+    kind = col.entry.type.value + ("[]" if col.entry.multi else "")
+    shown = _raw_value(cur, src, raws, col, row_no)
+    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} is not a valid {kind}")
+
+
+def _raw_value(cur: duckdb.DuckDBPyConnection, src: str, raws: str, col: _Column, row_no: int) -> str | None:
     value = cur.execute(
         f"SELECT CAST({quote_ident_any(col.name)} AS VARCHAR) FROM (SELECT row_number() OVER () AS _row, {raws} "
         f"FROM {src} r) WHERE _row = ?", [row_no],
     ).fetchone()
-    shown = value[0] if value else "?"
-    kind = col.entry.type.value + ("[]" if col.entry.multi else "")
-    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} is not a valid {kind}")
+    return value[0] if value else None
 
 
 def load_id_list(cur: duckdb.DuckDBPyConnection, table: str, path: Path) -> int:
