@@ -292,3 +292,34 @@ def test_a_reader_keeps_its_snapshot_while_an_import_rewrites_the_table(project:
     assert reader.execute(q).fetchall() == [("旧", 50)]
     reader.execute("COMMIT")
     assert reader.execute(q).fetchall() == [("新", 50)]
+
+
+def test_csv_with_bom_and_crlf_line_ends(project: App, tmp_path: Path) -> None:
+    f = tmp_path / "w.csv"
+    f.write_bytes(f'\ufeff{ID},usr_age,usr_city\r\n"A","1","x"\r\n"B",,"y, z"\r\n'.encode())
+    imp(project, f)
+    u = users(project)
+    assert (u["A"]["usr_age"], u["B"]["usr_age"], u["B"]["usr_city"]) == (1, None, "y, z")
+
+
+def test_parquet_reimport_paths(project: App, tmp_path: Path) -> None:
+    """Parquet is read straight from the file (no staging) unless an identity repeats."""
+    def write(name: str, ids: list[str], ages: list[Any]) -> Path:
+        pq.write_table(pa.table({ID: ids, "usr_age": pa.array(ages, pa.float64())}), tmp_path / name)
+        return tmp_path / name
+
+    imp(project, write("a.parquet", [f"U{i}" for i in range(20)], [float(i) for i in range(20)]))
+    r = imp(project, write("b.parquet", ["U3", "NEW1", "U5", "NEW2"], [30.0, 1.0, None, 2.0]))
+    assert (r.rows_read, r.inserted, r.updated) == (4, 2, 2)
+    u = users(project)
+    assert (u["U3"]["usr_age"], u["U5"]["usr_age"], u["NEW1"]["gio_id"], u["NEW2"]["gio_id"]) == (30, None, 21, 22)
+    before = users(project)
+    with pytest.raises(ImportRejected, match=r"row 3: key usr_age: value '2.5'"):
+        imp(project, write("c.parquet", [f"U{i}" for i in range(15)], [1.0, 1.0, 2.5] + [1.0] * 12))
+    with pytest.raises(ImportRejected, match=r"row 2: key usr_age: value '2.5'"):
+        imp(project, write("d.parquet", ["U1", "BRAND_NEW"], [1.0, 2.5]))
+    assert users(project) == before
+    r = imp(project, write("e.parquet", ["U1", "X", "U1", "X"], [1.0, 2.0, 3.0, 4.0]))  # repeats: staged
+    assert (r.rows_read, r.inserted, r.updated) == (4, 1, 1)
+    u = users(project)
+    assert (u["U1"]["usr_age"], u["X"]["usr_age"], u["X"]["gio_id"]) == (3, 4, 23)

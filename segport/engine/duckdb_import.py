@@ -68,7 +68,8 @@ def reader(path: Path, fmt: str) -> str:
         return (f"read_csv({p}, header=true, columns={cols}, auto_detect=false, allow_quoted_nulls=false, "
                 "delim=',', quote='\"', escape='\"', strict_mode=true, null_padding=false)")
     if fmt == "parquet":
-        return f"read_parquet({p})"
+        # the scan numbers the rows itself (in parallel), unlike row_number() OVER ()
+        return f"read_parquet({p}, file_row_number=true)"
     # sample the whole file: a type guessed from the first rows would fail later without naming the row
     return f"read_json({p}, format='newline_delimited', sample_size=-1)"
 
@@ -193,7 +194,10 @@ def import_users(
         raise ImportRejected(f"--match {match!r} is not an identity in the catalogue")
     if match_entry.multi:
         raise ImportRejected(f"--match {match!r} is multi-valued; match on a single-valued identity")
-    columns = plan_columns([(r[0], str(r[1])) for r in described], catalog, project_id)
+    numbered = fmt == "parquet"
+    rowno = "(r.file_row_number + 1)" if numbered else "row_number() OVER ()"
+    columns = plan_columns([(r[0], str(r[1])) for r in described if not (numbered and r[0] == "file_row_number")],
+                           catalog, project_id)
     by_key = {c.entry.key: c for c in columns}
     if match_key not in by_key:
         raise ImportRejected(f"the file has no column {match_key!r} to match users on")
@@ -213,22 +217,29 @@ def import_users(
     cols = ", ".join(quote_ident(c.entry.key) for c in columns)
     mcol = quote_ident(match_key)
     try:
-        if existing == 0:
-            # First load: one pass straight from the file into the table, numbered in file order.
-            say("loading and checking")
-            cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (), "
-                        f"{values} FROM {src} r")
-            row = cur.execute(f"SELECT count(*), count(DISTINCT {mcol}) FROM {users}").fetchone()
+        rows_read = distinct = -1
+        if numbered:  # re-reading Parquet is cheap: count identities first, load straight from the file
+            row = cur.execute(f"SELECT count(*), count(DISTINCT {m}) FROM {src} r").fetchone()
             assert row is not None
             rows_read, distinct = int(row[0]), int(row[1])
-            if distinct == rows_read:
-                inserted, updated = rows_read, 0
-            else:  # an identity repeats: the last row must win, which the staged path does
-                cur.execute(f"DELETE FROM {users}")
-                existing = -1
-        if existing != 0:
-            rows_read, inserted, updated = _upsert(cur, users, src, columns, match_key, values, next_id,
-                                                   max(existing, 0), say=say)
+        if existing == 0 and rows_read == distinct:
+            # First load: one pass straight from the file into the table, numbered in file order.
+            say("loading and checking")
+            cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + {rowno}, {values} FROM {src} r")
+            if not numbered:
+                row = cur.execute(f"SELECT count(*), count(DISTINCT {mcol}) FROM {users}").fetchone()
+                assert row is not None
+                rows_read, distinct = int(row[0]), int(row[1])
+                if distinct != rows_read:  # an identity repeats: the last row must win, as the staged path does
+                    cur.execute(f"DELETE FROM {users}")
+        if existing or rows_read != distinct:
+            direct = None
+            if numbered and rows_read == distinct:
+                direct = f"(SELECT {rowno} AS _row, {values} FROM {src} r)"
+            rows_read, inserted, updated = _upsert(cur, users, src, columns, match_key, values, next_id, existing,
+                                                   direct=direct, say=say)
+        else:
+            inserted, updated = rows_read, 0
     except duckdb.Error as exc:
         if BAD in str(exc):
             with cur.cursor() as diag:  # the transaction is aborted; diagnose on a connection of its own
@@ -240,17 +251,25 @@ def import_users(
 
 def _upsert(
     cur: duckdb.DuckDBPyConnection, users: str, src: str, columns: list[_Column], match_key: str, values: str,
-    next_id: int, existing: int, *, say: Progress,
+    next_id: int, existing: int, *, direct: str | None, say: Progress,
 ) -> tuple[int, int, int]:
-    """Stage the checked rows, then update known users and insert new ones. Returns (read, inserted, updated)."""
+    """Update known users and insert new ones. Returns (read, inserted, updated).
+
+    ``direct`` is a relation of the file's checked rows (``_row`` + values) with no repeated identity, read
+    again at each step; without it the rows are staged in a temp table first (and repeats resolved there)."""
     mcol = quote_ident(match_key)
-    say("staging and checking rows")
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT row_number() OVER () AS _row, {values} "
-                f"FROM {src} r")
-    row = cur.execute(f"SELECT count(*), count(DISTINCT {mcol}) FROM import_rows").fetchone()
-    assert row is not None
-    rows_read, distinct = int(row[0]), int(row[1])
+    rows = direct or "import_rows"
     first = "_row"
+    if direct:
+        row = cur.execute(f"SELECT count(*) FROM {src} r").fetchone()
+        rows_read = distinct = int(row[0])  # type: ignore[index]
+    else:
+        say("staging and checking rows")
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT row_number() OVER () AS _row, {values} "
+                    f"FROM {src} r")
+        row = cur.execute(f"SELECT count(*), count(DISTINCT {mcol}) FROM import_rows").fetchone()
+        assert row is not None
+        rows_read, distinct = int(row[0]), int(row[1])
     if distinct != rows_read:  # later rows win within one file; a new user's id follows its first row
         cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT *, min(_row) OVER (PARTITION BY {mcol}) "
                     f"AS _first FROM import_rows QUALIFY row_number() OVER (PARTITION BY {mcol} ORDER BY _row DESC) = 1")
@@ -258,26 +277,26 @@ def _upsert(
     updated = 0
     if existing:
         say("matching known users")
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE import_known AS SELECT u.gio_id, t._row FROM import_rows t "
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE import_known AS SELECT u.gio_id, t._row FROM {rows} t "
                     f"JOIN {users} u ON u.{mcol} = t.{mcol}")
         updated = int(cur.execute("SELECT count(*) FROM import_known").fetchone()[0])  # type: ignore[index]
     if updated and updated * 2 >= existing:
         # Most users change: rewriting the table is cheaper than an UPDATE (which logs every value).
         say(f"updating {updated} users (rewriting the table)")
-        _rewrite(cur, users, columns, match_key)
+        _rewrite(cur, users, columns, match_key, rows)
     elif updated:
         say(f"updating {updated} users")
         sets = [f"{quote_ident(c.entry.key)} = {_merged(c, users, 'k')}" for c in columns if c.entry.key != match_key]
         if sets:
             cur.execute(f"UPDATE {users} SET {', '.join(sets)} FROM (SELECT k.gio_id, t.* FROM import_known k "
-                        f"JOIN import_rows t USING (_row)) k WHERE {users}.gio_id = k.gio_id")
+                        f"JOIN {rows} t USING (_row)) k WHERE {users}.gio_id = k.gio_id")
     inserted = distinct - updated
     if inserted:
         say(f"inserting {inserted} users")
         cols = ", ".join(quote_ident(c.entry.key) for c in columns)
         known = "ANTI JOIN import_known k USING (_row)" if existing else ""
         cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (ORDER BY t.{first}), "
-                    f"{', '.join('t.' + quote_ident(c.entry.key) for c in columns)} FROM import_rows t {known}")
+                    f"{', '.join('t.' + quote_ident(c.entry.key) for c in columns)} FROM {rows} t {known}")
     cur.execute("DROP TABLE IF EXISTS import_rows")
     cur.execute("DROP TABLE IF EXISTS import_known")
     return rows_read, inserted, updated
@@ -294,7 +313,7 @@ def _merged(c: _Column, old: str, new: str) -> str:
     return f"{new}.{q}"
 
 
-def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column], match_key: str) -> None:
+def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column], match_key: str, rows: str) -> None:
     """Replace the users table by a copy with the staged rows merged in (same transaction, same name)."""
     name = users.strip('"')
     have = [r[0] for r in cur.execute(
@@ -311,7 +330,7 @@ def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column],
             select.append(f"CASE WHEN k._gid IS NULL THEN u.{q} ELSE {_merged(c, 'u', 'k')} END AS {q}")
     nxt = quote_ident(name + "__next")
     cur.execute(f"CREATE TABLE {nxt} AS SELECT {', '.join(select)} FROM {users} u LEFT JOIN "
-                f"(SELECT k.gio_id AS _gid, t.* FROM import_known k JOIN import_rows t USING (_row)) k "
+                f"(SELECT k.gio_id AS _gid, t.* FROM import_known k JOIN {rows} t USING (_row)) k "
                 f"ON k._gid = u.gio_id")
     cur.execute(f"DROP TABLE {users}")
     cur.execute(f"ALTER TABLE {nxt} RENAME TO {users}")
