@@ -314,24 +314,36 @@ def _merged(c: _Column, old: str, new: str) -> str:
 
 
 def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column], match_key: str, rows: str) -> None:
-    """Replace the users table by a copy with the staged rows merged in (same transaction, same name)."""
+    """Replace the users table by a copy with the file's rows merged in (same transaction, same name).
+
+    The copy is the changed users (file rows joined to their ``gio_id``, plus the old values of the columns
+    the file lacks or accumulates, read narrowly) followed by the unchanged users as they are."""
     name = users.strip('"')
     have = [r[0] for r in cur.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [name]
     ).fetchall()]
     by_key = {c.entry.key: c for c in columns}
-    select = []
+    select, old_cols = [], []
     for col in have:
         q = quote_ident(col)
         c = by_key.get(col)
-        if c is None or col == match_key:
-            select.append(f"u.{q}")
+        if col == GIO_ID:
+            select.append("k.gio_id")
+        elif c is None:
+            select.append(f"o.{q}")
+            old_cols.append(q)
+        elif col == match_key:
+            select.append(f"t.{q}")
         else:
-            select.append(f"CASE WHEN k._gid IS NULL THEN u.{q} ELSE {_merged(c, 'u', 'k')} END AS {q}")
+            merged = _merged(c, "o", "t")
+            if "o." in merged:
+                old_cols.append(q)
+            select.append(f"{merged} AS {q}")
+    old = (f" JOIN (SELECT gio_id, {', '.join(dict.fromkeys(old_cols))} FROM {users}) o ON o.gio_id = k.gio_id"
+           if old_cols else "")
     nxt = quote_ident(name + "__next")
-    cur.execute(f"CREATE TABLE {nxt} AS SELECT {', '.join(select)} FROM {users} u LEFT JOIN "
-                f"(SELECT k.gio_id AS _gid, t.* FROM import_known k JOIN {rows} t USING (_row)) k "
-                f"ON k._gid = u.gio_id")
+    cur.execute(f"CREATE TABLE {nxt} AS SELECT {', '.join(select)} FROM {rows} t JOIN import_known k USING (_row){old} "
+                f"UNION ALL SELECT u.* FROM {users} u ANTI JOIN import_known k ON k.gio_id = u.gio_id")
     cur.execute(f"DROP TABLE {users}")
     cur.execute(f"ALTER TABLE {nxt} RENAME TO {users}")
 
