@@ -267,3 +267,15 @@ def test_removing_a_key_a_segment_uses_is_refused(loaded: tuple[App, list[dict[s
     assert "usr_age" not in app.meta.catalog(PROJECT)
     with pytest.raises(SegmentNotFound):
         app.data.delete_segment(PROJECT, "seg_a")
+
+
+def test_a_daily_id_list_picks_up_users_imported_later(loaded: tuple[App, list[dict[str, Any]]], tmp_path: Path) -> None:
+    app, _ = loaded
+    ids = tmp_path / "ids.txt"
+    ids.write_text("U0001\nLATER\n", encoding="utf-8")
+    row = app.data.create_segment(PROJECT, SegmentSpec(key="seg_l", name="名单", members=ids, scheduler="DAILY"))
+    assert (row.total_users, row.unmatched) == (1, 1)
+    app.data.import_users(PROJECT, write_users_csv(tmp_path / "n.csv", [{ID: "LATER"}], [ID]))
+    row = app.meta.segment(PROJECT, "seg_l")
+    assert (row.total_users, row.unmatched) == (2, 0)
+    assert members(app, "seg_l") == {"U0001", "LATER"}

@@ -115,7 +115,9 @@ class DuckDBEngine:
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
             for seg in recompute:
-                report.segments[seg.key] = _compute(cur, project_id, seg).total_users
+                result = _compute(cur, project_id, seg)
+                report.segments[seg.key] = result.total_users
+                report.unmatched[seg.key] = result.unmatched
             _bump(cur, project_id)
         return report
 

@@ -110,7 +110,8 @@ class DataService:
         for definition, _row in daily:
             self.meta.update_segment(
                 project_id, definition.key, detector_stage="FINISH", detected_at=now,
-                total_users=report.segments.get(definition.key, 0), detector_error=None,
+                total_users=report.segments.get(definition.key, 0), unmatched=report.unmatched.get(definition.key, 0),
+                detector_error=None,
             )
         return report
 
