@@ -52,6 +52,9 @@ def test_catalog_csv_import_with_types_descriptions_and_bare_identities(project:
         ("key,name,type\nusr_a,A,blob\n", "unknown type 'blob'"),
         ("key,name,type\nid_$x,X,int\n", "identity 'id_$x' must be of type string"),
         ("key,name,type\nusr_a,A,int\nusr_a,B,int\n", "row 2: key 'usr_a' appears twice"),
+        ("\r0", "missing key, name, type"),
+        ('key,name,type\nusr_a,"' + "x" * 200_000 + '",string\n', "not valid CSV"),
+        ("", "missing key, name, type"),
     ],
 )
 def test_bad_catalog_files_change_nothing(project: App, text: str, message: str) -> None:

@@ -42,7 +42,13 @@ class DataService:
     def import_catalog_csv(self, project_id: str, text: str) -> tuple[int, int]:
         """Import ``key,name,type[,description]`` rows: all or nothing. Returns (added, updated)."""
         self.meta.project(project_id)
-        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+        try:
+            return self._import_catalog_csv(project_id, text)
+        except csv.Error as exc:
+            raise ImportRejected(f"catalogue file is not valid CSV: {exc}") from None
+
+    def _import_catalog_csv(self, project_id: str, text: str) -> tuple[int, int]:
+        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
         missing = [c for c in CATALOG_COLUMNS if c not in header]
         if missing:
