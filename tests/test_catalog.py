@@ -121,3 +121,13 @@ def test_catalog_cli_commands_on_the_data_dir(app: App, tmp_path: Path, monkeypa
     assert r.exit_code == 2 and r.output.startswith("error: invalid key")
     r = run(cli, ["catalog", "list", "-P", "Nope0000"])
     assert r.exit_code == 4
+
+
+def test_names_and_descriptions_have_limits(project: App) -> None:
+    project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_a,A,int[]\n")
+    with pytest.raises(InvalidParameter, match="at most 200"):
+        project.data.update_catalog_entry(PROJECT, "usr_a", name="名" * 201)
+    with pytest.raises(InvalidParameter, match="at most 200"):
+        project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_b," + "x" * 201 + ",int\n")
+    e = project.data.update_catalog_entry(PROJECT, "usr_a", name="")
+    assert (e.name, e.type_name) == ("usr_a", "int[]")  # an empty name falls back to the key; type kept

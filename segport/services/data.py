@@ -81,9 +81,8 @@ class DataService:
         entry = self.meta.catalog(project_id).get(key)
         if entry is None:
             raise InvalidParameter(f"key {key!r} is not in the catalogue of project {project_id}")
-        new = CatalogEntry(entry.key, entry.kind, (name if name is not None else entry.name).strip() or entry.key,
-                           entry.type, entry.multi,
-                           (description if description is not None else entry.description).strip())
+        new = catalog_entry(entry.key, name if name is not None else entry.name, entry.type_name,
+                            description if description is not None else entry.description)
         self.meta.upsert_catalog(project_id, [new])
         return new
 
@@ -126,6 +125,8 @@ class DataService:
         self.meta.project(project_id)
         catalog = self.meta.catalog(project_id)
         self.engine.ensure_project(project_id, catalog)
+        if not spec.name.strip() or len(spec.name) > 200 or len(spec.description) > 2000:
+            raise InvalidParameter("a segment needs a name of 1-200 characters (and a description of at most 2000)")
         if (spec.rule is None) == (spec.members is None):
             raise InvalidParameter("a segment needs either a rule or a members file, not both")
         rule_text = None
@@ -225,6 +226,8 @@ def catalog_entry(key: str, name: str, type_text: str = "string", description: s
     if key.startswith("$"):
         key = identity_column(key)
     kind, canonical = parse_key(key)
+    if len(name or "") > 200 or len(description or "") > 2000:
+        raise InvalidParameter(f"key {canonical!r}: a name has at most 200 characters, a description 2000")
     value_type, multi = parse_type(type_text or "string")
     if kind is KeyKind.IDENTITY and value_type.value != "string":
         raise InvalidParameter(f"identity {canonical!r} must be of type string")
