@@ -127,7 +127,7 @@ def test_names_and_descriptions_have_limits(project: App) -> None:
     project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_a,A,int[]\n")
     with pytest.raises(InvalidParameter, match="at most 200"):
         project.data.update_catalog_entry(PROJECT, "usr_a", name="名" * 201)
-    with pytest.raises(InvalidParameter, match="at most 200"):
+    with pytest.raises(ImportRejected, match="row 1: key 'usr_b': a name has at most 200"):
         project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_b," + "x" * 201 + ",int\n")
     e = project.data.update_catalog_entry(PROJECT, "usr_a", name="")
     assert (e.name, e.type_name) == ("usr_a", "int[]")  # an empty name falls back to the key; type kept
