@@ -323,3 +323,12 @@ def test_parquet_reimport_paths(project: App, tmp_path: Path) -> None:
     assert (r.rows_read, r.inserted, r.updated) == (4, 1, 1)
     u = users(project)
     assert (u["U1"]["usr_age"], u["X"]["usr_age"], u["X"]["gio_id"]) == (3, 4, 23)
+
+
+def test_gzipped_csv(project: App, tmp_path: Path) -> None:
+    import gzip
+
+    raw = write_users_csv(tmp_path / "u.csv", [{ID: "A", "usr_city": "北京"}], [ID, "usr_city"]).read_bytes()
+    (tmp_path / "u.csv.gz").write_bytes(gzip.compress(raw))
+    assert imp(project, tmp_path / "u.csv.gz").inserted == 1
+    assert users(project)["A"]["usr_city"] == "北京"
