@@ -133,7 +133,7 @@ def test_cli_imports_through_a_running_server(tmp_path: Path) -> None:
     app = build(Settings(data_dir=data, serve_workers=False))
     seeded = __import__("tests.conftest", fromlist=["seed_project"]).seed_project(app, tmp_path)
     app.close()
-    server = start_server(data, tmp_path / "server.log")
+    server = start_server(data, tmp_path / "server.log", env={"SEGPORT_RECOMPUTE_INTERVAL_S": "1"})
     try:
         info = json.loads((data / "server.json").read_text())
         assert info["pid"] == server.process.pid and info["url"] == server.base_url
@@ -165,6 +165,15 @@ def test_cli_imports_through_a_running_server(tmp_path: Path) -> None:
         assert ["6", "C006", "20"] in rows and ["8", "NEW", "30"] in rows
         tokens = _cli(data, "token", "list").stdout
         assert "cli one-off" not in tokens  # the one-off tokens are gone
+        # the server's scheduler recomputes DAILY segments on its own (here every second)
+        def detected() -> str:
+            return str(json.loads(_cli(data, "segment", "show", "--project", PROJECT, SEGMENT).stdout)["detector"]["detectedAt"])
+
+        first = detected()
+        deadline = time.monotonic() + 15
+        while detected() == first:
+            assert time.monotonic() < deadline, "DAILY segment was not recomputed by the server"
+            time.sleep(0.3)
     finally:
         stop_server(server)
     assert not (data / "server.json").exists()
