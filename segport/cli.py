@@ -140,74 +140,7 @@ def token_list() -> None:
         typer.echo(f"{row.id}\t{row.hint}…\t{scope}\t{state}\t{row.label}")
 
 
-# --- catalogue ------------------------------------------------------------------------------------
-@catalog_cli.command("import")
-@handled
-def catalog_import(project: ProjectOpt, file: Annotated[Path, typer.Argument(help="CSV: key,name,type[,description].")]) -> None:
-    """Import catalogue entries from CSV (all or nothing)."""
-    text = file.read_text(encoding="utf-8")
-    added, updated = with_app(lambda app: app.data.import_catalog_csv(project, text))
-    typer.echo(f"catalogue of {project}: {added} added, {updated} updated")
-
-
-@catalog_cli.command("list")
-@handled
-def catalog_list(project: ProjectOpt) -> None:
-    """List a project's keys."""
-    catalog = with_app(lambda app: app.meta.catalog(project), engine=False)
-    for e in catalog.entries.values():
-        typer.echo(f"{e.key}\t{e.name}\t{e.type.value}{'[]' if e.multi else ''}\t{e.description}")
-
-
-# --- users ----------------------------------------------------------------------------------------
-@users_cli.command("import")
-@handled
-def users_import(
-    project: ProjectOpt,
-    file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON Lines; columns are catalogue keys.")],
-    file_format: Annotated[str | None, typer.Option("--format", help="csv, parquet or jsonl (default: by extension).")] = None,
-    match: Annotated[str, typer.Option(help="Identity users are matched on.")] = "id_$basic_userId",
-) -> None:
-    """Import user profiles: all or nothing."""
-    report = with_app(lambda app: app.data.import_users(project, file, file_format=file_format, match=match))
-    typer.echo(
-        f"imported {file.name}: {report.rows_read} rows read, {report.inserted} users inserted, "
-        f"{report.updated} updated in {report.elapsed_s:.2f}s"
-    )
-    for key, total in report.segments.items():
-        typer.echo(f"  segment {key}: {total} users")
-
-
-# --- segments -------------------------------------------------------------------------------------
-@segment_cli.command("create")
-@handled
-def segment_create(
-    project: ProjectOpt,
-    key: Annotated[str, typer.Option(help="Segment key, e.g. seg_51activity.")],
-    name: Annotated[str, typer.Option(help="Display name (used in file names).")],
-    rule: Annotated[str | None, typer.Option(help="JSON rule tree.")] = None,
-    members: Annotated[Path | None, typer.Option(help="File of ids, one per line.")] = None,
-    identity: Annotated[str | None, typer.Option(help="Identity the ids in --members are (e.g. id_$basic_userId).")] = None,
-    description: Annotated[str, typer.Option(help="Description.")] = "",
-    scheduler: Annotated[str | None, typer.Option(help="DAILY (default for rules) or ONCE.")] = None,
-) -> None:
-    """Create a segment from a rule (--rule) or an id list (--members --identity)."""
-    from segport.services.data import SegmentSpec
-
-    spec = SegmentSpec(key=key, name=name, description=description, rule=rule, members=members,
-                       identity=identity, scheduler=scheduler, creator="cli")
-    row = with_app(lambda app: app.data.create_segment(project, spec))
-    extra = f", {row.unmatched} ids matched no user" if row.created_by == "FROM_FILES" else ""
-    typer.echo(f"created segment {row.key} ({row.name}): {row.total_users} users{extra}")
-
-
-@segment_cli.command("list")
-@handled
-def segment_list(project: ProjectOpt) -> None:
-    """List segments."""
-    rows, _ = with_app(lambda app: app.meta.segments(project), engine=False)
-    for r in rows:
-        typer.echo(f"{r.key}\t{r.name}\t{r.created_by}\t{r.scheduler}\t{r.detector_stage}\t{r.total_users}")
+# catalogue, users and segment commands live in segport/cli_data.py (registered at the end of this module)
 
 
 # --- jobs -----------------------------------------------------------------------------------------
@@ -237,7 +170,7 @@ def run_server(s: Settings) -> None:
 
     app = build(s)
     try:
-        uvicorn.run(create_app(app), host=s.host, port=s.port, log_level="info", access_log=False)
+        uvicorn.run(create_app(app, announce=True), host=s.host, port=s.port, log_level="info", access_log=False)
     finally:
         app.close()
 
@@ -305,8 +238,13 @@ def main() -> None:
         sys.exit(130)
 
 
+from segport import cli_data  # noqa: E402,F401  (registers the catalog/users/segment commands)
+
 if __name__ == "__main__":
-    main()
+    # run the registered module, not this __main__ copy of it (cli_data registered on segport.cli)
+    from segport.cli import main as _main
+
+    _main()
 
 
 def _json(value: Any) -> str:

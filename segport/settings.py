@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `segport serve` listens on.")
     public_url: str = Field("", description="Base URL printed in examples; empty means http://{host}:{port}.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
+    max_upload_bytes: int = Field(
+        50 * 1024**3, ge=1024, description="Largest file uploaded to the admin API (users files, id lists)."
+    )
 
     # --- exports -----------------------------------------------------------------------------------
     max_properties: int = Field(60, ge=1, description="Most keys one export may request (GrowingIO: 60).")
@@ -58,6 +61,9 @@ class Settings(BaseSettings):
 
     # --- engine ------------------------------------------------------------------------------------
     duckdb_memory_limit: str = Field("2GB", description="DuckDB `memory_limit` (spills to disk beyond it).")
+    recompute_interval_s: float = Field(
+        86400.0, ge=0, description="`segport serve` recomputes DAILY segments this often (0: only after imports)."
+    )
     duckdb_threads: int = Field(0, ge=0, description="DuckDB worker threads; 0 = one per core.")
 
     def resolved_metadata_url(self) -> str:

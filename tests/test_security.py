@@ -135,7 +135,7 @@ NASTY_NAMES = [
     "报表;名单 \"Q3\", final",
     "emoji 🎉 and tab\tend",
     "back\\slash <x> | y? *",
-    "   ",
+    " .. ",
     "plain-ascii name",
 ]
 

@@ -100,6 +100,11 @@ class CatalogEntry:
         return self.key[3:]
 
     @property
+    def type_name(self) -> str:
+        """The catalogue's spelling of the type: ``int``, ``string[]``."""
+        return self.type.value + ("[]" if self.multi else "")
+
+    @property
     def sql_type(self) -> str:
         return self.type.sql + ("[]" if self.multi else "")
 

@@ -49,7 +49,8 @@ class ImportReport:
     inserted: int
     updated: int
     elapsed_s: float = 0.0
-    segments: dict[str, int] = field(default_factory=dict)
+    segments: dict[str, int] = field(default_factory=dict)  # DAILY segments recomputed: key -> members
+    unmatched: dict[str, int] = field(default_factory=dict)  # ... and, for id lists, ids matching no user
 
 
 class ProfileEngine(Protocol):

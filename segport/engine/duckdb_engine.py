@@ -113,9 +113,13 @@ class DuckDBEngine:
         progress: Any = None,
     ) -> ImportReport:
         with self._transaction() as cur:
-            report = duckdb_import.import_users(cur, project_id, catalog, path, file_format, match)
+            report = duckdb_import.import_users(cur, project_id, catalog, path, file_format, match, progress)
+            if recompute and progress:
+                progress(f"recomputing {len(recompute)} segment(s)")
             for seg in recompute:
-                report.segments[seg.key] = _compute(cur, project_id, seg).total_users
+                result = _compute(cur, project_id, seg)
+                report.segments[seg.key] = result.total_users
+                report.unmatched[seg.key] = result.unmatched
             _bump(cur, project_id)
         return report
 

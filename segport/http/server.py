@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from segport import __version__
 from segport.app import App
-from segport.http import errors, family, jobs, lookup, seed
+from segport.http import admin, errors, family, jobs, lookup, seed
 from segport.http.limits import RequestLineLimit
 
 DESCRIPTION = """
@@ -20,9 +20,10 @@ Export the members of a user segment as CSV or JSON Lines, wire-compatible with 
 """
 
 
-def create_app(app: App, *, run_workers: bool | None = None) -> FastAPI:
+def create_app(app: App, *, run_workers: bool | None = None, announce: bool = False) -> FastAPI:
     """The ASGI app. With ``run_workers`` (default: the ``serve_workers`` setting) export workers run
-    inside this process for as long as the app is up."""
+    inside this process for as long as the app is up. With ``announce`` (``segport serve``) the app writes
+    ``server.json`` in the data dir so the CLI sends its writes here, and recomputes DAILY segments daily."""
     run_workers = app.settings.serve_workers if run_workers is None else run_workers
 
     @asynccontextmanager
@@ -33,9 +34,21 @@ def create_app(app: App, *, run_workers: bool | None = None) -> FastAPI:
 
             worker = Worker(app)
             worker.start()
+        daily = None
+        if announce:
+            from segport.remote import remove_server_file, write_server_file
+            from segport.scheduler import DailyRecompute
+
+            admin.sweep_uploads(app.settings.data_dir)
+            write_server_file(app.settings)
+            daily = DailyRecompute(app.data, app.settings.recompute_interval_s)
+            daily.start()
         try:
             yield
         finally:
+            if daily is not None:
+                daily.stop()
+                remove_server_file(app.settings)
             if worker is not None:
                 worker.stop()
 
@@ -46,30 +59,35 @@ def create_app(app: App, *, run_workers: bool | None = None) -> FastAPI:
     api.include_router(family.router)
     api.include_router(lookup.router)
     api.include_router(jobs.router)
-    api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes)
+    api.include_router(admin.router)
+    api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes, upload_bytes=app.settings.max_upload_bytes)
     api.add_middleware(RequestLineLimit)
     return api
 
 
 class BodyLimit:
-    """Refuse request bodies larger than ``max_bytes`` with HTTP 413, whether or not they declare a length."""
+    """Refuse request bodies larger than ``max_bytes`` with HTTP 413, whether or not they declare a length.
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    Admin uploads (users files, id lists) are bounded by ``upload_bytes`` instead; they are streamed to disk."""
+
+    def __init__(self, app: Any, max_bytes: int, upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes or max_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.upload_bytes if admin.is_upload(scope.get("path", "")) else self.max_bytes
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await _reject(send, self.max_bytes)
+                    await _reject(send, limit)
                     return
         seen = 0
 
@@ -78,14 +96,14 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge()
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _reject(send, self.max_bytes)
+            await _reject(send, limit)
 
 
 class _TooLarge(Exception):

@@ -42,7 +42,13 @@ class DataService:
     def import_catalog_csv(self, project_id: str, text: str) -> tuple[int, int]:
         """Import ``key,name,type[,description]`` rows: all or nothing. Returns (added, updated)."""
         self.meta.project(project_id)
-        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+        try:
+            return self._import_catalog_csv(project_id, text)
+        except csv.Error as exc:
+            raise ImportRejected(f"catalogue file is not valid CSV: {exc}") from None
+
+    def _import_catalog_csv(self, project_id: str, text: str) -> tuple[int, int]:
+        reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
         missing = [c for c in CATALOG_COLUMNS if c not in header]
         if missing:
@@ -67,6 +73,19 @@ class DataService:
         self.engine.ensure_project(project_id, self.meta.catalog(project_id))
         return result
 
+    def update_catalog_entry(
+        self, project_id: str, key: str, *, name: str | None = None, description: str | None = None
+    ) -> CatalogEntry:
+        """Rename a key (its display name) and/or change its description; kind and type never change."""
+        _, key = parse_key(key)
+        entry = self.meta.catalog(project_id).get(key)
+        if entry is None:
+            raise InvalidParameter(f"key {key!r} is not in the catalogue of project {project_id}")
+        new = catalog_entry(entry.key, name if name is not None else entry.name, entry.type_name,
+                            description if description is not None else entry.description)
+        self.meta.upsert_catalog(project_id, [new])
+        return new
+
     def remove_catalog_key(self, project_id: str, key: str) -> None:
         _, key = parse_key(key)
         catalog = self.meta.catalog(project_id)
@@ -84,6 +103,7 @@ class DataService:
         self, project_id: str, path: Path, *, file_format: str | None = None, match: str = "id_$basic_userId",
         progress: Any = None,
     ) -> ImportReport:
+        """Upsert users from a file and recompute the DAILY segments, all in one engine transaction."""
         self.meta.project(project_id)
         catalog = self.meta.catalog(project_id)
         self.engine.ensure_project(project_id, catalog)
@@ -95,7 +115,8 @@ class DataService:
         for definition, _row in daily:
             self.meta.update_segment(
                 project_id, definition.key, detector_stage="FINISH", detected_at=now,
-                total_users=report.segments.get(definition.key, 0), detector_error=None,
+                total_users=report.segments.get(definition.key, 0), unmatched=report.unmatched.get(definition.key, 0),
+                detector_error=None,
             )
         return report
 
@@ -104,6 +125,8 @@ class DataService:
         self.meta.project(project_id)
         catalog = self.meta.catalog(project_id)
         self.engine.ensure_project(project_id, catalog)
+        if not spec.name.strip() or len(spec.name) > 200 or len(spec.description) > 2000:
+            raise InvalidParameter("a segment needs a name of 1-200 characters (and a description of at most 2000)")
         if (spec.rule is None) == (spec.members is None):
             raise InvalidParameter("a segment needs either a rule or a members file, not both")
         rule_text = None
@@ -156,6 +179,27 @@ class DataService:
         )
         return result
 
+    def recompute_daily(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
+        """Recompute every DAILY segment (of every project) last computed more than ``older_than_s`` ago.
+
+        Returns the (project, segment) pairs that were recomputed; a segment that fails is marked ERROR and
+        the others still run."""
+        done = []
+        now = utcnow()
+        for project in self.meta.projects():
+            rows, _ = self.meta.segments(project.id)
+            for row in rows:
+                if row.scheduler != "DAILY":
+                    continue
+                if row.detected_at is not None and (now - row.detected_at).total_seconds() < older_than_s:
+                    continue
+                try:
+                    self.recompute_segment(project.id, row.key)
+                except SegportError:
+                    continue
+                done.append((project.id, row.key))
+        return done
+
     def delete_segment(self, project_id: str, key: str) -> None:
         self.meta.segment(project_id, key)
         self.meta.delete_segment(project_id, key)
@@ -176,7 +220,14 @@ class DataService:
 
 
 def catalog_entry(key: str, name: str, type_text: str = "string", description: str = "") -> CatalogEntry:
+    """A checked catalogue entry. An identity may be written bare (``$basic_userId``) or as its column key
+    (``id_$basic_userId``); identities are strings (``string[]`` for multi-valued ones)."""
+    key = key.strip()
+    if key.startswith("$"):
+        key = identity_column(key)
     kind, canonical = parse_key(key)
+    if len(name or "") > 200 or len(description or "") > 2000:
+        raise InvalidParameter(f"key {canonical!r}: a name has at most 200 characters, a description 2000")
     value_type, multi = parse_type(type_text or "string")
     if kind is KeyKind.IDENTITY and value_type.value != "string":
         raise InvalidParameter(f"identity {canonical!r} must be of type string")

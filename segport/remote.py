@@ -1,0 +1,136 @@
+"""Talking to a running `segport serve` for its data dir.
+
+DuckDB lets one process write its file, and the server owns it while it runs. So the server announces
+itself in ``<data dir>/server.json`` (URL and pid; written at startup, removed at shutdown) and the CLI,
+finding a live server there, sends imports, catalogue changes and segment definitions to its admin API
+instead of opening the file. Token: ``SEGPORT_ADMIN_TOKEN`` if set; otherwise the CLI (which can read the
+metadata store of the same data dir) makes a one-off admin token and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from segport import errors
+from segport.settings import Settings
+
+SERVER_FILE = "server.json"
+_BY_STATUS: dict[int, type[errors.SegportError]] = {
+    400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
+    409: errors.Conflict, 413: errors.PayloadTooLarge, 429: errors.TooManyJobs,
+}
+
+
+def write_server_file(settings: Settings) -> None:
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    info = {"url": f"http://{host}:{settings.port}", "pid": os.getpid()}
+    path = settings.data_dir / SERVER_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    tmp.replace(path)
+
+
+def remove_server_file(settings: Settings) -> None:
+    path = settings.data_dir / SERVER_FILE
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_server(data_dir: Path) -> str | None:
+    """The URL of the live server that owns ``data_dir``, or None (a stale file of a dead pid is ignored)."""
+    try:
+        info = json.loads((data_dir / SERVER_FILE).read_text(encoding="utf-8"))
+        pid, url = int(info["pid"]), str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    return url
+
+
+class AdminClient:
+    """The admin API over HTTP; errors come back as :mod:`segport.errors` types with the server's message."""
+
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 3600.0) -> None:
+        self.http = httpx.Client(base_url=base_url + "/admin/v1", timeout=httpx.Timeout(timeout_s, connect=10),
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise errors.SegportError(f"cannot reach the running server at {self.http.base_url}: {exc}") from None
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+                code, message = err["code"], err["message"]
+            except (ValueError, KeyError, TypeError):
+                code, message = "HTTP_ERROR", r.text[:200] or f"HTTP {r.status_code}"
+            cls = _BY_STATUS.get(r.status_code, errors.SegportError)
+            exc = cls(message)
+            exc.code = code  # type: ignore[misc]  # keep the server's precise code
+            raise exc
+        return r.json() if r.content else None
+
+    def upload(self, path: str, file: Path, params: dict[str, Any]) -> Any:
+        """POST a file as the raw body, streamed from disk."""
+        with open(file, "rb") as f:
+            return self.call("POST", path, params=params, content=_chunks(f),
+                             headers={"Content-Type": "application/octet-stream",
+                                      "Content-Length": str(file.stat().st_size)})
+
+
+def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
+
+
+@contextmanager
+def admin_client(settings: Settings, url: str) -> Iterator[AdminClient]:
+    """A client for the server at ``url``, with ``SEGPORT_ADMIN_TOKEN`` or a one-off admin token."""
+    token = os.environ.get("SEGPORT_ADMIN_TOKEN", "")
+    one_off: int | None = None
+    meta = None
+    if not token:
+        from segport.app import build
+
+        meta_app = build(settings, with_engine=False)
+        meta = meta_app
+        one_off, token = meta_app.meta.create_token([], admin=True, label="cli one-off")
+    client = AdminClient(url, token)
+    try:
+        yield client
+    finally:
+        client.close()
+        if meta is not None and one_off is not None:
+            _delete_token(meta, one_off)
+            meta.close()
+
+
+def _delete_token(app: Any, token_id: int) -> None:
+    from sqlalchemy import delete
+
+    from segport.store.models import Token, TokenProject
+
+    with app.db.write() as s:
+        s.execute(delete(TokenProject).where(TokenProject.token_id == token_id))
+        s.execute(delete(Token).where(Token.id == token_id))
