@@ -18,7 +18,7 @@ import duckdb
 
 from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
-from segport.engine import duckdb_import
+from segport.engine import duckdb_import, duckdb_parts
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
 from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
 from segport.errors import ExportFailed, SegmentNotFound, StorageFull
@@ -134,23 +134,9 @@ class DuckDBEngine:
             _bump(cur, project_id)
 
     # --- reading -----------------------------------------------------------------------------------
-    def _source(self, cur: duckdb.DuckDBPyConnection, project_id: str, target: Target) -> str:
-        """FROM clause (aliased ``u``) of a target's members."""
-        users = users_table(project_id)
-        if target.kind == "tag":
-            return f"{users} u WHERE u.{quote_ident(target.key)} IS NOT NULL"
-        members = members_table(project_id, target.key)
-        exists = cur.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [f"m_{project_id}_{target.key}"],
-        ).fetchone()
-        if not exists or not exists[0]:
-            raise SegmentNotFound(f"segment {target.key!r} has no computed membership yet")
-        return f"{members} m JOIN {users} u USING (gio_id)"
-
     def count(self, project_id: str, target: Target) -> int:
         with self._cursor() as cur:
-            row = cur.execute(f"SELECT count(*) FROM {self._source(cur, project_id, target)}").fetchone()
+            row = cur.execute(f"SELECT count(*) FROM {_source(cur, project_id, target)}").fetchone()
         return int(row[0]) if row else 0
 
     def page(
@@ -158,7 +144,7 @@ class DuckDBEngine:
     ) -> list[dict[str, Any]]:
         cols = ", ".join(f"u.{quote_ident(c.key)}" for c in columns)
         with self._cursor() as cur:
-            src = self._source(cur, project_id, target)
+            src = _source(cur, project_id, target)
             rows = cur.execute(
                 f"SELECT u.gio_id{', ' + cols if cols else ''} FROM {src} ORDER BY u.gio_id LIMIT ? OFFSET ?",
                 [limit, offset],
@@ -194,35 +180,18 @@ class DuckDBEngine:
         max_file_rows: int = 0,
         excel_safe: bool = False,
     ) -> ExportOutput:
-        select_list = _select_list(columns, spec, excel_safe)
-        options = _copy_options(spec)
         try:
             with self._cursor() as cur:
-                src = self._source(cur, project_id, target)
-                query = f"SELECT {select_list} FROM {src} ORDER BY u.gio_id"
                 if not max_file_rows:
+                    query, options = export_query(cur, project_id, target, columns, spec, excel_safe=excel_safe)
                     path = out_dir / file_names(1)[0]
-                    rows = _copy(cur, query, path, options)
+                    rows = duckdb_parts.copy_to(cur, query, path, options)
                     return ExportOutput(rows, [path])
-                # Parts: number the members once, then one COPY per part, all in one read transaction
-                # so every part comes from the same snapshot.
-                cur.execute("BEGIN TRANSACTION")
-                try:
-                    cur.execute(
-                        f"CREATE TEMP TABLE export_rows AS SELECT row_number() OVER (ORDER BY u.gio_id) AS _n, "
-                        f"{select_list} FROM {src}"
-                    )
-                    total = int(cur.execute("SELECT count(*) FROM export_rows").fetchone()[0])  # type: ignore[index]
-                    parts = max(1, -(-total // max_file_rows))
-                    paths = [out_dir / n for n in file_names(parts)]
-                    for i, path in enumerate(paths):
-                        lo, hi = i * max_file_rows + 1, (i + 1) * max_file_rows
-                        _copy(cur, f"SELECT * EXCLUDE (_n) FROM export_rows WHERE _n BETWEEN {lo} AND {hi} "
-                              "ORDER BY _n", path, options)
-                    cur.execute("DROP TABLE export_rows")
-                finally:
-                    cur.execute("ROLLBACK")
-                return ExportOutput(total, paths)
+                return duckdb_parts.write_parts(
+                    cur, lambda where: export_query(cur, project_id, target, columns, spec, excel_safe=excel_safe,
+                                                    where=where),
+                    _source(cur, project_id, target), out_dir, file_names, max_file_rows,
+                )
         except duckdb.IOException as exc:
             text = str(exc)
             if "No space left" in text or "File too large" in text or "Disk quota" in text:
@@ -230,6 +199,34 @@ class DuckDBEngine:
             raise ExportFailed(f"writing the result failed: {text.splitlines()[0]}") from exc
         except duckdb.Error as exc:
             raise ExportFailed(f"the export query failed: {str(exc).splitlines()[0]}") from exc
+
+
+def export_query(
+    cur: duckdb.DuckDBPyConnection, project_id: str, target: Target, columns: list[CatalogEntry], spec: ExportSpec,
+    *, excel_safe: bool = False, where: str = "",
+) -> tuple[str, str]:
+    """The export's ``SELECT`` and its ``COPY`` options: what :meth:`DuckDBEngine.export` runs (the bench
+    times the same statement written by DuckDB directly). ``where`` narrows it further (parts use a
+    ``u.gio_id`` range)."""
+    src = _source(cur, project_id, target)
+    if where:
+        src += f" {'AND' if ' WHERE ' in src else 'WHERE'} {where}"
+    return f"SELECT {_select_list(columns, spec, excel_safe)} FROM {src} ORDER BY u.gio_id", _copy_options(spec)
+
+
+def _source(cur: duckdb.DuckDBPyConnection, project_id: str, target: Target) -> str:
+    """FROM clause (aliased ``u``, possibly with a ``WHERE``) of a target's members."""
+    users = users_table(project_id)
+    if target.kind == "tag":
+        return f"{users} u WHERE u.{quote_ident(target.key)} IS NOT NULL"
+    members = members_table(project_id, target.key)
+    exists = cur.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+        [f"m_{project_id}_{target.key}"],
+    ).fetchone()
+    if not exists or not exists[0]:
+        raise SegmentNotFound(f"segment {target.key!r} has no computed membership yet")
+    return f"{members} m JOIN {users} u USING (gio_id)"
 
 
 def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:
@@ -313,8 +310,3 @@ def _copy_options(spec: ExportSpec) -> str:
     opts = ["FORMAT JSON"] if spec.file_format is FileFormat.JSON else ["FORMAT CSV", "HEADER", "FORCE_QUOTE *"]
     opts.append(f"COMPRESSION {'gzip' if spec.compression.value == 'gzip' else 'uncompressed'}")
     return ", ".join(opts)
-
-
-def _copy(cur: duckdb.DuckDBPyConnection, query: str, path: Path, options: str) -> int:
-    row = cur.execute(f"COPY ({query}) TO {sql_string(str(path))} ({options})").fetchone()
-    return int(row[0]) if row else 0
