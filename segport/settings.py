@@ -51,7 +51,12 @@ class Settings(BaseSettings):
     max_queued_jobs_per_project: int = Field(100, ge=1, description="Queued exports one project may have (more: HTTP 429).")
 
     # --- engine ------------------------------------------------------------------------------------
-    duckdb_memory_limit: str = Field("2GB", description="DuckDB `memory_limit` (spills to disk beyond it).")
+    duckdb_memory_limit: str = Field(
+        "256MB", description="DuckDB `memory_limit` while serving exports (spills to disk beyond it); keeps RSS flat."
+    )
+    duckdb_import_memory_limit: str = Field(
+        "2GB", description="DuckDB `memory_limit` while an import or a segment computation runs (then set back)."
+    )
     duckdb_threads: int = Field(0, ge=0, description="DuckDB worker threads; 0 = one per core.")
 
     def resolved_metadata_url(self) -> str:

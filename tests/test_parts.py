@@ -116,3 +116,40 @@ def test_job_result_lists_the_parts_in_order_and_each_downloads(
         bodies.append(got.content)
     header = bodies[0].split(b"\n", 1)[0] + b"\n"
     assert bodies[0] + b"".join(b[len(header):] for b in bodies[1:]) == expected_csv(KEYS)
+
+
+# --- chunks: a large export is written as several COPYs streamed into one file ---------------------------
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ExportSpec(properties=tuple(KEYS)),
+        ExportSpec(properties=tuple(KEYS), header=HeaderType.NAME),
+        ExportSpec(properties=tuple(KEYS), file_format=FileFormat.JSON),
+        ExportSpec(properties=()),
+    ],
+    ids=["csv-key", "csv-name", "json", "no-properties"],
+)
+def test_chunked_export_is_byte_identical_to_one_copy(seeded: Seeded, tmp_path: Path, spec: ExportSpec) -> None:
+    [whole] = engine_export(seeded.app, tmp_path, spec, 0)
+    seeded.app.engine.chunk_rows = 2  # type: ignore[attr-defined]
+    out = tmp_path / "chunked"
+    out.mkdir()
+    columns = columns_of(spec, seeded.app.meta.catalog(PROJECT))
+    output = seeded.app.engine.export(
+        PROJECT, Target("segment", SEGMENT), columns, spec, out,
+        lambda parts: result_file_names("名单", "2026-01-01", spec.extension, parts),
+    )
+    assert output.rows == MEMBERS
+    assert [p.name for p in output.files] == [whole.name]
+    assert output.files[0].read_bytes() == whole.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == [whole.name]  # no FIFO left behind
+
+
+def test_parts_made_of_several_chunks_keep_one_header_each(seeded: Seeded, tmp_path: Path) -> None:
+    spec = ExportSpec(properties=tuple(KEYS))
+    [whole] = engine_export(seeded.app, tmp_path, spec, 0)
+    seeded.app.engine.chunk_rows = 3  # type: ignore[attr-defined]
+    parts = engine_export(seeded.app, tmp_path, spec, 4)  # part 1 = chunks of 3 + 1 rows, part 2 = 2 rows
+    assert [p.name for p in parts] == ["名单_2026-01-01_UserList_1.csv", "名单_2026-01-01_UserList_2.csv"]
+    assert [len(p.read_bytes().split(b'\n"')) - 1 for p in parts] == [4, 2]
+    assert joined_without_repeated_headers(parts) == whole.read_bytes()
