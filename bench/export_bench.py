@@ -342,7 +342,7 @@ def run_big(http: httpx.Client, rss: RssSampler, members: int) -> dict:
     return out
 
 
-def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_seconds: float) -> dict:
+def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_seconds: float, poll_s: float) -> dict:
     """bench/load.py in its own process while a big export (a distinct one) runs."""
     server.rss.peak()
     r = http.post(f"/v1/api/projects/{BIG}/segment_profiles/{SEGMENT}/export_jobs",
@@ -352,6 +352,7 @@ def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_s
     done = subprocess.run(
         [sys.executable, str(HERE / "load.py"), "--base", server.base, "--token", token, "--project", SMALL,
          "--segment", SMALL_SEGMENT, "--clients", str(clients), "--max-seconds", str(max_seconds),
+         "--poll-interval", str(poll_s),
          "--watch-job", job], capture_output=True, text=True, timeout=max_seconds + 120,
     )
     if done.returncode != 0:
@@ -395,7 +396,7 @@ def report(r: dict) -> str:
         f"server RSS: idle {r['idle_rss_mb']:.0f} MB; peak {s['peak_rss_mb']:.0f} MB exporting {r['small_members']:,} "
         f"members ({SMALL_USERS:,} users); peak {big_peak:.0f} MB exporting {members:,} members "
         f"({r['users']:,} users); peak {load['peak_rss_mb']:.0f} MB under load",
-        f"load: {load['clients']} clients for {load['seconds']:.0f}s ({load['stopped']}) while a {members:,}-row "
+        f"load: {load['clients']} clients (polling every ~{r['poll_interval_s']}s) for {load['seconds']:.0f}s ({load['stopped']}) while a {members:,}-row "
         f"export ran: {load['requests']:,} requests; submit p50 {ms['submit_p50_ms']} ms p99 "
         f"{ms['submit_p99_ms']} ms; poll p50 {ms['poll_p50_ms']} ms p99 {ms['poll_p99_ms']} ms; "
         f"429s {load['too_many_429']}, errors {load['errors']}",
@@ -413,6 +414,7 @@ def main() -> None:
     p.add_argument("--small-runs", type=int, default=20)
     p.add_argument("--clients", type=int, default=200, help="Concurrent clients in the load run.")
     p.add_argument("--load-seconds", type=float, default=60, help="Upper bound of the load run.")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="Mean seconds between a load client's polls.")
     args = p.parse_args()
 
     OUT.mkdir(exist_ok=True)
@@ -443,7 +445,7 @@ def main() -> None:
             print(f"big exports ({members:,} rows)…")
             big = run_big(http, server.rss, members)
             print(f"load: {args.clients} clients while a big export runs…")
-            load = run_load(server, http, info["token"], args.clients, args.load_seconds)
+            load = run_load(server, http, info["token"], args.clients, args.load_seconds, args.poll_interval)
     finally:
         stop_server(server)
     print("timing DuckDB COPY again (server stopped)…")
@@ -456,7 +458,7 @@ def main() -> None:
         "raw_copy_rss_mb": {k: max(raw_before[k]["peak_rss_mb"], raw_after[k]["peak_rss_mb"]) for k in raw_before},
         "raw_copy_runs_s": {"before": raw_before, "after": raw_after}, "pandas_rows": pandas_rows,
         "pandas_rows_per_s": pandas, "idle_rss_mb": idle, "small": small, "big": big, "load": load,
-        "when": datetime.now().isoformat(timespec="seconds"),
+        "poll_interval_s": args.poll_interval, "when": datetime.now().isoformat(timespec="seconds"),
     }
     (OUT / f"results-{args.users}.json").write_text(json.dumps(results, indent=2))
     print()
