@@ -87,8 +87,9 @@ def generate(path: Path, users: int) -> None:
 
 
 def cli(data_dir: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "segport.cli", "--data-dir", str(data_dir), *args],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "segport.cli", "--data-dir", str(data_dir), *args], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"segport {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
     return done.stdout
@@ -112,7 +113,10 @@ def prepare(data_dir: Path, users: int, fresh: bool) -> dict:
     info: dict = {"users": users}
     catalog = data_dir / "catalog.csv"
     catalog.write_text("key,name,type\n" + "".join(f"{k},{n},{t}\n" for k, n, t in CATALOG + EXTRA), encoding="utf-8")
-    for project, n, segment, seg_name in ((BIG, users, SEGMENT, "半数用户"), (SMALL, SMALL_USERS, SMALL_SEGMENT, "小群体")):
+    for project, n, segment, seg_name in (
+        (BIG, users, SEGMENT, "半数用户"),
+        (SMALL, SMALL_USERS, SMALL_SEGMENT, "小群体"),
+    ):
         parquet = OUT / f"users-{n}.parquet"
         if not parquet.exists():
             t0 = time.perf_counter()
@@ -123,12 +127,16 @@ def prepare(data_dir: Path, users: int, fresh: bool) -> dict:
         t0 = time.perf_counter()
         print(cli(data_dir, "users", "import", "--project", project, str(parquet)).strip())
         info[f"import_s_{project}"] = round(time.perf_counter() - t0, 2)
-        created = cli(data_dir, "segment", "create", "--project", project, "--key", segment, "--name", seg_name,
-                      "--rule", RULE)
+        created = cli(
+            data_dir, "segment", "create", "--project", project, "--key", segment, "--name", seg_name, "--rule", RULE
+        )
         print(created.strip())
         info[f"members_{project}"] = members_of(created)
-    info["token"] = cli(data_dir, "token", "create", "--project", BIG, "--project", SMALL,
-                        "--label", "bench").strip().splitlines()[-1]
+    info["token"] = (
+        cli(data_dir, "token", "create", "--project", BIG, "--project", SMALL, "--label", "bench")
+        .strip()
+        .splitlines()[-1]
+    )
     info_path.write_text(json.dumps(info, indent=2))
     return info
 
@@ -169,8 +177,11 @@ def time_raw_copy(data_dir: Path, queries: dict[str, tuple[str, str]], scratch: 
     out = {}
     for name, (query, options) in queries.items():
         target = scratch / f"raw-{name}.out"
-        proc = subprocess.Popen([sys.executable, "-c", RAW_COPY, str(data_dir / "profiles.duckdb"), query, options,
-                                 str(target)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RAW_COPY, str(data_dir / "profiles.duckdb"), query, options, str(target)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         rss = RssSampler(proc.pid)
         rss.start()
         stdout, _ = proc.communicate()
@@ -246,8 +257,12 @@ def start_server(data_dir: Path) -> Server:
     log = OUT / "server.log"
     env = {**os.environ, "SEGPORT_DATA_DIR": str(data_dir), "SEGPORT_MAX_QUEUED_JOBS_PER_PROJECT": "100000"}
     with open(log, "ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port",
-                                 str(port)], env=env, stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -316,15 +331,22 @@ def run_small(http: httpx.Client, rss: RssSampler, runs: int) -> dict:
     """``runs`` distinct exports of the ~10k-member segment, one after another."""
     client_s, server_s = [], []
     for i in range(runs):
-        keys = KEYS[i % len(KEYS):] + KEYS[: i % len(KEYS)]  # rotated: a distinct job each time
+        keys = KEYS[i % len(KEYS) :] + KEYS[: i % len(KEYS)]  # rotated: a distinct job each time
         name = "csv+key" if i % 2 == 0 else "json"
         body = body_for(name, keys)
         seconds, result = export(http, SMALL, SMALL_SEGMENT, body, poll_s=0.005)
         client_s.append(seconds)
         server_s.append(_server_seconds(result))
     rows = download_rows(http, result["uris"], csv_header=name != "json")
-    return {"runs": runs, "median_s": statistics.median(client_s), "server_median_s": statistics.median(server_s),
-            "max_s": max(client_s), "rows": result["rows"], "downloaded_rows": rows, "peak_rss_mb": rss.peak()}
+    return {
+        "runs": runs,
+        "median_s": statistics.median(client_s),
+        "server_median_s": statistics.median(server_s),
+        "max_s": max(client_s),
+        "rows": result["rows"],
+        "downloaded_rows": rows,
+        "peak_rss_mb": rss.peak(),
+    }
 
 
 def run_big(http: httpx.Client, rss: RssSampler, members: int) -> dict:
@@ -336,8 +358,13 @@ def run_big(http: httpx.Client, rss: RssSampler, members: int) -> dict:
         rows = download_rows(http, result["uris"], csv_header=name != "json")
         if rows != members or result["rows"] != members:
             raise SystemExit(f"{name}: {rows} rows downloaded, job says {result['rows']}, segment has {members}")
-        out[name] = {"seconds": seconds, "server_seconds": _server_seconds(result), "rows": rows,
-                     "bytes": result["bytes"], "peak_rss_mb": peak}
+        out[name] = {
+            "seconds": seconds,
+            "server_seconds": _server_seconds(result),
+            "rows": rows,
+            "bytes": result["bytes"],
+            "peak_rss_mb": peak,
+        }
         print(f"  {name}: {seconds:.2f}s, {rows:,} rows downloaded, peak RSS {peak:.0f} MB")
     return out
 
@@ -345,15 +372,35 @@ def run_big(http: httpx.Client, rss: RssSampler, members: int) -> dict:
 def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_seconds: float, poll_s: float) -> dict:
     """bench/load.py in its own process while a big export (a distinct one) runs."""
     server.rss.peak()
-    r = http.post(f"/v1/api/projects/{BIG}/segment_profiles/{SEGMENT}/export_jobs",
-                  json=body_for("csv+key", list(reversed(KEYS))))
+    r = http.post(
+        f"/v1/api/projects/{BIG}/segment_profiles/{SEGMENT}/export_jobs", json=body_for("csv+key", list(reversed(KEYS)))
+    )
     r.raise_for_status()
     job = r.json()["id"]
     done = subprocess.run(
-        [sys.executable, str(HERE / "load.py"), "--base", server.base, "--token", token, "--project", SMALL,
-         "--segment", SMALL_SEGMENT, "--clients", str(clients), "--max-seconds", str(max_seconds),
-         "--poll-interval", str(poll_s),
-         "--watch-job", job], capture_output=True, text=True, timeout=max_seconds + 120,
+        [
+            sys.executable,
+            str(HERE / "load.py"),
+            "--base",
+            server.base,
+            "--token",
+            token,
+            "--project",
+            SMALL,
+            "--segment",
+            SMALL_SEGMENT,
+            "--clients",
+            str(clients),
+            "--max-seconds",
+            str(max_seconds),
+            "--poll-interval",
+            str(poll_s),
+            "--watch-job",
+            job,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=max_seconds + 120,
     )
     if done.returncode != 0:
         raise SystemExit(f"load.py failed:\n{done.stderr}")
@@ -386,8 +433,10 @@ def report(r: dict) -> str:
             f"{rate / pandas:>9.1f}x {b['peak_rss_mb']:>15.0f} {r['raw_copy_rss_mb'][name]:>12.0f}"
         )
     s, load = r["small"], r["load"]
-    ms = {k: "-" if load[k] is None else f"{load[k]:.1f}" for k in ("submit_p50_ms", "submit_p99_ms", "poll_p50_ms",
-                                                                     "poll_p99_ms")}
+    ms = {
+        k: "-" if load[k] is None else f"{load[k]:.1f}"
+        for k in ("submit_p50_ms", "submit_p99_ms", "poll_p50_ms", "poll_p99_ms")
+    }
     big_peak = max(b["peak_rss_mb"] for b in r["big"].values())
     lines += [
         "",
@@ -436,8 +485,9 @@ def main() -> None:
     _forget_jobs(data_dir)
     server = start_server(data_dir)
     try:
-        with httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {info['token']}"},
-                          timeout=600) as http:
+        with httpx.Client(
+            base_url=server.base, headers={"Authorization": f"Bearer {info['token']}"}, timeout=600
+        ) as http:
             time.sleep(0.5)
             idle = server.rss.peak()
             print(f"small exports ×{args.small_runs}…")
@@ -452,13 +502,21 @@ def main() -> None:
     raw_after = time_raw_copy(data_dir, queries, scratch)
 
     results = {
-        "users": args.users, "members": members, "small_members": info[f"members_{SMALL}"],
+        "users": args.users,
+        "members": members,
+        "small_members": info[f"members_{SMALL}"],
         "import_s": info[f"import_s_{BIG}"],
         "raw_copy_s": {k: min(raw_before[k]["seconds"], raw_after[k]["seconds"]) for k in raw_before},
         "raw_copy_rss_mb": {k: max(raw_before[k]["peak_rss_mb"], raw_after[k]["peak_rss_mb"]) for k in raw_before},
-        "raw_copy_runs_s": {"before": raw_before, "after": raw_after}, "pandas_rows": pandas_rows,
-        "pandas_rows_per_s": pandas, "idle_rss_mb": idle, "small": small, "big": big, "load": load,
-        "poll_interval_s": args.poll_interval, "when": datetime.now().isoformat(timespec="seconds"),
+        "raw_copy_runs_s": {"before": raw_before, "after": raw_after},
+        "pandas_rows": pandas_rows,
+        "pandas_rows_per_s": pandas,
+        "idle_rss_mb": idle,
+        "small": small,
+        "big": big,
+        "load": load,
+        "poll_interval_s": args.poll_interval,
+        "when": datetime.now().isoformat(timespec="seconds"),
     }
     (OUT / f"results-{args.users}.json").write_text(json.dumps(results, indent=2))
     print()

@@ -22,8 +22,18 @@ from dataclasses import dataclass, field
 import httpx
 
 KEYS = [
-    "id_$basic_userId", "id_$anonymous_user", "usr_gender", "usr_name", "usr_city", "usr_age", "usr_member_since",
-    "usr_total_spend", "usr_phone", "usr_last_active", "tag_rfm", "tag_channel",
+    "id_$basic_userId",
+    "id_$anonymous_user",
+    "usr_gender",
+    "usr_name",
+    "usr_city",
+    "usr_age",
+    "usr_member_since",
+    "usr_total_spend",
+    "usr_phone",
+    "usr_last_active",
+    "tag_rfm",
+    "tag_channel",
 ]
 
 
@@ -44,19 +54,22 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def client_loop(args: argparse.Namespace, stats: Stats, stop: asyncio.Event, seed: int,
-                      tls: ssl.SSLContext) -> None:
+async def client_loop(
+    args: argparse.Namespace, stats: Stats, stop: asyncio.Event, seed: int, tls: ssl.SSLContext
+) -> None:
     # One connection per client, each in its own pool: one shared pool of 200 connections made httpx itself
     # the bottleneck (seconds of latency at ~50 requests/s while the server could do ~450/s). The TLS context
     # (unused on plain http, but built by every transport) is shared: building 200 of them costs seconds.
     transport = httpx.AsyncHTTPTransport(verify=tls)
-    async with httpx.AsyncClient(base_url=args.base, headers={"Authorization": f"Bearer {args.token}"},
-                                 timeout=30, transport=transport) as http:
+    async with httpx.AsyncClient(
+        base_url=args.base, headers={"Authorization": f"Bearer {args.token}"}, timeout=30, transport=transport
+    ) as http:
         await _client_loop(http, args, stats, stop, seed)
 
 
-async def _client_loop(http: httpx.AsyncClient, args: argparse.Namespace, stats: Stats, stop: asyncio.Event,
-                       seed: int) -> None:
+async def _client_loop(
+    http: httpx.AsyncClient, args: argparse.Namespace, stats: Stats, stop: asyncio.Event, seed: int
+) -> None:
     rng = random.Random(seed)
     url = f"/v1/api/projects/{args.project}/segment_profiles/{args.segment}/export_jobs"
     await asyncio.sleep(rng.random() * args.poll_interval)  # spread the start
@@ -137,11 +150,20 @@ async def main(args: argparse.Namespace) -> dict:
         await asyncio.wait(clients, timeout=35)
     elapsed = time.perf_counter() - started
     return {
-        "clients": args.clients, "seconds": round(elapsed, 2), "stopped": reason, "requests": stats.requests,
-        "submits": len(stats.submit_ms), "polls": len(stats.poll_ms), "finished_jobs": stats.finished,
-        "too_many_429": stats.too_many, "errors": len(stats.errors), "error_kinds": sorted(set(stats.errors))[:5],
-        "submit_p50_ms": percentile(stats.submit_ms, 0.5), "submit_p99_ms": percentile(stats.submit_ms, 0.99),
-        "poll_p50_ms": percentile(stats.poll_ms, 0.5), "poll_p99_ms": percentile(stats.poll_ms, 0.99),
+        "clients": args.clients,
+        "seconds": round(elapsed, 2),
+        "stopped": reason,
+        "requests": stats.requests,
+        "submits": len(stats.submit_ms),
+        "polls": len(stats.poll_ms),
+        "finished_jobs": stats.finished,
+        "too_many_429": stats.too_many,
+        "errors": len(stats.errors),
+        "error_kinds": sorted(set(stats.errors))[:5],
+        "submit_p50_ms": percentile(stats.submit_ms, 0.5),
+        "submit_p99_ms": percentile(stats.submit_ms, 0.99),
+        "poll_p50_ms": percentile(stats.poll_ms, 0.5),
+        "poll_p99_ms": percentile(stats.poll_ms, 0.99),
     }
 
 

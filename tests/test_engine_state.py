@@ -35,7 +35,8 @@ def test_a_failed_import_leaves_the_data_version_alone(seeded: Seeded, tmp_path:
 
 def test_export_of_a_segment_without_membership_is_segment_not_found(seeded: Seeded, tmp_path: Path) -> None:
     with pytest.raises(SegmentNotFound):
-        seeded.app.engine.export(PROJECT, Target("segment", "seg_missing"), [], ExportSpec(), tmp_path,
-                                 lambda parts: ["x.csv"])
+        seeded.app.engine.export(
+            PROJECT, Target("segment", "seg_missing"), [], ExportSpec(), tmp_path, lambda parts: ["x.csv"]
+        )
     with pytest.raises(SegmentNotFound):
         seeded.app.engine.count(PROJECT, Target("segment", "seg_missing"))

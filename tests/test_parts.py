@@ -18,8 +18,16 @@ from tests.conftest import PROJECT, SEGMENT, Seeded, auth
 from tests.expected import expected_csv, expected_jsonl, parse_jsonl
 
 EXPORT = f"/v1/api/projects/{PROJECT}/segment_profiles/{{segment}}/export_jobs"
-KEYS = ["id_$basic_userId", "usr_gender", "usr_city", "id_$anonymous_user", "usr_age", "usr_score", "usr_since",
-        "tag_rfm"]
+KEYS = [
+    "id_$basic_userId",
+    "usr_gender",
+    "usr_city",
+    "id_$anonymous_user",
+    "usr_age",
+    "usr_score",
+    "usr_since",
+    "tag_rfm",
+]
 MEMBERS = 6  # the seeded segment: everyone but C006
 
 
@@ -29,8 +37,13 @@ def engine_export(app: App, tmp_path: Path, spec: ExportSpec, max_file_rows: int
     out.mkdir()
     columns = columns_of(spec, app.meta.catalog(PROJECT))
     output = app.engine.export(
-        PROJECT, Target("segment", segment), columns, spec, out,
-        lambda parts: result_file_names("名单", "2026-01-01", spec.extension, parts), max_file_rows=max_file_rows,
+        PROJECT,
+        Target("segment", segment),
+        columns,
+        spec,
+        out,
+        lambda parts: result_file_names("名单", "2026-01-01", spec.extension, parts),
+        max_file_rows=max_file_rows,
     )
     return output.files
 
@@ -42,7 +55,7 @@ def joined_without_repeated_headers(files: list[Path]) -> bytes:
     for f in files[1:]:
         data = f.read_bytes()
         assert data.startswith(header), f"{f.name} does not start with the header"
-        rest.append(data[len(header):])
+        rest.append(data[len(header) :])
     return first + b"".join(rest)
 
 
@@ -115,7 +128,7 @@ def test_job_result_lists_the_parts_in_order_and_each_downloads(
         assert got.status_code == 200, got.text
         bodies.append(got.content)
     header = bodies[0].split(b"\n", 1)[0] + b"\n"
-    assert bodies[0] + b"".join(b[len(header):] for b in bodies[1:]) == expected_csv(KEYS)
+    assert bodies[0] + b"".join(b[len(header) :] for b in bodies[1:]) == expected_csv(KEYS)
 
 
 # --- chunks: a large export is written as several COPYs streamed into one file ---------------------------
@@ -136,7 +149,11 @@ def test_chunked_export_is_byte_identical_to_one_copy(seeded: Seeded, tmp_path: 
     out.mkdir()
     columns = columns_of(spec, seeded.app.meta.catalog(PROJECT))
     output = seeded.app.engine.export(
-        PROJECT, Target("segment", SEGMENT), columns, spec, out,
+        PROJECT,
+        Target("segment", SEGMENT),
+        columns,
+        spec,
+        out,
         lambda parts: result_file_names("名单", "2026-01-01", spec.extension, parts),
     )
     assert output.rows == MEMBERS

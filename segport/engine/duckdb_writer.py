@@ -96,7 +96,9 @@ def _range(start: int, end: int | None) -> str:
 
 
 def _write_file(
-    cur: duckdb.DuckDBPyConnection, query_for: Callable[[str], tuple[str, str]], path: Path,
+    cur: duckdb.DuckDBPyConnection,
+    query_for: Callable[[str], tuple[str, str]],
+    path: Path,
     chunks: list[tuple[int, int | None]],
 ) -> int:
     """One result file: a single ``COPY`` for one chunk, else every chunk streamed through a FIFO into it."""
@@ -146,7 +148,7 @@ def _fifo_into(path: Path) -> Iterator[Path]:
                     data = os.read(reader, 1 << 20)
                     n = len(data)
                     while data:
-                        data = data[os.write(out, data):]
+                        data = data[os.write(out, data) :]
                 if n == 0:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller below
@@ -170,7 +172,8 @@ def _fifo_into(path: Path) -> Iterator[Path]:
                 raise OSError(f"the writer of {path.name} did not finish")
             thread.join()
             os.close(out)
-            fifo.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                fifo.unlink()
         if failed:
             raise failed[0]
     except BaseException:
