@@ -8,11 +8,12 @@ What it does, in one run:
    and a small project of 20k users, imports both with `segport users import`, and creates a segment of about
    half of each (`usr_age <= 41`): the small one has ~10k members. The data dir is kept in bench/out/ and
    reused by later runs with the same sizes (`--fresh` rebuilds it).
-2. times the query segport generates written directly by DuckDB `COPY` on the same file (the limit), and by
-   pandas (`.df()` then `to_csv` / `to_json`) on a sample of at most `--pandas-rows` rows, scaled.
+2. times pandas (`.df()` then `to_csv` / `to_json`) on a sample of at most `--pandas-rows` rows, scaled.
 3. starts a real `segport serve` and, through its HTTP API: 20 small (~10k-member) exports one after another
-   (median submit→FINISH), then csv+key, csv+name and json exports of the big segment (submit→FINISH,
-   downloaded and row-counted), then bench/load.py with 200 clients submitting and polling while another big
+   (median submit→FINISH), then csv+key, csv+name and json exports of the big segment (submit→FINISH; the
+   first of each downloaded and row-counted), each `--repeat` times, alternating with the same query written
+   directly by DuckDB `COPY` (the limit: its own process, default settings, on a copy of the file since the
+   server holds the original), then bench/load.py with 200 clients submitting and polling while another big
    export runs. A thread samples the server's RSS throughout.
 4. prints one table, and writes it as JSON to bench/out/results-<N>.json.
 """
@@ -118,14 +119,16 @@ def prepare(data_dir: Path, users: int, fresh: bool) -> dict:
         (SMALL, SMALL_USERS, SMALL_SEGMENT, "小群体"),
     ):
         parquet = OUT / f"users-{n}.parquet"
-        if not parquet.exists():
+        if fresh or not parquet.exists():
             t0 = time.perf_counter()
             generate(parquet, n)
             print(f"generated {n:,} users in {time.perf_counter() - t0:.1f}s")
         cli(data_dir, "project", "create", project, "--name", f"基准{project}")
         cli(data_dir, "catalog", "import", "--project", project, str(catalog))
         t0 = time.perf_counter()
-        print(cli(data_dir, "users", "import", "--project", project, str(parquet)).strip())
+        imported = cli(data_dir, "users", "import", "--project", project, str(parquet)).strip()
+        print(imported)
+        info[f"users_{project}"] = int(imported.split(" users inserted")[0].rsplit(" ", 1)[1])
         info[f"import_s_{project}"] = round(time.perf_counter() - t0, 2)
         created = cli(
             data_dir, "segment", "create", "--project", project, "--key", segment, "--name", seg_name, "--rule", RULE
@@ -142,18 +145,23 @@ def prepare(data_dir: Path, users: int, fresh: bool) -> dict:
 
 
 # --- the limits: DuckDB COPY and pandas, on the same file, with the server stopped --------------------
-def direct_queries(data_dir: Path) -> dict[str, tuple[str, str]]:
+def keys_for(rep: int) -> list[str]:
+    """The keys of repetition ``rep``, rotated: a distinct job each time (identical ones are deduplicated)."""
+    return KEYS[rep % len(KEYS) :] + KEYS[: rep % len(KEYS)]
+
+
+def direct_queries(data_dir: Path, db: Path, keys: list[str]) -> dict[str, tuple[str, str]]:
     """The exact SELECT (and COPY options) segport runs for each format, built by segport's own code."""
     app = build(Settings(data_dir=data_dir), with_engine=False)
     try:
         catalog = app.meta.catalog(BIG)
     finally:
         app.close()
-    con = duckdb.connect(str(data_dir / "profiles.duckdb"), read_only=True)
+    con = duckdb.connect(str(db), read_only=True)
     try:
         queries = {}
         for name, (fmt, header) in FORMATS.items():
-            spec = build_spec(KEYS, fmt, header, catalog, 60)
+            spec = build_spec(keys, fmt, header, catalog, 60)
             queries[name] = export_query(con.cursor(), BIG, Target("segment", SEGMENT), columns_of(spec, catalog), spec)
         return queries
     finally:
@@ -171,31 +179,26 @@ print(time.perf_counter() - t0)
 """
 
 
-def time_raw_copy(data_dir: Path, queries: dict[str, tuple[str, str]], scratch: Path) -> dict[str, dict[str, float]]:
-    """DuckDB writing the same query, alone in its own process with DuckDB's default settings (no memory cap):
-    the limit. Returns seconds and the process's peak RSS for each format."""
-    out = {}
-    for name, (query, options) in queries.items():
-        target = scratch / f"raw-{name}.out"
-        proc = subprocess.Popen(
-            [sys.executable, "-c", RAW_COPY, str(data_dir / "profiles.duckdb"), query, options, str(target)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        rss = RssSampler(proc.pid)
-        rss.start()
-        stdout, _ = proc.communicate()
-        rss.stop()
-        if proc.returncode != 0:
-            raise SystemExit(f"raw COPY of {name} failed")
-        out[name] = {"seconds": float(stdout.strip()), "peak_rss_mb": rss.peak_seen()}
-        target.unlink()
-    return out
+def raw_copy(db: Path, query: str, options: str, scratch: Path) -> tuple[float, float]:
+    """DuckDB writing the same query alone in its own process with its default settings (no memory cap): the
+    limit. Returns (seconds, the process's peak RSS in MB)."""
+    target = scratch / "raw.out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_COPY, str(db), query, options, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    rss = RssSampler(proc.pid)
+    rss.start()
+    stdout, _ = proc.communicate()
+    rss.stop()
+    if proc.returncode != 0:
+        raise SystemExit("raw COPY failed")
+    target.unlink()
+    return float(stdout.strip()), rss.peak_seen()
 
 
-def time_pandas(data_dir: Path, queries: dict[str, tuple[str, str]], scratch: Path, rows: int) -> dict[str, float]:
+def time_pandas(db: Path, queries: dict[str, tuple[str, str]], scratch: Path, rows: int) -> dict[str, float]:
     """What a user writes by hand: the query into a DataFrame, then to_csv / to_json. Returns rows/s."""
-    con = duckdb.connect(str(data_dir / "profiles.duckdb"), read_only=True)
+    con = duckdb.connect(str(db), read_only=True)
     rates = {}
     try:
         for name, (query, _) in queries.items():
@@ -349,23 +352,41 @@ def run_small(http: httpx.Client, rss: RssSampler, runs: int) -> dict:
     }
 
 
-def run_big(http: httpx.Client, rss: RssSampler, members: int) -> dict:
+def run_big(
+    http: httpx.Client, rss: RssSampler, members: int, data_dir: Path, db_copy: Path, scratch: Path, repeat: int
+) -> dict:
+    """Each format ``repeat`` times, alternating DuckDB's COPY (on a copy of the file: the server holds the
+    original) and segport, so that both see the same machine; medians are compared."""
     out = {}
     for name in FORMATS:
-        rss.peak()
-        seconds, result = export(http, BIG, SEGMENT, body_for(name, KEYS), poll_s=0.05)
-        peak = rss.peak()
-        rows = download_rows(http, result["uris"], csv_header=name != "json")
-        if rows != members or result["rows"] != members:
-            raise SystemExit(f"{name}: {rows} rows downloaded, job says {result['rows']}, segment has {members}")
+        runs: dict[str, list[float]] = {"segport": [], "server": [], "copy": [], "copy_rss": [], "rss": []}
+        for rep in range(repeat):
+            query, options = direct_queries(data_dir, db_copy, keys_for(rep))[name]
+            seconds, copy_rss = raw_copy(db_copy, query, options, scratch)
+            runs["copy"].append(seconds)
+            runs["copy_rss"].append(copy_rss)
+            rss.peak()
+            seconds, result = export(http, BIG, SEGMENT, body_for(name, keys_for(rep)), poll_s=0.05)
+            runs["rss"].append(rss.peak())
+            runs["segport"].append(seconds)
+            runs["server"].append(_server_seconds(result))
+            if rep == 0:  # download and count once per format
+                rows = download_rows(http, result["uris"], csv_header=name != "json")
+                if rows != members or result["rows"] != members:
+                    raise SystemExit(
+                        f"{name}: {rows} rows downloaded, job says {result['rows']}, segment has {members}"
+                    )
+            print(f"  {name} #{rep + 1}: segport {runs['segport'][-1]:.2f}s, COPY {runs['copy'][-1]:.2f}s")
         out[name] = {
-            "seconds": seconds,
-            "server_seconds": _server_seconds(result),
-            "rows": rows,
+            "seconds": statistics.median(runs["segport"]),
+            "copy_seconds": statistics.median(runs["copy"]),
+            "server_seconds": statistics.median(runs["server"]),
+            "rows": members,
             "bytes": result["bytes"],
-            "peak_rss_mb": peak,
+            "peak_rss_mb": max(runs["rss"]),
+            "copy_peak_rss_mb": max(runs["copy_rss"]),
+            "runs": runs,
         }
-        print(f"  {name}: {seconds:.2f}s, {rows:,} rows downloaded, peak RSS {peak:.0f} MB")
     return out
 
 
@@ -417,7 +438,7 @@ def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_s
 def report(r: dict) -> str:
     members = r["members"]
     lines = [
-        f"segport export bench: {r['users']:,} users, segment of {members:,} members, {len(KEYS)} keys + gio_id; "
+        f"segport export bench: {r['users_imported']:,} users, segment of {members:,} members, {len(KEYS)} keys + gio_id; "
         f"{os.cpu_count()} cores",
         f"import: {r['import_s']:.1f}s through `segport users import`",
         "",
@@ -425,12 +446,12 @@ def report(r: dict) -> str:
         f"{'vs pandas':>10} {'segport RSS MB':>15} {'COPY RSS MB':>12}",
     ]
     for name, b in r["big"].items():
-        raw = r["raw_copy_s"][name]
+        raw = b["copy_seconds"]
         rate = members / b["seconds"]
         pandas = r["pandas_rows_per_s"][name]
         lines.append(
             f"{name:<9} {b['seconds']:>9.2f} {rate:>11,.0f} {raw:>7.2f} {b['seconds'] / raw:>8.2f} {pandas:>14,.0f} "
-            f"{rate / pandas:>9.1f}x {b['peak_rss_mb']:>15.0f} {r['raw_copy_rss_mb'][name]:>12.0f}"
+            f"{rate / pandas:>9.1f}x {b['peak_rss_mb']:>15.0f} {b['copy_peak_rss_mb']:>12.0f}"
         )
     s, load = r["small"], r["load"]
     ms = {
@@ -450,7 +471,7 @@ def report(r: dict) -> str:
         f"{ms['submit_p99_ms']} ms; poll p50 {ms['poll_p50_ms']} ms p99 {ms['poll_p99_ms']} ms; "
         f"429s {load['too_many_429']}, errors {load['errors']}",
         f"pandas: timed on {r['pandas_rows']:,} rows and scaled (rows/s); COPY: DuckDB alone in its own process, "
-        "default settings, best of two runs (before and after the server)",
+        f"default settings, on a copy of the file; times are medians of {r['repeat']} alternating runs",
     ]
     return "\n".join(lines)
 
@@ -461,6 +482,7 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="Rebuild the data dir even if one of this size exists.")
     p.add_argument("--pandas-rows", type=int, default=1_000_000, help="Rows pandas is timed on (then scaled).")
     p.add_argument("--small-runs", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=3, help="Runs of each big export (and of its COPY); medians.")
     p.add_argument("--clients", type=int, default=200, help="Concurrent clients in the load run.")
     p.add_argument("--load-seconds", type=float, default=60, help="Upper bound of the load run.")
     p.add_argument("--poll-interval", type=float, default=1.0, help="Mean seconds between a load client's polls.")
@@ -473,12 +495,11 @@ def main() -> None:
     scratch = OUT / "scratch"
     scratch.mkdir(exist_ok=True)
 
-    queries = direct_queries(data_dir)
-    print("timing DuckDB COPY (server stopped)…")
-    raw_before = time_raw_copy(data_dir, queries, scratch)
+    db_copy = scratch / "profiles-copy.duckdb"
+    shutil.copyfile(data_dir / "profiles.duckdb", db_copy)
     pandas_rows = min(args.pandas_rows, members)
     print(f"timing pandas on {pandas_rows:,} rows…")
-    pandas = time_pandas(data_dir, queries, scratch, pandas_rows)
+    pandas = time_pandas(db_copy, direct_queries(data_dir, db_copy, KEYS), scratch, pandas_rows)
 
     print("starting segport serve…")
     shutil.rmtree(data_dir / "results", ignore_errors=True)  # earlier runs' results would be deduplicated
@@ -492,23 +513,21 @@ def main() -> None:
             idle = server.rss.peak()
             print(f"small exports ×{args.small_runs}…")
             small = run_small(http, server.rss, args.small_runs)
-            print(f"big exports ({members:,} rows)…")
-            big = run_big(http, server.rss, members)
+            print(f"big exports ({members:,} rows), each format {args.repeat}× against DuckDB's COPY…")
+            big = run_big(http, server.rss, members, data_dir, db_copy, scratch, args.repeat)
             print(f"load: {args.clients} clients while a big export runs…")
             load = run_load(server, http, info["token"], args.clients, args.load_seconds, args.poll_interval)
     finally:
         stop_server(server)
-    print("timing DuckDB COPY again (server stopped)…")
-    raw_after = time_raw_copy(data_dir, queries, scratch)
+        db_copy.unlink()
 
     results = {
         "users": args.users,
+        "users_imported": info.get(f"users_{BIG}", args.users),
         "members": members,
         "small_members": info[f"members_{SMALL}"],
         "import_s": info[f"import_s_{BIG}"],
-        "raw_copy_s": {k: min(raw_before[k]["seconds"], raw_after[k]["seconds"]) for k in raw_before},
-        "raw_copy_rss_mb": {k: max(raw_before[k]["peak_rss_mb"], raw_after[k]["peak_rss_mb"]) for k in raw_before},
-        "raw_copy_runs_s": {"before": raw_before, "after": raw_after},
+        "repeat": args.repeat,
         "pandas_rows": pandas_rows,
         "pandas_rows_per_s": pandas,
         "idle_rss_mb": idle,
