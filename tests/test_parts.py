@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -9,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from segport.app import App
-from segport.domain.export import ExportSpec, FileFormat, HeaderType, columns_of
+from segport.domain.export import Compression, ExportSpec, FileFormat, HeaderType, columns_of
 from segport.domain.naming import result_file_names
 from segport.engine.base import Target
 from segport.services.data import SegmentSpec
@@ -33,7 +34,7 @@ MEMBERS = 6  # the seeded segment: everyone but C006
 
 def engine_export(app: App, tmp_path: Path, spec: ExportSpec, max_file_rows: int, segment: str = SEGMENT) -> list[Path]:
     """The engine's own output for ``spec``, in a fresh folder: the list of files it wrote, in order."""
-    out = tmp_path / f"out-{max_file_rows}-{spec.file_format.value}-{segment}"
+    out = tmp_path / f"out-{max_file_rows}-{spec.extension}-{segment}"
     out.mkdir()
     columns = columns_of(spec, app.meta.catalog(PROJECT))
     output = app.engine.export(
@@ -170,3 +171,13 @@ def test_parts_made_of_several_chunks_keep_one_header_each(seeded: Seeded, tmp_p
     assert [p.name for p in parts] == ["名单_2026-01-01_UserList_1.csv", "名单_2026-01-01_UserList_2.csv"]
     assert [len(p.read_bytes().split(b'\n"')) - 1 for p in parts] == [4, 2]
     assert joined_without_repeated_headers(parts) == whole.read_bytes()
+
+
+def test_chunked_gzip_export_decompresses_to_the_plain_bytes(seeded: Seeded, tmp_path: Path) -> None:
+    plain = ExportSpec(properties=tuple(KEYS))
+    [whole] = engine_export(seeded.app, tmp_path, plain, 0)
+    seeded.app.engine.chunk_rows = 2  # type: ignore[attr-defined]
+    zipped = ExportSpec(properties=tuple(KEYS), compression=Compression.GZIP)
+    [gz] = engine_export(seeded.app, tmp_path, zipped, 0)
+    assert gz.name.endswith("_UserList.csv.gz")
+    assert gzip.decompress(gz.read_bytes()) == whole.read_bytes()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -106,9 +107,12 @@ def _write_file(
         query, options = query_for(_range(*chunks[0]))
         return copy_to(cur, query, path, options)
     rows = 0
-    with _fifo_into(path) as fifo:
+    gzipped = "COMPRESSION gzip" in query_for("")[1]
+    with _fifo_into(path, gzipped=gzipped) as fifo:
         for i, chunk in enumerate(chunks):
             query, options = query_for(_range(*chunk))
+            # DuckDB does not compress into a pipe: the pump does (one gzip stream for the whole file)
+            options = options.replace("COMPRESSION gzip", "COMPRESSION uncompressed")
             if i:
                 options = options.replace("HEADER", "HEADER false")
             rows += copy_to(cur, query, fifo, options)
@@ -116,8 +120,9 @@ def _write_file(
 
 
 @contextlib.contextmanager
-def _fifo_into(path: Path) -> Iterator[Path]:
-    """A FIFO next to ``path`` whose bytes a thread moves into ``path`` (kernel-side with splice on Linux).
+def _fifo_into(path: Path, *, gzipped: bool = False) -> Iterator[Path]:
+    """A FIFO next to ``path`` whose bytes a thread moves into ``path`` (kernel-side with splice on Linux),
+    or gzips into it (``gzipped``; zlib works outside the GIL).
 
     We hold a writer end open for the whole file, so the pump sees end-of-file only after the last chunk.
     If the pump fails (say, the disk is full) it closes the reading end, so DuckDB's write fails at once
@@ -126,30 +131,42 @@ def _fifo_into(path: Path) -> Iterator[Path]:
     fifo = path.with_name(f".{path.name}.fifo")
     with contextlib.suppress(FileNotFoundError):
         fifo.unlink()
-    os.mkfifo(fifo, 0o600)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    keep = os.open(fifo, os.O_WRONLY)
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.mkfifo(fifo, 0o600)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    except BaseException:
+        os.close(out)
+        with contextlib.suppress(FileNotFoundError):
+            fifo.unlink()
+        raise
+    keep = os.open(fifo, os.O_WRONLY)  # cannot fail: the FIFO exists and has a reader
     os.set_blocking(reader, True)
     with contextlib.suppress(ImportError, OSError):
         import fcntl
 
         fcntl.fcntl(reader, _F_SETPIPE_SZ, 1 << 20)
-    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     failed: list[BaseException] = []
     reader_closed = threading.Event()
 
+    def write_all(data: bytes) -> None:
+        while data:
+            data = data[os.write(out, data) :]
+
     def pump() -> None:
         try:
-            move = getattr(os, "splice", None)
+            move = None if gzipped else getattr(os, "splice", None)
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31) if gzipped else None  # 31: gzip container
             while True:
                 if move is not None:
                     n = move(reader, out, 1 << 20)
-                else:  # no splice (not Linux): copy through user space
+                else:  # through user space: gzip, or no splice (not Linux)
                     data = os.read(reader, 1 << 20)
                     n = len(data)
-                    while data:
-                        data = data[os.write(out, data) :]
+                    write_all(packer.compress(data) if packer is not None and n else data)
                 if n == 0:
+                    if packer is not None:
+                        write_all(packer.flush())
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller below
             failed.append(exc)
