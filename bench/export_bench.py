@@ -520,6 +520,7 @@ def main() -> None:
     finally:
         stop_server(server)
         db_copy.unlink()
+        shutil.rmtree(data_dir / "results", ignore_errors=True)  # gigabytes of exports nobody will read
 
     results = {
         "users": args.users,
