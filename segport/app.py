@@ -58,6 +58,7 @@ def _engine(settings: Settings) -> ProfileEngine:
         return DuckDBEngine(
             settings.data_dir / "profiles.duckdb",
             memory_limit=settings.duckdb_memory_limit,
+            import_memory_limit=settings.duckdb_import_memory_limit,
             threads=settings.duckdb_threads,
         )
     raise ValueError(f"unknown engine {settings.engine!r}")

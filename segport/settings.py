@@ -60,7 +60,12 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(5, ge=1, description="`Retry-After` sent with HTTP 429 when a project is at its cap.")
 
     # --- engine ------------------------------------------------------------------------------------
-    duckdb_memory_limit: str = Field("2GB", description="DuckDB `memory_limit` (spills to disk beyond it).")
+    duckdb_memory_limit: str = Field(
+        "256MB", description="DuckDB `memory_limit` while serving exports (spills to disk beyond it); keeps RSS flat."
+    )
+    duckdb_import_memory_limit: str = Field(
+        "2GB", description="DuckDB `memory_limit` while an import or a segment computation runs (then set back)."
+    )
     recompute_interval_s: float = Field(
         86400.0, ge=0, description="`segport serve` recomputes DAILY segments this often (0: only after imports)."
     )

@@ -18,7 +18,7 @@ import duckdb
 
 from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
-from segport.engine import duckdb_import, pages
+from segport.engine import duckdb_import, duckdb_writer, pages
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
 from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS segport_state (
 class DuckDBEngine:
     """:class:`segport.engine.base.ProfileEngine` on a DuckDB file."""
 
-    def __init__(self, path: Path, *, memory_limit: str = "2GB", threads: int = 0) -> None:
+    def __init__(
+        self, path: Path, *, memory_limit: str = "256MB", import_memory_limit: str = "2GB", threads: int = 0
+    ) -> None:
         config: dict[str, Any] = {"memory_limit": memory_limit, "preserve_insertion_order": True}
         if threads:
             config["threads"] = threads
@@ -43,7 +45,12 @@ class DuckDBEngine:
             self._con = duckdb.connect(str(path), config=config)
         except duckdb.IOException as exc:
             raise ExportFailed(f"cannot open the profile database {path}: {exc}") from exc
-        self._writer = threading.Lock()  # one writer at a time; readers never wait for it
+        self._memory_limit, self._import_memory_limit = memory_limit, import_memory_limit
+        self.chunk_rows = duckdb_writer.CHUNK_ROWS  # members one COPY sorts at once (see duckdb_writer)
+        self._writer = threading.Lock()
+        self._versions: dict[str, int] = {}
+        self._versions_lock = threading.Lock()
+        self._generation = 0  # one writer at a time; readers never wait for it
         with self._cursor() as cur:
             cur.execute(_STATE_DDL)
 
@@ -57,16 +64,37 @@ class DuckDBEngine:
             cur.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A write transaction under the writer lock: committed whole or rolled back whole."""
-        with self._writer, self._cursor() as cur:
+    def _transaction(self, *, roomy: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction under the writer lock: committed whole or rolled back whole.
+
+        ``roomy`` (imports, segment computations) raises DuckDB's memory limit for the transaction: bulk
+        work runs faster in memory, while exports need little (they sort in chunks) and keep the server's RSS
+        flat under the normal limit. The limit is database-wide, so exports running meanwhile may use more.
+        """
+        with self._writer, self._cursor() as cur, self._memory(roomy):
             cur.execute("BEGIN TRANSACTION")
             try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            finally:
+                with self._versions_lock:
+                    self._generation += 1
+                    self._versions.clear()
+
+    @contextmanager
+    def _memory(self, roomy: bool) -> Iterator[None]:
+        if not roomy or self._import_memory_limit == self._memory_limit:
+            yield
+            return
+        self._con.execute(f"SET memory_limit = {sql_string(self._import_memory_limit)}")
+        try:
+            yield
+        finally:
+            self._con.execute(f"SET memory_limit = {sql_string(self._memory_limit)}")
 
     def close(self) -> None:
         self._con.close()
@@ -97,9 +125,21 @@ class DuckDBEngine:
             _bump(cur, project_id)
 
     def data_version(self, project_id: str) -> int:
+        """The project's data version, cached: every submit asks for it, and a DuckDB query then waits behind
+        a running export's COPY for a worker thread. The cache is safe because this process owns the file
+        (DuckDB lets one process open it for writing) and every write here goes through :meth:`_transaction`,
+        which empties the cache when it ends."""
+        with self._versions_lock:
+            cached, generation = self._versions.get(project_id), self._generation
+        if cached is not None:
+            return cached
         with self._cursor() as cur:
             row = cur.execute("SELECT data_version FROM segport_state WHERE project = ?", [project_id]).fetchone()
-        return int(row[0]) if row else 0
+        version = int(row[0]) if row else 0
+        with self._versions_lock:
+            if self._generation == generation:  # no write ended meanwhile: the value is current
+                self._versions[project_id] = version
+        return version
 
     # --- imports and segments ----------------------------------------------------------------------
     def import_users(
@@ -112,7 +152,7 @@ class DuckDBEngine:
         recompute: list[SegmentDefinition],
         progress: Any = None,
     ) -> ImportReport:
-        with self._transaction() as cur:
+        with self._transaction(roomy=True) as cur:
             report = duckdb_import.import_users(cur, project_id, catalog, path, file_format, match, progress)
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
@@ -124,11 +164,11 @@ class DuckDBEngine:
         return report
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
-        with self._transaction() as cur:
+        with self._transaction(roomy=True) as cur:
             return duckdb_import.load_id_list(cur, idlist_table(project_id, segment_key), path)
 
     def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult:
-        with self._transaction() as cur:
+        with self._transaction(roomy=True) as cur:
             result = _compute(cur, project_id, segment)
             _bump(cur, project_id)
         return result
@@ -140,23 +180,9 @@ class DuckDBEngine:
             _bump(cur, project_id)
 
     # --- reading -----------------------------------------------------------------------------------
-    def _source(self, cur: duckdb.DuckDBPyConnection, project_id: str, target: Target) -> str:
-        """FROM clause (aliased ``u``) of a target's members."""
-        users = users_table(project_id)
-        if target.kind == "tag":
-            return f"{users} u WHERE u.{quote_ident(target.key)} IS NOT NULL"
-        members = members_table(project_id, target.key)
-        exists = cur.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [f"m_{project_id}_{target.key}"],
-        ).fetchone()
-        if not exists or not exists[0]:
-            raise SegmentNotFound(f"segment {target.key!r} has no computed membership yet")
-        return f"{members} m JOIN {users} u USING (gio_id)"
-
     def count(self, project_id: str, target: Target) -> int:
         with self._cursor() as cur:
-            row = cur.execute(f"SELECT count(*) FROM {self._source(cur, project_id, target)}").fetchone()
+            row = cur.execute(f"SELECT count(*) FROM {_source(cur, project_id, target)}").fetchone()
         return int(row[0]) if row else 0
 
     # --- reading for the API family (pages, one user, tag sizes) -----------------------------------
@@ -172,7 +198,7 @@ class DuckDBEngine:
         with self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
-                src = self._source(cur, project_id, target)
+                src = _source(cur, project_id, target)
                 total = int(cur.execute(f"SELECT count(*) FROM {src}").fetchone()[0])  # type: ignore[index]
                 rows = []
                 if offset < total:
@@ -224,37 +250,16 @@ class DuckDBEngine:
         excel_safe: bool = False,
         interrupt: Interrupt | None = None,
     ) -> ExportOutput:
-        select_list = _select_list(columns, spec, excel_safe)
-        options = _copy_options(spec)
         try:
             with self._cursor() as cur:
                 if interrupt is not None:  # cancel / lost lease: abort the running COPY from another thread
                     interrupt.bind(cur.interrupt)
-                src = self._source(cur, project_id, target)
-                query = f"SELECT {select_list} FROM {src} ORDER BY u.gio_id"
-                if not max_file_rows:
-                    path = out_dir / file_names(1)[0]
-                    rows = _copy(cur, query, path, options)
-                    return ExportOutput(rows, [path])
-                # Parts: number the members once, then one COPY per part, all in one read transaction
-                # so every part comes from the same snapshot.
-                cur.execute("BEGIN TRANSACTION")
-                try:
-                    cur.execute(
-                        f"CREATE TEMP TABLE export_rows AS SELECT row_number() OVER (ORDER BY u.gio_id) AS _n, "
-                        f"{select_list} FROM {src}"
-                    )
-                    total = int(cur.execute("SELECT count(*) FROM export_rows").fetchone()[0])  # type: ignore[index]
-                    parts = max(1, -(-total // max_file_rows))
-                    paths = [out_dir / n for n in file_names(parts)]
-                    for i, path in enumerate(paths):
-                        lo, hi = i * max_file_rows + 1, (i + 1) * max_file_rows
-                        _copy(cur, f"SELECT * EXCLUDE (_n) FROM export_rows WHERE _n BETWEEN {lo} AND {hi} "
-                              "ORDER BY _n", path, options)
-                    cur.execute("DROP TABLE export_rows")
-                finally:
-                    cur.execute("ROLLBACK")
-                return ExportOutput(total, paths)
+                src = _source(cur, project_id, target)
+                select_list, options = _select_list(columns, spec, excel_safe), _copy_options(spec)
+                return duckdb_writer.write_export(
+                    cur, lambda where: (_query(select_list, src, where), options), _ids_query(src, project_id, target),
+                    out_dir, file_names, max_file_rows=max_file_rows, chunk_rows=self.chunk_rows,
+                )
         except duckdb.InterruptException as exc:
             raise ExportFailed("the export was interrupted (cancelled or taken over)") from exc
         except duckdb.IOException as exc:
@@ -267,6 +272,44 @@ class DuckDBEngine:
         finally:
             if interrupt is not None:
                 interrupt.unbind()
+
+
+def export_query(
+    cur: duckdb.DuckDBPyConnection, project_id: str, target: Target, columns: list[CatalogEntry], spec: ExportSpec,
+    *, excel_safe: bool = False,
+) -> tuple[str, str]:
+    """The whole export as one ``SELECT`` and its ``COPY`` options: the bench times this statement written by
+    DuckDB directly, the limit :meth:`DuckDBEngine.export` is measured against."""
+    src = _source(cur, project_id, target)
+    return _query(_select_list(columns, spec, excel_safe), src, ""), _copy_options(spec)
+
+
+def _query(select_list: str, src: str, where: str) -> str:
+    """The export's ``SELECT``; ``where`` narrows it further (chunks and parts use a ``u.gio_id`` range)."""
+    if where:
+        src += f" {'AND' if ' WHERE ' in src else 'WHERE'} {where}"
+    return f"SELECT {select_list} FROM {src} ORDER BY u.gio_id"
+
+
+def _ids_query(src: str, project_id: str, target: Target) -> str:
+    """The ``gio_id`` of a target's members: for a segment its membership table alone (ints, no join; every
+    member is a user, as memberships are computed from the users table and users are never deleted)."""
+    if target.kind == "tag":
+        return f"SELECT u.gio_id FROM {src}"
+    return f"SELECT gio_id FROM {members_table(project_id, target.key)}"
+
+
+def _source(cur: duckdb.DuckDBPyConnection, project_id: str, target: Target) -> str:
+    """FROM clause (aliased ``u``, possibly with a ``WHERE``) of a target's members."""
+    users = users_table(project_id)
+    if target.kind == "tag":
+        return f"{users} u WHERE u.{quote_ident(target.key)} IS NOT NULL"
+    members = members_table(project_id, target.key)
+    try:  # binding a query is far cheaper than a scan of information_schema (measured: it showed in profiles)
+        cur.execute(f"SELECT gio_id FROM {members} LIMIT 0")
+    except duckdb.CatalogException:
+        raise SegmentNotFound(f"segment {target.key!r} has no computed membership yet") from None
+    return f"{members} m JOIN {users} u USING (gio_id)"
 
 
 def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:
@@ -350,8 +393,3 @@ def _copy_options(spec: ExportSpec) -> str:
     opts = ["FORMAT JSON"] if spec.file_format is FileFormat.JSON else ["FORMAT CSV", "HEADER", "FORCE_QUOTE *"]
     opts.append(f"COMPRESSION {'gzip' if spec.compression.value == 'gzip' else 'uncompressed'}")
     return ", ".join(opts)
-
-
-def _copy(cur: duckdb.DuckDBPyConnection, query: str, path: Path, options: str) -> int:
-    row = cur.execute(f"COPY ({query}) TO {sql_string(str(path))} ({options})").fetchone()
-    return int(row[0]) if row else 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +33,10 @@ class Database:
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in growing steps (up
+        # to 100 ms) before it retries: under load, writers of this process then wait seconds for a lock
+        # that is free most of the time (measured with bench/load.py). So they queue on a lock of ours first.
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -40,7 +46,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction that commits on success; on SQLite it is ``BEGIN IMMEDIATE`` (no lost updates)."""
-        with self.engine.connect() as conn:
+        with self._write_lock, self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.info["segport_immediate"] = True
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():

@@ -1,0 +1,559 @@
+"""End-to-end export benchmark: segport against DuckDB's own COPY (the limit) and a hand-written pandas to_csv.
+
+    .venv/bin/python bench/export_bench.py                  # 10M users (make bench)
+    .venv/bin/python bench/export_bench.py --users 1000000  # quicker
+
+What it does, in one run:
+1. generates N users (12 keys: Chinese names and cities, ints, doubles, dates, a multi-valued id, ~10% nulls)
+   and a small project of 20k users, imports both with `segport users import`, and creates a segment of about
+   half of each (`usr_age <= 41`): the small one has ~10k members. The data dir is kept in bench/out/ and
+   reused by later runs with the same sizes (`--fresh` rebuilds it).
+2. times pandas (`.df()` then `to_csv` / `to_json`) on a sample of at most `--pandas-rows` rows, scaled.
+3. starts a real `segport serve` and, through its HTTP API: 20 small (~10k-member) exports one after another
+   (median submit→FINISH), then csv+key, csv+name and json exports of the big segment (submit→FINISH; the
+   first of each downloaded and row-counted), each `--repeat` times, alternating with the same query written
+   directly by DuckDB `COPY` (the limit: its own process, default settings, on a copy of the file since the
+   server holds the original), then bench/load.py with 200 clients submitting and polling while another big
+   export runs. A thread samples the server's RSS throughout.
+4. prints one table, and writes it as JSON to bench/out/results-<N>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import httpx
+import psutil
+
+from segport.app import build
+from segport.demo import CATALOG, generate_users
+from segport.domain.export import build_spec, columns_of
+from segport.engine.base import Target
+from segport.engine.duckdb_engine import export_query
+from segport.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+BIG, SMALL = "BenchBig", "BenchSml"
+SEGMENT, SMALL_SEGMENT = "seg_half", "seg_small"
+SMALL_USERS = 20_000
+EXTRA = [("usr_phone", "手机号", "string"), ("usr_last_active", "最近活跃日期", "date")]
+KEYS = [k for k, _, _ in CATALOG + EXTRA]
+RULE = json.dumps({"key": "usr_age", "op": "lte", "value": 41})
+FORMATS = {  # name -> (fileFormat, csvHeaderType)
+    "csv+key": ("csv", "key"),
+    "csv+name": ("csv", "name"),
+    "json": ("json", None),
+}
+TARGETS = {"csv_ratio": 1.25, "json_ratio": 1.5, "rss_mb": 500, "small_s": 0.5, "p99_ms": 50}
+
+
+# --- data ------------------------------------------------------------------------------------------
+def generate(path: Path, users: int) -> None:
+    """The demo's users plus two more keys: a phone number and a last-active date (both ~10% null)."""
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        base = Path(tmp) / "base.parquet"
+        generate_users(base, users)
+        con = duckdb.connect()
+        try:
+            # the demo pads ids to 7 digits; 8 keep them unique up to 99,999,999 users
+            con.execute(
+                f"""COPY (SELECT * EXCLUDE (file_row_number) REPLACE (
+                        'C' || lpad(CAST(file_row_number + 1 AS VARCHAR), 8, '0') AS "id_$basic_userId"),
+                    CASE WHEN hash(file_row_number, 7) % 10 = 0 THEN NULL
+                         ELSE '1' || (30 + hash(file_row_number, 3) % 60)::VARCHAR
+                              || lpad((hash(file_row_number, 5) % 100000000)::VARCHAR, 8, '0') END AS usr_phone,
+                    CASE WHEN hash(file_row_number, 11) % 10 = 0 THEN NULL
+                         ELSE DATE '2026-11-01' - CAST(hash(file_row_number, 13) % 400 AS INT) END AS usr_last_active
+                FROM read_parquet('{base}', file_row_number = true) ORDER BY file_row_number)
+                TO '{path}' (FORMAT PARQUET)"""
+            )
+        finally:
+            con.close()
+
+
+def cli(data_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "segport.cli", "--data-dir", str(data_dir), *args], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"segport {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def members_of(created: str) -> int:
+    # "created segment seg_half (半数用户): 4903511 users"
+    return int(created.rsplit(":", 1)[1].split()[0])
+
+
+def prepare(data_dir: Path, users: int, fresh: bool) -> dict:
+    """Build (or reuse) the data dir: two projects, their users, their segments, one token."""
+    info_path = data_dir / "bench.json"
+    if not fresh and info_path.exists():
+        info = json.loads(info_path.read_text())
+        if info.get("users") == users:
+            print(f"reusing {data_dir} (pass --fresh to rebuild)")
+            return info
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    info: dict = {"users": users}
+    catalog = data_dir / "catalog.csv"
+    catalog.write_text("key,name,type\n" + "".join(f"{k},{n},{t}\n" for k, n, t in CATALOG + EXTRA), encoding="utf-8")
+    for project, n, segment, seg_name in (
+        (BIG, users, SEGMENT, "半数用户"),
+        (SMALL, SMALL_USERS, SMALL_SEGMENT, "小群体"),
+    ):
+        parquet = OUT / f"users-{n}.parquet"
+        if fresh or not parquet.exists():
+            t0 = time.perf_counter()
+            generate(parquet, n)
+            print(f"generated {n:,} users in {time.perf_counter() - t0:.1f}s")
+        cli(data_dir, "project", "create", project, "--name", f"基准{project}")
+        cli(data_dir, "catalog", "import", "--project", project, str(catalog))
+        t0 = time.perf_counter()
+        imported = cli(data_dir, "users", "import", "--project", project, str(parquet)).strip()
+        print(imported)
+        info[f"users_{project}"] = int(imported.split(" users inserted")[0].rsplit(" ", 1)[1])
+        info[f"import_s_{project}"] = round(time.perf_counter() - t0, 2)
+        created = cli(
+            data_dir, "segment", "create", "--project", project, "--key", segment, "--name", seg_name, "--rule", RULE
+        )
+        print(created.strip())
+        info[f"members_{project}"] = members_of(created)
+    info["token"] = (
+        cli(data_dir, "token", "create", "--project", BIG, "--project", SMALL, "--label", "bench")
+        .strip()
+        .splitlines()[-1]
+    )
+    info_path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+# --- the limits: DuckDB COPY and pandas, on the same file, with the server stopped --------------------
+def keys_for(rep: int) -> list[str]:
+    """The keys of repetition ``rep``, rotated: a distinct job each time (identical ones are deduplicated)."""
+    return KEYS[rep % len(KEYS) :] + KEYS[: rep % len(KEYS)]
+
+
+def direct_queries(data_dir: Path, db: Path, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """The exact SELECT (and COPY options) segport runs for each format, built by segport's own code."""
+    app = build(Settings(data_dir=data_dir), with_engine=False)
+    try:
+        catalog = app.meta.catalog(BIG)
+    finally:
+        app.close()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        queries = {}
+        for name, (fmt, header) in FORMATS.items():
+            spec = build_spec(keys, fmt, header, catalog, 60)
+            queries[name] = export_query(con.cursor(), BIG, Target("segment", SEGMENT), columns_of(spec, catalog), spec)
+        return queries
+    finally:
+        con.close()
+
+
+RAW_COPY = """
+import sys, time, duckdb
+path, query, options, target = sys.argv[1:5]
+con = duckdb.connect(path, read_only=True)
+con.execute("SET enable_progress_bar = false")
+t0 = time.perf_counter()
+con.execute(f"COPY ({query}) TO '{target}' ({options})")
+print(time.perf_counter() - t0)
+"""
+
+
+def raw_copy(db: Path, query: str, options: str, scratch: Path) -> tuple[float, float]:
+    """DuckDB writing the same query alone in its own process with its default settings (no memory cap): the
+    limit. Returns (seconds, the process's peak RSS in MB)."""
+    target = scratch / "raw.out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_COPY, str(db), query, options, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    rss = RssSampler(proc.pid)
+    rss.start()
+    stdout, _ = proc.communicate()
+    rss.stop()
+    if proc.returncode != 0:
+        raise SystemExit("raw COPY failed")
+    target.unlink()
+    return float(stdout.strip()), rss.peak_seen()
+
+
+def time_pandas(db: Path, queries: dict[str, tuple[str, str]], scratch: Path, rows: int) -> dict[str, float]:
+    """What a user writes by hand: the query into a DataFrame, then to_csv / to_json. Returns rows/s."""
+    con = duckdb.connect(str(db), read_only=True)
+    rates = {}
+    try:
+        for name, (query, _) in queries.items():
+            target = scratch / f"pandas-{name}.out"
+            t0 = time.perf_counter()
+            df = con.execute(f"{query} LIMIT {rows}").df()
+            if name == "json":
+                df.to_json(target, orient="records", lines=True, force_ascii=False)
+            else:
+                df.to_csv(target, index=False, quoting=csv.QUOTE_ALL)
+            rates[name] = len(df) / (time.perf_counter() - t0)
+            del df
+            target.unlink()
+    finally:
+        con.close()
+    return rates
+
+
+# --- the server ------------------------------------------------------------------------------------
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every 20 ms; ``peak()`` returns (and resets) the peak since the last call."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self._peak = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self._peak = max(self._peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def peak_seen(self) -> float:
+        return self._peak / 2**20
+
+    def peak(self) -> float:
+        peak, self._peak = self._peak, self.proc.memory_info().rss
+        return peak / 2**20
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Server:
+    base: str
+    process: subprocess.Popen
+    log: Path
+    rss: RssSampler = field(init=False)
+
+
+def start_server(data_dir: Path) -> Server:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = OUT / "server.log"
+    env = {**os.environ, "SEGPORT_DATA_DIR": str(data_dir), "SEGPORT_MAX_QUEUED_JOBS_PER_PROJECT": "100000"}
+    with open(log, "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early; see {log}")
+        try:
+            httpx.get(server.base + "/openapi.json", timeout=1)
+            server.rss = RssSampler(proc.pid)
+            server.rss.start()
+            return server
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start; see {log}")
+
+
+def stop_server(server: Server) -> None:
+    server.rss.stop()
+    server.process.terminate()
+    try:
+        server.process.wait(30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def _server_seconds(result: dict) -> float:
+    created = datetime.fromisoformat(result["createdAt"].replace("Z", "+00:00"))
+    finished = datetime.fromisoformat(result["finishedAt"].replace("Z", "+00:00"))
+    return (finished - created).total_seconds()
+
+
+def export(http: httpx.Client, project: str, segment: str, body: dict, poll_s: float) -> tuple[float, dict]:
+    """Submit and poll until FINISH: (seconds from sending the submit to seeing FINISH, job result)."""
+    t0 = time.perf_counter()
+    r = http.post(f"/v1/api/projects/{project}/segment_profiles/{segment}/export_jobs", json=body)
+    r.raise_for_status()
+    job = r.json()["id"]
+    while True:
+        result = http.get(f"/v1/api/job/result/{job}").json()
+        if result["stage"] == "FINISH":
+            return time.perf_counter() - t0, result
+        if result["stage"] == "ERROR":
+            raise SystemExit(f"export {job} failed: {result}")
+        time.sleep(poll_s)
+
+
+def download_rows(http: httpx.Client, uris: list[str], csv_header: bool) -> int:
+    """Stream every file of a job and count its rows (lines, less the header of each CSV part)."""
+    rows = 0
+    for uri in uris:
+        with http.stream("GET", "/download", params={"file": uri}) as r:
+            r.raise_for_status()
+            for chunk in r.iter_bytes(1 << 20):
+                rows += chunk.count(b"\n")
+        rows -= 1 if csv_header else 0
+    return rows
+
+
+def body_for(name: str, keys: list[str]) -> dict:
+    fmt, header = FORMATS[name]
+    return {"properties": keys, "fileFormat": fmt, **({"csvHeaderType": header} if header else {})}
+
+
+def run_small(http: httpx.Client, rss: RssSampler, runs: int) -> dict:
+    """``runs`` distinct exports of the ~10k-member segment, one after another."""
+    client_s, server_s = [], []
+    for i in range(runs):
+        keys = KEYS[i % len(KEYS) :] + KEYS[: i % len(KEYS)]  # rotated: a distinct job each time
+        name = "csv+key" if i % 2 == 0 else "json"
+        body = body_for(name, keys)
+        seconds, result = export(http, SMALL, SMALL_SEGMENT, body, poll_s=0.005)
+        client_s.append(seconds)
+        server_s.append(_server_seconds(result))
+    rows = download_rows(http, result["uris"], csv_header=name != "json")
+    return {
+        "runs": runs,
+        "median_s": statistics.median(client_s),
+        "server_median_s": statistics.median(server_s),
+        "max_s": max(client_s),
+        "rows": result["rows"],
+        "downloaded_rows": rows,
+        "peak_rss_mb": rss.peak(),
+    }
+
+
+def run_big(
+    http: httpx.Client, rss: RssSampler, members: int, data_dir: Path, db_copy: Path, scratch: Path, repeat: int
+) -> dict:
+    """Each format ``repeat`` times, alternating DuckDB's COPY (on a copy of the file: the server holds the
+    original) and segport, so that both see the same machine; medians are compared."""
+    out = {}
+    for name in FORMATS:
+        runs: dict[str, list[float]] = {"segport": [], "server": [], "copy": [], "copy_rss": [], "rss": []}
+        for rep in range(repeat):
+            query, options = direct_queries(data_dir, db_copy, keys_for(rep))[name]
+            seconds, copy_rss = raw_copy(db_copy, query, options, scratch)
+            runs["copy"].append(seconds)
+            runs["copy_rss"].append(copy_rss)
+            rss.peak()
+            seconds, result = export(http, BIG, SEGMENT, body_for(name, keys_for(rep)), poll_s=0.05)
+            runs["rss"].append(rss.peak())
+            runs["segport"].append(seconds)
+            runs["server"].append(_server_seconds(result))
+            if rep == 0:  # download and count once per format
+                rows = download_rows(http, result["uris"], csv_header=name != "json")
+                if rows != members or result["rows"] != members:
+                    raise SystemExit(
+                        f"{name}: {rows} rows downloaded, job says {result['rows']}, segment has {members}"
+                    )
+            print(f"  {name} #{rep + 1}: segport {runs['segport'][-1]:.2f}s, COPY {runs['copy'][-1]:.2f}s")
+        out[name] = {
+            "seconds": statistics.median(runs["segport"]),
+            "copy_seconds": statistics.median(runs["copy"]),
+            "server_seconds": statistics.median(runs["server"]),
+            "rows": members,
+            "bytes": result["bytes"],
+            "peak_rss_mb": max(runs["rss"]),
+            "copy_peak_rss_mb": max(runs["copy_rss"]),
+            "runs": runs,
+        }
+    return out
+
+
+def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_seconds: float, poll_s: float) -> dict:
+    """bench/load.py in its own process while a big export (a distinct one) runs."""
+    server.rss.peak()
+    r = http.post(
+        f"/v1/api/projects/{BIG}/segment_profiles/{SEGMENT}/export_jobs", json=body_for("csv+key", list(reversed(KEYS)))
+    )
+    r.raise_for_status()
+    job = r.json()["id"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "load.py"),
+            "--base",
+            server.base,
+            "--token",
+            token,
+            "--project",
+            SMALL,
+            "--segment",
+            SMALL_SEGMENT,
+            "--clients",
+            str(clients),
+            "--max-seconds",
+            str(max_seconds),
+            "--poll-interval",
+            str(poll_s),
+            "--watch-job",
+            job,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=max_seconds + 120,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"load.py failed:\n{done.stderr}")
+    load = json.loads(done.stdout.strip().splitlines()[-1])
+    while (result := http.get(f"/v1/api/job/result/{job}").json())["stage"] not in ("FINISH", "ERROR"):
+        time.sleep(0.2)
+    load["big_export_stage"] = result["stage"]
+    load["big_export_server_seconds"] = _server_seconds(result) if result.get("finishedAt") else None
+    load["peak_rss_mb"] = server.rss.peak()
+    return load
+
+
+# --- report ----------------------------------------------------------------------------------------
+def report(r: dict) -> str:
+    members = r["members"]
+    lines = [
+        f"segport export bench: {r['users_imported']:,} users, segment of {members:,} members, {len(KEYS)} keys + gio_id; "
+        f"{os.cpu_count()} cores",
+        f"import: {r['import_s']:.1f}s through `segport users import`",
+        "",
+        f"{'format':<9} {'segport s':>9} {'rows/s':>11} {'COPY s':>7} {'vs COPY':>8} {'pandas rows/s':>14} "
+        f"{'vs pandas':>10} {'segport RSS MB':>15} {'COPY RSS MB':>12}",
+    ]
+    for name, b in r["big"].items():
+        raw = b["copy_seconds"]
+        rate = members / b["seconds"]
+        pandas = r["pandas_rows_per_s"][name]
+        lines.append(
+            f"{name:<9} {b['seconds']:>9.2f} {rate:>11,.0f} {raw:>7.2f} {b['seconds'] / raw:>8.2f} {pandas:>14,.0f} "
+            f"{rate / pandas:>9.1f}x {b['peak_rss_mb']:>15.0f} {b['copy_peak_rss_mb']:>12.0f}"
+        )
+    s, load = r["small"], r["load"]
+    ms = {
+        k: "-" if load[k] is None else f"{load[k]:.1f}"
+        for k in ("submit_p50_ms", "submit_p99_ms", "poll_p50_ms", "poll_p99_ms")
+    }
+    big_peak = max(b["peak_rss_mb"] for b in r["big"].values())
+    lines += [
+        "",
+        f"small jobs ({r['small_members']:,} members): median submit→FINISH {s['median_s'] * 1000:.0f} ms "
+        f"(server-side {s['server_median_s'] * 1000:.0f} ms, max {s['max_s'] * 1000:.0f} ms) over {s['runs']} runs",
+        f"server RSS: idle {r['idle_rss_mb']:.0f} MB; peak {s['peak_rss_mb']:.0f} MB exporting {r['small_members']:,} "
+        f"members ({SMALL_USERS:,} users); peak {big_peak:.0f} MB exporting {members:,} members "
+        f"({r['users']:,} users); peak {load['peak_rss_mb']:.0f} MB under load",
+        f"load: {load['clients']} clients (polling every ~{r['poll_interval_s']}s) for {load['seconds']:.0f}s ({load['stopped']}) while a {members:,}-row "
+        f"export ran: {load['requests']:,} requests; submit p50 {ms['submit_p50_ms']} ms p99 "
+        f"{ms['submit_p99_ms']} ms; poll p50 {ms['poll_p50_ms']} ms p99 {ms['poll_p99_ms']} ms; "
+        f"429s {load['too_many_429']}, errors {load['errors']}",
+        f"pandas: timed on {r['pandas_rows']:,} rows and scaled (rows/s); COPY: DuckDB alone in its own process, "
+        f"default settings, on a copy of the file; times are medians of {r['repeat']} alternating runs",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=10_000_000, help="Users in the big project (default 10M).")
+    p.add_argument("--fresh", action="store_true", help="Rebuild the data dir even if one of this size exists.")
+    p.add_argument("--pandas-rows", type=int, default=1_000_000, help="Rows pandas is timed on (then scaled).")
+    p.add_argument("--small-runs", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=3, help="Runs of each big export (and of its COPY); medians.")
+    p.add_argument("--clients", type=int, default=200, help="Concurrent clients in the load run.")
+    p.add_argument("--load-seconds", type=float, default=60, help="Upper bound of the load run.")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="Mean seconds between a load client's polls.")
+    args = p.parse_args()
+
+    OUT.mkdir(exist_ok=True)
+    data_dir = OUT / f"data-{args.users}"
+    info = prepare(data_dir, args.users, args.fresh)
+    members = info[f"members_{BIG}"]
+    scratch = OUT / "scratch"
+    scratch.mkdir(exist_ok=True)
+
+    db_copy = scratch / "profiles-copy.duckdb"
+    shutil.copyfile(data_dir / "profiles.duckdb", db_copy)
+    pandas_rows = min(args.pandas_rows, members)
+    print(f"timing pandas on {pandas_rows:,} rows…")
+    pandas = time_pandas(db_copy, direct_queries(data_dir, db_copy, KEYS), scratch, pandas_rows)
+
+    print("starting segport serve…")
+    shutil.rmtree(data_dir / "results", ignore_errors=True)  # earlier runs' results would be deduplicated
+    _forget_jobs(data_dir)
+    server = start_server(data_dir)
+    try:
+        with httpx.Client(
+            base_url=server.base, headers={"Authorization": f"Bearer {info['token']}"}, timeout=600
+        ) as http:
+            time.sleep(0.5)
+            idle = server.rss.peak()
+            print(f"small exports ×{args.small_runs}…")
+            small = run_small(http, server.rss, args.small_runs)
+            print(f"big exports ({members:,} rows), each format {args.repeat}× against DuckDB's COPY…")
+            big = run_big(http, server.rss, members, data_dir, db_copy, scratch, args.repeat)
+            print(f"load: {args.clients} clients while a big export runs…")
+            load = run_load(server, http, info["token"], args.clients, args.load_seconds, args.poll_interval)
+    finally:
+        stop_server(server)
+        db_copy.unlink()
+        shutil.rmtree(data_dir / "results", ignore_errors=True)  # gigabytes of exports nobody will read
+
+    results = {
+        "users": args.users,
+        "users_imported": info.get(f"users_{BIG}", args.users),
+        "members": members,
+        "small_members": info[f"members_{SMALL}"],
+        "import_s": info[f"import_s_{BIG}"],
+        "repeat": args.repeat,
+        "pandas_rows": pandas_rows,
+        "pandas_rows_per_s": pandas,
+        "idle_rss_mb": idle,
+        "small": small,
+        "big": big,
+        "load": load,
+        "poll_interval_s": args.poll_interval,
+        "when": datetime.now().isoformat(timespec="seconds"),
+    }
+    (OUT / f"results-{args.users}.json").write_text(json.dumps(results, indent=2))
+    print()
+    print(report(results))
+
+
+def _forget_jobs(data_dir: Path) -> None:
+    """Drop the jobs of earlier runs, so that identical requests are exported again, not deduplicated."""
+    import sqlite3
+
+    con = sqlite3.connect(data_dir / "meta.sqlite")
+    try:
+        con.execute("DELETE FROM jobs")
+        con.commit()
+    finally:
+        con.close()
+
+
+if __name__ == "__main__":
+    main()
