@@ -42,8 +42,8 @@ from segport.client.models import Backoff, Job, JobResult, Progress, ProgressFn,
 T = TypeVar("T")
 Kind = Literal["segment", "tag"]
 FILE_FORMATS = ("csv", "json")
-DEFAULT_TIMEOUT_S = 3600.0  # how long wait() and export_*() wait for a job by default
 HEADER_TYPES = ("key", "name")
+DEFAULT_TIMEOUT_S = 3600.0  # how long wait() and export_*() wait for a job unless told
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,27 +164,21 @@ class Steps(Iterator[Op], Generic[T]):
         self._flow.close()
 
 
+@dataclass(slots=True)
 class Core:
     """Request builder and the flows of every operation (see the module docstring)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None,
-        *,
-        backoff: Backoff,
-        retries: int,
-        max_retry_after_s: float,
-        resumes: int,
-    ) -> None:
-        if not base_url or not base_url.startswith(("http://", "https://")):
-            raise InvalidArgument(f"base_url must start with http:// or https://, not {base_url!r}")
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.backoff = backoff
-        self.retries = retries
-        self.max_retry_after_s = max_retry_after_s
-        self.resumes = resumes
+    base_url: str
+    token: str | None
+    backoff: Backoff
+    retries: int
+    max_retry_after_s: float
+    resumes: int
+
+    def __post_init__(self) -> None:
+        if not self.base_url or not self.base_url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"base_url must start with http:// or https://, not {self.base_url!r}")
+        self.base_url = self.base_url.rstrip("/")
 
     # --- requests ----------------------------------------------------------------------------------
     def auth_headers(self) -> dict[str, str]:
@@ -384,14 +378,7 @@ class Twin(Generic[TransportT, HttpT]):
         max_retry_after_s: float = 60.0,
         verify: bool = True,
     ) -> None:
-        self._core = Core(
-            base_url,
-            token,
-            backoff=backoff or Backoff(),
-            retries=retries,
-            max_retry_after_s=max_retry_after_s,
-            resumes=resumes,
-        )
+        self._core = Core(base_url, token, backoff or Backoff(), retries, max_retry_after_s, resumes)
         self._http: HttpT = self._open(transport, timeout, verify)
 
     def _open(self, transport: TransportT | None, timeout: float, verify: bool) -> HttpT:
