@@ -1,5 +1,6 @@
 """The asynchronous client: :class:`AsyncClient` drives the same flows as :class:`segport.client.Client`
-with ``httpx.AsyncClient`` and ``anyio.sleep``; its methods are the same, awaited."""
+with ``httpx.AsyncClient``, ``anyio.sleep`` and a worker thread for blocking work (loading a DataFrame); its
+methods are the same, awaited."""
 
 from __future__ import annotations
 
