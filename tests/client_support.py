@@ -74,24 +74,25 @@ class ThreadServer:
         self.thread.join(10)
 
 
-class CutDownloads(httpx.BaseTransport):
-    """Wraps a transport; the first ``cuts`` download bodies stop after ``after`` bytes with the error h11 raises
-    when the peer closes early. Records the Range header of every download request."""
+class _Cutter:
+    """What :class:`CutDownloads` and :class:`AsyncCutDownloads` share: which requests to record and alter, and
+    the response that replaces a download's when it is to be cut."""
 
-    def __init__(self, inner: httpx.BaseTransport, *, after: int, cuts: int = 1, ignore_range: bool = False) -> None:
-        self.inner = inner
+    def __init__(self, *, after: int, cuts: int = 1, ignore_range: bool = False) -> None:
         self.after = after
         self.cuts = cuts
         self.ignore_range = ignore_range
         self.ranges: list[str | None] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def _is_download(self, request: httpx.Request) -> bool:
         if request.url.path != "/download":
-            return self.inner.handle_request(request)
+            return False
         self.ranges.append(request.headers.get("range"))
         if self.ignore_range and "range" in request.headers:  # a server without Range support
             del request.headers["range"]
-        response = self.inner.handle_request(request)
+        return True
+
+    def _maybe_cut(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
         if self.cuts <= 0 or response.status_code >= 300:
             return response
         self.cuts -= 1
@@ -100,24 +101,67 @@ class CutDownloads(httpx.BaseTransport):
         )
 
 
-class _Truncated(httpx.SyncByteStream):
+class CutDownloads(_Cutter, httpx.BaseTransport):
+    """Wraps a transport; the first ``cuts`` download bodies stop after ``after`` bytes with the error h11 raises
+    when the peer closes early. Records the Range header of every download request."""
+
+    def __init__(self, inner: httpx.BaseTransport, *, after: int, cuts: int = 1, ignore_range: bool = False) -> None:
+        super().__init__(after=after, cuts=cuts, ignore_range=ignore_range)
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._is_download(request):
+            return self.inner.handle_request(request)
+        return self._maybe_cut(request, self.inner.handle_request(request))
+
+
+class AsyncCutDownloads(_Cutter, httpx.AsyncBaseTransport):
+    """:class:`CutDownloads` for the async client."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, after: int, cuts: int = 1) -> None:
+        super().__init__(after=after, cuts=cuts)
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._is_download(request):
+            return await self.inner.handle_async_request(request)
+        return self._maybe_cut(request, await self.inner.handle_async_request(request))
+
+
+class _Truncated(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that ends after ``limit`` bytes with the error h11 raises when the peer closes early."""
+
     def __init__(self, response: httpx.Response, limit: int) -> None:
         self.response = response
-        self.limit = limit
+        self.left = limit
+
+    def _take(self, chunk: bytes) -> bytes:
+        piece = chunk[: self.left]
+        self.left -= len(piece)
+        return piece
+
+    def _dropped(self) -> httpx.RemoteProtocolError:
+        return httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
     def __iter__(self) -> Iterator[bytes]:
-        sent = 0
         for chunk in self.response.iter_raw():
-            room = self.limit - sent
-            if len(chunk) >= room:
-                if room:
-                    yield chunk[:room]
-                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-            sent += len(chunk)
-            yield chunk
+            if piece := self._take(chunk):
+                yield piece
+            if not self.left:
+                raise self._dropped()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.response.aiter_raw():
+            if piece := self._take(chunk):
+                yield piece
+            if not self.left:
+                raise self._dropped()
 
     def close(self) -> None:
         self.response.close()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
 
 
 @dataclass
@@ -223,48 +267,3 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
-
-
-class AsyncCutDownloads(httpx.AsyncBaseTransport):
-    """:class:`CutDownloads` for the async client."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, *, after: int, cuts: int = 1) -> None:
-        self.inner = inner
-        self.after = after
-        self.cuts = cuts
-        self.ranges: list[str | None] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/download":
-            return await self.inner.handle_async_request(request)
-        self.ranges.append(request.headers.get("range"))
-        response = await self.inner.handle_async_request(request)
-        if self.cuts <= 0 or response.status_code >= 300:
-            return response
-        self.cuts -= 1
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_AsyncTruncated(response, self.after),
-            request=request,
-        )
-
-
-class _AsyncTruncated(httpx.AsyncByteStream):
-    def __init__(self, response: httpx.Response, limit: int) -> None:
-        self.response = response
-        self.limit = limit
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        sent = 0
-        async for chunk in self.response.aiter_raw():
-            room = self.limit - sent
-            if len(chunk) >= room:
-                if room:
-                    yield chunk[:room]
-                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-            sent += len(chunk)
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self.response.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -113,34 +114,35 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert b.delay(5, retry_after=0.0) >= 5.0
 
 
-def test_connection_refused_is_retried_then_connection_failed() -> None:
+@pytest.mark.parametrize(
+    ("error", "call", "retries", "sent"),
+    [
+        # nothing reached the server: any request is retried, then fails
+        (httpx.ConnectError("connection refused"), lambda c: c.job_result("abc"), 2, 3),
+        # a read error after sending could mean a job was created: a POST is not submitted twice
+        (httpx.ReadError("connection reset"), lambda c: c.submit_segment_export("P", "seg_x"), 3, 1),
+    ],
+    ids=[
+        "connection_refused_is_retried_then_connection_failed",
+        "a_post_is_not_resent_after_the_server_may_have_got_it",
+    ],
+)
+def test_transport_errors_are_retried_unless_a_post_may_have_arrived(
+    error: httpx.TransportError, call: Callable[[Client], object], retries: int, sent: int
+) -> None:
     calls: list[httpx.Request] = []
 
-    def refuse(request: httpx.Request) -> httpx.Response:
+    def fail(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        raise httpx.ConnectError("connection refused", request=request)
+        error.request = request
+        raise error
 
     with (
-        Client(BASE, "t", transport=httpx.MockTransport(refuse), backoff=FAST, retries=2) as client,
-        pytest.raises(ConnectionFailed, match="connection refused"),
+        Client(BASE, "t", transport=httpx.MockTransport(fail), backoff=FAST, retries=retries) as client,
+        pytest.raises(ConnectionFailed, match=str(error)),
     ):
-        client.job_result("abc")
-    assert len(calls) == 3
-
-
-def test_a_post_is_not_resent_after_the_server_may_have_got_it() -> None:
-    calls: list[httpx.Request] = []
-
-    def drop(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        raise httpx.ReadError("connection reset", request=request)
-
-    with (
-        Client(BASE, "t", transport=httpx.MockTransport(drop), backoff=FAST, retries=3) as client,
-        pytest.raises(ConnectionFailed),
-    ):
-        client.submit_segment_export("P", "seg_x")
-    assert len(calls) == 1  # a read error after sending could mean a job was created: do not submit twice
+        call(client)
+    assert len(calls) == sent
 
 
 def test_tag_export_request_and_flow(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ bounds on bodies, lists and strings."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -142,9 +144,10 @@ def test_cancel_another_projects_job_is_404(client: TestClient, seeded: Seeded) 
     assert result(client, seeded.token, job["id"])["stage"] == "NONE"
 
 
-def test_cancel_a_running_export_stops_it_and_removes_its_partial_file(
-    app: App, client: TestClient, seeded: Seeded, tmp_path: Path
-) -> None:
+@contextmanager
+def export_being_written(app: App, client: TestClient) -> Iterator[tuple[str, str]]:
+    """A demo export of 300k users, JSON gzip, run by a worker: yields (token, job id) once its file is being
+    written; afterwards waits for the staging folder to be empty again, then stops the worker."""
     from segport.demo import build_demo
 
     token = build_demo(app, users=300_000)  # WlGk4Daj gets the demo catalogue and segment too
@@ -155,20 +158,29 @@ def test_cancel_a_running_export_stops_it_and_removes_its_partial_file(
     w = Worker(app, threads=1)
     w.start()
     try:
-        deadline = time.monotonic() + 30
-        while not any(p.is_file() for p in staging.rglob("*")):  # the COPY is writing
-            assert time.monotonic() < deadline, "the export never started writing"
-            time.sleep(0.005)
-        assert result(client, token, job["id"])["stage"] == "RUNNING"
-        r = client.post(f"/v1/api/job/{job['id']}/cancel", headers=auth(token))
-        assert r.status_code == 200 and r.json()["error"]["code"] == "JOB_CANCELLED"
-        deadline = time.monotonic() + 10
-        while any(staging.iterdir()):
-            assert time.monotonic() < deadline, "the partial file was not removed"
-            time.sleep(0.02)
+        wait_until(lambda: any(p.is_file() for p in staging.rglob("*")), 30, "the export never started writing",
+                   poll_s=0.005)  # the COPY is writing
+        yield token, job["id"]
+        wait_until(lambda: not any(staging.iterdir()), 10, "the partial file was not removed", poll_s=0.02)
     finally:
         w.stop()
-    final = result(client, token, job["id"])
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, failure: str, *, poll_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(poll_s)
+
+
+def test_cancel_a_running_export_stops_it_and_removes_its_partial_file(
+    app: App, client: TestClient, seeded: Seeded, tmp_path: Path
+) -> None:
+    with export_being_written(app, client) as (token, job_id):
+        assert result(client, token, job_id)["stage"] == "RUNNING"
+        r = client.post(f"/v1/api/job/{job_id}/cancel", headers=auth(token))
+        assert r.status_code == 200 and r.json()["error"]["code"] == "JOB_CANCELLED"
+    final = result(client, token, job_id)
     assert final["stage"] == "ERROR" and final["uris"] == []
     assert not (app.settings.data_dir / "results" / final["name"]).exists()
 
@@ -227,27 +239,8 @@ def test_concurrent_identical_submits_make_one_job_and_the_cap_never_overshoots(
 
 def test_cancel_seen_by_the_heartbeat_interrupts_the_export(app: App, client: TestClient, seeded: Seeded) -> None:
     """A cancel recorded by another process (straight in the queue) reaches the worker through its heartbeat."""
-    from segport.demo import build_demo
-
-    token = build_demo(app, users=300_000)
-    body = {"properties": ["id_$basic_userId", "id_$anonymous_user", "usr_name", "usr_city", "usr_total_spend",
-                           "tag_rfm", "tag_channel"], "fileFormat": "json", "compression": "gzip"}
-    job = submit(client, token, body, f"/v1/api/projects/{PROJECT}/segment_profiles/seg_51activity/export_jobs")
-    staging = app.settings.data_dir / "results" / ".staging"
-    w = Worker(app, threads=1)
-    w.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not any(p.is_file() for p in staging.rglob("*")):
-            assert time.monotonic() < deadline, "the export never started writing"
-            time.sleep(0.005)
-        app.queue.cancel(job["id"], error_ttl_s=60, message="cancelled elsewhere")  # not through this service
-        deadline = time.monotonic() + 10
-        while any(staging.iterdir()):
-            assert time.monotonic() < deadline, "the partial file was not removed"
-            time.sleep(0.02)
-    finally:
-        w.stop()
-    final = result(client, token, job["id"])
+    with export_being_written(app, client) as (token, job_id):
+        app.queue.cancel(job_id, error_ttl_s=60, message="cancelled elsewhere")  # not through this service
+    final = result(client, token, job_id)
     assert final["stage"] == "ERROR" and final["error"]["message"] == "cancelled elsewhere"
     assert not (app.settings.data_dir / "results" / final["name"]).exists()

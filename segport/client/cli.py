@@ -9,6 +9,7 @@ unless ``-o -`` sends the file itself there. Exit codes follow segport's CLI: 0 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -80,42 +81,29 @@ def export(
         raise fail(f"--header must be key or name, not {header!r}", 2)
     keys = [k.strip() for p in properties or [] for k in p.split(",") if k.strip()]
     display = Display(Console(stderr=True), quiet)
-    with _client(server, token, retries) as client, display:
+    to_stdout = output == "-"
+    with (
+        _client(server, token, retries) as client,
+        display,
+        # -o -: the file is downloaded completely into a temporary folder, then copied to stdout
+        tempfile.TemporaryDirectory(prefix="segport-") if to_stdout else contextlib.nullcontext(output) as dest,
+    ):
         kind_export = client.export_segment if segment is not None else client.export_tag
         target = segment if segment is not None else tag
-        if output == "-":
-            with tempfile.TemporaryDirectory(prefix="segport-") as tmp:
-                paths = _run(
-                    lambda: kind_export(
-                        project,
-                        target,
-                        keys,
-                        file_format,
-                        header,
-                        dest=tmp,  # type: ignore[arg-type]
-                        timeout=timeout,
-                        progress=display,
-                    )
-                )
-                display.stop()
-                out = sys.stdout.buffer
-                for path in paths:
-                    with open(path, "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 20)
-                out.flush()
-            return
+        assert target is not None  # exactly one of them was given (checked above)
         paths = _run(
             lambda: kind_export(
-                project,
-                target,
-                keys,
-                file_format,
-                header,
-                dest=output,  # type: ignore[arg-type]
-                timeout=timeout,
-                progress=display,
+                project, target, keys, file_format, header, dest=dest, timeout=timeout, progress=display
             )
         )
+        if to_stdout:
+            display.stop()
+            out = sys.stdout.buffer
+            for path in paths:
+                with open(path, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+            out.flush()
+            return
     for path in paths:
         typer.echo(str(path))
 

@@ -1,9 +1,11 @@
 """The client's logic, written once and free of I/O: :class:`Client` and :class:`AsyncClient` both drive it.
 
 Each operation is a generator that yields what it needs done — :class:`Send` a request, :class:`Stream` a
-response body into a sink, :class:`Sleep` — and receives the outcome (a response, or a transport error thrown
-back in). The sync driver runs these with ``httpx.Client`` and ``time.sleep``, the async one with
-``httpx.AsyncClient`` and ``anyio.sleep``; retries, backoff, polling and resumable downloads live only here.
+response body into a sink, :class:`Sleep`, :class:`Work` (blocking work such as loading a DataFrame) — and
+receives the outcome (a response, or a transport error thrown back in). The sync driver runs these with
+``httpx.Client`` and ``time.sleep``, the async one with ``httpx.AsyncClient``, ``anyio.sleep`` and a worker
+thread; argument checks, retries, backoff, polling and resumable downloads live only here, and so do the
+twins' shared constructor (:class:`Twin`) and the loop that steps a flow (:class:`Steps`).
 
 Only what the seed documents is relied on: the submit path and body, ``stage`` + ``uris`` in the job result,
 and ``base + "/download?file=" + uri``. segport's extra fields (``rows``, ``bytes``, ``error``, ...) are used
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -34,12 +36,14 @@ from segport.client.errors import (
     error_from_response,
     parse_retry_after,
 )
+from segport.client.frames import FrameKind, load_frame
 from segport.client.models import Backoff, Job, JobResult, Progress, ProgressFn, emit
 
 T = TypeVar("T")
 Kind = Literal["segment", "tag"]
 FILE_FORMATS = ("csv", "json")
 HEADER_TYPES = ("key", "name")
+DEFAULT_TIMEOUT_S = 3600.0  # how long wait() and export_*() wait for a job unless told
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,47 @@ class RequestSpec:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     json: Any = None
+
+    def build(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        return http.build_request(self.method, self.url, headers=self.headers, json=self.json)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What to export, checked when made (a bad argument fails before any request is sent)."""
+
+    kind: Kind
+    project: str
+    target: str
+    properties: Sequence[str] | None = None
+    file_format: str = "csv"
+    header: str = "key"
+    extra: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for what, value in (("project", self.project), (self.kind, self.target)):
+            if not isinstance(value, str) or not value:
+                raise InvalidArgument(f"{what} must be a non-empty string")
+        if isinstance(self.properties, str):
+            raise InvalidArgument("properties must be a list of keys, not one string")
+        if self.file_format not in FILE_FORMATS:
+            raise InvalidArgument(f"file_format must be csv or json, not {self.file_format!r}")
+        if self.header not in HEADER_TYPES:
+            raise InvalidArgument(f"header must be key or name, not {self.header!r}")
+
+    @property
+    def path(self) -> str:
+        """``/v1/api/projects/{p}/segment_profiles/{key}/export_jobs`` (or ``.../user_tags/{tag}/...``)."""
+        collection = "segment_profiles" if self.kind == "segment" else "user_tags"
+        return f"/v1/api/projects/{quote(self.project, safe='')}/{collection}/{quote(self.target, safe='')}/export_jobs"
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"properties": list(self.properties or []), "fileFormat": self.file_format}
+        if self.file_format == "csv":  # the seed: csvHeaderType only applies to csv
+            body["csvHeaderType"] = self.header
+        body.update(self.extra or {})
+        return body
 
 
 class Sink(Protocol):
@@ -78,63 +123,70 @@ class Sleep:
     seconds: float
 
 
-Op = Send | Stream | Sleep
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Call ``fn()`` and return its value: blocking work the async driver keeps off the event loop."""
+
+    fn: Callable[[], Any]
+
+
+Op = Send | Stream | Sleep | Work
 Flow = Generator[Op, Any, T]
 
 
+class Steps(Iterator[Op], Generic[T]):
+    """A driver's view of one flow: iterate for the next op, hand its outcome back with :meth:`answer` or
+    :meth:`fail` (the flow retries, resumes, or cleans up and re-raises); once the iteration ends,
+    :attr:`result` is the flow's value. :meth:`close` ends an unfinished flow (its ``finally`` runs)."""
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self._flow = flow
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.result: T
+
+    def __next__(self) -> Op:
+        value, error = self._value, self._error
+        self._value, self._error = None, None
+        try:
+            return self._flow.throw(error) if error is not None else self._flow.send(value)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise StopIteration from None
+
+    def answer(self, value: Any) -> None:
+        self._value = value
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+
+    def close(self) -> None:
+        self._flow.close()
+
+
+@dataclass(slots=True)
 class Core:
     """Request builder and the flows of every operation (see the module docstring)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None,
-        *,
-        backoff: Backoff,
-        retries: int,
-        max_retry_after_s: float,
-        resumes: int,
-    ) -> None:
-        if not base_url or not base_url.startswith(("http://", "https://")):
-            raise InvalidArgument(f"base_url must start with http:// or https://, not {base_url!r}")
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-        self.backoff = backoff
-        self.retries = retries
-        self.max_retry_after_s = max_retry_after_s
-        self.resumes = resumes
+    base_url: str
+    token: str | None
+    backoff: Backoff
+    retries: int
+    max_retry_after_s: float
+    resumes: int
+
+    def __post_init__(self) -> None:
+        if not self.base_url or not self.base_url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"base_url must start with http:// or https://, not {self.base_url!r}")
+        self.base_url = self.base_url.rstrip("/")
 
     # --- requests ----------------------------------------------------------------------------------
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def submit_request(
-        self,
-        kind: Kind,
-        project: str,
-        target: str,
-        properties: Sequence[str] | None,
-        file_format: str,
-        header: str,
-        extra: dict[str, Any] | None = None,
-    ) -> RequestSpec:
-        """``POST .../segment_profiles/{key}/export_jobs`` (or ``.../user_tags/{tag}/export_jobs``)."""
-        for what, value in (("project", project), (kind, target)):
-            if not isinstance(value, str) or not value:
-                raise InvalidArgument(f"{what} must be a non-empty string")
-        if isinstance(properties, str):
-            raise InvalidArgument("properties must be a list of keys, not one string")
-        if file_format not in FILE_FORMATS:
-            raise InvalidArgument(f"file_format must be csv or json, not {file_format!r}")
-        if header not in HEADER_TYPES:
-            raise InvalidArgument(f"header must be key or name, not {header!r}")
-        body: dict[str, Any] = {"properties": list(properties or []), "fileFormat": file_format}
-        if file_format == "csv":  # the seed: csvHeaderType only applies to csv
-            body["csvHeaderType"] = header
-        body.update(extra or {})
-        collection = "segment_profiles" if kind == "segment" else "user_tags"
-        path = f"/v1/api/projects/{quote(project, safe='')}/{collection}/{quote(target, safe='')}/export_jobs"
-        return RequestSpec("POST", self.base_url + path, self.auth_headers(), body)
+    def submit_request(self, order: Order) -> RequestSpec:
+        """``POST`` the order's body to its path."""
+        return RequestSpec("POST", self.base_url + order.path, self.auth_headers(), order.body)
 
     def result_request(self, job_id: str) -> RequestSpec:
         if not job_id:
@@ -178,17 +230,8 @@ class Core:
         return error.retry_after is None or error.retry_after <= self.max_retry_after_s
 
     # --- operations --------------------------------------------------------------------------------
-    def submit(
-        self,
-        kind: Kind,
-        project: str,
-        target: str,
-        properties: Sequence[str] | None,
-        file_format: str,
-        header: str,
-        extra: dict[str, Any] | None = None,
-    ) -> Flow[Job]:
-        spec = self.submit_request(kind, project, target, properties, file_format, header, extra)
+    def submit(self, order: Order) -> Flow[Job]:
+        spec = self.submit_request(order)
         response = yield from self.call(spec, idempotent=False)
         data = _json(response)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
@@ -292,27 +335,58 @@ class Core:
 
     def export(
         self,
-        kind: Kind,
-        project: str,
-        target: str,
-        properties: Sequence[str] | None,
-        file_format: str,
-        header: str,
+        order: Order,
         dest: str | os.PathLike[str],
         timeout: float | None,
         progress: ProgressFn | None,
-        extra: dict[str, Any] | None = None,
-    ) -> Flow[list[Path]]:
-        """Submit, wait, download every file: the paths written, in the server's order."""
+        as_frame: FrameKind | None = None,
+    ) -> Flow[list[Path] | Any]:
+        """Submit, wait, download every file: the paths written, in the server's order (or, with ``as_frame``,
+        one DataFrame of them)."""
         started = time.monotonic()
-        job = yield from self.submit(kind, project, target, properties, file_format, header, extra)
+        job = yield from self.submit(order)
         emit(progress, Progress("submitted", time.monotonic() - started, job))
         result = yield from self.wait(job, timeout, progress, started)
         paths = []
         for uri, path in zip(result.uris, target_paths(result.uris, dest), strict=True):
             paths.append((yield from self.download(uri, path, progress, started, job)))
         emit(progress, Progress("done", time.monotonic() - started, job, result.stage, result.rows))
+        if as_frame:
+            return (yield Work(lambda: load_frame(paths, order.file_format, as_frame)))
         return paths
+
+
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+
+class Twin(Generic[TransportT, HttpT]):
+    """What :class:`~segport.client.Client` and :class:`~segport.client.AsyncClient` share: their arguments
+    (documented on :class:`~segport.client.Client`), the :class:`Core` and ``base_url``. A twin adds only its
+    I/O: the httpx client it opens (:meth:`_open`), running ops, and its public methods' signatures."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        transport: TransportT | None = None,
+        timeout: float = 30.0,
+        backoff: Backoff | None = None,
+        retries: int = 4,
+        resumes: int = 5,
+        max_retry_after_s: float = 60.0,
+        verify: bool = True,
+    ) -> None:
+        self._core = Core(base_url, token, backoff or Backoff(), retries, max_retry_after_s, resumes)
+        self._http: HttpT = self._open(transport, timeout, verify)
+
+    def _open(self, transport: TransportT | None, timeout: float, verify: bool) -> HttpT:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return self._core.base_url
 
 
 def _json(response: httpx.Response) -> Any:

@@ -75,9 +75,18 @@ class JobFailed(ClientError):
 
 # --- error answers from the server ----------------------------------------------------------------
 class ApiError(ClientError):
-    """An error answer. ``status`` is the HTTP status, ``code`` the server's code (or a generic one)."""
+    """An error answer. ``status`` is the HTTP status, ``code`` the server's code (or a generic one).
+
+    A subclass names the server code it stands for (and its exit code, else its parent's) in its class line:
+    ``class TagNotFound(NotFound, code="TAG_NOT_FOUND")`` — so the list below reads as the table it is."""
 
     server_code: ClassVar[str] = "HTTP_ERROR"
+
+    def __init_subclass__(cls, *, code: str, exit_code: int | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.server_code = code
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
     def __init__(self, message: str, *, status: int, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -89,103 +98,71 @@ class ApiError(ClientError):
         return f"{self.message} ({self.code}, HTTP {self.status})"
 
 
-class BadRequest(ApiError):
-    server_code = "BAD_REQUEST"
-    exit_code = 2
+class BadRequest(ApiError, code="BAD_REQUEST", exit_code=2): ...
 
 
-class InvalidBody(BadRequest):
-    server_code = "INVALID_BODY"
+class InvalidBody(BadRequest, code="INVALID_BODY"): ...
 
 
-class InvalidParameter(BadRequest):
-    server_code = "INVALID_PARAMETER"
+class InvalidParameter(BadRequest, code="INVALID_PARAMETER"): ...
 
 
-class TooManyProperties(BadRequest):
-    server_code = "TOO_MANY_PROPERTIES"
+class TooManyProperties(BadRequest, code="TOO_MANY_PROPERTIES"): ...
 
 
-class UnknownKey(BadRequest):
-    server_code = "UNKNOWN_KEY"
+class UnknownKey(BadRequest, code="UNKNOWN_KEY"): ...
 
 
-class InvalidKey(BadRequest):
-    server_code = "INVALID_KEY"
+class InvalidKey(BadRequest, code="INVALID_KEY"): ...
 
 
-class PayloadTooLarge(BadRequest):
-    server_code = "PAYLOAD_TOO_LARGE"
+class PayloadTooLarge(BadRequest, code="PAYLOAD_TOO_LARGE"): ...
 
 
-class AuthError(ApiError):
+class AuthError(ApiError, code="AUTH_ERROR", exit_code=3):
     """HTTP 401/403: the token is missing, wrong, revoked, or may not do this."""
 
-    server_code = "AUTH_ERROR"
-    exit_code = 3
+
+class Unauthorized(AuthError, code="UNAUTHORIZED"): ...
 
 
-class Unauthorized(AuthError):
-    server_code = "UNAUTHORIZED"
+class Forbidden(AuthError, code="FORBIDDEN"): ...
 
 
-class Forbidden(AuthError):
-    server_code = "FORBIDDEN"
+class NotFound(ApiError, code="NOT_FOUND", exit_code=4): ...
 
 
-class NotFound(ApiError):
-    server_code = "NOT_FOUND"
-    exit_code = 4
+class ProjectNotFound(NotFound, code="PROJECT_NOT_FOUND"): ...
 
 
-class ProjectNotFound(NotFound):
-    server_code = "PROJECT_NOT_FOUND"
+class SegmentNotFound(NotFound, code="SEGMENT_NOT_FOUND"): ...
 
 
-class SegmentNotFound(NotFound):
-    server_code = "SEGMENT_NOT_FOUND"
+class TagNotFound(NotFound, code="TAG_NOT_FOUND"): ...
 
 
-class TagNotFound(NotFound):
-    server_code = "TAG_NOT_FOUND"
+class JobNotFound(NotFound, code="JOB_NOT_FOUND"): ...
 
 
-class JobNotFound(NotFound):
-    server_code = "JOB_NOT_FOUND"
+class FileNotFound(NotFound, code="FILE_NOT_FOUND"): ...
 
 
-class FileNotFound(NotFound):
-    server_code = "FILE_NOT_FOUND"
-
-
-class JobExpired(ApiError):
+class JobExpired(ApiError, code="JOB_EXPIRED", exit_code=4):
     """HTTP 410: the job's results were deleted after their time to live."""
 
-    server_code = "JOB_EXPIRED"
-    exit_code = 4
+
+class Conflict(ApiError, code="CONFLICT", exit_code=2): ...
 
 
-class Conflict(ApiError):
-    server_code = "CONFLICT"
-    exit_code = 2
-
-
-class TooManyRequests(ApiError):
+class TooManyRequests(ApiError, code="TOO_MANY_REQUESTS", exit_code=5):
     """HTTP 429; ``retry_after`` holds the server's ``Retry-After`` in seconds when it sent one."""
 
-    server_code = "TOO_MANY_REQUESTS"
-    exit_code = 5
+
+class TooManyJobs(TooManyRequests, code="TOO_MANY_JOBS"): ...
 
 
-class TooManyJobs(TooManyRequests):
-    server_code = "TOO_MANY_JOBS"
-
-
-class ServerError(ApiError):
+class ServerError(ApiError, code="INTERNAL_ERROR", exit_code=1):
     """HTTP 5xx."""
-
-    server_code = "INTERNAL_ERROR"
-    exit_code = 1
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
