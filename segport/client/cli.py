@@ -13,6 +13,7 @@ import json
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -83,20 +84,16 @@ def export(
     with _client(server, token, retries) as client, display:
         kind_export = client.export_segment if segment is not None else client.export_tag
         target = segment if segment is not None else tag
+
+        def download_to(dest: str) -> list[Path]:
+            return _run(
+                lambda: kind_export(project, target, keys, file_format, header,  # type: ignore[arg-type]
+                                    dest=dest, timeout=timeout, progress=display)
+            )
+
         if output == "-":
             with tempfile.TemporaryDirectory(prefix="segport-") as tmp:
-                paths = _run(
-                    lambda: kind_export(
-                        project,
-                        target,
-                        keys,
-                        file_format,
-                        header,
-                        dest=tmp,  # type: ignore[arg-type]
-                        timeout=timeout,
-                        progress=display,
-                    )
-                )
+                paths = download_to(tmp)
                 display.stop()
                 out = sys.stdout.buffer
                 for path in paths:
@@ -104,18 +101,7 @@ def export(
                         shutil.copyfileobj(f, out, 1 << 20)
                 out.flush()
             return
-        paths = _run(
-            lambda: kind_export(
-                project,
-                target,
-                keys,
-                file_format,
-                header,
-                dest=output,  # type: ignore[arg-type]
-                timeout=timeout,
-                progress=display,
-            )
-        )
+        paths = download_to(output)
     for path in paths:
         typer.echo(str(path))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -253,10 +252,6 @@ class MetaStore:
 
 def _entry(r: CatalogRow) -> CatalogEntry:
     return CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), r.multi, r.description)
-
-
-def segment_rule(row: SegmentRow) -> Any:
-    return json.loads(row.rule) if row.rule else None
 
 
 def iso_ms(value: datetime | None) -> str | None:
