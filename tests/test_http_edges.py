@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import json
 
 from fastapi.testclient import TestClient
 
@@ -45,3 +46,17 @@ def test_head_on_a_download_answers_the_headers_of_get_without_the_body(
         assert head.headers[name] == get.headers[name]
     assert client.head(url, headers=auth(seeded.other_token)).status_code == 404  # same rules as GET
     assert client.head(url).status_code == 401
+
+
+def test_413_and_414_come_from_the_one_error_renderer(client: TestClient, seeded: Seeded) -> None:
+    """The raw-ASGI guards answer with exactly the bytes every other error has (compact JSON, same shape)."""
+    answers = [
+        client.post(EXPORT, headers=auth(seeded.token), content=b" " * (1 << 21)),  # body over max_body_bytes
+        client.get("/v1/api/job/result/" + "x" * 600, headers=auth(seeded.token)),  # a path segment over 512
+        client.post(EXPORT, headers=auth(seeded.token), content=b"{"),  # an ordinary 400
+    ]
+    assert [r.status_code for r in answers] == [413, 414, 400]
+    for r in answers:
+        assert r.headers["content-type"] == "application/json"
+        assert r.content == json.dumps(r.json(), separators=(",", ":"), ensure_ascii=False).encode()
+        assert set(r.json()["error"]) == {"code", "message"}
