@@ -7,6 +7,7 @@ import codecs
 import gzip
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 
 from segport.worker import Worker
@@ -60,3 +61,26 @@ def test_413_and_414_come_from_the_one_error_renderer(client: TestClient, seeded
         assert r.headers["content-type"] == "application/json"
         assert r.content == json.dumps(r.json(), separators=(",", ":"), ensure_ascii=False).encode()
         assert set(r.json()["error"]) == {"code", "message"}
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "items=0-1", "bytes=5-1", "bytes"])
+def test_download_ignores_a_range_header_it_cannot_use_and_sends_the_whole_file(
+    client: TestClient, worker: Worker, seeded: Seeded, header: str
+) -> None:
+    _, result, content = run_export(client, worker, seeded.token, {"properties": ["usr_gender"]})
+    r = client.get("/download?file=" + result["uris"][0], headers={**auth(seeded.token), "Range": header})
+    assert r.status_code == 200  # RFC 9110 §14.2; Starlette answered a text/plain 400
+    assert r.content == content
+
+
+def test_download_range_past_the_end_is_a_json_416_with_content_range(
+    client: TestClient, worker: Worker, seeded: Seeded
+) -> None:
+    _, result, content = run_export(client, worker, seeded.token, {"properties": ["usr_gender"]})
+    url = "/download?file=" + result["uris"][0]
+    r = client.get(url, headers={**auth(seeded.token), "Range": f"bytes={len(content)}-"})
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{len(content)}"
+    assert r.json()["error"]["code"] == "RANGE_NOT_SATISFIABLE"
+    part = client.get(url, headers={**auth(seeded.token), "Range": "bytes=2-5"})  # a good range still works
+    assert (part.status_code, part.content) == (206, content[2:6])

@@ -13,6 +13,7 @@ from segport.domain.jobs import TargetKind
 from segport.errors import InvalidBody
 from segport.http.auth import principal
 from segport.http.errors import describe_validation
+from segport.http.files import ResultFileResponse
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
 from segport.http.views import job_result
 from segport.services.exports import ExportRequest
@@ -83,7 +84,7 @@ def get_job_result(id: str, request: Request, who: Who) -> JobResult:
 )
 def download(request: Request, who: Who, file: Annotated[str, Query(max_length=1024)]) -> FileResponse:
     found = request.app.state.segport.exports.download(who, file)
-    return FileResponse(found.path, media_type=found.media_type, filename=found.file_name)
+    return ResultFileResponse(found.path, media_type=found.media_type, filename=found.file_name)
 
 
 # HEAD answers what GET would, without the body (curl -I, download managers checking the size first)
