@@ -275,8 +275,8 @@ def worker(once: Annotated[bool, typer.Option(help="Run queued jobs, then exit."
 @handled
 def demo(
     users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 100_000,
-    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Listen port.")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: SEGPORT_HOST, else 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: SEGPORT_PORT, else 8000).")] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the data dir, print, and exit.")] = False,
 ) -> None:
     """Build a demo data dir (project WlGk4Daj, segment seg_51activity), print a token and curl lines, serve."""

@@ -1,4 +1,5 @@
-"""A bad setting, from a flag or a SEGPORT_* variable, is one line naming it and exit 2, not a traceback."""
+"""Settings on the command line: a bad one is one line naming it (exit 2, not a traceback), and every command
+reads SEGPORT_* the same way."""
 
 from __future__ import annotations
 
@@ -25,3 +26,11 @@ def test_malformed_environment_setting_is_one_line_naming_the_variable(tmp_path:
     assert result.exit_code == 2
     assert result.stderr.startswith("error: setting max_properties (SEGPORT_MAX_PROPERTIES): ")
     assert result.stderr.count("\n") == 1 and "'sixty'" in result.stderr
+
+
+def test_demo_takes_host_and_port_from_the_environment_like_every_setting(tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["--data-dir", str(tmp_path / "d"), "demo", "--users", "20", "--no-serve"],
+                           env={"SEGPORT_PORT": "9123"})
+    assert result.exit_code == 0, result.output
+    assert "'http://127.0.0.1:9123/v1/api/projects/WlGk4Daj/segment_profiles/seg_51activity/export_jobs'" in result.stdout
+    assert ":8000" not in result.stdout
