@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,7 @@ def _parse(command: str, last_job: str, last_uri: str) -> tuple[str, str, str | 
 
 
 @pytest.fixture
-def demo(app: App) -> tuple[TestClient, Worker, str]:
+def demo(app: App) -> Iterator[tuple[TestClient, Worker, str]]:
     token = build_demo(app, users=300)
     with TestClient(create_app(app, run_workers=False)) as client:
         yield client, Worker(app), token
