@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from segport.app import App, build
-from segport.errors import SegportError
+from segport.errors import InvalidParameter, SegportError
 from segport.settings import Settings
 
 cli = typer.Typer(help="segport: self-hosted segment exports, wire-compatible with GrowingIO.", no_args_is_help=True,
@@ -55,7 +56,12 @@ def settings(**overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
     if State.data_dir is not None:
         values["data_dir"] = State.data_dir
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:  # a bad flag or SEGPORT_* variable: one line naming it, not a traceback
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise InvalidParameter(f"setting {name} (SEGPORT_{name.upper()}): {err['msg']}, not {err.get('input')!r}") from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -202,8 +208,8 @@ def worker(once: Annotated[bool, typer.Option(help="Run queued jobs, then exit."
 @handled
 def demo(
     users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 100_000,
-    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Listen port.")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: SEGPORT_HOST, else 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: SEGPORT_PORT, else 8000).")] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the data dir, print, and exit.")] = False,
 ) -> None:
     """Build a demo data dir (project WlGk4Daj, segment seg_51activity), print a token and curl lines, serve."""

@@ -97,6 +97,14 @@ class PayloadTooLarge(SegportError):
     exit_code = 2
 
 
+class RangeNotSatisfiable(SegportError):
+    """A download's ``Range`` starts past the end of the file."""
+
+    status = 416
+    code = "RANGE_NOT_SATISFIABLE"
+    exit_code = 2
+
+
 # --- 401/403: who is asking ----------------------------------------------------------------------
 class Unauthorized(SegportError):
     status = 401

@@ -71,3 +71,11 @@ def test_transition_table_is_the_only_way() -> None:
     with pytest.raises(InvalidTransition):
         check_transition(Stage.NONE, Stage.FINISH)
     assert TRANSITIONS[Stage.EXPIRED] == frozenset()
+
+
+@pytest.mark.parametrize("name", ["名" * 200, "a" * 300, "é" * 200, "名" * 49 + "ab" + "名" * 10, "x" * 149 + "名"])
+def test_result_file_names_fit_in_255_bytes_and_are_cut_between_characters(name: str) -> None:
+    (file_name,) = result_file_names(name, "2026-11-29", "json.gz", 1)
+    assert len(file_name.encode()) + len(".bom") <= 255
+    stem = file_name.removesuffix("_2026-11-29_UserList.json.gz")
+    assert name.startswith(stem) and len(stem.encode()) <= 150

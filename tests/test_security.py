@@ -137,6 +137,7 @@ NASTY_NAMES = [
     "back\\slash <x> | y? *",
     " .. ",
     "plain-ascii name",
+    "超长的群体画像名称" * 22,  # 198 characters, 594 bytes of UTF-8: more than a file name may hold
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key
@@ -35,7 +35,6 @@ class ExportSpec:
     header: HeaderType = HeaderType.KEY
     bom: bool = False
     compression: Compression = Compression.NONE
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def extension(self) -> str:
@@ -56,7 +55,6 @@ class ExportSpec:
             header=HeaderType(data["header"]),
             bom=bool(data.get("bom", False)),
             compression=Compression(data.get("compression", "none")),
-            extra=dict(data.get("extra", {})),
         )
 
     def fingerprint(self, *parts: str) -> str:

@@ -16,6 +16,9 @@ RESULT_PREFIX = "/jobs/results/"
 JOB_NAME_RE = re.compile(r"^DE[ST]-\d{12}-\d{1,24}$")
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9]{8}$")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# file names are at most 255 bytes (NAME_MAX), and a Chinese character takes 3: 150 bytes leave room for
+# "_yyyy-MM-dd_UserList_<part>.json.gz" and a temporary suffix
+MAX_STEM_BYTES = 150
 
 
 def new_job_id() -> str:
@@ -37,9 +40,11 @@ def new_job_name(kind: TargetKind, now: datetime, tz: str) -> str:
 
 
 def safe_file_stem(name: str) -> str:
-    """A display name made safe as one path component: separators and control characters become ``_``."""
+    """A display name made safe as one path component: separators and control characters become ``_``, and
+    at most ``MAX_STEM_BYTES`` of UTF-8 (cut between characters) so the file name fits the file system."""
     cleaned = _UNSAFE.sub("_", name).strip().strip(".")
-    return cleaned[:150] or "segment"
+    cleaned = cleaned.encode()[:MAX_STEM_BYTES].decode("utf-8", "ignore").rstrip().rstrip(".")
+    return cleaned or "segment"
 
 
 def result_file_names(

@@ -33,6 +33,7 @@ _CMP = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 MAX_DEPTH = 32
 MAX_NODES = 1000
 MAX_LIST = 10_000
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ def parse_rule_text(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRule(f"rule is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # json.loads recurses once per nesting level
+        raise InvalidRule(f"rule is too large (at most {MAX_DEPTH} levels and {MAX_NODES} nodes)") from None
 
 
 def rule_keys(rule: Any) -> set[str]:
@@ -196,16 +199,19 @@ def coerce_value(entry: CatalogEntry, value: Any, where: str) -> Any:
     if t is ValueType.INT:
         if isinstance(value, bool):
             raise bad
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str):
             try:
-                return int(value.strip())
+                number = int(value.strip())
             except ValueError:
                 raise bad from None
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        if number is None or not INT_MIN <= number <= INT_MAX:  # the column is a 64-bit BIGINT
+            raise bad
+        return number
     if t is ValueType.DOUBLE:
         if isinstance(value, bool):
             raise bad

@@ -7,8 +7,9 @@ database or an error message.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from segport.http.errors import error_response
 
 MAX_PATH = 2048
 MAX_SEGMENT = 512  # a percent-encoded result uri (segment names up to 150 characters) fits
@@ -31,9 +32,6 @@ class RequestLineLimit:
             elif len(query) > MAX_QUERY:
                 problem = f"the query string is longer than {MAX_QUERY} bytes"
             if problem:
-                body = json.dumps({"error": {"code": "URI_TOO_LONG", "message": problem}}).encode()
-                await send({"type": "http.response.start", "status": 414, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await error_response(414, "URI_TOO_LONG", problem)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

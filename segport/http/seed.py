@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,6 +13,7 @@ from segport.domain.jobs import TargetKind
 from segport.errors import InvalidBody
 from segport.http.auth import principal
 from segport.http.errors import describe_validation
+from segport.http.files import ResultFileResponse
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
 from segport.http.views import job_result
 from segport.services.exports import ExportRequest
@@ -22,8 +24,14 @@ Who = Annotated[Principal, Depends(principal)]
 
 
 async def export_body(request: Request) -> ExportRequest:
-    """The export body, parsed as JSON whatever the Content-Type (curl -d sends form encoding); empty = defaults."""
-    raw = await request.body()
+    """The export body, parsed as JSON whatever the Content-Type (curl -d sends form encoding); empty = defaults.
+
+    A leading UTF-8 byte-order mark is skipped (Windows tools write one; RFC 8259 lets parsers ignore it). A
+    compressed body is refused by name rather than reported as broken JSON."""
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        raise InvalidBody(f"Content-Encoding {coding[:40]!r} is not supported: send the JSON body uncompressed")
+    raw = (await request.body()).removeprefix(codecs.BOM_UTF8)
     if not raw.strip():
         body = ExportJobBody()
     else:
@@ -76,4 +84,8 @@ def get_job_result(id: str, request: Request, who: Who) -> JobResult:
 )
 def download(request: Request, who: Who, file: Annotated[str, Query(max_length=1024)]) -> FileResponse:
     found = request.app.state.segport.exports.download(who, file)
-    return FileResponse(found.path, media_type=found.media_type, filename=found.file_name)
+    return ResultFileResponse(found.path, media_type=found.media_type, filename=found.file_name)
+
+
+# HEAD answers what GET would, without the body (curl -I, download managers checking the size first)
+router.head("/download", include_in_schema=False)(download)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -87,7 +86,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await _reject(send, limit)
+                    await _reject(scope, receive, send, limit)
                     return
         seen = 0
 
@@ -103,17 +102,13 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _reject(send, limit)
+            await _reject(scope, receive, send, limit)
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _reject(send: Any, limit: int) -> None:
-    body = json.dumps(
-        {"error": {"code": "PAYLOAD_TOO_LARGE", "message": f"request body is larger than {limit} bytes"}}
-    ).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _reject(scope: dict[str, Any], receive: Any, send: Any, limit: int) -> None:
+    response = errors.error_response(413, "PAYLOAD_TOO_LARGE", f"request body is larger than {limit} bytes")
+    await response(scope, receive, send)

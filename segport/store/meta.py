@@ -29,6 +29,9 @@ from segport.store.models import CatalogRow, Project, SegmentRow, Token, TokenPr
 
 PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9]{8}$")
 SEGMENT_KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+# DuckDB names (tables users_<project> and m_<project>_<segment>, columns <key>) ignore case: two ids that
+# differ only in case would share one table or column, so the second is refused
+_CASE_NOTE = "names that differ only in upper/lower case cannot be told apart by the profile engine"
 
 
 def hash_token(raw: str) -> str:
@@ -63,6 +66,9 @@ class MetaStore:
             with self.db.write() as s:
                 if s.get(Project, project_id) is not None:
                     raise AlreadyExists(f"project {project_id} already exists")
+                twin = s.scalar(select(Project.id).where(func.lower(Project.id) == project_id.lower()))
+                if twin is not None:
+                    raise AlreadyExists(f"project {twin} already exists; {_CASE_NOTE}")
                 row = Project(id=project_id, name=name, timezone=timezone, created_at=utcnow())
                 s.add(row)
         except IntegrityError:  # PostgreSQL: created by a concurrent writer after our check
@@ -151,9 +157,13 @@ class MetaStore:
         added = updated = 0
         with self.db.write() as s:
             pos = s.scalar(select(func.max(CatalogRow.position)).where(CatalogRow.project_id == project_id)) or 0
+            folded = {k.lower(): k for k in s.scalars(select(CatalogRow.key).where(CatalogRow.project_id == project_id))}
             for e in entries:
                 row = s.get(CatalogRow, (project_id, e.key))
                 if row is None:
+                    twin = folded.setdefault(e.key.lower(), e.key)
+                    if twin != e.key:
+                        raise InvalidParameter(f"key {e.key!r} clashes with the key {twin!r}; {_CASE_NOTE}")
                     pos += 1
                     s.add(
                         CatalogRow(
@@ -185,6 +195,10 @@ class MetaStore:
             with self.db.write() as s:
                 if s.get(SegmentRow, (row.project_id, row.key)) is not None:
                     raise AlreadyExists(f"segment {row.key!r} already exists in project {row.project_id}")
+                twin = s.scalar(select(SegmentRow.key).where(
+                    SegmentRow.project_id == row.project_id, func.lower(SegmentRow.key) == row.key.lower()))
+                if twin is not None:
+                    raise AlreadyExists(f"segment {twin!r} already exists in project {row.project_id}; {_CASE_NOTE}")
                 s.add(row)
         except IntegrityError:  # PostgreSQL: created by a concurrent writer after our check
             raise AlreadyExists(f"segment {row.key!r} already exists in project {row.project_id}") from None
@@ -242,6 +256,7 @@ def _entry(r: CatalogRow) -> CatalogEntry:
 
 
 def segment_rule(row: SegmentRow) -> Any:
+    """A segment's rule tree as stored (``None`` for an id-list segment)."""
     return json.loads(row.rule) if row.rule else None
 
 
