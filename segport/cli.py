@@ -8,7 +8,6 @@ found, 5 busy, 6 job failed, 7 timed out, 8 server unreachable or download faile
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -251,7 +250,3 @@ if __name__ == "__main__":
     from segport.cli import main as _main
 
     _main()
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2)

@@ -156,6 +156,14 @@ class JobExpired(SegportError):
 
 
 # --- 429: slow down ------------------------------------------------------------------------------
+class EngineBusy(SegportError):
+    """The profile database is held by another process (one writer per embedded file)."""
+
+    status = 503
+    code = "ENGINE_BUSY"
+    exit_code = 5
+
+
 class TooManyJobs(SegportError):
     status = 429
     code = "TOO_MANY_JOBS"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,20 @@ def test_segment_with_an_unknown_key_is_refused(data: Path) -> None:
     assert code == 2
     assert "unknown key 'usr_nope'" in err
     assert run(data, "segment", "list", "--project", PROJECT)[1] == ""
+
+
+def test_a_profile_file_held_by_another_process_is_busy_not_a_failed_job(data: Path, tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('ok', flush=True); "
+         "time.sleep(60)", str(data / "profiles.duckdb")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        code, _, err = run(data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "u.csv", USERS)))
+        assert code == 5
+        assert err.strip().splitlines()[-1].startswith("error: the profile database")
+        assert "in use by another process" in err
+    finally:
+        holder.kill()
+        holder.wait()

@@ -23,7 +23,7 @@ from segport.engine.base import ComputeResult, ExportOutput, ImportReport, Segme
 from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
 from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
-from segport.errors import ExportFailed, SegmentNotFound, StorageFull
+from segport.errors import EngineBusy, ExportFailed, SegmentNotFound, StorageFull
 
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS segport_state (
@@ -44,7 +44,13 @@ class DuckDBEngine:
         try:
             self._con = duckdb.connect(str(path), config=config)
         except duckdb.IOException as exc:
-            raise ExportFailed(f"cannot open the profile database {path}: {exc}") from exc
+            first = str(exc).splitlines()[0]
+            if "lock" in first.lower():
+                raise EngineBusy(
+                    f"the profile database {path} is in use by another process (is `segport serve` running "
+                    f"on this data dir without a server.json?): {first}"
+                ) from exc
+            raise ExportFailed(f"cannot open the profile database {path}: {first}") from exc
         self._memory_limit, self._import_memory_limit = memory_limit, import_memory_limit
         self.chunk_rows = duckdb_writer.CHUNK_ROWS  # members one COPY sorts at once (see duckdb_writer)
         self._writer = threading.Lock()
