@@ -47,10 +47,20 @@ class Database:
             yield session
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """A Core connection for reads on the hot path (no ORM session: a fraction of its CPU per query)."""
+    def connect(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A Core connection for reads on the hot path (no ORM session: a fraction of its CPU per query).
+
+        On SQLite each statement is its own transaction unless ``snapshot`` (one ``BEGIN`` for all of them):
+        a one-statement read then costs one call into SQLite instead of three (``BEGIN``, the query,
+        ``ROLLBACK``), and every call releases the GIL, which under load takes a while to come back.
+        """
         with self.engine.connect() as conn:
-            yield conn
+            if self.is_sqlite and not snapshot:
+                conn.info["segport_no_begin"] = True
+            try:
+                yield conn
+            finally:
+                conn.info.pop("segport_no_begin", None)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -101,5 +111,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
+        if conn.info.get("segport_no_begin"):
+            return  # autocommit: each statement reads its own snapshot (Database.connect)
         immediate = conn.info.pop("segport_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -159,7 +159,7 @@ class MetaStore:
     def export_target(self, project_id: str, segment_key: str | None) -> tuple[Any, Catalog, SegmentRef | None]:
         """What a submit needs, read in one connection: the project row, its catalogue and (with
         ``segment_key``) the segment. Raises :class:`ProjectNotFound` / :class:`SegmentNotFound`."""
-        with self.db.connect() as conn:
+        with self.db.connect(snapshot=True) as conn:
             project = conn.execute(_PROJECT, {"project_id": project_id}).first()
             if project is None:
                 raise ProjectNotFound(f"project {project_id!r} not found")
