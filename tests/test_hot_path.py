@@ -22,12 +22,16 @@ def _sqlite(app: App) -> sqlite3.Connection:
     return sqlite3.connect(app.settings.data_dir / "meta.sqlite", isolation_level=None)
 
 
-def test_a_token_revoked_by_another_process_fails_on_the_next_poll(app: App, client: TestClient, seeded: Seeded) -> None:
+def test_a_token_revoked_by_another_process_fails_on_the_next_poll(
+    app: App, client: TestClient, seeded: Seeded
+) -> None:
     job = client.post(EXPORT, headers=auth(seeded.token), json={}).json()["id"]
     assert client.get(f"/v1/api/job/result/{job}", headers=auth(seeded.token)).status_code == 200
     con = _sqlite(app)  # as the CLI does: straight into the database file, not through the server
-    con.execute("UPDATE tokens SET revoked_at = '2026-01-01 00:00:00.000000' WHERE id = ?",
-                [app.meta.authenticate(seeded.token).token_id])
+    con.execute(
+        "UPDATE tokens SET revoked_at = '2026-01-01 00:00:00.000000' WHERE id = ?",
+        [app.meta.authenticate(seeded.token).token_id],
+    )
     con.close()
     r = client.get(f"/v1/api/job/result/{job}", headers=auth(seeded.token))
     assert r.status_code == 401
@@ -64,9 +68,21 @@ def test_hot_path_reads_leave_no_transaction_open(app: App, client: TestClient, 
 def test_a_submit_refuses_a_job_field_longer_than_its_column(app: App, seeded: Seeded) -> None:
     def make_row() -> JobRow:
         now = utcnow()
-        return JobRow(id="LongName", name="n" * 65, project_id=PROJECT, target_kind="segment", target_key=SEGMENT,
-                      target_name="x", spec="{}", fingerprint="f", stage=Stage.NONE.value, files="[]", attempts=0,
-                      created_at=now, file_day="2026-01-01")
+        return JobRow(
+            id="LongName",
+            name="n" * 65,
+            project_id=PROJECT,
+            target_kind="segment",
+            target_key=SEGMENT,
+            target_name="x",
+            spec="{}",
+            fingerprint="f",
+            stage=Stage.NONE.value,
+            files="[]",
+            attempts=0,
+            created_at=now,
+            file_day="2026-01-01",
+        )
 
     with pytest.raises(InvalidParameter, match="job name is too long"):
         app.queue.submit(make_row)
@@ -77,9 +93,21 @@ def test_a_submit_refuses_a_job_field_longer_than_its_column(app: App, seeded: S
 def test_a_finished_identical_job_is_reused_until_it_expires(app: App, seeded: Seeded) -> None:
     def make_row() -> JobRow:
         now = utcnow()
-        return JobRow(id=f"J{now.microsecond:07d}", name=f"job-{now.timestamp()}", project_id=PROJECT,
-                      target_kind="segment", target_key=SEGMENT, target_name="x", spec="{}", fingerprint="same",
-                      stage=Stage.NONE.value, files="[]", attempts=0, created_at=now, file_day="2026-01-01")
+        return JobRow(
+            id=f"J{now.microsecond:07d}",
+            name=f"job-{now.timestamp()}",
+            project_id=PROJECT,
+            target_kind="segment",
+            target_key=SEGMENT,
+            target_name="x",
+            spec="{}",
+            fingerprint="same",
+            stage=Stage.NONE.value,
+            files="[]",
+            attempts=0,
+            created_at=now,
+            file_day="2026-01-01",
+        )
 
     first, created = app.queue.submit(make_row)
     assert created
