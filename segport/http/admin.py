@@ -41,9 +41,9 @@ UPLOAD_PATHS = (PREFIX + "/projects/", ("/users/import", "/segments/from_file"))
 router = APIRouter(prefix=PREFIX, responses=ERRORS, tags=["admin"])
 
 
-def admin(request: Request) -> Principal:
+async def admin(request: Request) -> Principal:
     """FastAPI dependency: an authenticated admin token (401 without a token, 403 with a project token)."""
-    who = principal(request)
+    who = await principal(request)
     if not who.admin:
         raise Forbidden("the admin API needs an admin token (segport token create --admin)")
     return who

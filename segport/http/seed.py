@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from segport.domain.jobs import TargetKind
 from segport.errors import InvalidBody
-from segport.http.auth import principal
+from segport.http.auth import principal, quick
 from segport.http.errors import describe_validation
 from segport.http.files import ResultFileResponse
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
@@ -70,9 +70,9 @@ def submit_segment_export(project_ID: str, segment_key: str, request: Request, w
     tags=["jobs"],
     summary="Poll an export job",
 )
-def get_job_result(id: str, request: Request, who: Who) -> JobResult:
+async def get_job_result(id: str, request: Request, who: Who) -> JobResult:
     exports = request.app.state.segport.exports
-    return job_result(exports, exports.job(who, id))
+    return job_result(exports, await quick(exports.queue.db, exports.job, who, id))
 
 
 @router.get(

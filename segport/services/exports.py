@@ -77,10 +77,12 @@ class ExportService:
     def submit(
         self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest
     ) -> JobRow:
-        project = self.visible_project(who, project_id)
-        catalog = self.meta.catalog(project_id)
-        if kind is TargetKind.SEGMENT:
-            target_name = self.meta.segment(project_id, target_key).name
+        if not who.can_see(project_id):
+            raise ProjectNotFound(f"project {project_id!r} not found")
+        segment_key = target_key if kind is TargetKind.SEGMENT else None
+        project, catalog, segment = self.meta.export_target(project_id, segment_key)
+        if segment is not None:
+            target_name = segment.name
         else:
             tag = catalog.get(canonical_key(target_key))
             if tag is None or tag.kind is not KeyKind.TAG:

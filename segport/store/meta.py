@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
@@ -34,6 +34,25 @@ SEGMENT_KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _CASE_NOTE = "names that differ only in upper/lower case cannot be told apart by the profile engine"
 
 
+# The hot path (every request authenticates; every submit reads its target) runs these Core statements: the ORM
+# costs several times more CPU per query than the query itself, and the API process has one GIL to share.
+_TOKENS, _TOKEN_PROJECTS = Token.__table__, TokenProject.__table__
+_AUTH = (
+    select(_TOKENS.c.id, _TOKENS.c.admin, _TOKENS.c.token_hash, _TOKENS.c.revoked_at, _TOKEN_PROJECTS.c.project_id)
+    .select_from(_TOKENS.outerjoin(_TOKEN_PROJECTS, _TOKEN_PROJECTS.c.token_id == _TOKENS.c.id))
+    .where(_TOKENS.c.token_hash == bindparam("digest"))
+)
+_PROJECT = select(Project.__table__).where(Project.__table__.c.id == bindparam("project_id"))
+_SEGMENT = select(SegmentRow.__table__.c.key, SegmentRow.__table__.c.name).where(
+    SegmentRow.__table__.c.project_id == bindparam("project_id"), SegmentRow.__table__.c.key == bindparam("key")
+)
+_CATALOG = (
+    select(CatalogRow.__table__)
+    .where(CatalogRow.__table__.c.project_id == bindparam("project_id"))
+    .order_by(CatalogRow.__table__.c.position)
+)
+
+
 def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -48,6 +67,12 @@ class Principal:
 
     def can_see(self, project_id: str) -> bool:
         return self.admin or project_id in self.projects
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    key: str
+    name: str
 
 
 class MetaStore:
@@ -123,17 +148,38 @@ class MetaStore:
         return [(r, sorted(by_token.get(r.id, []))) for r in rows]
 
     def authenticate(self, raw: str | None) -> Principal:
+        """The caller of token ``raw``: one query (the token and its projects), never cached, so a token
+        revoked by any process (the CLI writes the database directly) fails at once."""
         if not raw:
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
         digest = hash_token(raw)
-        with self.db.read() as s:
-            row = s.scalar(select(Token).where(Token.token_hash == digest))
-            if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at is not None:
-                raise Unauthorized("invalid or revoked token")
-            projects = frozenset(
-                s.scalars(select(TokenProject.project_id).where(TokenProject.token_id == row.id))
-            )
-        return Principal(row.id, row.admin, projects)
+        with self.db.connect() as conn:
+            rows = conn.execute(_AUTH, {"digest": digest}).all()
+        if not rows:
+            raise Unauthorized("invalid or revoked token")
+        token_id, admin, token_hash, revoked_at, _ = rows[0]
+        if not hmac.compare_digest(token_hash, digest) or revoked_at is not None:
+            raise Unauthorized("invalid or revoked token")
+        return Principal(token_id, bool(admin), frozenset(r[4] for r in rows if r[4] is not None))
+
+    def export_target(self, project_id: str, segment_key: str | None) -> tuple[Any, Catalog, SegmentRef | None]:
+        """What a submit needs, read in one connection: the project row, its catalogue and (with
+        ``segment_key``) the segment. Raises :class:`ProjectNotFound` / :class:`SegmentNotFound`."""
+        with self.db.connect(snapshot=True) as conn:
+            project = conn.execute(_PROJECT, {"project_id": project_id}).first()
+            if project is None:
+                raise ProjectNotFound(f"project {project_id!r} not found")
+            segment = None
+            if segment_key is not None:
+                found = conn.execute(_SEGMENT, {"project_id": project_id, "key": segment_key}).first()
+                if found is None:
+                    raise SegmentNotFound(f"segment {segment_key!r} not found in project {project_id}")
+                segment = SegmentRef(found.key, found.name)
+            entries = conn.execute(_CATALOG, {"project_id": project_id}).all()
+        return project, Catalog([
+            CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), bool(r.multi), r.description)
+            for r in entries
+        ]), segment
 
     # --- catalogue ---------------------------------------------------------------------------------
     def catalog(self, project_id: str) -> Catalog:

@@ -12,14 +12,47 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from segport.domain.jobs import ACTIVE, Stage, check_transition
 from segport.errors import Conflict, JobCancelled, JobNotFound, TooManyJobs
 from segport.store.db import Database
-from segport.store.models import JobRow, utcnow
+from segport.store.models import JobRow, UTCDateTime, check_lengths, utcnow
+
+_JOBS = JobRow.__table__
+_ACTIVE = [st.value for st in ACTIVE]
+_BY_ID = select(_JOBS).where(_JOBS.c.id == bindparam("id"))
+_INSERT = _JOBS.insert()
+# A submit's three checks in one statement: an identical job still queued, running or kept (dedupe); how many
+# of the project's jobs wait (the cap); whether the new id or name is taken.
+_CHECKS = select(
+    select(_JOBS.c.id)
+    .where(
+        _JOBS.c.project_id == bindparam("project_id"),
+        _JOBS.c.fingerprint == bindparam("fingerprint"),
+        or_(
+            _JOBS.c.stage.in_(_ACTIVE),
+            and_(_JOBS.c.stage == Stage.FINISH.value, _JOBS.c.expires_at > bindparam("now", type_=UTCDateTime())),
+        ),
+    )
+    .order_by(_JOBS.c.created_at.desc())
+    .limit(1)
+    .scalar_subquery(),
+    select(func.count()).select_from(_JOBS)
+    .where(_JOBS.c.project_id == bindparam("project_id"), _JOBS.c.stage == Stage.NONE.value)
+    .scalar_subquery(),
+    exists().where(or_(_JOBS.c.id == bindparam("id"), _JOBS.c.name == bindparam("name"))),
+)
+
+
+def _job(found: Any) -> JobRow:
+    """A transient :class:`JobRow` from a Core result row."""
+    return JobRow(**found._mapping)
+
+
+def _values(row: JobRow) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in _JOBS.columns}
 
 
 class LeaseLost(Exception):
@@ -45,43 +78,25 @@ class JobQueue:
         """
         for _ in range(5):
             row = make_row()
+            check_lengths(row)
             with self.db.write() as s:
+                conn = s.connection()  # Core statements: this runs on every submit, the ORM's cost shows
                 # one submit per project at a time: the dedupe check must see a concurrent identical insert
                 self.db.lock(s, f"segport:submit:{row.project_id}")
-                if dedupe:
-                    same = s.scalar(
-                        select(JobRow)
-                        .where(
-                            JobRow.project_id == row.project_id,
-                            JobRow.fingerprint == row.fingerprint,
-                            or_(
-                                JobRow.stage.in_([st.value for st in ACTIVE]),
-                                and_(JobRow.stage == Stage.FINISH.value, JobRow.expires_at > utcnow()),
-                            ),
-                        )
-                        .order_by(JobRow.created_at.desc())
-                        .limit(1)
+                same, queued, clash = conn.execute(_CHECKS, {
+                    "project_id": row.project_id, "fingerprint": row.fingerprint, "now": utcnow(),
+                    "id": row.id, "name": row.name,
+                }).one()
+                if dedupe and same is not None:
+                    return _job(conn.execute(_BY_ID, {"id": same}).one()), False
+                if max_queued is not None and queued >= max_queued:
+                    raise TooManyJobs(
+                        f"project {row.project_id} already has {queued} exports waiting to run "
+                        f"(limit {max_queued}); retry in {retry_after_s} s",
+                        headers={"Retry-After": str(retry_after_s)},
                     )
-                    if same is not None:
-                        return same, False
-                if max_queued is not None:
-                    queued = s.scalar(
-                        select(func.count()).select_from(JobRow)
-                        .where(JobRow.project_id == row.project_id, JobRow.stage == Stage.NONE.value)
-                    ) or 0
-                    if queued >= max_queued:
-                        raise TooManyJobs(
-                            f"project {row.project_id} already has {queued} exports waiting to run "
-                            f"(limit {max_queued}); retry in {retry_after_s} s",
-                            headers={"Retry-After": str(retry_after_s)},
-                        )
-                clash = s.scalar(select(JobRow.id).where(or_(JobRow.id == row.id, JobRow.name == row.name)))
-                if clash is None:
-                    s.add(row)
-                    try:
-                        s.flush()
-                    except IntegrityError:
-                        continue
+                if not clash:
+                    conn.execute(_INSERT, _values(row))
                     return row, True
         raise RuntimeError("could not allocate a unique job id")  # 62^8 ids: never in practice
 
@@ -96,11 +111,12 @@ class JobQueue:
 
     # --- read --------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRow:
-        with self.db.read() as s:
-            row = s.get(JobRow, job_id)
-        if row is None:
+        """The job (a detached copy); one Core query, as every poll asks for it."""
+        with self.db.connect() as conn:
+            found = conn.execute(_BY_ID, {"id": job_id}).first()
+        if found is None:
             raise JobNotFound(f"job {job_id!r} not found")
-        return row
+        return _job(found)
 
     def by_name(self, name: str) -> JobRow | None:
         with self.db.read() as s:
