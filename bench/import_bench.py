@@ -122,11 +122,14 @@ def main() -> None:
             # the CSV writes the multi-valued identity as a||b, as segport reads it
             sel = SELECT.format(n=args.csv_users).replace(
                 "['d' || CAST(i AS VARCHAR), 'e' || CAST(i % 1000 AS VARCHAR)]",
-                "'d' || CAST(i AS VARCHAR) || '||e' || CAST(i % 1000 AS VARCHAR)")
+                "'d' || CAST(i AS VARCHAR) || '||e' || CAST(i % 1000 AS VARCHAR)",
+            )
             con.execute(f"COPY ({sel}) TO '{csv_file}' (FORMAT CSV, HEADER, FORCE_QUOTE *)")
         con.close()
-        print(f"generated {args.users} + {args.csv_users} users in {time.perf_counter() - t:.1f}s; "
-              f"duckdb_memory_limit={mem}, cores={os.cpu_count()}")
+        print(
+            f"generated {args.users} + {args.csv_users} users in {time.perf_counter() - t:.1f}s; "
+            f"duckdb_memory_limit={mem}, cores={os.cpu_count()}"
+        )
         catalog = work / "catalog.csv"
         catalog.write_text(CATALOG, encoding="utf-8")
         base = [sys.executable, "-m", "segport.cli"]

@@ -40,8 +40,18 @@ import psutil
 
 PROJECT = "WlGk4Daj"
 SEGMENT = "seg_51activity"
-KEYS = ["id_$basic_userId", "id_$anonymous_user", "usr_gender", "usr_name", "usr_city", "usr_age",
-        "usr_member_since", "usr_total_spend", "tag_rfm", "tag_channel"]
+KEYS = [
+    "id_$basic_userId",
+    "id_$anonymous_user",
+    "usr_gender",
+    "usr_name",
+    "usr_city",
+    "usr_age",
+    "usr_member_since",
+    "usr_total_spend",
+    "tag_rfm",
+    "tag_channel",
+]
 
 
 # --- the server process ----------------------------------------------------------------------------
@@ -126,8 +136,12 @@ def random_body(rng: random.Random) -> dict:
 class Load:
     def __init__(self, base: str, token: str) -> None:
         self.base = base
-        self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
-                                   limits=httpx.Limits(max_connections=64))
+        self.client = httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+            limits=httpx.Limits(max_connections=64),
+        )
         self.lock = threading.Lock()
         self.accepted: dict[str, float] = {}  # job id -> submit time
         self.deduped = 0
@@ -191,8 +205,20 @@ def main() -> int:
     port = free_port()
     log = open(tmp / "server.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(data_dir), str(port), "--import-every-s", str(args.import_every_s),
-         "--users", str(args.users)], stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(data_dir),
+            str(port),
+            "--import-every-s",
+            str(args.import_every_s),
+            "--users",
+            str(args.users),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
     )
     failures: list[str] = []
     try:
@@ -244,15 +270,21 @@ def main() -> int:
         imports = (tmp / "imports.txt").read_text() if (tmp / "imports.txt").exists() else "0"
 
         print(f"jobs requested        {args.jobs} in bursts of {args.burst} (submitted in {submitted_s:.1f} s)")
-        print(f"jobs created          {len(load.accepted)}; identical requests answered with an existing job: "
-              f"{load.deduped}; 429 answers (retried): {load.too_many}")
+        print(
+            f"jobs created          {len(load.accepted)}; identical requests answered with an existing job: "
+            f"{load.deduped}; 429 answers (retried): {load.too_many}"
+        )
         print(f"imports landed        {imports}")
-        print(f"resubmits after a connection reset: {load.resubmitted}"
-              + (f" (e.g. {load.transport_errors[0]})" if load.transport_errors else ""))
+        print(
+            f"resubmits after a connection reset: {load.resubmitted}"
+            + (f" (e.g. {load.transport_errors[0]})" if load.transport_errors else "")
+        )
         print(f"final stages          {stages}; lost {len(lost)}; run more than once {len(twice)}")
-        print(f"submit -> final       p50 {statistics.median(latencies):.2f} s, "
-              f"p95 {statistics.quantiles(latencies, n=20)[18]:.2f} s; all done in {total_s:.1f} s "
-              f"({len(results) / total_s:.1f} jobs/s)")
+        print(
+            f"submit -> final       p50 {statistics.median(latencies):.2f} s, "
+            f"p95 {statistics.quantiles(latencies, n=20)[18]:.2f} s; all done in {total_s:.1f} s "
+            f"({len(results) / total_s:.1f} jobs/s)"
+        )
         print(f"downloads checked     {checked}")
         print(f"server RSS            start {rss0:.0f} MB, peak {peak_rss:.0f} MB, end {rss1:.0f} MB")
         print(f"server open files     start {fds0}, peak {peak_fds}, end {fds1} {kinds1}")

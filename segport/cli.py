@@ -21,16 +21,26 @@ from segport.app import App, build
 from segport.errors import InvalidParameter, SegportError
 from segport.settings import Settings
 
-cli = typer.Typer(help="segport: self-hosted segment exports, wire-compatible with GrowingIO.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+cli = typer.Typer(
+    help="segport: self-hosted segment exports, wire-compatible with GrowingIO.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 project_cli = typer.Typer(help="Projects.", no_args_is_help=True)
 token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 catalog_cli = typer.Typer(help="The catalogue of identities, user properties and tags.", no_args_is_help=True)
 users_cli = typer.Typer(help="User profiles.", no_args_is_help=True)
 segment_cli = typer.Typer(help="Segments.", no_args_is_help=True)
 jobs_cli = typer.Typer(help="Export jobs.", no_args_is_help=True)
-for sub, name in ((project_cli, "project"), (token_cli, "token"), (catalog_cli, "catalog"), (users_cli, "users"),
-                  (segment_cli, "segment"), (jobs_cli, "jobs")):
+for sub, name in (
+    (project_cli, "project"),
+    (token_cli, "token"),
+    (catalog_cli, "catalog"),
+    (users_cli, "users"),
+    (segment_cli, "segment"),
+    (jobs_cli, "jobs"),
+):
     cli.add_typer(sub, name=name)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,12 +53,15 @@ class State:
 
 @cli.callback()
 def _main(
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", envvar="SEGPORT_DATA_DIR",
-                                                  help="Data folder (default ./segport-data).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", envvar="SEGPORT_DATA_DIR", help="Data folder (default ./segport-data).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
     State.data_dir = data_dir
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def settings(**overrides: Any) -> Settings:
@@ -60,7 +73,9 @@ def settings(**overrides: Any) -> Settings:
     except ValidationError as exc:  # a bad flag or SEGPORT_* variable: one line naming it, not a traceback
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"])
-        raise InvalidParameter(f"setting {name} (SEGPORT_{name.upper()}): {err['msg']}, not {err.get('input')!r}") from None
+        raise InvalidParameter(
+            f"setting {name} (SEGPORT_{name.upper()}): {err['msg']}, not {err.get('input')!r}"
+        ) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -116,7 +131,9 @@ def project_list() -> None:
 @token_cli.command("create")
 @handled
 def token_create(
-    project: Annotated[list[str] | None, typer.Option("--project", "-P", help="Project the token may see (repeat).")] = None,
+    project: Annotated[
+        list[str] | None, typer.Option("--project", "-P", help="Project the token may see (repeat).")
+    ] = None,
     admin: Annotated[bool, typer.Option("--admin", help="An admin token (all projects, admin API).")] = False,
     label: Annotated[str, typer.Option(help="A note on what the token is for.")] = "",
 ) -> None:

@@ -42,8 +42,10 @@ def dispatch(remote: Callable[[AdminClient], T], local: Callable[[App], T]) -> T
         return with_app(local)  # type: ignore[no-any-return]
     except ExportFailed as exc:
         if "lock" in exc.message:
-            raise Conflict("the profile database is in use by another process (a `segport serve` without "
-                           "server.json, or another command); stop it or retry when it is done") from None
+            raise Conflict(
+                "the profile database is in use by another process (a `segport serve` without "
+                "server.json, or another command); stop it or retry when it is done"
+            ) from None
         raise
 
 
@@ -54,12 +56,15 @@ def _p(project: str, rest: str = "") -> str:
 # --- catalogue ------------------------------------------------------------------------------------
 @catalog_cli.command("import")
 @handled
-def catalog_import(project: ProjectOpt, file: Annotated[Path, typer.Argument(help="CSV: key,name,type[,description].")]) -> None:
+def catalog_import(
+    project: ProjectOpt, file: Annotated[Path, typer.Argument(help="CSV: key,name,type[,description].")]
+) -> None:
     """Import catalogue entries from CSV (all or nothing)."""
     text = file.read_text(encoding="utf-8")
     out = dispatch(
-        lambda c: c.call("POST", _p(project, "/catalog/import"), content=text.encode(),
-                         headers={"Content-Type": "text/csv"}),
+        lambda c: c.call(
+            "POST", _p(project, "/catalog/import"), content=text.encode(), headers={"Content-Type": "text/csv"}
+        ),
         lambda app: dict(zip(("added", "updated"), app.data.import_catalog_csv(project, text), strict=True)),
     )
     typer.echo(f"catalogue of {project}: {out['added']} added, {out['updated']} updated")
@@ -68,16 +73,22 @@ def catalog_import(project: ProjectOpt, file: Annotated[Path, typer.Argument(hel
 @catalog_cli.command("add")
 @handled
 def catalog_add(
-    project: ProjectOpt, key: KeyArg,
+    project: ProjectOpt,
+    key: KeyArg,
     name: Annotated[str | None, typer.Option(help="Display name (default: the key).")] = None,
-    type_: Annotated[str, typer.Option("--type", help="string, int, double or date; add [] for multi-valued.")] = "string",
+    type_: Annotated[
+        str, typer.Option("--type", help="string, int, double or date; add [] for multi-valued.")
+    ] = "string",
     description: Annotated[str, typer.Option(help="Description.")] = "",
 ) -> None:
     """Add a key to the catalogue (or update its display name and description)."""
     entry = catalog_entry(key, name or "", type_, description)
     out = dispatch(
-        lambda c: c.call("POST", _p(project, "/catalog"),
-                         json={"key": entry.key, "name": entry.name, "type": type_, "description": description}),
+        lambda c: c.call(
+            "POST",
+            _p(project, "/catalog"),
+            json={"key": entry.key, "name": entry.name, "type": type_, "description": description},
+        ),
         lambda app: (app.data.add_catalog_entries(project, [entry]), catalog_out(entry).model_dump())[1],
     )
     typer.echo(f"{out['key']}\t{out['name']}\t{out['type']}")
@@ -92,7 +103,9 @@ def _patch(project: str, key: str, **fields: str) -> dict[str, Any]:
 
 @catalog_cli.command("rename")
 @handled
-def catalog_rename(project: ProjectOpt, key: KeyArg, name: Annotated[str, typer.Argument(help="New display name.")]) -> None:
+def catalog_rename(
+    project: ProjectOpt, key: KeyArg, name: Annotated[str, typer.Argument(help="New display name.")]
+) -> None:
     """Change a key's display name (used by csvHeaderType=name)."""
     out = _patch(project, key, name=name)
     typer.echo(f"{out['key']}\t{out['name']}")
@@ -112,8 +125,10 @@ def catalog_describe(
 @handled
 def catalog_remove(project: ProjectOpt, key: KeyArg) -> None:
     """Remove a key and its column of values; refused while a segment rule (or id list) uses it."""
-    dispatch(lambda c: c.call("DELETE", _p(project, f"/catalog/{key}")),
-             lambda app: app.data.remove_catalog_key(project, key))
+    dispatch(
+        lambda c: c.call("DELETE", _p(project, f"/catalog/{key}")),
+        lambda app: app.data.remove_catalog_key(project, key),
+    )
     typer.echo(f"removed {key}")
 
 
@@ -121,6 +136,7 @@ def catalog_remove(project: ProjectOpt, key: KeyArg) -> None:
 @handled
 def catalog_list(project: ProjectOpt) -> None:
     """List a project's keys: key, display name, type, description."""
+
     def read(app: App) -> Any:
         app.meta.project(project)
         return app.meta.catalog(project)
@@ -164,7 +180,9 @@ class _Progress:
 def users_import(
     project: ProjectOpt,
     file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON Lines; columns are catalogue keys.")],
-    file_format: Annotated[str | None, typer.Option("--format", help="csv, parquet or jsonl (default: by extension).")] = None,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv, parquet or jsonl (default: by extension).")
+    ] = None,
     match: Annotated[str, typer.Option(help="Identity users are matched on.")] = "id_$basic_userId",
 ) -> None:
     """Import user profiles: all or nothing; DAILY segments are recomputed in the same transaction."""
@@ -176,8 +194,11 @@ def users_import(
         progress = _Progress()
         progress(f"sending {file.name} ({file.stat().st_size / 1e6:.1f} MB) to the running server, which imports it")
         try:
-            return c.upload(_p(project, "/users/import"), file,  # type: ignore[no-any-return]
-                            {"format": fmt, "match": match, "filename": file.name})
+            return c.upload(
+                _p(project, "/users/import"),
+                file,  # type: ignore[no-any-return]
+                {"format": fmt, "match": match, "filename": file.name},
+            )
         finally:
             progress.stop()
 
@@ -187,8 +208,13 @@ def users_import(
             r = app.data.import_users(project, file, file_format=fmt, match=match, progress=progress)
         finally:
             progress.stop()
-        return {"rowsRead": r.rows_read, "inserted": r.inserted, "updated": r.updated,
-                "elapsedSeconds": r.elapsed_s, "segments": r.segments}
+        return {
+            "rowsRead": r.rows_read,
+            "inserted": r.inserted,
+            "updated": r.updated,
+            "elapsedSeconds": r.elapsed_s,
+            "segments": r.segments,
+        }
 
     out = dispatch(remote, local)
     typer.echo(
@@ -213,23 +239,40 @@ def segment_create(
     name: Annotated[str, typer.Option(help="Display name (used in file names).")],
     rule: Annotated[str | None, typer.Option(help="JSON rule tree.")] = None,
     members: Annotated[Path | None, typer.Option(help="File of ids, one per line.")] = None,
-    identity: Annotated[str | None, typer.Option(help="Identity the ids in --members are (e.g. id_$basic_userId).")] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="Identity the ids in --members are (e.g. id_$basic_userId).")
+    ] = None,
     description: Annotated[str, typer.Option(help="Description.")] = "",
-    scheduler: Annotated[str | None, typer.Option(help="DAILY (default for rules) or ONCE (default for id lists).")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="DAILY (default for rules) or ONCE (default for id lists).")
+    ] = None,
 ) -> None:
     """Create a segment from a rule (--rule) or an id list (--members --identity) and compute it."""
     from segport.domain.rules import parse_rule_text
 
     parsed = parse_rule_text(rule) if rule is not None else None
-    spec = SegmentSpec(key=key, name=name, description=description, rule=parsed, members=members,
-                       identity=identity, scheduler=scheduler, creator="cli")
+    spec = SegmentSpec(
+        key=key,
+        name=name,
+        description=description,
+        rule=parsed,
+        members=members,
+        identity=identity,
+        scheduler=scheduler,
+        creator="cli",
+    )
 
     def remote(c: AdminClient) -> Any:
         if members is None:
             body = {"key": key, "name": name, "description": description, "rule": parsed, "scheduler": scheduler}
             return c.call("POST", _p(project, "/segments"), json={k: v for k, v in body.items() if v is not None})
-        params = {"key": key, "name": name, "identity": identity or "$basic_userId", "description": description,
-                  **({"scheduler": scheduler} if scheduler else {})}
+        params = {
+            "key": key,
+            "name": name,
+            "identity": identity or "$basic_userId",
+            "description": description,
+            **({"scheduler": scheduler} if scheduler else {}),
+        }
         return c.upload(_p(project, "/segments/from_file"), members, params)
 
     out = dispatch(remote, lambda app: segment_out(app.data.create_segment(project, spec)).model_dump())
@@ -240,14 +283,17 @@ def segment_create(
 @handled
 def segment_list(project: ProjectOpt) -> None:
     """List segments: key, name, createdBy, scheduler, detector stage, total users, detectedAt."""
+
     def read(app: App) -> Any:
         app.meta.project(project)
         return app.meta.segments(project)[0]
 
     for r in with_app(read, engine=False):
         d = segment_out(r)
-        typer.echo(f"{r.key}\t{r.name}\t{r.created_by}\t{r.scheduler}\t{r.detector_stage}\t{r.total_users}\t"
-                   f"{d.detector.detectedAt or ''}")
+        typer.echo(
+            f"{r.key}\t{r.name}\t{r.created_by}\t{r.scheduler}\t{r.detector_stage}\t{r.total_users}\t"
+            f"{d.detector.detectedAt or ''}"
+        )
 
 
 @segment_cli.command("show")
@@ -264,8 +310,10 @@ def segment_recompute(project: ProjectOpt, key: SegmentArg) -> None:
     """Recompute a segment's membership now (the only way an ONCE segment changes)."""
     out = dispatch(
         lambda c: c.call("POST", _p(project, f"/segments/{key}/recompute")),
-        lambda app: (app.data.recompute_segment(project, key),
-                     segment_out(app.meta.segment(project, key)).model_dump())[1],
+        lambda app: (
+            app.data.recompute_segment(project, key),
+            segment_out(app.meta.segment(project, key)).model_dump(),
+        )[1],
     )
     typer.echo("recomputed " + _segment_line(out))
 
@@ -274,6 +322,7 @@ def segment_recompute(project: ProjectOpt, key: SegmentArg) -> None:
 @handled
 def segment_delete(project: ProjectOpt, key: SegmentArg) -> None:
     """Delete a segment and its membership snapshot."""
-    dispatch(lambda c: c.call("DELETE", _p(project, f"/segments/{key}")),
-             lambda app: app.data.delete_segment(project, key))
+    dispatch(
+        lambda c: c.call("DELETE", _p(project, f"/segments/{key}")), lambda app: app.data.delete_segment(project, key)
+    )
     typer.echo(f"deleted segment {key}")

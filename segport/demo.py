@@ -34,7 +34,28 @@ SEGMENT_RULE = {
 }
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-_GIVEN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀英", "华", "慧"]
+_GIVEN = [
+    "伟",
+    "芳",
+    "娜",
+    "敏",
+    "静",
+    "丽",
+    "强",
+    "磊",
+    "军",
+    "洋",
+    "勇",
+    "艳",
+    "杰",
+    "娟",
+    "涛",
+    "明",
+    "超",
+    "秀英",
+    "华",
+    "慧",
+]
 _CITIES = ["北京", "上海", "广州", "深圳", "杭州", "成都", "武汉", "西安", "南京", "重庆", "苏州", "天津"]
 _RFM = ["高", "中", "低"]
 _CHANNELS = ["应用商店", "微信小程序", "抖音广告", "线下门店", "官网"]
@@ -85,8 +106,14 @@ def build_demo(app: App, users: int = 100_000) -> str:
         data.import_users(PROJECT, path)
     if SEGMENT not in {s.key for s in app.meta.segments(PROJECT)[0]}:
         data.create_segment(
-            PROJECT, SegmentSpec(key=SEGMENT, name="51活动用户", rule=SEGMENT_RULE,
-                                 description="五一活动目标人群：18-45岁，一线及新一线城市", creator="demo"),
+            PROJECT,
+            SegmentSpec(
+                key=SEGMENT,
+                name="51活动用户",
+                rule=SEGMENT_RULE,
+                description="五一活动目标人群：18-45岁，一线及新一线城市",
+                creator="demo",
+            ),
         )
     _, token = app.meta.create_token([PROJECT], label="demo")
     return token
@@ -95,16 +122,18 @@ def build_demo(app: App, users: int = 100_000) -> str:
 def curl_examples(base: str, token: str) -> str:
     auth = f"--header 'Authorization: Bearer {token}'"
     url = f"{base}/v1/api/projects/{PROJECT}/segment_profiles/{SEGMENT}/export_jobs"
-    return "\n".join([
-        "# 1. submit an export (the seed's example 1):",
-        f"curl --location --request POST '{url}' \\\n  {auth} \\\n  --header 'Content-Type: application/json' \\\n"
-        "  --data-raw '{\"properties\": [\"ids_$basic_userId\", \"usr_gender\", \"tag_rfm\"], "
-        "\"fileFormat\": \"csv\", \"csvHeaderType\": \"key\"}'",
-        "# 1b. the seed's example 2 (no properties):",
-        f"curl --location --request POST '{url}' {auth} --header 'Content-Type: application/json' "
-        "--data-raw '{\"properties\": []}'",
-        "# 2. poll the job (put the id from step 1 in place of JOB_ID):",
-        f"curl --location --request GET '{base}/v1/api/job/result/JOB_ID' {auth}",
-        "# 3. download (put a uri from step 2 in place of URI):",
-        f"curl --location '{base}/download?file=URI' {auth} -o UserList.csv",
-    ])
+    return "\n".join(
+        [
+            "# 1. submit an export (the seed's example 1):",
+            f"curl --location --request POST '{url}' \\\n  {auth} \\\n  --header 'Content-Type: application/json' \\\n"
+            '  --data-raw \'{"properties": ["ids_$basic_userId", "usr_gender", "tag_rfm"], '
+            '"fileFormat": "csv", "csvHeaderType": "key"}\'',
+            "# 1b. the seed's example 2 (no properties):",
+            f"curl --location --request POST '{url}' {auth} --header 'Content-Type: application/json' "
+            "--data-raw '{\"properties\": []}'",
+            "# 2. poll the job (put the id from step 1 in place of JOB_ID):",
+            f"curl --location --request GET '{base}/v1/api/job/result/JOB_ID' {auth}",
+            "# 3. download (put a uri from step 2 in place of URI):",
+            f"curl --location '{base}/download?file=URI' {auth} -o UserList.csv",
+        ]
+    )

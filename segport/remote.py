@@ -23,8 +23,13 @@ from segport.settings import Settings
 
 SERVER_FILE = "server.json"
 _BY_STATUS: dict[int, type[errors.SegportError]] = {
-    400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound,
-    409: errors.Conflict, 413: errors.PayloadTooLarge, 429: errors.TooManyJobs,
+    400: errors.BadRequest,
+    401: errors.Unauthorized,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    429: errors.TooManyJobs,
 }
 
 
@@ -68,8 +73,11 @@ class AdminClient:
     """The admin API over HTTP; errors come back as :mod:`segport.errors` types with the server's message."""
 
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 3600.0) -> None:
-        self.http = httpx.Client(base_url=base_url + "/admin/v1", timeout=httpx.Timeout(timeout_s, connect=10),
-                                 headers={"Authorization": f"Bearer {token}"})
+        self.http = httpx.Client(
+            base_url=base_url + "/admin/v1",
+            timeout=httpx.Timeout(timeout_s, connect=10),
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -94,9 +102,13 @@ class AdminClient:
     def upload(self, path: str, file: Path, params: dict[str, Any]) -> Any:
         """POST a file as the raw body, streamed from disk."""
         with open(file, "rb") as f:
-            return self.call("POST", path, params=params, content=_chunks(f),
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Content-Length": str(file.stat().st_size)})
+            return self.call(
+                "POST",
+                path,
+                params=params,
+                content=_chunks(f),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(file.stat().st_size)},
+            )
 
 
 def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:

@@ -36,17 +36,23 @@ class Settings(BaseSettings):
 
     # --- exports -----------------------------------------------------------------------------------
     max_properties: int = Field(60, ge=1, description="Most keys one export may request (GrowingIO: 60).")
-    max_file_rows: int = Field(0, ge=0, description="Split an export into parts of at most this many rows; 0 = one file.")
+    max_file_rows: int = Field(
+        0, ge=0, description="Split an export into parts of at most this many rows; 0 = one file."
+    )
     excel_safe: bool = Field(
         False, description="Prefix cells starting with = + - @ with a quote (off: the seed's bytes win)."
     )
 
     # --- jobs and workers --------------------------------------------------------------------------
-    serve_workers: bool = Field(True, description="Run export workers inside `segport serve` (off: use `segport worker`).")
+    serve_workers: bool = Field(
+        True, description="Run export workers inside `segport serve` (off: use `segport worker`)."
+    )
     max_running_jobs: int = Field(2, ge=1, description="Exports running at once in one process (its worker threads).")
     lease_s: float = Field(60.0, gt=0, description="How long a claimed job stays owned without a heartbeat.")
     heartbeat_s: float = Field(10.0, gt=0, description="How often a running job renews its lease.")
-    poll_interval_s: float = Field(2.0, gt=0, description="How often an idle worker looks for jobs it was not woken for.")
+    poll_interval_s: float = Field(
+        2.0, gt=0, description="How often an idle worker looks for jobs it was not woken for."
+    )
     max_attempts: int = Field(3, ge=1, description="Runs a job gets (after lost leases) before it is ERROR.")
     result_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="How long finished results are kept.")
     cleanup_interval_s: float = Field(300.0, gt=0, description="How often expired results are deleted.")

@@ -37,8 +37,7 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         for i in range(self.threads):
-            t = threading.Thread(target=self._loop, args=(f"{self.node}/{i}",), name=f"segport-worker-{i}",
-                                 daemon=True)
+            t = threading.Thread(target=self._loop, args=(f"{self.node}/{i}",), name=f"segport-worker-{i}", daemon=True)
             t.start()
             self._pool.append(t)
         janitor = threading.Thread(target=self._janitor, name="segport-janitor", daemon=True)
@@ -62,7 +61,9 @@ class Worker:
     def run_one(self, owner: str) -> bool:
         settings = self.app.settings
         row = self.app.queue.claim(
-            owner, settings.lease_s, max_running_per_project=settings.max_running_jobs_per_project,
+            owner,
+            settings.lease_s,
+            max_running_per_project=settings.max_running_jobs_per_project,
             error_ttl_s=settings.result_ttl_s,
         )
         if row is None:

@@ -41,19 +41,47 @@ tag_rfm,会员等级,string
 
 # Every awkward value the CSV/JSON writers must get right. None = missing (empty cell in the CSV file).
 USERS: list[dict[str, str | None]] = [
-    {"id_$basic_userId": "C001", "usr_gender": "男", "usr_city": "北京", "usr_age": "30", "tag_rfm": "高",
-     "usr_score": "1.5", "usr_since": "2021-03-05", "id_$anonymous_user": "d1||d2"},
+    {
+        "id_$basic_userId": "C001",
+        "usr_gender": "男",
+        "usr_city": "北京",
+        "usr_age": "30",
+        "tag_rfm": "高",
+        "usr_score": "1.5",
+        "usr_since": "2021-03-05",
+        "id_$anonymous_user": "d1||d2",
+    },
     {"id_$basic_userId": "C002", "usr_gender": None, "usr_city": "上海, 浦东", "usr_age": "25", "tag_rfm": "低"},
     {"id_$basic_userId": "C003", "usr_gender": "女", "usr_city": 'say "hi"', "usr_age": None, "tag_rfm": None},
     {"id_$basic_userId": "C004", "usr_gender": "", "usr_city": "line1\nline2", "usr_age": "41", "tag_rfm": "中"},
-    {"id_$basic_userId": "C005", "usr_gender": "  spaced  ", "usr_city": "=SUM(A1:A2)", "usr_age": "19",
-     "tag_rfm": "高"},
-    {"id_$basic_userId": "C006", "usr_gender": "男", "usr_city": "-1+2", "usr_age": "52", "tag_rfm": "中",
-     "usr_score": "-3.25", "id_$anonymous_user": "d9"},
+    {
+        "id_$basic_userId": "C005",
+        "usr_gender": "  spaced  ",
+        "usr_city": "=SUM(A1:A2)",
+        "usr_age": "19",
+        "tag_rfm": "高",
+    },
+    {
+        "id_$basic_userId": "C006",
+        "usr_gender": "男",
+        "usr_city": "-1+2",
+        "usr_age": "52",
+        "tag_rfm": "中",
+        "usr_score": "-3.25",
+        "id_$anonymous_user": "d9",
+    },
     {"id_$basic_userId": "C007", "usr_gender": "女", "usr_city": "广州", "usr_age": "33", "tag_rfm": None},
 ]
-COLUMNS = ["id_$basic_userId", "id_$anonymous_user", "usr_gender", "usr_city", "usr_age", "usr_score", "usr_since",
-           "tag_rfm"]
+COLUMNS = [
+    "id_$basic_userId",
+    "id_$anonymous_user",
+    "usr_gender",
+    "usr_city",
+    "usr_age",
+    "usr_score",
+    "usr_since",
+    "tag_rfm",
+]
 SEGMENT = "seg_51activity"
 SEGMENT_NAME = "51活动用户"
 SEGMENT_RULE = {"not": {"key": "usr_age", "op": "gte", "value": 50}}  # everyone but C006 (52); C003 has no age
@@ -163,7 +191,10 @@ class LiveServer:
 
 
 def start_server(
-    data_dir: Path, log: Path, env: dict[str, str] | None = None, port: int | None = None,
+    data_dir: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
     preexec_fn: Callable[[], None] | None = None,
 ) -> LiveServer:
     """Start `segport serve` as a real uvicorn process and wait until it answers.
@@ -174,7 +205,10 @@ def start_server(
     logf = open(log, "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
         [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=full_env, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+        env=full_env,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

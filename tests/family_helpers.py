@@ -16,8 +16,21 @@ TAGS = f"{P}/user_tags"
 TAG_USERS = f"{TAGS}/tag_rfm/users"
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-SEGMENT_FIELDS = {"id", "name", "key", "createdBy", "description", "scheduler", "detector", "creatorId", "creator",
-                  "createdAt", "updaterId", "updater", "updatedAt"}
+SEGMENT_FIELDS = {
+    "id",
+    "name",
+    "key",
+    "createdBy",
+    "description",
+    "scheduler",
+    "detector",
+    "creatorId",
+    "creator",
+    "createdAt",
+    "updaterId",
+    "updater",
+    "updatedAt",
+}
 TAG_FIELDS = SEGMENT_FIELDS | {"type", "valueType"}
 ENVELOPE_FIELDS = {"limit", "offset", "totalCount", "hasNextPage", "hasPreviousPage", "values"}
 IDENTITIES = ("id_$basic_userId", "id_$anonymous_user")

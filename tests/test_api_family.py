@@ -43,8 +43,9 @@ def get(client: TestClient, token: str, url: str, **params: object) -> dict:
 def add_segments(seeded: Seeded, n: int) -> list[str]:
     keys = [f"seg_extra{i}" for i in range(n)]
     for key in keys:
-        seeded.app.data.create_segment(PROJECT, SegmentSpec(key=key, name=key, rule={"key": "usr_age", "op": "gt",
-                                                                                      "value": 20}))
+        seeded.app.data.create_segment(
+            PROJECT, SegmentSpec(key=key, name=key, rule={"key": "usr_age", "op": "gt", "value": 20})
+        )
     return keys
 
 
@@ -80,8 +81,9 @@ def test_segment_list_pages_at_exact_boundaries(client: TestClient, seeded: Seed
 
 
 @pytest.mark.parametrize("offset", [4, 5, 1000])
-def test_segment_list_offset_at_or_past_the_end_is_an_empty_page(client: TestClient, seeded: Seeded,
-                                                                   offset: int) -> None:
+def test_segment_list_offset_at_or_past_the_end_is_an_empty_page(
+    client: TestClient, seeded: Seeded, offset: int
+) -> None:
     add_segments(seeded, 3)
     page = get(client, seeded.token, SEGMENTS, limit=2, offset=offset)
     assert page["values"] == []
@@ -99,8 +101,11 @@ def test_segment_users_match_the_documented_example_shape(client: TestClient, se
     page = get(client, seeded.token, SEG_USERS, **{"properties[]": keys})
     assert set(page) == ENVELOPE_FIELDS
     first = page["values"][0]
-    assert first == {"gioId": "1", "identifications": {"id_$basic_userId": ["C001"]},
-                     "properties": {"usr_gender": "男", "tag_rfm": "高"}}
+    assert first == {
+        "gioId": "1",
+        "identifications": {"id_$basic_userId": ["C001"]},
+        "properties": {"usr_gender": "男", "tag_rfm": "高"},
+    }
     assert page["totalCount"] == len(segment_members())
 
 
@@ -144,8 +149,9 @@ def test_segment_users_pages_concatenate_to_the_whole_segment(client: TestClient
 
 def test_segment_users_agree_with_the_json_export(client: TestClient, worker: Worker, seeded: Seeded) -> None:
     keys = ["id_$basic_userId", "id_$anonymous_user", "usr_city", "usr_age", "usr_since", "tag_rfm"]
-    created = client.post(f"{SEGMENTS}/{SEGMENT}/export_jobs", headers=auth(seeded.token),
-                          json={"properties": keys, "fileFormat": "json"}).json()
+    created = client.post(
+        f"{SEGMENTS}/{SEGMENT}/export_jobs", headers=auth(seeded.token), json={"properties": keys, "fileFormat": "json"}
+    ).json()
     worker.run_until_empty()
     uri = get(client, seeded.token, f"/v1/api/job/result/{created['id']}")["uris"][0]
     download = client.get("/download?file=" + uri, headers=auth(seeded.token))
@@ -164,8 +170,9 @@ def test_segment_users_total_and_page_come_from_one_snapshot(seeded: Seeded) -> 
     app = seeded.app
     catalog = app.meta.catalog(PROJECT)
     small = SegmentDefinition(SEGMENT, rule=compile_rule({"key": "usr_age", "op": "eq", "value": 30}, catalog))
-    large = SegmentDefinition(SEGMENT, rule=compile_rule({"not": {"key": "usr_age", "op": "gte", "value": 50}},
-                                                          catalog))
+    large = SegmentDefinition(
+        SEGMENT, rule=compile_rule({"not": {"key": "usr_age", "op": "gte", "value": 50}}, catalog)
+    )
     stop = threading.Event()
 
     def flip() -> None:
@@ -203,8 +210,10 @@ def test_tag_list_has_the_documented_fields_and_value_types(client: TestClient, 
         assert tag["detector"]["stage"] == "FINISH"
     types = {t["key"]: t["valueType"] for t in page["values"]}
     assert types == {
-        "tag_rfm": {"type": "STRING", "isArray": False}, "tag_level": {"type": "INT", "isArray": False},
-        "tag_labels": {"type": "STRING", "isArray": True}, "tag_born": {"type": "DATE", "isArray": False},
+        "tag_rfm": {"type": "STRING", "isArray": False},
+        "tag_level": {"type": "INT", "isArray": False},
+        "tag_labels": {"type": "STRING", "isArray": True},
+        "tag_born": {"type": "DATE", "isArray": False},
         "tag_ltv": {"type": "DOUBLE", "isArray": False},
     }
     counts = {t["key"]: t["detector"]["totalUsers"] for t in page["values"]}
@@ -243,12 +252,19 @@ def test_project_without_catalogue_lists_no_tags(client: TestClient, seeded: See
 # --- E6/E7 tag users -------------------------------------------------------------------------------
 def test_tag_users_are_the_users_holding_a_value(client: TestClient, seeded: Seeded) -> None:
     page = get(client, seeded.token, TAG_USERS, **{"properties[]": ["tag_rfm", "id_$basic_userId"]})
-    expected = [{"gioId": str(i), "identifications": {"id_$basic_userId": [u["id_$basic_userId"]]},
-                 "properties": {"tag_rfm": u["tag_rfm"]}} for i, u in tag_members()]
+    expected = [
+        {
+            "gioId": str(i),
+            "identifications": {"id_$basic_userId": [u["id_$basic_userId"]]},
+            "properties": {"tag_rfm": u["tag_rfm"]},
+        }
+        for i, u in tag_members()
+    ]
     assert page["values"] == expected
     assert page["totalCount"] == len(expected)
-    platform = get(client, seeded.token, "/v1/api/user_tags/tag_rfm/users",
-                   **{"properties[]": ["tag_rfm", "id_$basic_userId"]})
+    platform = get(
+        client, seeded.token, "/v1/api/user_tags/tag_rfm/users", **{"properties[]": ["tag_rfm", "id_$basic_userId"]}
+    )
     assert platform == page
 
 
@@ -257,18 +273,26 @@ def test_tag_users_page_edges(client: TestClient, seeded: Seeded) -> None:
     page = get(client, seeded.token, TAG_USERS, limit=5)
     assert ([v["gioId"] for v in page["values"]], page["hasNextPage"]) == (ids, False)
     tail = get(client, seeded.token, TAG_USERS, limit=3, offset=3)
-    assert ([v["gioId"] for v in tail["values"]], tail["hasNextPage"], tail["hasPreviousPage"]) == (ids[3:], False,
-                                                                                                   True)
+    assert ([v["gioId"] for v in tail["values"]], tail["hasNextPage"], tail["hasPreviousPage"]) == (
+        ids[3:],
+        False,
+        True,
+    )
 
 
 # --- E14/E15 recompute, 4.x job result -------------------------------------------------------------
 def test_recompute_segment_takes_new_data(client: TestClient, seeded: Seeded, tmp_path: Path) -> None:
-    seeded.app.data.create_segment(PROJECT, SegmentSpec(key="seg_once", name="一次", scheduler="ONCE",
-                                                        rule={"key": "usr_gender", "op": "eq", "value": "男"}))
+    seeded.app.data.create_segment(
+        PROJECT,
+        SegmentSpec(
+            key="seg_once", name="一次", scheduler="ONCE", rule={"key": "usr_gender", "op": "eq", "value": "男"}
+        ),
+    )
     url = f"{SEGMENTS}/seg_once"
     before = get(client, seeded.token, url + "/users")["totalCount"]
-    seeded.app.data.import_users(PROJECT, write_users_csv(tmp_path / "more.csv", [
-        {"id_$basic_userId": "C100", "usr_gender": "男"}]))
+    seeded.app.data.import_users(
+        PROJECT, write_users_csv(tmp_path / "more.csv", [{"id_$basic_userId": "C100", "usr_gender": "男"}])
+    )
     assert get(client, seeded.token, url + "/users")["totalCount"] == before  # ONCE: not recomputed on import
     r = client.post(url + "/computes", headers=auth(seeded.token))
     assert r.status_code == 200, r.text
@@ -280,8 +304,9 @@ def test_recompute_segment_takes_new_data(client: TestClient, seeded: Seeded, tm
 
 
 @pytest.mark.parametrize("stage,status", [("FINISH", 200), ("ERROR", 200), ("RUNNING", 409), ("NONE", 409)])
-def test_recompute_segment_only_from_finish_or_error(client: TestClient, seeded: Seeded, stage: str,
-                                                     status: int) -> None:
+def test_recompute_segment_only_from_finish_or_error(
+    client: TestClient, seeded: Seeded, stage: str, status: int
+) -> None:
     seeded.app.meta.update_segment(PROJECT, SEGMENT, detector_stage=stage)
     r = client.post(f"{SEGMENTS}/{SEGMENT}/computes", headers=auth(seeded.token))
     assert r.status_code == status, r.text
@@ -306,13 +331,14 @@ def test_job_result_through_the_project_path(client: TestClient, seeded: Seeded,
     plain = get(client, seeded.token, f"/v1/api/job/result/{job['id']}")
     scoped = get(client, seeded.token, f"{P}/job/result/{job['id']}")
     assert scoped == plain and scoped["stage"] == "FINISH"
-    for token, url in ((seeded.admin_token, f"{OTHER}/job/result/{job['id']}"),
-                       (seeded.other_token, f"{OTHER}/job/result/{job['id']}"),
-                       (seeded.other_token, f"{P}/job/result/{job['id']}")):
+    for token, url in (
+        (seeded.admin_token, f"{OTHER}/job/result/{job['id']}"),
+        (seeded.other_token, f"{OTHER}/job/result/{job['id']}"),
+        (seeded.other_token, f"{P}/job/result/{job['id']}"),
+    ):
         r = client.get(url, headers=auth(token))
         assert r.status_code == 404, (url, r.text)
         assert r.json()["error"]["code"] in ("JOB_NOT_FOUND", "PROJECT_NOT_FOUND")
-
 
 
 def test_openapi_page_lists_the_family(client: TestClient) -> None:
@@ -322,17 +348,22 @@ def test_openapi_page_lists_the_family(client: TestClient) -> None:
         ("/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users", "get"),
         ("/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users/export_jobs", "post"),
         ("/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/computes", "post"),
-        ("/v1/api/user_tags", "get"), ("/v1/api/projects/{project_ID}/user_tags", "get"),
-        ("/v1/api/user_tags/{tag_key}/users", "get"), ("/v1/api/projects/{project_ID}/user_tags/{tag_key}/users", "get"),
+        ("/v1/api/user_tags", "get"),
+        ("/v1/api/projects/{project_ID}/user_tags", "get"),
+        ("/v1/api/user_tags/{tag_key}/users", "get"),
+        ("/v1/api/projects/{project_ID}/user_tags/{tag_key}/users", "get"),
         ("/v1/api/user_tags/{tag_key}/export_jobs", "post"),
         ("/v1/api/projects/{project_ID}/user_tags/{tag_key}/export_jobs", "post"),
         ("/v1/api/projects/{project_ID}/user_tags/{tag_key}/computes", "post"),
-        ("/v1/api/users/{identityKey}/{value}", "get"), ("/v1/api/projects/{project_ID}/users/{identityKey}/{value}", "get"),
+        ("/v1/api/users/{identityKey}/{value}", "get"),
+        ("/v1/api/projects/{project_ID}/users/{identityKey}/{value}", "get"),
         ("/v1/api/projects/{project_ID}/job/result/{id}", "get"),
     ]:
         assert method in paths[path], path
-    params = {p["name"] for p in paths["/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users"]["get"]
-              ["parameters"]}
+    params = {
+        p["name"]
+        for p in paths["/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users"]["get"]["parameters"]
+    }
     assert {"limit", "offset", "properties[]", "properties", "language"} <= params
 
 
@@ -344,8 +375,9 @@ def test_lookup_returns_every_identity_and_property(client: TestClient, seeded: 
     assert found == {
         "gioId": str(gio_id),
         "identifications": {f"ids_{k[3:]}": api_value(k, user) for k in IDENTITIES},
-        "properties": {k: user.get(k) for k in ("usr_gender", "usr_city", "usr_age", "usr_score", "usr_since",
-                                                  "tag_rfm")},
+        "properties": {
+            k: user.get(k) for k in ("usr_gender", "usr_city", "usr_age", "usr_score", "usr_since", "tag_rfm")
+        },
     }
     assert get(client, seeded.token, f"/v1/api/users/$basic_userId/{user['id_$basic_userId']}") == found
 

@@ -54,8 +54,10 @@ def test_properties_without_brackets_mean_the_same(client: TestClient, seeded: S
     keys = ["usr_gender", "tag_rfm", "id_$basic_userId"]
     bracketed = client.get(SEG_USERS, headers=auth(seeded.token), params={"properties[]": keys}).json()
     plain = client.get(SEG_USERS, headers=auth(seeded.token), params={"properties": keys}).json()
-    mixed = client.get(SEG_USERS + "?properties[]=usr_gender&properties=tag_rfm&properties[]=id_$basic_userId",
-                       headers=auth(seeded.token)).json()
+    mixed = client.get(
+        SEG_USERS + "?properties[]=usr_gender&properties=tag_rfm&properties[]=id_$basic_userId",
+        headers=auth(seeded.token),
+    ).json()
     assert bracketed == plain == mixed
     assert list(bracketed["values"][0]["properties"]) == ["usr_gender", "tag_rfm"]  # request order
 
@@ -79,8 +81,9 @@ def test_users_export_jobs_address_is_the_seed_endpoint(client: TestClient, work
 
 
 @pytest.mark.parametrize("tag", ["tag_rfm", "rfm"])
-def test_tag_export_is_named_det_and_after_the_tag(client: TestClient, worker: Worker, seeded: Seeded,
-                                                    tag: str) -> None:
+def test_tag_export_is_named_det_and_after_the_tag(
+    client: TestClient, worker: Worker, seeded: Seeded, tag: str
+) -> None:
     job = submit(client, seeded.token, f"{TAGS}/{tag}/export_jobs", {"properties": ["id_$basic_userId", "tag_rfm"]})
     assert re.fullmatch(r"DET-\d{12}-\d+", job["name"])
     result, content = finish(client, worker, seeded.token, job)
@@ -106,21 +109,37 @@ def test_limit_and_offset_written_as_floats(client: TestClient, seeded: Seeded, 
     assert _timeless(as_float.json()) == _timeless(as_int.json())
 
 
-@pytest.mark.parametrize("url", [SEGMENTS, SEG_USERS, TAGS, TAG_USERS, f"{P}/users/$basic_userId/C001",
-                                 "/v1/api/user_tags", "/v1/api/users/$basic_userId/C001"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        SEGMENTS,
+        SEG_USERS,
+        TAGS,
+        TAG_USERS,
+        f"{P}/users/$basic_userId/C001",
+        "/v1/api/user_tags",
+        "/v1/api/users/$basic_userId/C001",
+    ],
+)
 def test_bare_token_and_language_header_are_accepted(client: TestClient, seeded: Seeded, url: str) -> None:
     reference = client.get(url, headers=auth(seeded.token))
     assert reference.status_code == 200, reference.text
-    for headers in ({"Authorization": seeded.token}, {**auth(seeded.token), "language": "CH"},
-                    {**auth(seeded.token), "language": "US"}, {"Authorization": seeded.token, "Language": "us"}):
+    for headers in (
+        {"Authorization": seeded.token},
+        {**auth(seeded.token), "language": "CH"},
+        {**auth(seeded.token), "language": "US"},
+        {"Authorization": seeded.token, "Language": "us"},
+    ):
         r = client.get(url, headers=headers)
         assert r.status_code == 200, (headers, r.text)
         assert _timeless(r.json()) == _timeless(reference.json())
 
 
 def test_language_header_does_not_change_errors(client: TestClient, seeded: Seeded) -> None:
-    answers = {client.get(f"{SEGMENTS}/seg_nope/users", headers={**auth(seeded.token), "language": lang}).text
-               for lang in ("CH", "US")}
+    answers = {
+        client.get(f"{SEGMENTS}/seg_nope/users", headers={**auth(seeded.token), "language": lang}).text
+        for lang in ("CH", "US")
+    }
     assert len(answers) == 1 and "SEGMENT_NOT_FOUND" in answers.pop()
 
 
@@ -129,8 +148,10 @@ def _timeless(page: dict) -> dict:
     values = page.get("values")
     if values is None:
         return page
-    return {**page, "values": [{**v, "detector": {**v["detector"], "detectedAt": None}} if "detector" in v else v
-                               for v in values]}
+    return {
+        **page,
+        "values": [{**v, "detector": {**v["detector"], "detectedAt": None}} if "detector" in v else v for v in values],
+    }
 
 
 # --- extensions ------------------------------------------------------------------------------------
@@ -149,8 +170,9 @@ def test_bom_is_exactly_three_bytes_before_the_same_csv(client: TestClient, work
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_gzip_decompresses_to_the_same_bytes(client: TestClient, worker: Worker, seeded: Seeded, fmt: str) -> None:
     keys = ["id_$anonymous_user", "usr_gender", "usr_city", "tag_rfm"]
-    _, plain = finish(client, worker, seeded.token,
-                      submit(client, seeded.token, SEED_EXPORT, {"properties": keys, "fileFormat": fmt}))
+    _, plain = finish(
+        client, worker, seeded.token, submit(client, seeded.token, SEED_EXPORT, {"properties": keys, "fileFormat": fmt})
+    )
     job = submit(client, seeded.token, SEED_EXPORT, {"properties": keys, "fileFormat": fmt, "compression": "gzip"})
     result, packed = finish(client, worker, seeded.token, job)
     assert packed[:2] == b"\x1f\x8b"

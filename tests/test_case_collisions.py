@@ -35,7 +35,9 @@ def test_segment_key_differing_only_in_case_is_refused_and_the_first_keeps_its_m
     app.data.create_segment(PROJECT, SegmentSpec(key="seg_young", name="young", rule=young))
     before = _export_gio_ids(client, worker, seeded.token, "seg_young")
     with pytest.raises(AlreadyExists, match="seg_young"):
-        app.data.create_segment(PROJECT, SegmentSpec(key="seg_YOUNG", name="everyone", rule={"key": "usr_age", "op": "gt", "value": 0}))
+        app.data.create_segment(
+            PROJECT, SegmentSpec(key="seg_YOUNG", name="everyone", rule={"key": "usr_age", "op": "gt", "value": 0})
+        )
     assert [s.key for s in app.meta.segments(PROJECT)[0]].count("seg_YOUNG") == 0
     assert _export_gio_ids(client, worker, seeded.token, "seg_young") == before == ["2", "5"]
 

@@ -22,13 +22,22 @@ def project(app: App) -> App:
 
 
 def test_catalog_csv_import_with_types_descriptions_and_bare_identities(project: App) -> None:
-    text = ("\ufeffkey,name,type,description\n$basic_userId,用户ID,string,登录用户\nid_$anonymous_user,设备,string[],\n"
-            "usr_age,年龄,int,\nusr_score,积分,double,\nusr_since,注册日期,date,\ntag_hobby,爱好,string[],\n"
-            "usr_note,,,\n")
+    text = (
+        "\ufeffkey,name,type,description\n$basic_userId,用户ID,string,登录用户\nid_$anonymous_user,设备,string[],\n"
+        "usr_age,年龄,int,\nusr_score,积分,double,\nusr_since,注册日期,date,\ntag_hobby,爱好,string[],\n"
+        "usr_note,,,\n"
+    )
     assert project.data.import_catalog_csv(PROJECT, text) == (7, 0)
     c = project.meta.catalog(PROJECT)
-    assert list(c.entries) == ["id_$basic_userId", "id_$anonymous_user", "usr_age", "usr_score", "usr_since",
-                               "tag_hobby", "usr_note"]
+    assert list(c.entries) == [
+        "id_$basic_userId",
+        "id_$anonymous_user",
+        "usr_age",
+        "usr_score",
+        "usr_since",
+        "tag_hobby",
+        "usr_note",
+    ]
     e = c.get("id_$basic_userId")
     assert e is not None and (e.kind, e.name, e.description) == (KeyKind.IDENTITY, "用户ID", "登录用户")
     hobby = c.get("tag_hobby")
@@ -69,7 +78,9 @@ def test_key_grammar_accepts(key: str) -> None:
     assert catalog_entry(key, "").key.startswith(("usr_", "tag_", "id_"))
 
 
-@pytest.mark.parametrize("key", ["usr_", "tag_1x", "usr_a-b", "usr_中文", "gio_id", "usr_a b", "x_a", "usr_" + "a" * 100])
+@pytest.mark.parametrize(
+    "key", ["usr_", "tag_1x", "usr_a-b", "usr_中文", "gio_id", "usr_a b", "x_a", "usr_" + "a" * 100]
+)
 def test_key_grammar_rejects(key: str) -> None:
     with pytest.raises(Exception, match="key"):
         catalog_entry(key, "")
@@ -77,13 +88,17 @@ def test_key_grammar_rejects(key: str) -> None:
 
 def test_rename_describe_and_remove(project: App, tmp_path: Path) -> None:
     project.data.import_catalog_csv(PROJECT, "key,name,type\nid_$basic_userId,ID,string\nusr_a,A,int\nusr_b,B,string\n")
-    project.data.import_users(PROJECT, write_users_csv(tmp_path / "u.csv", [{"id_$basic_userId": "X", "usr_a": "1"}],
-                                                       ["id_$basic_userId", "usr_a"]))
+    project.data.import_users(
+        PROJECT,
+        write_users_csv(tmp_path / "u.csv", [{"id_$basic_userId": "X", "usr_a": "1"}], ["id_$basic_userId", "usr_a"]),
+    )
     e = project.data.update_catalog_entry(PROJECT, "usr_a", name="甲")
     assert (e.name, e.type) == ("甲", ValueType.INT)
     e = project.data.update_catalog_entry(PROJECT, "usr_a", description="说明")
     assert (e.name, e.description) == ("甲", "说明")
-    project.data.create_segment(PROJECT, SegmentSpec(key="seg_a", name="a", rule={"key": "usr_a", "op": "eq", "value": 1}))
+    project.data.create_segment(
+        PROJECT, SegmentSpec(key="seg_a", name="a", rule={"key": "usr_a", "op": "eq", "value": 1})
+    )
     with pytest.raises(KeyInUse, match="seg_a"):
         project.data.remove_catalog_key(PROJECT, "usr_a")
     project.data.remove_catalog_key(PROJECT, "usr_b")
@@ -104,16 +119,36 @@ def test_catalog_cli_commands_on_the_data_dir(app: App, tmp_path: Path, monkeypa
     f.write_text("key,name,type\nid_$basic_userId,ID,string\nusr_a,A,int\n", encoding="utf-8")
     r = run(cli, ["catalog", "import", "-P", PROJECT, str(f)])
     assert r.exit_code == 0 and "2 added, 0 updated" in r.output
-    r = run(cli, ["catalog", "add", "-P", PROJECT, "tag_x", "--name", "标签", "--type", "string[]",
-                  "--description", "多值"])
+    r = run(
+        cli, ["catalog", "add", "-P", PROJECT, "tag_x", "--name", "标签", "--type", "string[]", "--description", "多值"]
+    )
     assert r.exit_code == 0, r.output
     assert run(cli, ["catalog", "rename", "-P", PROJECT, "usr_a", "甲"]).exit_code == 0
     assert run(cli, ["catalog", "describe", "-P", PROJECT, "usr_a", "一个整数"]).exit_code == 0
     r = run(cli, ["catalog", "list", "-P", PROJECT])
-    assert r.output.splitlines() == ["id_$basic_userId\tID\tstring\t", "usr_a\t甲\tint\t一个整数",
-                                     "tag_x\t标签\tstring[]\t多值"]
-    assert run(cli, ["segment", "create", "-P", PROJECT, "--key", "seg_a", "--name", "a",
-                     "--rule", '{"key": "usr_a", "op": "gt", "value": 1}']).exit_code == 0
+    assert r.output.splitlines() == [
+        "id_$basic_userId\tID\tstring\t",
+        "usr_a\t甲\tint\t一个整数",
+        "tag_x\t标签\tstring[]\t多值",
+    ]
+    assert (
+        run(
+            cli,
+            [
+                "segment",
+                "create",
+                "-P",
+                PROJECT,
+                "--key",
+                "seg_a",
+                "--name",
+                "a",
+                "--rule",
+                '{"key": "usr_a", "op": "gt", "value": 1}',
+            ],
+        ).exit_code
+        == 0
+    )
     r = run(cli, ["catalog", "remove", "-P", PROJECT, "usr_a"])
     assert r.exit_code == 2 and "used by segment(s) seg_a" in r.output
     assert run(cli, ["catalog", "remove", "-P", PROJECT, "tag_x"]).exit_code == 0

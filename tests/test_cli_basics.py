@@ -76,15 +76,30 @@ def test_segment_from_members_reports_unmatched_ids(data: Path, tmp_path: Path) 
     run(data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "u.csv", USERS)))
     ids = tmp_path / "ids.txt"
     ids.write_text("C001\nC004\nC404\n\nC001\n", encoding="utf-8")
-    code, out, err = run(data, "segment", "create", "--project", PROJECT, "--key", "seg_list", "--name", "名单",
-                         "--members", str(ids), "--identity", "id_$basic_userId")
+    code, out, err = run(
+        data,
+        "segment",
+        "create",
+        "--project",
+        PROJECT,
+        "--key",
+        "seg_list",
+        "--name",
+        "名单",
+        "--members",
+        str(ids),
+        "--identity",
+        "id_$basic_userId",
+    )
     assert code == 0, err
     assert "2 users, 1 ids matched no user" in out
 
 
 def test_segment_with_an_unknown_key_is_refused(data: Path) -> None:
     rule = json.dumps({"key": "usr_nope", "op": "eq", "value": "x"})
-    code, _, err = run(data, "segment", "create", "--project", PROJECT, "--key", "seg_bad", "--name", "x", "--rule", rule)
+    code, _, err = run(
+        data, "segment", "create", "--project", PROJECT, "--key", "seg_bad", "--name", "x", "--rule", rule
+    )
     assert code == 2
     assert "unknown key 'usr_nope'" in err
     assert run(data, "segment", "list", "--project", PROJECT)[1] == ""
@@ -92,13 +107,20 @@ def test_segment_with_an_unknown_key_is_refused(data: Path) -> None:
 
 def test_a_profile_file_held_by_another_process_is_busy_not_a_failed_job(data: Path, tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('ok', flush=True); "
-         "time.sleep(60)", str(data / "profiles.duckdb")],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('ok', flush=True); time.sleep(60)",
+            str(data / "profiles.duckdb"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
-        code, _, err = run(data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "u.csv", USERS)))
+        code, _, err = run(
+            data, "users", "import", "--project", PROJECT, str(write_users_csv(tmp_path / "u.csv", USERS))
+        )
         assert code == 5
         assert err.strip().splitlines()[-1].startswith("error: the profile database")
         assert "in use by another process" in err

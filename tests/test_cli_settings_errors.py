@@ -21,16 +21,20 @@ def test_out_of_range_port_flag_is_one_line_naming_the_setting(tmp_path: Path) -
 
 
 def test_malformed_environment_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None:
-    result = runner.invoke(cli, ["--data-dir", str(tmp_path / "d"), "project", "list"],
-                           env={"SEGPORT_MAX_PROPERTIES": "sixty"})
+    result = runner.invoke(
+        cli, ["--data-dir", str(tmp_path / "d"), "project", "list"], env={"SEGPORT_MAX_PROPERTIES": "sixty"}
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith("error: setting max_properties (SEGPORT_MAX_PROPERTIES): ")
     assert result.stderr.count("\n") == 1 and "'sixty'" in result.stderr
 
 
 def test_demo_takes_host_and_port_from_the_environment_like_every_setting(tmp_path: Path) -> None:
-    result = runner.invoke(cli, ["--data-dir", str(tmp_path / "d"), "demo", "--users", "20", "--no-serve"],
-                           env={"SEGPORT_PORT": "9123"})
+    result = runner.invoke(
+        cli, ["--data-dir", str(tmp_path / "d"), "demo", "--users", "20", "--no-serve"], env={"SEGPORT_PORT": "9123"}
+    )
     assert result.exit_code == 0, result.output
-    assert "'http://127.0.0.1:9123/v1/api/projects/WlGk4Daj/segment_profiles/seg_51activity/export_jobs'" in result.stdout
+    assert (
+        "'http://127.0.0.1:9123/v1/api/projects/WlGk4Daj/segment_profiles/seg_51activity/export_jobs'" in result.stdout
+    )
     assert ":8000" not in result.stdout

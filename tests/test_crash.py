@@ -24,8 +24,14 @@ from tests.conftest import PROJECT, LiveServer, auth, start_server, stop_server
 
 USERS = 200_000
 PROPS = ["id_$basic_userId", "usr_name", "usr_gender", "usr_city", "tag_rfm", "tag_channel"]
-FAST = {"SEGPORT_DUCKDB_THREADS": "1", "SEGPORT_LEASE_S": "3", "SEGPORT_HEARTBEAT_S": "0.5",
-        "SEGPORT_POLL_INTERVAL_S": "0.2", "SEGPORT_CLEANUP_INTERVAL_S": "0.5", "SEGPORT_MAX_RUNNING_JOBS": "1"}
+FAST = {
+    "SEGPORT_DUCKDB_THREADS": "1",
+    "SEGPORT_LEASE_S": "3",
+    "SEGPORT_HEARTBEAT_S": "0.5",
+    "SEGPORT_POLL_INTERVAL_S": "0.2",
+    "SEGPORT_CLEANUP_INTERVAL_S": "0.5",
+    "SEGPORT_MAX_RUNNING_JOBS": "1",
+}
 
 
 def make_data_dir(tmp_path: Path, users: int) -> tuple[Path, str, Path]:
@@ -38,10 +44,17 @@ def make_data_dir(tmp_path: Path, users: int) -> tuple[Path, str, Path]:
         app.meta.create_project(PROJECT, "崩溃测试")
         app.data.add_catalog_entries(PROJECT, [catalog_entry(k, n, t) for k, n, t in CATALOG])
         app.data.import_users(PROJECT, parquet)
-        app.data.create_segment(PROJECT, SegmentSpec(key="seg_all", name="全部", rule={
-            "key": "id_$basic_userId", "op": "not_null"}))
-        app.data.create_segment(PROJECT, SegmentSpec(key="seg_few", name="少数", rule={
-            "key": "id_$basic_userId", "op": "in", "value": ["C0000001", "C0000002", "C0000003"]}))
+        app.data.create_segment(
+            PROJECT, SegmentSpec(key="seg_all", name="全部", rule={"key": "id_$basic_userId", "op": "not_null"})
+        )
+        app.data.create_segment(
+            PROJECT,
+            SegmentSpec(
+                key="seg_few",
+                name="少数",
+                rule={"key": "id_$basic_userId", "op": "in", "value": ["C0000001", "C0000002", "C0000003"]},
+            ),
+        )
         _, token = app.meta.create_token([PROJECT])
     finally:
         app.close()
@@ -53,9 +66,11 @@ def expected_jsonl(parquet: Path, keys: list[str]) -> bytes:
     table = pq.read_table(parquet, columns=keys).to_pylist()
     lines = []
     for gio_id, user in enumerate(table, start=1):
-        line = {"gio_id": str(gio_id),
-                "identifications": {k: user[k] for k in keys if k.startswith("id_")},
-                "properties": {k: user[k] for k in keys if not k.startswith("id_")}}
+        line = {
+            "gio_id": str(gio_id),
+            "identifications": {k: user[k] for k in keys if k.startswith("id_")},
+            "properties": {k: user[k] for k in keys if not k.startswith("id_")},
+        }
         lines.append(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
     return ("\n".join(lines) + "\n").encode()
 
@@ -145,8 +160,10 @@ def test_write_failure_is_error_with_clear_message_and_the_server_keeps_serving(
     server = start_server(data, tmp_path / "server.log", FAST, preexec_fn=_file_size_limit(1_000_000))
     try:
         big = submit(server, token, "seg_all", {"properties": [k for k, _, _ in CATALOG], "fileFormat": fmt})
-        result = wait_for(lambda: (r := job_result(server, token, big["id"]))["stage"] in ("FINISH", "ERROR") and r,
-                          "the big export to end")
+        result = wait_for(
+            lambda: (r := job_result(server, token, big["id"]))["stage"] in ("FINISH", "ERROR") and r,
+            "the big export to end",
+        )
         assert isinstance(result, dict)
         assert result["stage"] == "ERROR", result
         assert result["uris"] == []
@@ -156,8 +173,10 @@ def test_write_failure_is_error_with_clear_message_and_the_server_keeps_serving(
         assert not (data / "results" / result["name"]).exists()
         # the server is alive and a small export still works
         small = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": fmt})
-        done = wait_for(lambda: (r := job_result(server, token, small["id"]))["stage"] in ("FINISH", "ERROR") and r,
-                        "the small export to end")
+        done = wait_for(
+            lambda: (r := job_result(server, token, small["id"]))["stage"] in ("FINISH", "ERROR") and r,
+            "the small export to end",
+        )
         assert isinstance(done, dict) and done["stage"] == "FINISH", done
         d = httpx.get(f"{server.base_url}/download?file={done['uris'][0]}", headers=auth(token), timeout=30)
         assert d.status_code == 200 and b"C0000002" in d.content

@@ -35,20 +35,30 @@ def test_seed_uri_is_reproduced_exactly() -> None:
     )
 
 
-@pytest.mark.parametrize(("raw", "safe"), [("a/b", "a_b"), ('x"y', "x_y"), ("..", "segment"), ("a\nb", "a_b"),
-                                           ("c:\\d", "c__d"), ("会员 列表", "会员 列表")])
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [("a/b", "a_b"), ('x"y', "x_y"), ("..", "segment"), ("a\nb", "a_b"), ("c:\\d", "c__d"), ("会员 列表", "会员 列表")],
+)
 def test_segment_names_are_made_safe_in_file_names(raw: str, safe: str) -> None:
     assert result_file_names(raw, "2026-01-01", "csv", 1) == [f"{safe}_2026-01-01_UserList.csv"]
 
 
 def test_parts_are_numbered() -> None:
-    assert result_file_names("s", "2026-01-01", "json", 2) == ["s_2026-01-01_UserList_1.json", "s_2026-01-01_UserList_2.json"]
+    assert result_file_names("s", "2026-01-01", "json", 2) == [
+        "s_2026-01-01_UserList_1.json",
+        "s_2026-01-01_UserList_2.json",
+    ]
 
 
 def test_result_path_parsing_accepts_only_result_uris() -> None:
     assert parse_result_path("/jobs/results/DES-202205240136-1/a.csv") == ("DES-202205240136-1", "a.csv")
     assert parse_result_path("%2Fjobs%2Fresults%2FDES-202205240136-1%2Fa.csv") == ("DES-202205240136-1", "a.csv")
-    for bad in ["/jobs/results/../x", "/etc/passwd", "/jobs/results/DES-1/a.csv", "/jobs/results/DES-202205240136-1/a/b"]:
+    for bad in [
+        "/jobs/results/../x",
+        "/etc/passwd",
+        "/jobs/results/DES-1/a.csv",
+        "/jobs/results/DES-202205240136-1/a/b",
+    ]:
         assert parse_result_path(bad) is None
 
 

@@ -20,8 +20,15 @@ TTL_S = 1
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.1, lease_s=5, poll_interval_s=0.1,
-                    result_ttl_s=TTL_S, cleanup_interval_s=0.1)
+    return Settings(
+        data_dir=tmp_path / "data",
+        serve_workers=False,
+        heartbeat_s=0.1,
+        lease_s=5,
+        poll_interval_s=0.1,
+        result_ttl_s=TTL_S,
+        cleanup_interval_s=0.1,
+    )
 
 
 def finished_job(client: TestClient, worker: Worker, token: str, body: dict | None = None) -> dict:

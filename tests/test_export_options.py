@@ -30,8 +30,10 @@ def _export(client: TestClient, worker: Worker, token: str, body: dict) -> list[
     worker.run_until_empty()
     result = client.get(f"/v1/api/job/result/{job['id']}", headers=auth(token)).json()
     assert result["stage"] == "FINISH", result
-    return [(unquote(uri).rsplit("/", 1)[1], client.get("/download?file=" + uri, headers=auth(token)).content)
-            for uri in result["uris"]]
+    return [
+        (unquote(uri).rsplit("/", 1)[1], client.get("/download?file=" + uri, headers=auth(token)).content)
+        for uri in result["uris"]
+    ]
 
 
 def test_max_file_rows_splits_the_export_into_numbered_parts_each_with_its_header(
@@ -52,8 +54,9 @@ def test_max_file_rows_splits_json_lines_too(client: TestClient, worker: Worker,
 def test_display_names_that_collide_get_their_key_appended(
     app: App, client: TestClient, worker: Worker, seeded: Seeded
 ) -> None:
-    app.data.add_catalog_entries(PROJECT, [catalog_entry("tag_city", "城市", "string"),
-                                           catalog_entry("usr_x", "GIO_ID", "string")])
+    app.data.add_catalog_entries(
+        PROJECT, [catalog_entry("tag_city", "城市", "string"), catalog_entry("usr_x", "GIO_ID", "string")]
+    )
     keys = ["usr_city", "tag_city", "usr_x", "usr_gender"]
     files = _export(client, worker, seeded.token, {"properties": keys, "csvHeaderType": "name"})
     header = b"".join(content for _, content in files[:1]).split(b"\n", 1)[0].decode()

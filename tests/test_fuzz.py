@@ -35,8 +35,14 @@ def test_no_operation_answers_5xx_or_breaks_its_schema(app: App, seeded: Seeded)
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck), print_blob=False)
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+        )
         def fuzz(case: Any) -> None:
             case.call_and_validate(headers=headers, checks=CHECKS)
 

@@ -93,8 +93,13 @@ def test_multi_valued_identities_accumulate_and_export_joined(project: App, tmp_
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_parquet_and_jsonl_import_like_csv(project: App, tmp_path: Path, fmt: str) -> None:
-    data = {ID: ["A", "B", "C"], "usr_age": [30, None, 41], "usr_score": [1.5, 2.0, None],
-            "usr_gender": ["男", "", None], "id_$anonymous_user": [["d1", "d2"], None, ["d3"]]}
+    data = {
+        ID: ["A", "B", "C"],
+        "usr_age": [30, None, 41],
+        "usr_score": [1.5, 2.0, None],
+        "usr_gender": ["男", "", None],
+        "id_$anonymous_user": [["d1", "d2"], None, ["d3"]],
+    }
     if fmt == "parquet":
         path = tmp_path / "u.parquet"
         pq.write_table(pa.table(data), path)
@@ -180,7 +185,9 @@ def test_jsonl_rejects_objects_and_booleans(project: App, tmp_path: Path) -> Non
         (f"{ID},usr_age", '"A","1","extra"', "cannot read"),
     ],
 )
-def test_bad_files_are_rejected_with_one_line(project: App, tmp_path: Path, header: str, row: str, message: str) -> None:
+def test_bad_files_are_rejected_with_one_line(
+    project: App, tmp_path: Path, header: str, row: str, message: str
+) -> None:
     f = tmp_path / "x.csv"
     f.write_text(f"{header}\n{row}\n", encoding="utf-8")
     with pytest.raises(ImportRejected, match=re.escape(message)) as exc:
@@ -191,8 +198,11 @@ def test_bad_files_are_rejected_with_one_line(project: App, tmp_path: Path, head
 def test_match_on_another_identity(project: App, tmp_path: Path) -> None:
     project.data.import_catalog_csv(PROJECT, "key,name,type\nid_$email,邮箱,string\n")
     imp(project, write_users_csv(tmp_path / "a.csv", [{ID: "A", "id_$email": "a@x"}], [ID, "id_$email"]))
-    r = imp(project, write_users_csv(tmp_path / "b.csv", [{"id_$email": "a@x", "usr_age": "5"}], ["id_$email", "usr_age"]),
-            match="$email")
+    r = imp(
+        project,
+        write_users_csv(tmp_path / "b.csv", [{"id_$email": "a@x", "usr_age": "5"}], ["id_$email", "usr_age"]),
+        match="$email",
+    )
     assert (r.inserted, r.updated) == (0, 1)
     assert users(project)["A"]["usr_age"] == 5
     with pytest.raises(ImportRejected, match="multi-valued"):
@@ -201,8 +211,10 @@ def test_match_on_another_identity(project: App, tmp_path: Path) -> None:
 
 def test_bad_row_at_the_end_of_a_large_file_changes_nothing(project: App, tmp_path: Path) -> None:
     n = 50_000
-    imp(project, write_users_csv(tmp_path / "a.csv", [{ID: f"U{i}", "usr_age": "1"} for i in range(100)],
-                                 [ID, "usr_age"]))
+    imp(
+        project,
+        write_users_csv(tmp_path / "a.csv", [{ID: f"U{i}", "usr_age": "1"} for i in range(100)], [ID, "usr_age"]),
+    )
     before = users(project)
     version = project.engine.data_version(PROJECT)
     big = tmp_path / "big.csv"
@@ -257,10 +269,16 @@ def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) ->
     data_dir = app.settings.data_dir
     app.close()
     big = tmp_path / "big.parquet"
-    duckdb.connect().execute(f"COPY (SELECT 'N' || i AS \"{ID}\", i AS usr_age, 'x' || i AS usr_city "
-                             f"FROM range(2000000) t(i)) TO '{big}' (FORMAT PARQUET)")
-    proc = subprocess.Popen([sys.executable, "-m", "segport.cli", "users", "import", "--project", PROJECT, str(big)],
-                            env={**os.environ, "SEGPORT_DATA_DIR": str(data_dir)}, stderr=subprocess.PIPE, text=True)
+    duckdb.connect().execute(
+        f"COPY (SELECT 'N' || i AS \"{ID}\", i AS usr_age, 'x' || i AS usr_city "
+        f"FROM range(2000000) t(i)) TO '{big}' (FORMAT PARQUET)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segport.cli", "users", "import", "--project", PROJECT, str(big)],
+        env={**os.environ, "SEGPORT_DATA_DIR": str(data_dir)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     for line in proc.stderr:
         if "inserting" in line:  # the transaction is writing the users table now
@@ -304,6 +322,7 @@ def test_csv_with_bom_and_crlf_line_ends(project: App, tmp_path: Path) -> None:
 
 def test_parquet_reimport_paths(project: App, tmp_path: Path) -> None:
     """Parquet is read straight from the file (no staging) unless an identity repeats."""
+
     def write(name: str, ids: list[str], ages: list[Any]) -> Path:
         pq.write_table(pa.table({ID: ids, "usr_age": pa.array(ages, pa.float64())}), tmp_path / name)
         return tmp_path / name

@@ -24,8 +24,16 @@ OTHER_EXPORT = f"/v1/api/projects/{OTHER_PROJECT}/segment_profiles/{SEGMENT}/exp
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.1, lease_s=5, poll_interval_s=0.1,
-                    max_queued_jobs_per_project=2, max_running_jobs_per_project=1, retry_after_s=7)
+    return Settings(
+        data_dir=tmp_path / "data",
+        serve_workers=False,
+        heartbeat_s=0.1,
+        lease_s=5,
+        poll_interval_s=0.1,
+        max_queued_jobs_per_project=2,
+        max_running_jobs_per_project=1,
+        retry_after_s=7,
+    )
 
 
 def submit(client: TestClient, token: str, body: dict, url: str = EXPORT) -> dict:
@@ -151,15 +159,27 @@ def export_being_written(app: App, client: TestClient) -> Iterator[tuple[str, st
     from segport.demo import build_demo
 
     token = build_demo(app, users=300_000)  # WlGk4Daj gets the demo catalogue and segment too
-    body = {"properties": ["id_$basic_userId", "id_$anonymous_user", "usr_name", "usr_city", "usr_total_spend",
-                           "tag_rfm", "tag_channel"], "fileFormat": "json", "compression": "gzip"}
+    body = {
+        "properties": [
+            "id_$basic_userId",
+            "id_$anonymous_user",
+            "usr_name",
+            "usr_city",
+            "usr_total_spend",
+            "tag_rfm",
+            "tag_channel",
+        ],
+        "fileFormat": "json",
+        "compression": "gzip",
+    }
     job = submit(client, token, body, f"/v1/api/projects/{PROJECT}/segment_profiles/seg_51activity/export_jobs")
     staging = app.settings.data_dir / "results" / ".staging"
     w = Worker(app, threads=1)
     w.start()
     try:
-        wait_until(lambda: any(p.is_file() for p in staging.rglob("*")), 30, "the export never started writing",
-                   poll_s=0.005)  # the COPY is writing
+        wait_until(
+            lambda: any(p.is_file() for p in staging.rglob("*")), 30, "the export never started writing", poll_s=0.005
+        )  # the COPY is writing
         yield token, job["id"]
         wait_until(lambda: not any(staging.iterdir()), 10, "the partial file was not removed", poll_s=0.02)
     finally:

@@ -24,8 +24,12 @@ from tests.expected import expected_csv
 
 
 def segport(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "segport.cli", "--data-dir", str(data_dir), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "segport.cli", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_seed_example_over_a_socket(tmp_path: Path) -> None:
@@ -36,8 +40,18 @@ def test_seed_example_over_a_socket(tmp_path: Path) -> None:
         ("project", "create", PROJECT, "--name", "示例项目"),
         ("catalog", "import", "--project", PROJECT, str(tmp_path / "catalog.csv")),
         ("users", "import", "--project", PROJECT, str(tmp_path / "users.csv")),
-        ("segment", "create", "--project", PROJECT, "--key", SEGMENT, "--name", "51活动用户",
-         "--rule", json.dumps(SEGMENT_RULE)),
+        (
+            "segment",
+            "create",
+            "--project",
+            PROJECT,
+            "--key",
+            SEGMENT,
+            "--name",
+            "51活动用户",
+            "--rule",
+            json.dumps(SEGMENT_RULE),
+        ),
     ]
     for step in steps:
         done = segport(data, *step)
@@ -48,8 +62,11 @@ def test_seed_example_over_a_socket(tmp_path: Path) -> None:
     try:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         body = '{"properties": ["ids_$basic_userId", "usr_gender", "tag_rfm"], "fileFormat": "csv", "csvHeaderType": "key"}'
-        created = httpx.post(f"{server.base_url}/v1/api/projects/{PROJECT}/segment_profiles/{SEGMENT}/export_jobs",
-                             headers=headers, content=body)
+        created = httpx.post(
+            f"{server.base_url}/v1/api/projects/{PROJECT}/segment_profiles/{SEGMENT}/export_jobs",
+            headers=headers,
+            content=body,
+        )
         assert created.status_code == 200, created.text
         job_id = created.json()["id"]
         deadline = time.monotonic() + 30

@@ -45,12 +45,26 @@ def db(pg_url: str) -> Iterator[Database]:
 
 def job_maker(fingerprint: str | None = None) -> Callable[[], JobRow]:
     """A JobRow factory like ExportService.submit's; each call gets a fresh id and name."""
+
     def make() -> JobRow:
         now = utcnow()
         ident = _ids.next()
-        return JobRow(id=ident, name=f"DES-{ident}", project_id=P, target_kind="segment", target_key="s",
-                      target_name="s", spec="{}", fingerprint=fingerprint or f"fp-{ident}", stage=Stage.NONE.value,
-                      files="[]", attempts=0, created_at=now, file_day="2026-11-28")
+        return JobRow(
+            id=ident,
+            name=f"DES-{ident}",
+            project_id=P,
+            target_kind="segment",
+            target_key="s",
+            target_name="s",
+            spec="{}",
+            fingerprint=fingerprint or f"fp-{ident}",
+            stage=Stage.NONE.value,
+            files="[]",
+            attempts=0,
+            created_at=now,
+            file_day="2026-11-28",
+        )
+
     return make
 
 
@@ -183,20 +197,32 @@ def test_projects_tokens_catalogue_and_segments_work_on_postgres(db: Database) -
     meta.revoke_token(str(token_id))  # by id, again: stays revoked
     assert [(t.id, projects) for t, projects in meta.tokens()][0] == (token_id, [P])
 
-    entries = [CatalogEntry("usr_city", KeyKind.PROPERTY, "城市", ValueType.STRING, False, ""),
-               CatalogEntry("tag_rfm", KeyKind.TAG, "会员等级", ValueType.STRING, False, "")]
+    entries = [
+        CatalogEntry("usr_city", KeyKind.PROPERTY, "城市", ValueType.STRING, False, ""),
+        CatalogEntry("tag_rfm", KeyKind.TAG, "会员等级", ValueType.STRING, False, ""),
+    ]
     assert meta.upsert_catalog(P, entries) == (2, 0)
     renamed = [CatalogEntry("usr_city", KeyKind.PROPERTY, "City", ValueType.STRING, False, "where")]
     assert meta.upsert_catalog(P, renamed) == (0, 1)
     with pytest.raises(InvalidParameter, match="cannot change"):
         meta.upsert_catalog(P, [CatalogEntry("usr_city", KeyKind.PROPERTY, "x", ValueType.INT, False, "")])
-    assert [(e.key, e.name) for e in meta.catalog(P).entries.values()] == [("usr_city", "City"), ("tag_rfm", "会员等级")]
+    assert [(e.key, e.name) for e in meta.catalog(P).entries.values()] == [
+        ("usr_city", "City"),
+        ("tag_rfm", "会员等级"),
+    ]
     meta.delete_catalog_key(P, "tag_rfm")
     assert [e.key for e in meta.catalog(P).entries.values()] == ["usr_city"]
 
     for i in range(3):
-        meta.add_segment(SegmentRow(project_id=P, key=f"seg_{i}", id=f"Seg0000{i}", name=f"分群{i}",
-                                    created_at=datetime(2026, 1, 1 + i, tzinfo=UTC)))
+        meta.add_segment(
+            SegmentRow(
+                project_id=P,
+                key=f"seg_{i}",
+                id=f"Seg0000{i}",
+                name=f"分群{i}",
+                created_at=datetime(2026, 1, 1 + i, tzinfo=UTC),
+            )
+        )
     with pytest.raises(AlreadyExists):
         meta.add_segment(SegmentRow(project_id=P, key="seg_0", id="Seg00009", name="dup"))
     page, total = meta.segments(P, limit=2, offset=1)
@@ -366,8 +392,7 @@ def _wait_for_a_lock_wait(sqlalchemy_url: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
             waiting = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
             ).fetchone()
             if waiting and waiting[0] > 0:
                 return

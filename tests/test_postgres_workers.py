@@ -42,11 +42,15 @@ def test_seed_flow_runs_end_to_end_with_metadata_on_postgres(tmp_path: Path, pg_
             assert content == expected_csv(["id_$basic_userId", "usr_gender", "tag_rfm"])
             _, _, jsonl = run_export(client, worker, seeded.token, {"properties": ["usr_city"], "fileFormat": "json"})
             assert parse_jsonl(jsonl) == expected_jsonl(["usr_city"])
-            again = client.post(f"/v1/api/projects/{PROJECT}/segment_profiles/{SEGMENT}/export_jobs",
-                                headers={"Authorization": f"Bearer {seeded.token}"}, content=SEED_EXAMPLE_1)
+            again = client.post(
+                f"/v1/api/projects/{PROJECT}/segment_profiles/{SEGMENT}/export_jobs",
+                headers={"Authorization": f"Bearer {seeded.token}"},
+                content=SEED_EXAMPLE_1,
+            )
             assert again.json()["id"] == job["id"]  # the finished job is reused, looked up in PostgreSQL
-            other = client.get(f"/v1/api/job/result/{job['id']}",
-                               headers={"Authorization": f"Bearer {seeded.other_token}"})
+            other = client.get(
+                f"/v1/api/job/result/{job['id']}", headers={"Authorization": f"Bearer {seeded.other_token}"}
+            )
             assert other.status_code == 404 and other.json()["error"]["code"] == "JOB_NOT_FOUND"
     finally:
         app.close()
@@ -81,7 +85,9 @@ def test_two_worker_processes_run_each_of_40_jobs_exactly_once(tmp_path: Path, p
         subprocess.Popen(
             [sys.executable, "-m", "segport.cli", "worker", "--once"],
             env={**os.environ, "SEGPORT_DATA_DIR": str(d), "SEGPORT_METADATA_URL": pg_url},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for d in dirs
     ]

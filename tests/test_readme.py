@@ -63,7 +63,7 @@ def unquoted_dollar_keys(line: str) -> list[str]:
         if c in "'\"" and (not quote or quote == c):
             quote = "" if quote else c
         elif c == "$" and quote != "'":
-            name = re.match(r"[A-Za-z_]\w*", line[i + 1:])
+            name = re.match(r"[A-Za-z_]\w*", line[i + 1 :])
             if name and name.group() in ("basic_userId", "anonymous_user"):
                 found.append(name.group())
         i += 1
@@ -71,8 +71,7 @@ def unquoted_dollar_keys(line: str) -> list[str]:
 
 
 def test_no_shell_example_lets_the_shell_expand_an_identity_key() -> None:
-    bad = [line for lines in sh_blocks() for line in lines
-           if not line.startswith("#") and unquoted_dollar_keys(line)]
+    bad = [line for lines in sh_blocks() for line in lines if not line.startswith("#") and unquoted_dollar_keys(line)]
     assert not bad, "quote these with '...' or write \\$:\n" + "\n".join(bad)
 
 
@@ -93,7 +92,7 @@ def _parse(command: str, last_job: str, last_uri: str) -> tuple[str, str, str | 
             url = word.replace("\\$", "$")
     for base in BASES:
         if url.startswith(base):
-            url = ("/v1/api" if base.endswith("/v1/api") or base == "$API" else "") + url[len(base):]
+            url = ("/v1/api" if base.endswith("/v1/api") or base == "$API" else "") + url[len(base) :]
             break
     url = re.sub(r"/(kqQeWeGr|Xy12AbCd)\b", "/" + last_job, url)
     url = re.sub(r"file=%2Fjobs%2Fresults%2F\.\.\.$", "file=" + last_uri, url)

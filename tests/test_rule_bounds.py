@@ -25,7 +25,9 @@ def test_int_rule_value_beyond_64_bits_is_an_invalid_rule_and_creates_nothing(
 
 
 def test_int_rule_value_at_the_64_bit_edges_is_accepted(app: App, seeded: Seeded) -> None:
-    rule = {"and": [{"key": "usr_age", "op": "gt", "value": -(2**63)}, {"key": "usr_age", "op": "lt", "value": 2**63 - 1}]}
+    rule = {
+        "and": [{"key": "usr_age", "op": "gt", "value": -(2**63)}, {"key": "usr_age", "op": "lt", "value": 2**63 - 1}]
+    }
     app.data.create_segment(PROJECT, SegmentSpec(key="seg_edges", name="edges", rule=rule))
     assert app.meta.segment(PROJECT, "seg_edges").total_users == 6  # every user with an age
 
@@ -34,7 +36,22 @@ def test_rule_nested_past_the_json_parsers_depth_is_one_line_error(app: App, see
     data = app.settings.data_dir
     app.close()  # the CLI opens the data dir itself
     deep = '{"not": ' * 5000 + '{"key": "usr_age", "op": "is_null"}' + "}" * 5000
-    result = runner.invoke(cli, ["--data-dir", str(data), "segment", "create", "--project", PROJECT,
-                                 "--key", "seg_deep", "--name", "deep", "--rule", deep])
+    result = runner.invoke(
+        cli,
+        [
+            "--data-dir",
+            str(data),
+            "segment",
+            "create",
+            "--project",
+            PROJECT,
+            "--key",
+            "seg_deep",
+            "--name",
+            "deep",
+            "--rule",
+            deep,
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: rule is too large") and result.stderr.count("\n") == 1

@@ -47,8 +47,10 @@ def test_revoked_token_fails_at_once(app: App, client: TestClient, seeded: Seede
     assert client.get("/v1/api/job/result/nosuchid", headers=auth(seeded.token)).status_code == 404
     token_id = app.meta.authenticate(seeded.token).token_id
     runner = CliRunner()
-    out = runner.invoke(cli, ["--data-dir", str(app.settings.data_dir), "token", "revoke",
-                              seeded.token if by == "value" else str(token_id)])
+    out = runner.invoke(
+        cli,
+        ["--data-dir", str(app.settings.data_dir), "token", "revoke", seeded.token if by == "value" else str(token_id)],
+    )
     assert out.exit_code == 0, out.output
     r = client.get("/v1/api/job/result/nosuchid", headers=auth(seeded.token))  # the running app, no restart
     assert r.status_code == 401
@@ -74,8 +76,10 @@ def test_another_projects_segment_job_and_file_are_404(client: TestClient, worke
     assert d.status_code == 404
     assert d.json()["error"]["code"] == "FILE_NOT_FOUND"
     # the same answers as for things that do not exist at all: nothing leaks
-    assert client.get("/v1/api/job/result/zzzzzzzz", headers=auth(seeded.token)).json()["error"]["code"] == \
-        client.get(f"/v1/api/job/result/{theirs['id']}", headers=auth(seeded.token)).json()["error"]["code"]
+    assert (
+        client.get("/v1/api/job/result/zzzzzzzz", headers=auth(seeded.token)).json()["error"]["code"]
+        == client.get(f"/v1/api/job/result/{theirs['id']}", headers=auth(seeded.token)).json()["error"]["code"]
+    )
     assert client.get("/download?file=" + theirs["uris"][0], headers=auth(seeded.other_token)).status_code == 200
 
 
@@ -122,8 +126,12 @@ def test_download_refuses_every_path_trick(app: App, client: TestClient, worker:
         assert r.status_code in (400, 404), (trick, r.status_code, r.text[:200])
         assert set(r.json()["error"]) == {"code", "message"}, trick
     # raw query strings the client would otherwise normalise
-    for raw in [f"/download?file={job_dir}/%2e%2e/%2e%2e/meta.sqlite", "/download?file=%00", "/download?file=%2F..%2F..",
-                f"/download?file={quote(job_dir, safe='')}%2F%2E%2E%2F%2E%2E%2Fmeta.sqlite"]:
+    for raw in [
+        f"/download?file={job_dir}/%2e%2e/%2e%2e/meta.sqlite",
+        "/download?file=%00",
+        "/download?file=%2F..%2F..",
+        f"/download?file={quote(job_dir, safe='')}%2F%2E%2E%2F%2E%2E%2Fmeta.sqlite",
+    ]:
         r = client.get(raw, headers=auth(seeded.token))
         assert r.status_code in (400, 404), raw
     assert client.get("/download?file=" + mine["uris"][0], headers=auth(seeded.token)).status_code == 200
@@ -132,7 +140,7 @@ def test_download_refuses_every_path_trick(app: App, client: TestClient, worker:
 NASTY_NAMES = [
     'say "hi"\r\nSet-Cookie: stolen=1',
     "../../etc/passwd",
-    "报表;名单 \"Q3\", final",
+    '报表;名单 "Q3", final',
     "emoji 🎉 and tab\tend",
     "back\\slash <x> | y? *",
     " .. ",
@@ -145,8 +153,9 @@ NASTY_NAMES = [
 def test_content_disposition_is_safe_for_any_segment_name(
     app: App, client: TestClient, worker: Worker, seeded: Seeded, name: str
 ) -> None:
-    app.data.create_segment(PROJECT, SegmentSpec(key="seg_nasty", name=name, rule={"key": "usr_age", "op": "gt",
-                                                                                    "value": 0}))
+    app.data.create_segment(
+        PROJECT, SegmentSpec(key="seg_nasty", name=name, rule={"key": "usr_age", "op": "gt", "value": 0})
+    )
     url = f"/v1/api/projects/{PROJECT}/segment_profiles/seg_nasty/export_jobs"
     result = finished(client, worker, seeded.token, url)
     r = client.get("/download?file=" + result["uris"][0], headers=auth(seeded.token))
@@ -156,7 +165,9 @@ def test_content_disposition_is_safe_for_any_segment_name(
     assert b"\r" not in value and b"\n" not in value
     assert not any(k.lower() == b"set-cookie" for k, _ in raw)
     text = value.decode("latin-1")
-    m = re.fullmatch(r"attachment; (?:filename\*=utf-8''([A-Za-z0-9%._~!$&'()*+,;=:@-]+)|filename=\"([^\"\\]*)\")", text)
+    m = re.fullmatch(
+        r"attachment; (?:filename\*=utf-8''([A-Za-z0-9%._~!$&'()*+,;=:@-]+)|filename=\"([^\"\\]*)\")", text
+    )
     assert m, text
     shown = unquote(m.group(1)) if m.group(1) else m.group(2)
     assert shown == unquote(result["uris"][0]).rsplit("/", 1)[1]
@@ -169,7 +180,9 @@ def _excel(value: str | None) -> str | None:
     return "'" + value if value is not None and value[:1] in ("=", "+", "-", "@") else value
 
 
-def test_excel_safe_is_off_by_default_so_the_seeds_bytes_win(client: TestClient, worker: Worker, seeded: Seeded) -> None:
+def test_excel_safe_is_off_by_default_so_the_seeds_bytes_win(
+    client: TestClient, worker: Worker, seeded: Seeded
+) -> None:
     keys = ["usr_city", "usr_score"]
     result = finished(client, worker, seeded.token, body={"properties": keys})
     content = client.get("/download?file=" + result["uris"][0], headers=auth(seeded.token)).content
@@ -182,8 +195,9 @@ def test_excel_safe_prefixes_formula_cells(tmp_path: Path) -> None:
     app = build(settings)
     try:
         seeded = seed_project(app, tmp_path)
-        app.data.create_segment(PROJECT, SegmentSpec(key="seg_all", name="all", rule={"key": "id_$basic_userId",
-                                                                                         "op": "not_null"}))
+        app.data.create_segment(
+            PROJECT, SegmentSpec(key="seg_all", name="all", rule={"key": "id_$basic_userId", "op": "not_null"})
+        )
         with TestClient(create_app(app, run_workers=False)) as client:
             keys = ["usr_city", "usr_gender", "usr_score", "usr_age"]
             url = f"/v1/api/projects/{PROJECT}/segment_profiles/seg_all/export_jobs"
@@ -192,9 +206,11 @@ def test_excel_safe_prefixes_formula_cells(tmp_path: Path) -> None:
     finally:
         app.close()
     # strings that start with = + - @ get a leading quote; numbers (usr_score -3.25) never do
-    rows = [(g, {**u, "usr_city": _excel(u.get("usr_city")), "usr_gender": _excel(u.get("usr_gender"))})
-            for g, u in enumerate(USERS, start=1)]
+    rows = [
+        (g, {**u, "usr_city": _excel(u.get("usr_city")), "usr_gender": _excel(u.get("usr_gender"))})
+        for g, u in enumerate(USERS, start=1)
+    ]
     assert content == expected_csv(keys, rows=rows)
-    assert b"\"'=SUM(A1:A2)\"" in content
-    assert b"\"'-1+2\"" in content
+    assert b'"\'=SUM(A1:A2)"' in content
+    assert b'"\'-1+2"' in content
     assert b'"-3.25"' in content

@@ -133,8 +133,11 @@ def test_bare_token_without_bearer_is_accepted(client: TestClient, seeded: Seede
 
 
 def test_body_without_json_content_type_is_parsed(client: TestClient, seeded: Seeded) -> None:
-    r = client.post(EXPORT, headers={**auth(seeded.token), "Content-Type": "application/x-www-form-urlencoded"},
-                    content='{"properties": ["usr_gender"], "fileFormat": "json"}')
+    r = client.post(
+        EXPORT,
+        headers={**auth(seeded.token), "Content-Type": "application/x-www-form-urlencoded"},
+        content='{"properties": ["usr_gender"], "fileFormat": "json"}',
+    )
     assert r.status_code == 200, r.text
 
 

@@ -99,8 +99,7 @@ def test_other_projects_job_and_file_are_404(client: TestClient, worker: Worker,
     result = client.get(f"/v1/api/job/result/{job['id']}", headers=auth(seeded.token)).json()
     uri = result["uris"][0]
     assert client.get("/download?file=" + uri, headers=auth(seeded.token)).status_code == 200
-    assert_error(client.get(f"/v1/api/job/result/{job['id']}", headers=auth(seeded.other_token)), 404,
-                 "JOB_NOT_FOUND")
+    assert_error(client.get(f"/v1/api/job/result/{job['id']}", headers=auth(seeded.other_token)), 404, "JOB_NOT_FOUND")
     assert_error(client.get("/download?file=" + uri, headers=auth(seeded.other_token)), 404, "FILE_NOT_FOUND")
     assert_error(client.get("/download?file=" + uri), 401, "UNAUTHORIZED")
 

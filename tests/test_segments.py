@@ -33,18 +33,21 @@ def make_users(n: int = 160) -> list[dict[str, Any]]:
     rnd = random.Random(7)
     users = []
     for i in range(n):
+
         def maybe(value: Any) -> Any:
             return None if rnd.random() < 0.2 else value
 
-        users.append({
-            ID: f"U{i:04d}",
-            "id_$device": maybe(rnd.sample([f"d{j}" for j in range(6)], rnd.randint(1, 3))),
-            "usr_city": maybe(rnd.choice(CITIES)),
-            "usr_age": maybe(rnd.randint(-5, 80)),
-            "usr_score": maybe(round(rnd.uniform(-10, 10), 2)),
-            "usr_since": maybe(dt.date(2020, 1, 1) + dt.timedelta(days=rnd.randint(0, 900))),
-            "tag_hobby": maybe(rnd.sample(HOBBIES, rnd.randint(1, 2))),
-        })
+        users.append(
+            {
+                ID: f"U{i:04d}",
+                "id_$device": maybe(rnd.sample([f"d{j}" for j in range(6)], rnd.randint(1, 3))),
+                "usr_city": maybe(rnd.choice(CITIES)),
+                "usr_age": maybe(rnd.randint(-5, 80)),
+                "usr_score": maybe(round(rnd.uniform(-10, 10), 2)),
+                "usr_since": maybe(dt.date(2020, 1, 1) + dt.timedelta(days=rnd.randint(0, 900))),
+                "tag_hobby": maybe(rnd.sample(HOBBIES, rnd.randint(1, 2))),
+            }
+        )
     return users
 
 
@@ -94,13 +97,22 @@ def leaf(u: dict[str, Any], key: str, op: str, value: Any) -> bool:
     value = [norm(key, x) for x in value] if isinstance(value, list) else norm(key, value)
     if multi:
         return {
-            "eq": lambda: value in v, "ne": lambda: value not in v, "in": lambda: any(x in v for x in value),
-            "not_in": lambda: not any(x in v for x in value), "contains": lambda: any(value in x for x in v),
+            "eq": lambda: value in v,
+            "ne": lambda: value not in v,
+            "in": lambda: any(x in v for x in value),
+            "not_in": lambda: not any(x in v for x in value),
+            "contains": lambda: any(value in x for x in v),
         }[op]()
     return {
-        "eq": lambda: v == value, "ne": lambda: v != value, "gt": lambda: v > value, "gte": lambda: v >= value,
-        "lt": lambda: v < value, "lte": lambda: v <= value, "in": lambda: v in value,
-        "not_in": lambda: v not in value, "between": lambda: value[0] <= v <= value[1],
+        "eq": lambda: v == value,
+        "ne": lambda: v != value,
+        "gt": lambda: v > value,
+        "gte": lambda: v >= value,
+        "lt": lambda: v < value,
+        "lte": lambda: v <= value,
+        "in": lambda: v in value,
+        "not_in": lambda: v not in value,
+        "between": lambda: value[0] <= v <= value[1],
         "contains": lambda: value in v,
     }[op]()
 
@@ -157,9 +169,17 @@ TREES: list[dict[str, Any]] = [
     {"not": {"key": "tag_hobby", "op": "eq", "value": "读书"}},
     {"and": [{"key": "usr_city", "op": "contains", "value": "北"}, {"key": "usr_age", "op": "gt", "value": 20}]},
     {"or": [{"key": "usr_city", "op": "is_null"}, {"not": {"key": "usr_score", "op": "lt", "value": 0}}]},
-    {"and": [{"or": [{"key": "tag_hobby", "op": "in", "value": ["跑步"]}, {"key": "usr_since", "op": "lt",
-                                                                          "value": "2020-06-01"}]},
-             {"not": {"not": {"key": "usr_age", "op": "not_null"}}}]},
+    {
+        "and": [
+            {
+                "or": [
+                    {"key": "tag_hobby", "op": "in", "value": ["跑步"]},
+                    {"key": "usr_since", "op": "lt", "value": "2020-06-01"},
+                ]
+            },
+            {"not": {"not": {"key": "usr_age", "op": "not_null"}}},
+        ]
+    },
 ]
 
 
@@ -222,7 +242,9 @@ def test_from_files_counts_unmatched_ids(loaded: tuple[App, list[dict[str, Any]]
     # a multi-valued identity matches on any of its values
     devices = tmp_path / "devices.txt"
     devices.write_text("d1\nzz\n", encoding="utf-8")
-    row = app.data.create_segment(PROJECT, SegmentSpec(key="seg_d", name="设备", members=devices, identity="id_$device"))
+    row = app.data.create_segment(
+        PROJECT, SegmentSpec(key="seg_d", name="设备", members=devices, identity="id_$device")
+    )
     assert members(app, "seg_d") == {u[ID] for u in users if u["id_$device"] and "d1" in u["id_$device"]}
     assert row.unmatched == 1
     with pytest.raises(InvalidParameter, match="not an identity"):
@@ -236,7 +258,9 @@ def test_daily_segments_follow_imports_and_once_segments_do_not(
     rule = {"key": "usr_age", "op": "eq", "value": 999}
     app.data.create_segment(PROJECT, SegmentSpec(key="seg_daily", name="d", rule=rule))
     app.data.create_segment(PROJECT, SegmentSpec(key="seg_once", name="o", rule=rule, scheduler="ONCE"))
-    app.data.import_users(PROJECT, write_users_csv(tmp_path / "n.csv", [{ID: "NEW", "usr_age": "999"}], [ID, "usr_age"]))
+    app.data.import_users(
+        PROJECT, write_users_csv(tmp_path / "n.csv", [{ID: "NEW", "usr_age": "999"}], [ID, "usr_age"])
+    )
     assert members(app, "seg_daily") == {"NEW"}
     assert app.meta.segment(PROJECT, "seg_daily").total_users == 1
     assert members(app, "seg_once") == set()
@@ -258,8 +282,9 @@ def test_daily_scheduler_recomputes_only_due_daily_segments(loaded: tuple[App, l
 
 def test_removing_a_key_a_segment_uses_is_refused(loaded: tuple[App, list[dict[str, Any]]]) -> None:
     app, _ = loaded
-    app.data.create_segment(PROJECT, SegmentSpec(key="seg_a", name="a", rule={"not": {"key": "usr_age", "op": "gt",
-                                                                                        "value": 3}}))
+    app.data.create_segment(
+        PROJECT, SegmentSpec(key="seg_a", name="a", rule={"not": {"key": "usr_age", "op": "gt", "value": 3}})
+    )
     with pytest.raises(KeyInUse, match="seg_a"):
         app.data.remove_catalog_key(PROJECT, "usr_age")
     app.data.delete_segment(PROJECT, "seg_a")
@@ -269,7 +294,9 @@ def test_removing_a_key_a_segment_uses_is_refused(loaded: tuple[App, list[dict[s
         app.data.delete_segment(PROJECT, "seg_a")
 
 
-def test_a_daily_id_list_picks_up_users_imported_later(loaded: tuple[App, list[dict[str, Any]]], tmp_path: Path) -> None:
+def test_a_daily_id_list_picks_up_users_imported_later(
+    loaded: tuple[App, list[dict[str, Any]]], tmp_path: Path
+) -> None:
     app, _ = loaded
     ids = tmp_path / "ids.txt"
     ids.write_text("U0001\nLATER\n", encoding="utf-8")

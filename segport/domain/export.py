@@ -79,9 +79,7 @@ def build_spec(
     """Check a request against the limits and the catalogue and return its normalised form."""
     raw = list(properties or [])
     if len(raw) > max_properties:
-        raise TooManyProperties(
-            f"properties lists {len(raw)} keys; at most {max_properties} may be exported at once"
-        )
+        raise TooManyProperties(f"properties lists {len(raw)} keys; at most {max_properties} may be exported at once")
     try:
         fmt = FileFormat((file_format or "csv").lower())
     except ValueError:

@@ -120,7 +120,9 @@ def parse_type(raw: str) -> tuple[ValueType, bool]:
     try:
         return ValueType(text), multi
     except ValueError:
-        raise InvalidKey(f"unknown type {raw!r}: expected string, int, double or date (add [] for multi-valued)") from None
+        raise InvalidKey(
+            f"unknown type {raw!r}: expected string, int, double or date (add [] for multi-valued)"
+        ) from None
 
 
 class Catalog:

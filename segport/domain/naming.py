@@ -47,9 +47,7 @@ def safe_file_stem(name: str) -> str:
     return cleaned or "segment"
 
 
-def result_file_names(
-    target_name: str, day: str, extension: str, parts: int
-) -> list[str]:
+def result_file_names(target_name: str, day: str, extension: str, parts: int) -> list[str]:
     """``{name}_{yyyy-MM-dd}_UserList.{ext}``; with several parts ``..._UserList_1.{ext}``, ``_2``..."""
     stem = f"{safe_file_stem(target_name)}_{day}_UserList"
     if parts <= 1:
@@ -74,7 +72,7 @@ def parse_result_path(file_param: str) -> tuple[str, str] | None:
         path = unquote(path)
     if not path.startswith(RESULT_PREFIX):
         return None
-    rest = path[len(RESULT_PREFIX):]
+    rest = path[len(RESULT_PREFIX) :]
     job_name, sep, file_name = rest.partition("/")
     if not sep or not JOB_NAME_RE.match(job_name) or not file_name or "/" in file_name:
         return None

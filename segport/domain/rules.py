@@ -89,7 +89,7 @@ class _Compiler:
             return self.leaf(rule, where)
         if len(rule) != 1:
             raise InvalidRule(f"{where}: expected exactly one of 'and', 'or', 'not', or a key/op/value leaf")
-        (name, arg), = rule.items()
+        ((name, arg),) = rule.items()
         if name in ("and", "or"):
             if not isinstance(arg, list) or not arg:
                 raise InvalidRule(f"{where}.{name}: expected a non-empty list of rules")

@@ -109,9 +109,7 @@ class DuckDBEngine:
     def ensure_project(self, project_id: str, catalog: Catalog) -> None:
         with self._transaction() as cur:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
-            cur.execute(
-                "INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id]
-            )
+            cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
             have = {
                 r[0]
                 for r in cur.execute(
@@ -263,8 +261,13 @@ class DuckDBEngine:
                 src = _source(cur, project_id, target)
                 select_list, options = _select_list(columns, spec, excel_safe), _copy_options(spec)
                 return duckdb_writer.write_export(
-                    cur, lambda where: (_query(select_list, src, where), options), _ids_query(src, project_id, target),
-                    out_dir, file_names, max_file_rows=max_file_rows, chunk_rows=self.chunk_rows,
+                    cur,
+                    lambda where: (_query(select_list, src, where), options),
+                    _ids_query(src, project_id, target),
+                    out_dir,
+                    file_names,
+                    max_file_rows=max_file_rows,
+                    chunk_rows=self.chunk_rows,
                 )
         except duckdb.InterruptException as exc:
             raise ExportFailed("the export was interrupted (cancelled or taken over)") from exc
@@ -281,8 +284,13 @@ class DuckDBEngine:
 
 
 def export_query(
-    cur: duckdb.DuckDBPyConnection, project_id: str, target: Target, columns: list[CatalogEntry], spec: ExportSpec,
-    *, excel_safe: bool = False,
+    cur: duckdb.DuckDBPyConnection,
+    project_id: str,
+    target: Target,
+    columns: list[CatalogEntry],
+    spec: ExportSpec,
+    *,
+    excel_safe: bool = False,
 ) -> tuple[str, str]:
     """The whole export as one ``SELECT`` and its ``COPY`` options: the bench times this statement written by
     DuckDB directly, the limit :meth:`DuckDBEngine.export` is measured against."""

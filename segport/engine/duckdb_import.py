@@ -52,8 +52,16 @@ def detect_format(path: Path, forced: str | None) -> str:
             raise ImportRejected(f"unknown format {forced!r}: expected csv, parquet or jsonl")
         return fmt
     name = path.name.lower()
-    for suffix, fmt in ((".csv", "csv"), (".csv.gz", "csv"), (".parquet", "parquet"), (".pq", "parquet"),
-                        (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".jsonl.gz", "jsonl")):
+    for suffix, fmt in (
+        (".csv", "csv"),
+        (".csv.gz", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+        (".jsonl.gz", "jsonl"),
+    ):
         if name.endswith(suffix):
             return fmt
     raise ImportRejected(f"cannot tell the format of {path.name!r} from its extension; pass --format")
@@ -65,8 +73,10 @@ def reader(path: Path, fmt: str) -> str:
         # The header is read here, not sniffed: DuckDB's sniffer may take a ragged first row for the header.
         names = _csv_header(path)
         cols = "{" + ", ".join(f"{sql_string(n)}: 'VARCHAR'" for n in names) + "}"
-        return (f"read_csv({p}, header=true, columns={cols}, auto_detect=false, allow_quoted_nulls=false, "
-                "delim=',', quote='\"', escape='\"', strict_mode=true, null_padding=false)")
+        return (
+            f"read_csv({p}, header=true, columns={cols}, auto_detect=false, allow_quoted_nulls=false, "
+            "delim=',', quote='\"', escape='\"', strict_mode=true, null_padding=false)"
+        )
     if fmt == "parquet":
         # the scan numbers the rows itself (in parallel), unlike row_number() OVER ()
         return f"read_parquet({p}, file_row_number=true)"
@@ -149,8 +159,10 @@ def _multi_plan(raw: str, dtype: str, entry: CatalogEntry) -> tuple[str, str | N
         return items, bad
     value = f"list_transform({items}, lambda x: TRY_CAST(trim(x) AS {entry.type.sql}))"
     regex = _TEXT_RE[entry.type]
-    bad = (f"({items} IS NOT NULL AND (len(list_filter({items}, lambda x: x IS NULL OR NOT regexp_full_match(x, "
-           f"'{regex}'))) > 0 OR list_contains({value}, NULL)))")
+    bad = (
+        f"({items} IS NOT NULL AND (len(list_filter({items}, lambda x: x IS NULL OR NOT regexp_full_match(x, "
+        f"'{regex}'))) > 0 OR list_contains({value}, NULL)))"
+    )
     return value, bad
 
 
@@ -174,8 +186,13 @@ def plan_columns(file_cols: list[tuple[str, str]], catalog: Catalog, project_id:
 
 
 def import_users(
-    cur: duckdb.DuckDBPyConnection, project_id: str, catalog: Catalog, path: Path, file_format: str | None,
-    match: str, progress: Progress | None = None,
+    cur: duckdb.DuckDBPyConnection,
+    project_id: str,
+    catalog: Catalog,
+    path: Path,
+    file_format: str | None,
+    match: str,
+    progress: Progress | None = None,
 ) -> ImportReport:
     started = time.perf_counter()
     say = progress or (lambda _msg: None)
@@ -196,8 +213,9 @@ def import_users(
         raise ImportRejected(f"--match {match!r} is multi-valued; match on a single-valued identity")
     numbered = fmt == "parquet"
     rowno = "(r.file_row_number + 1)" if numbered else "row_number() OVER ()"
-    columns = plan_columns([(r[0], str(r[1])) for r in described if not (numbered and r[0] == "file_row_number")],
-                           catalog, project_id)
+    columns = plan_columns(
+        [(r[0], str(r[1])) for r in described if not (numbered and r[0] == "file_row_number")], catalog, project_id
+    )
     by_key = {c.entry.key: c for c in columns}
     if match_key not in by_key:
         raise ImportRejected(f"the file has no column {match_key!r} to match users on")
@@ -207,8 +225,12 @@ def import_users(
     checks = {c.entry.key: c.bad for c in columns if c.bad}
     checks[match_key] = f"({m} IS NULL OR {m} = ''" + (f" OR {checks[match_key]})" if match_key in checks else ")")
     values = ", ".join(
-        (f"CASE WHEN {checks[c.entry.key]} THEN error('{BAD}') ELSE {c.value} END" if c.entry.key in checks
-         else c.value) + f" AS {quote_ident(c.entry.key)}"
+        (
+            f"CASE WHEN {checks[c.entry.key]} THEN error('{BAD}') ELSE {c.value} END"
+            if c.entry.key in checks
+            else c.value
+        )
+        + f" AS {quote_ident(c.entry.key)}"
         for c in columns
     )
     users = users_table(project_id)
@@ -236,8 +258,9 @@ def import_users(
             direct = None
             if numbered and rows_read == distinct:
                 direct = f"(SELECT {rowno} AS _row, {values} FROM {src} r)"
-            rows_read, inserted, updated = _upsert(cur, users, src, columns, match_key, values, next_id, existing,
-                                                   direct=direct, say=say)
+            rows_read, inserted, updated = _upsert(
+                cur, users, src, columns, match_key, values, next_id, existing, direct=direct, say=say
+            )
         else:
             inserted, updated = rows_read, 0
     except duckdb.Error as exc:
@@ -250,8 +273,17 @@ def import_users(
 
 
 def _upsert(
-    cur: duckdb.DuckDBPyConnection, users: str, src: str, columns: list[_Column], match_key: str, values: str,
-    next_id: int, existing: int, *, direct: str | None, say: Progress,
+    cur: duckdb.DuckDBPyConnection,
+    users: str,
+    src: str,
+    columns: list[_Column],
+    match_key: str,
+    values: str,
+    next_id: int,
+    existing: int,
+    *,
+    direct: str | None,
+    say: Progress,
 ) -> tuple[int, int, int]:
     """Update known users and insert new ones. Returns (read, inserted, updated).
 
@@ -265,20 +297,25 @@ def _upsert(
         rows_read = distinct = int(row[0])  # type: ignore[index]
     else:
         say("staging and checking rows")
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT row_number() OVER () AS _row, {values} "
-                    f"FROM {src} r")
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT row_number() OVER () AS _row, {values} FROM {src} r"
+        )
         row = cur.execute(f"SELECT count(*), count(DISTINCT {mcol}) FROM import_rows").fetchone()
         assert row is not None
         rows_read, distinct = int(row[0]), int(row[1])
     if distinct != rows_read:  # later rows win within one file; a new user's id follows its first row
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT *, min(_row) OVER (PARTITION BY {mcol}) "
-                    f"AS _first FROM import_rows QUALIFY row_number() OVER (PARTITION BY {mcol} ORDER BY _row DESC) = 1")
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE import_rows AS SELECT *, min(_row) OVER (PARTITION BY {mcol}) "
+            f"AS _first FROM import_rows QUALIFY row_number() OVER (PARTITION BY {mcol} ORDER BY _row DESC) = 1"
+        )
         first = "_first"
     updated = 0
     if existing:
         say("matching known users")
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE import_known AS SELECT u.gio_id, t._row FROM {rows} t "
-                    f"JOIN {users} u ON u.{mcol} = t.{mcol}")
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE import_known AS SELECT u.gio_id, t._row FROM {rows} t "
+            f"JOIN {users} u ON u.{mcol} = t.{mcol}"
+        )
         updated = int(cur.execute("SELECT count(*) FROM import_known").fetchone()[0])  # type: ignore[index]
     if updated and updated * 2 >= existing:
         # Most users change: rewriting the table is cheaper than an UPDATE (which logs every value).
@@ -288,15 +325,19 @@ def _upsert(
         say(f"updating {updated} users")
         sets = [f"{quote_ident(c.entry.key)} = {_merged(c, users, 'k')}" for c in columns if c.entry.key != match_key]
         if sets:
-            cur.execute(f"UPDATE {users} SET {', '.join(sets)} FROM (SELECT k.gio_id, t.* FROM import_known k "
-                        f"JOIN {rows} t USING (_row)) k WHERE {users}.gio_id = k.gio_id")
+            cur.execute(
+                f"UPDATE {users} SET {', '.join(sets)} FROM (SELECT k.gio_id, t.* FROM import_known k "
+                f"JOIN {rows} t USING (_row)) k WHERE {users}.gio_id = k.gio_id"
+            )
     inserted = distinct - updated
     if inserted:
         say(f"inserting {inserted} users")
         cols = ", ".join(quote_ident(c.entry.key) for c in columns)
         known = "ANTI JOIN import_known k USING (_row)" if existing else ""
-        cur.execute(f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (ORDER BY t.{first}), "
-                    f"{', '.join('t.' + quote_ident(c.entry.key) for c in columns)} FROM {rows} t {known}")
+        cur.execute(
+            f"INSERT INTO {users} (gio_id, {cols}) SELECT {next_id - 1} + row_number() OVER (ORDER BY t.{first}), "
+            f"{', '.join('t.' + quote_ident(c.entry.key) for c in columns)} FROM {rows} t {known}"
+        )
     cur.execute("DROP TABLE IF EXISTS import_rows")
     cur.execute("DROP TABLE IF EXISTS import_known")
     return rows_read, inserted, updated
@@ -308,8 +349,10 @@ def _merged(c: _Column, old: str, new: str) -> str:
     q = quote_ident(c.entry.key)
     if c.entry.kind is KeyKind.IDENTITY and c.entry.multi:
         known = f"coalesce({old}.{q}, [])"
-        return (f"CASE WHEN {new}.{q} IS NULL THEN {old}.{q} ELSE list_concat({known}, "
-                f"list_distinct(list_filter({new}.{q}, lambda x: NOT list_contains({known}, x)))) END")
+        return (
+            f"CASE WHEN {new}.{q} IS NULL THEN {old}.{q} ELSE list_concat({known}, "
+            f"list_distinct(list_filter({new}.{q}, lambda x: NOT list_contains({known}, x)))) END"
+        )
     return f"{new}.{q}"
 
 
@@ -319,9 +362,12 @@ def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column],
     The copy is the changed users (file rows joined to their ``gio_id``, plus the old values of the columns
     the file lacks or accumulates, read narrowly) followed by the unchanged users as they are."""
     name = users.strip('"')
-    have = [r[0] for r in cur.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [name]
-    ).fetchall()]
+    have = [
+        r[0]
+        for r in cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [name]
+        ).fetchall()
+    ]
     by_key = {c.entry.key: c for c in columns}
     select, old_cols = [], []
     for col in have:
@@ -339,11 +385,16 @@ def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column],
             if "o." in merged:
                 old_cols.append(q)
             select.append(f"{merged} AS {q}")
-    old = (f" JOIN (SELECT gio_id, {', '.join(dict.fromkeys(old_cols))} FROM {users}) o ON o.gio_id = k.gio_id"
-           if old_cols else "")
+    old = (
+        f" JOIN (SELECT gio_id, {', '.join(dict.fromkeys(old_cols))} FROM {users}) o ON o.gio_id = k.gio_id"
+        if old_cols
+        else ""
+    )
     nxt = quote_ident(name + "__next")
-    cur.execute(f"CREATE TABLE {nxt} AS SELECT {', '.join(select)} FROM {rows} t JOIN import_known k USING (_row){old} "
-                f"UNION ALL SELECT u.* FROM {users} u ANTI JOIN import_known k ON k.gio_id = u.gio_id")
+    cur.execute(
+        f"CREATE TABLE {nxt} AS SELECT {', '.join(select)} FROM {rows} t JOIN import_known k USING (_row){old} "
+        f"UNION ALL SELECT u.* FROM {users} u ANTI JOIN import_known k ON k.gio_id = u.gio_id"
+    )
     cur.execute(f"DROP TABLE {users}")
     cur.execute(f"ALTER TABLE {nxt} RENAME TO {users}")
 
@@ -353,8 +404,11 @@ def _reject_first_bad(
 ) -> None:
     """Find the first offending row (1-based, header not counted) and raise its one-line error."""
     tests = [f"WHEN {checks[match_key]} THEN -1"] if match_key in checks else []
-    tests += [f"WHEN {checks[c.entry.key]} THEN {i}" for i, c in enumerate(columns)
-              if c.entry.key in checks and c.entry.key != match_key]
+    tests += [
+        f"WHEN {checks[c.entry.key]} THEN {i}"
+        for i, c in enumerate(columns)
+        if c.entry.key in checks and c.entry.key != match_key
+    ]
     raws = ", ".join(f"r.{quote_ident_any(c.name)} AS {quote_ident_any(c.name)}" for c in columns)
     row = cur.execute(
         f"SELECT _row, _bad FROM (SELECT row_number() OVER () AS _row, CASE {' '.join(tests)} ELSE NULL END AS _bad "
@@ -379,7 +433,8 @@ def _reject_first_bad(
 def _raw_value(cur: duckdb.DuckDBPyConnection, src: str, raws: str, col: _Column, row_no: int) -> str | None:
     value = cur.execute(
         f"SELECT CAST({quote_ident_any(col.name)} AS VARCHAR) FROM (SELECT row_number() OVER () AS _row, {raws} "
-        f"FROM {src} r) WHERE _row = ?", [row_no],
+        f"FROM {src} r) WHERE _row = ?",
+        [row_no],
     ).fetchone()
     return value[0] if value else None
 

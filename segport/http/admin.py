@@ -104,8 +104,12 @@ def list_catalog(project_id: str, request: Request, _who: Admin) -> list[Catalog
     return [catalog_out(e) for e in app.meta.catalog(project_id).entries.values()]
 
 
-@router.post("/projects/{project_id}/catalog", response_model=CatalogEntryOut, status_code=201,
-             summary="Add (or update the name/description of) one key")
+@router.post(
+    "/projects/{project_id}/catalog",
+    response_model=CatalogEntryOut,
+    status_code=201,
+    summary="Add (or update the name/description of) one key",
+)
 async def add_catalog_key(project_id: str, request: Request, _who: Admin) -> CatalogEntryOut:
     body: CatalogEntryBody = await _json_body(request, CatalogEntryBody)
     entry = catalog_entry(body.key, body.name or "", body.type, body.description)
@@ -113,9 +117,12 @@ async def add_catalog_key(project_id: str, request: Request, _who: Admin) -> Cat
     return catalog_out(entry)
 
 
-@router.post("/projects/{project_id}/catalog/import", response_model=CatalogImportOut,
-             summary="Import catalogue CSV (key,name,type[,description]); all or nothing",
-             openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+@router.post(
+    "/projects/{project_id}/catalog/import",
+    response_model=CatalogImportOut,
+    summary="Import catalogue CSV (key,name,type[,description]); all or nothing",
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 async def import_catalog(project_id: str, request: Request, _who: Admin) -> CatalogImportOut:
     raw = await request.body()
     try:
@@ -126,8 +133,11 @@ async def import_catalog(project_id: str, request: Request, _who: Admin) -> Cata
     return CatalogImportOut(added=added, updated=updated)
 
 
-@router.patch("/projects/{project_id}/catalog/{key}", response_model=CatalogEntryOut,
-              summary="Rename a key (display name) or describe it")
+@router.patch(
+    "/projects/{project_id}/catalog/{key}",
+    response_model=CatalogEntryOut,
+    summary="Rename a key (display name) or describe it",
+)
 async def patch_catalog_key(project_id: str, key: str, request: Request, _who: Admin) -> CatalogEntryOut:
     body: CatalogPatch = await _json_body(request, CatalogPatch)
     entry = await run_in_threadpool(
@@ -136,21 +146,33 @@ async def patch_catalog_key(project_id: str, key: str, request: Request, _who: A
     return catalog_out(entry)
 
 
-@router.delete("/projects/{project_id}/catalog/{key}", status_code=204,
-               summary="Remove a key (refused while a segment uses it)")
+@router.delete(
+    "/projects/{project_id}/catalog/{key}", status_code=204, summary="Remove a key (refused while a segment uses it)"
+)
 async def delete_catalog_key(project_id: str, key: str, request: Request, _who: Admin) -> None:
     await run_in_threadpool(_app(request).data.remove_catalog_key, project_id, key)
 
 
 # --- users --------------------------------------------------------------------------------------------
-@router.post("/projects/{project_id}/users/import", response_model=ImportOut,
-             summary="Import user profiles (the raw file as the body); all or nothing",
-             openapi_extra={"requestBody": {"content": {"application/octet-stream": {
-                 "schema": {"type": "string", "format": "binary"}}}}})
+@router.post(
+    "/projects/{project_id}/users/import",
+    response_model=ImportOut,
+    summary="Import user profiles (the raw file as the body); all or nothing",
+    openapi_extra={
+        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    },
+)
 async def import_users(
-    project_id: str, request: Request, _who: Admin,
-    format: Annotated[str | None, Query(description="csv, parquet or jsonl (default: by `filename`'s extension)",
-                                        pattern="^(csv|parquet|jsonl|json|ndjson)$")] = None,
+    project_id: str,
+    request: Request,
+    _who: Admin,
+    format: Annotated[
+        str | None,
+        Query(
+            description="csv, parquet or jsonl (default: by `filename`'s extension)",
+            pattern="^(csv|parquet|jsonl|json|ndjson)$",
+        ),
+    ] = None,
     match: Annotated[str, Query(max_length=110, description="Identity users are matched on.")] = "id_$basic_userId",
     filename: Annotated[str, Query(max_length=200, description="Original file name (for messages).")] = "",
 ) -> ImportOut:
@@ -162,9 +184,14 @@ async def import_users(
         report = await run_in_threadpool(app.data.import_users, project_id, path, file_format=format, match=match)
     finally:
         path.unlink(missing_ok=True)
-    return ImportOut(rowsRead=report.rows_read, inserted=report.inserted, updated=report.updated,
-                     elapsedSeconds=round(report.elapsed_s, 3), segments=report.segments,
-                     file=filename or None)
+    return ImportOut(
+        rowsRead=report.rows_read,
+        inserted=report.inserted,
+        updated=report.updated,
+        elapsedSeconds=round(report.elapsed_s, 3),
+        segments=report.segments,
+        file=filename or None,
+    )
 
 
 # --- segments -----------------------------------------------------------------------------------------
@@ -181,21 +208,37 @@ def show_segment(project_id: str, key: str, request: Request, _who: Admin) -> Se
     return segment_out(_app(request).meta.segment(project_id, key))
 
 
-@router.post("/projects/{project_id}/segments", response_model=SegmentOut, status_code=201,
-             summary="Create a DIRECT segment from a rule tree (computed at once)")
+@router.post(
+    "/projects/{project_id}/segments",
+    response_model=SegmentOut,
+    status_code=201,
+    summary="Create a DIRECT segment from a rule tree (computed at once)",
+)
 async def create_segment(project_id: str, request: Request, who: Admin) -> SegmentOut:
     body: SegmentBody = await _json_body(request, SegmentBody)
-    spec = SegmentSpec(key=body.key, name=body.name, description=body.description, rule=body.rule,
-                       scheduler=body.scheduler, creator=f"admin token {who.token_id}")
+    spec = SegmentSpec(
+        key=body.key,
+        name=body.name,
+        description=body.description,
+        rule=body.rule,
+        scheduler=body.scheduler,
+        creator=f"admin token {who.token_id}",
+    )
     row = await run_in_threadpool(_app(request).data.create_segment, project_id, spec)
     return segment_out(row)
 
 
-@router.post("/projects/{project_id}/segments/from_file", response_model=SegmentOut, status_code=201,
-             summary="Create a FROM_FILES segment (the id list, one per line, as the body)",
-             openapi_extra={"requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+@router.post(
+    "/projects/{project_id}/segments/from_file",
+    response_model=SegmentOut,
+    status_code=201,
+    summary="Create a FROM_FILES segment (the id list, one per line, as the body)",
+    openapi_extra={"requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def create_segment_from_file(
-    project_id: str, request: Request, who: Admin,
+    project_id: str,
+    request: Request,
+    who: Admin,
     key: Annotated[str, Query(max_length=100)],
     name: Annotated[str, Query(max_length=200)],
     identity: Annotated[str, Query(max_length=110)] = "$basic_userId",
@@ -205,8 +248,15 @@ async def create_segment_from_file(
     app = _app(request)
     app.meta.project(project_id)
     path = await _spool(request, ".txt")
-    spec = SegmentSpec(key=key, name=name, description=description, members=path, identity=identity,
-                       scheduler=scheduler, creator=f"admin token {who.token_id}")
+    spec = SegmentSpec(
+        key=key,
+        name=name,
+        description=description,
+        members=path,
+        identity=identity,
+        scheduler=scheduler,
+        creator=f"admin token {who.token_id}",
+    )
     try:
         row = await run_in_threadpool(app.data.create_segment, project_id, spec)
     finally:
@@ -214,8 +264,11 @@ async def create_segment_from_file(
     return segment_out(row)
 
 
-@router.post("/projects/{project_id}/segments/{key}/recompute", response_model=SegmentOut,
-             summary="Recompute a segment's membership now")
+@router.post(
+    "/projects/{project_id}/segments/{key}/recompute",
+    response_model=SegmentOut,
+    summary="Recompute a segment's membership now",
+)
 async def recompute_segment(project_id: str, key: str, request: Request, _who: Admin) -> SegmentOut:
     app = _app(request)
     await run_in_threadpool(app.data.recompute_segment, project_id, key)

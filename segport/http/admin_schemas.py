@@ -14,9 +14,13 @@ from segport.store.models import SegmentRow
 class CatalogEntryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    key: str = Field(..., max_length=110, examples=["usr_gender"], description="`id_<identity>`, `usr_<key>` or `tag_<key>`.")
+    key: str = Field(
+        ..., max_length=110, examples=["usr_gender"], description="`id_<identity>`, `usr_<key>` or `tag_<key>`."
+    )
     name: str | None = Field(None, max_length=200, examples=["性别"], description="Display name (default: the key).")
-    type: str = Field("string", max_length=16, description="`string`, `int`, `double` or `date`; `[]` for multi-valued.")
+    type: str = Field(
+        "string", max_length=16, description="`string`, `int`, `double` or `date`; `[]` for multi-valued."
+    )
     description: str = Field("", max_length=2000)
 
 
@@ -55,9 +59,13 @@ class SegmentBody(BaseModel):
     key: str = Field(..., max_length=100, examples=["seg_51activity"])
     name: str = Field(..., max_length=200, examples=["51活动用户"])
     description: str = Field("", max_length=2000)
-    rule: Any = Field(..., description="Rule tree: and/or/not, or a {key, op, value} leaf.",
-                      examples=[{"and": [{"key": "usr_gender", "op": "eq", "value": "男"},
-                                         {"key": "usr_age", "op": "gte", "value": 18}]}])
+    rule: Any = Field(
+        ...,
+        description="Rule tree: and/or/not, or a {key, op, value} leaf.",
+        examples=[
+            {"and": [{"key": "usr_gender", "op": "eq", "value": "男"}, {"key": "usr_age", "op": "gte", "value": 18}]}
+        ],
+    )
     scheduler: str | None = Field(None, pattern="^(DAILY|ONCE|daily|once)$", description="DAILY (default) or ONCE.")
 
 
@@ -85,15 +93,29 @@ class SegmentOut(BaseModel):
 
 
 def catalog_out(e: CatalogEntry) -> CatalogEntryOut:
-    return CatalogEntryOut(key=e.key, kind=e.kind.value, name=e.name, type=e.type.value + ("[]" if e.multi else ""),
-                           description=e.description)
+    return CatalogEntryOut(
+        key=e.key,
+        kind=e.kind.value,
+        name=e.name,
+        type=e.type.value + ("[]" if e.multi else ""),
+        description=e.description,
+    )
 
 
 def segment_out(r: SegmentRow) -> SegmentOut:
     return SegmentOut(
-        key=r.key, id=r.id, name=r.name, description=r.description, createdBy=r.created_by, scheduler=r.scheduler,
-        rule=segment_rule(r), identity=r.identity,
+        key=r.key,
+        id=r.id,
+        name=r.name,
+        description=r.description,
+        createdBy=r.created_by,
+        scheduler=r.scheduler,
+        rule=segment_rule(r),
+        identity=r.identity,
         detector=Detector(stage=r.detector_stage, detectedAt=iso_ms(r.detected_at), totalUsers=r.total_users),
-        unmatchedIds=r.unmatched if r.created_by == "FROM_FILES" else None, error=r.detector_error,
-        creator=r.creator, createdAt=iso_ms(r.created_at), updatedAt=iso_ms(r.updated_at),
+        unmatchedIds=r.unmatched if r.created_by == "FROM_FILES" else None,
+        error=r.detector_error,
+        creator=r.creator,
+        createdAt=iso_ms(r.created_at),
+        updatedAt=iso_ms(r.updated_at),
     )

@@ -15,9 +15,18 @@ from segport.errors import SegportError
 log = logging.getLogger("segport.http")
 
 _HTTP_CODES = {
-    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-    406: "NOT_ACCEPTABLE", 411: "LENGTH_REQUIRED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
-    416: "RANGE_NOT_SATISFIABLE", 422: "BAD_REQUEST", 429: "TOO_MANY_REQUESTS",
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    411: "LENGTH_REQUIRED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    416: "RANGE_NOT_SATISFIABLE",
+    422: "BAD_REQUEST",
+    429: "TOO_MANY_REQUESTS",
 }
 
 
@@ -35,7 +44,9 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
         where = ".".join(loc)
         kind = err.get("type", "")
         if kind == "json_invalid":
-            return "INVALID_BODY", "request body is not valid JSON: " + str(err.get("ctx", {}).get("error", err.get("msg")))
+            return "INVALID_BODY", "request body is not valid JSON: " + str(
+                err.get("ctx", {}).get("error", err.get("msg"))
+            )
         if raw_loc[:1] == ("body",):
             code = "INVALID_BODY"
         if kind == "extra_forbidden":
@@ -43,7 +54,9 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
         elif kind == "missing":
             parts.append(f"{where}: required")
         else:
-            msg = str(err.get("msg", "invalid")).replace("a valid dictionary or object to extract fields from", "an object")
+            msg = str(err.get("msg", "invalid")).replace(
+                "a valid dictionary or object to extract fields from", "an object"
+            )
             parts.append(f"{where}: {msg}" if where else f"body: {msg}")
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")

@@ -30,8 +30,9 @@ from segport.http.views import job_result
 from segport.services.queries import QueryService
 from segport.store.meta import Principal
 
-router = APIRouter(responses={**ERRORS, 409: ERRORS[400] | {"description": "Detector busy"}},
-                   dependencies=[Depends(language_header)])
+router = APIRouter(
+    responses={**ERRORS, 409: ERRORS[400] | {"description": "Detector busy"}}, dependencies=[Depends(language_header)]
+)
 Who = Annotated[Principal, Depends(principal)]
 Paging = Annotated[PageParams, Depends(page_params)]
 Properties = Annotated[list[str], Depends(page_properties)]
@@ -48,32 +49,45 @@ P = "/v1/api/projects/{project_ID}"
 
 
 # --- segments (E1, E2, E14, the export address variant) -------------------------------------------
-@router.get(f"{P}/segment_profiles", response_model=Page[SegmentValue], tags=["segments"],
-            summary="List segments (E1)")
+@router.get(f"{P}/segment_profiles", response_model=Page[SegmentValue], tags=["segments"], summary="List segments (E1)")
 def list_segments(project_ID: str, who: Who, q: Queries, paging: Paging) -> dict:
     rows, total = q.segments(who, project_ID, paging.limit, paging.offset)
     return envelope(paging, total, [segment_value(r) for r in rows])
 
 
-@router.get(f"{P}/segment_profiles/{{segment_key}}/users", response_model=Page[UserValue], tags=["segments"],
-            summary="Page through a segment's users (E2)")
-def segment_users(project_ID: str, segment_key: str, who: Who, q: Queries, paging: Paging,
-                  properties: Properties) -> dict:
+@router.get(
+    f"{P}/segment_profiles/{{segment_key}}/users",
+    response_model=Page[UserValue],
+    tags=["segments"],
+    summary="Page through a segment's users (E2)",
+)
+def segment_users(
+    project_ID: str, segment_key: str, who: Who, q: Queries, paging: Paging, properties: Properties
+) -> dict:
     result = q.segment_users(who, project_ID, segment_key, properties, paging.limit, paging.offset)
     return envelope(paging, result.page.total, page_users(result))
 
 
-@router.post(f"{P}/segment_profiles/{{segment_key}}/users/export_jobs", response_model=JobCreated,
-             tags=["segments"], summary="Submit a segment export (the address one doc copy writes)",
-             openapi_extra=BODY_DOC)
-def submit_segment_export_variant(project_ID: str, segment_key: str, request: Request, who: Who,
-                                  body: Body) -> JobCreated:
+@router.post(
+    f"{P}/segment_profiles/{{segment_key}}/users/export_jobs",
+    response_model=JobCreated,
+    tags=["segments"],
+    summary="Submit a segment export (the address one doc copy writes)",
+    openapi_extra=BODY_DOC,
+)
+def submit_segment_export_variant(
+    project_ID: str, segment_key: str, request: Request, who: Who, body: Body
+) -> JobCreated:
     job = request.app.state.segport.exports.submit(who, project_ID, TargetKind.SEGMENT, segment_key, body)
     return JobCreated(id=job.id, name=job.name)
 
 
-@router.post(f"{P}/segment_profiles/{{segment_key}}/computes", response_model=ComputeAnswer, tags=["segments"],
-             summary="Recompute a segment now (E14)")
+@router.post(
+    f"{P}/segment_profiles/{{segment_key}}/computes",
+    response_model=ComputeAnswer,
+    tags=["segments"],
+    summary="Recompute a segment now (E14)",
+)
 def recompute_segment(project_ID: str, segment_key: str, who: Who, q: Queries) -> ComputeAnswer:
     return ComputeAnswer(value=True, message=q.recompute_segment(who, project_ID, segment_key))
 
@@ -81,12 +95,16 @@ def recompute_segment(project_ID: str, segment_key: str, who: Who, q: Queries) -
 # --- tags (E4-E9, E15) ----------------------------------------------------------------------------
 def _tag_page(q: QueryService, who: Principal, project_id: str | None, paging: PageParams) -> dict:
     tags = q.tags(who, project_id)
-    chosen = tags[paging.offset:paging.offset + paging.limit]
+    chosen = tags[paging.offset : paging.offset + paging.limit]
     return envelope(paging, len(tags), [tag_value(t) for t in chosen])
 
 
-@router.get("/v1/api/user_tags", response_model=Page[TagValue], tags=["tags"],
-            summary="List tags (E4, platform level: a token of one project)")
+@router.get(
+    "/v1/api/user_tags",
+    response_model=Page[TagValue],
+    tags=["tags"],
+    summary="List tags (E4, platform level: a token of one project)",
+)
 def list_tags_platform(who: Who, q: Queries, paging: Paging) -> dict:
     return _tag_page(q, who, None, paging)
 
@@ -96,43 +114,67 @@ def list_tags(project_ID: str, who: Who, q: Queries, paging: Paging) -> dict:
     return _tag_page(q, who, project_ID, paging)
 
 
-@router.get("/v1/api/user_tags/{tag_key}/users", response_model=Page[UserValue], tags=["tags"],
-            summary="Page through a tag's users (E6, platform level)")
+@router.get(
+    "/v1/api/user_tags/{tag_key}/users",
+    response_model=Page[UserValue],
+    tags=["tags"],
+    summary="Page through a tag's users (E6, platform level)",
+)
 def tag_users_platform(tag_key: str, who: Who, q: Queries, paging: Paging, properties: Properties) -> dict:
     result = q.tag_users(who, None, tag_key, properties, paging.limit, paging.offset)
     return envelope(paging, result.page.total, page_users(result))
 
 
-@router.get(f"{P}/user_tags/{{tag_key}}/users", response_model=Page[UserValue], tags=["tags"],
-            summary="Page through a tag's users (E7)")
+@router.get(
+    f"{P}/user_tags/{{tag_key}}/users",
+    response_model=Page[UserValue],
+    tags=["tags"],
+    summary="Page through a tag's users (E7)",
+)
 def tag_users(project_ID: str, tag_key: str, who: Who, q: Queries, paging: Paging, properties: Properties) -> dict:
     result = q.tag_users(who, project_ID, tag_key, properties, paging.limit, paging.offset)
     return envelope(paging, result.page.total, page_users(result))
 
 
-@router.post("/v1/api/user_tags/{tag_key}/export_jobs", response_model=JobCreated, tags=["tags"],
-             summary="Submit a tag export (E8, platform level)", openapi_extra=BODY_DOC)
+@router.post(
+    "/v1/api/user_tags/{tag_key}/export_jobs",
+    response_model=JobCreated,
+    tags=["tags"],
+    summary="Submit a tag export (E8, platform level)",
+    openapi_extra=BODY_DOC,
+)
 def submit_tag_export_platform(tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
     job = q.export_tag(who, None, tag_key, body)
     return JobCreated(id=job.id, name=job.name)
 
 
-@router.post(f"{P}/user_tags/{{tag_key}}/export_jobs", response_model=JobCreated, tags=["tags"],
-             summary="Submit a tag export (E9)", openapi_extra=BODY_DOC)
+@router.post(
+    f"{P}/user_tags/{{tag_key}}/export_jobs",
+    response_model=JobCreated,
+    tags=["tags"],
+    summary="Submit a tag export (E9)",
+    openapi_extra=BODY_DOC,
+)
 def submit_tag_export(project_ID: str, tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
     job = q.export_tag(who, project_ID, tag_key, body)
     return JobCreated(id=job.id, name=job.name)
 
 
-@router.post(f"{P}/user_tags/{{tag_key}}/computes", response_model=ComputeAnswer, tags=["tags"],
-             summary="Recount a tag (E15)")
+@router.post(
+    f"{P}/user_tags/{{tag_key}}/computes", response_model=ComputeAnswer, tags=["tags"], summary="Recount a tag (E15)"
+)
 def recompute_tag(project_ID: str, tag_key: str, who: Who, q: Queries) -> ComputeAnswer:
     return ComputeAnswer(value=True, message=q.recount_tag(who, project_ID, tag_key))
 
 
 # --- jobs -----------------------------------------------------------------------------------------
-@router.get(f"{P}/job/result/{{id}}", response_model=JobResult, response_model_exclude_none=True, tags=["jobs"],
-            summary="Poll an export job through its project (4.x address)")
+@router.get(
+    f"{P}/job/result/{{id}}",
+    response_model=JobResult,
+    response_model_exclude_none=True,
+    tags=["jobs"],
+    summary="Poll an export job through its project (4.x address)",
+)
 def get_project_job_result(project_ID: str, id: str, request: Request, who: Who) -> JobResult:
     exports = request.app.state.segport.exports
     return job_result(exports, exports.job(who, id, project_id=project_ID))

@@ -76,12 +76,23 @@ UNKNOWN_USER = UserValue(gioId="0", identifications={}, properties={})
 
 def segment_value(row: SegmentRow) -> SegmentValue:
     return SegmentValue(
-        id=row.id, name=row.name, key=row.key, createdBy=row.created_by,  # type: ignore[arg-type]
-        description=row.description or "", scheduler=row.scheduler,  # type: ignore[arg-type]
-        detector=Detector(stage=row.detector_stage, detectedAt=iso_ms(row.detected_at),  # type: ignore[arg-type]
-                          totalUsers=row.total_users or 0),
-        creatorId=row.creator_id or "", creator=row.creator or "", createdAt=iso_ms(row.created_at),
-        updaterId=row.updater_id or "", updater=row.updater or "", updatedAt=iso_ms(row.updated_at),
+        id=row.id,
+        name=row.name,
+        key=row.key,
+        createdBy=row.created_by,  # type: ignore[arg-type]
+        description=row.description or "",
+        scheduler=row.scheduler,  # type: ignore[arg-type]
+        detector=Detector(
+            stage=row.detector_stage,
+            detectedAt=iso_ms(row.detected_at),  # type: ignore[arg-type]
+            totalUsers=row.total_users or 0,
+        ),
+        creatorId=row.creator_id or "",
+        creator=row.creator or "",
+        createdAt=iso_ms(row.created_at),
+        updaterId=row.updater_id or "",
+        updater=row.updater or "",
+        updatedAt=iso_ms(row.updated_at),
     )
 
 
@@ -90,11 +101,20 @@ def tag_value(tag: TagInfo) -> TagValue:
     ``DATA_SET_ATTRIBUTE`` tags ``FROM_FILES``, always computed (``FINISH``, counted at request time)."""
     e = tag.entry
     return TagValue(
-        id=tag.id, name=e.name or e.key, key=e.key, createdBy="FROM_FILES", description=e.description,
+        id=tag.id,
+        name=e.name or e.key,
+        key=e.key,
+        createdBy="FROM_FILES",
+        description=e.description,
         scheduler="DAILY",
         detector=Detector(stage="FINISH", detectedAt=iso_ms(tag.detected_at), totalUsers=tag.total_users),
-        creatorId="", creator="", createdAt=iso_ms(tag.created_at), updaterId="", updater="",
-        updatedAt=iso_ms(tag.updated_at), type="DATA_SET_ATTRIBUTE",
+        creatorId="",
+        creator="",
+        createdAt=iso_ms(tag.created_at),
+        updaterId="",
+        updater="",
+        updatedAt=iso_ms(tag.updated_at),
+        type="DATA_SET_ATTRIBUTE",
         valueType=ValueTypeModel(type=e.type.value.upper(), isArray=e.multi),  # type: ignore[arg-type]
     )
 
@@ -103,11 +123,13 @@ def page_users(result: UserPage) -> list[UserValue]:
     """Rows of a members page split into identities (``id_<key>``, lists) and properties/tags (strings)."""
     out = []
     for row in result.page.rows:
-        out.append(UserValue(
-            gioId=row["gio_id"],
-            identifications={c.key: row[c.key] for c in result.columns if c.kind is KeyKind.IDENTITY},
-            properties={c.key: row[c.key] for c in result.columns if c.kind is not KeyKind.IDENTITY},
-        ))
+        out.append(
+            UserValue(
+                gioId=row["gio_id"],
+                identifications={c.key: row[c.key] for c in result.columns if c.kind is KeyKind.IDENTITY},
+                properties={c.key: row[c.key] for c in result.columns if c.kind is not KeyKind.IDENTITY},
+            )
+        )
     return out
 
 

@@ -22,13 +22,21 @@ router = APIRouter(responses=ERRORS, dependencies=[Depends(language_header)])
 Who = Annotated[Principal, Depends(principal)]
 
 
-@router.get("/v1/api/users/{identityKey}/{value:path}", response_model=UserValue, tags=["users"],
-            summary="Look up one user by an identity (E10, platform level: a token of one project)")
+@router.get(
+    "/v1/api/users/{identityKey}/{value:path}",
+    response_model=UserValue,
+    tags=["users"],
+    summary="Look up one user by an identity (E10, platform level: a token of one project)",
+)
 def lookup_platform(identityKey: str, value: str, who: Who, q: Queries) -> UserValue:
     return looked_up_user(*q.lookup(who, None, identityKey, value))
 
 
-@router.get("/v1/api/projects/{project_ID}/users/{identityKey}/{value:path}", response_model=UserValue,
-            tags=["users"], summary="Look up one user of a project by an identity (E11)")
+@router.get(
+    "/v1/api/projects/{project_ID}/users/{identityKey}/{value:path}",
+    response_model=UserValue,
+    tags=["users"],
+    summary="Look up one user of a project by an identity (E11)",
+)
 def lookup_project(project_ID: str, identityKey: str, value: str, who: Who, q: Queries) -> UserValue:
     return looked_up_user(*q.lookup(who, project_ID, identityKey, value))

@@ -48,8 +48,13 @@ def whole_number(name: str, raw: str | None, default: int, lo: int, hi: int | No
 
 
 def page_params(
-    limit: Annotated[str | None, Query(description=f"Page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}); "
-                                       "`100.0` is read as 100.", examples=["100"])] = None,
+    limit: Annotated[
+        str | None,
+        Query(
+            description=f"Page size, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT}); `100.0` is read as 100.",
+            examples=["100"],
+        ),
+    ] = None,
     offset: Annotated[str | None, Query(description="Members to skip (default 0).", examples=["0"])] = None,
 ) -> PageParams:
     """FastAPI dependency: the checked ``limit`` and ``offset``."""
@@ -60,9 +65,16 @@ def page_params(
 
 
 def page_properties(
-    bracketed: Annotated[list[str] | None, Query(alias="properties[]", description=(
-        "Keys to include (`id_`/`ids_` identities, `usr_` properties, `tag_` tags), repeated: "
-        "`properties[]=usr_gender&properties[]=tag_rfm`; at most 20."))] = None,
+    bracketed: Annotated[
+        list[str] | None,
+        Query(
+            alias="properties[]",
+            description=(
+                "Keys to include (`id_`/`ids_` identities, `usr_` properties, `tag_` tags), repeated: "
+                "`properties[]=usr_gender&properties[]=tag_rfm`; at most 20."
+            ),
+        ),
+    ] = None,
     plain: Annotated[list[str] | None, Query(alias="properties", description="Same as `properties[]`.")] = None,
     *,
     request: Request,
@@ -88,9 +100,15 @@ def envelope(params: PageParams, total: int, values: list[Any]) -> dict[str, Any
 
 
 def language_header(
-    language: Annotated[str | None, Header(description=(
-        "GrowingIO's optional `CH` | `US`. Accepted and ignored: answers and error messages are the same "
-        "(English messages, data as stored)."))] = None,
+    language: Annotated[
+        str | None,
+        Header(
+            description=(
+                "GrowingIO's optional `CH` | `US`. Accepted and ignored: answers and error messages are the same "
+                "(English messages, data as stored)."
+            )
+        ),
+    ] = None,
 ) -> None:
     """FastAPI dependency that only documents the ``language`` header; any value is accepted."""
     del language

@@ -69,7 +69,9 @@ class ErrorBody(BaseModel):
 class JobResult(BaseModel):
     """GrowingIO's ``stage`` and ``uris``, plus segport's extra fields (absent when not known)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"stage": "FINISH", "uris": ["%2Fjobs%2Fresults%2F..."]}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"stage": "FINISH", "uris": ["%2Fjobs%2Fresults%2F..."]}]}
+    )
 
     stage: Literal["NONE", "RUNNING", "FINISH", "ERROR"]
     uris: list[str]
@@ -88,7 +90,10 @@ class JobResult(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
-        400: "Bad request", 401: "Missing or invalid token", 404: "Not found (or not visible to this token)",
-        410: "Results expired", 429: "Too many jobs",
+        400: "Bad request",
+        401: "Missing or invalid token",
+        404: "Not found (or not visible to this token)",
+        410: "Results expired",
+        429: "Too many jobs",
     }.items()
 }

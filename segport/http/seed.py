@@ -46,7 +46,9 @@ Body = Annotated[ExportRequest, Depends(export_body)]
 BODY_DOC = {
     "requestBody": {
         "required": False,
-        "content": {"application/json": {"schema": ExportJobBody.model_json_schema(ref_template="#/components/schemas/{model}")}},
+        "content": {
+            "application/json": {"schema": ExportJobBody.model_json_schema(ref_template="#/components/schemas/{model}")}
+        },
     }
 }
 

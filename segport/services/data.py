@@ -58,8 +58,12 @@ class DataService:
         seen: set[str] = set()
         for n, row in enumerate(reader, start=1):
             try:
-                entry = catalog_entry(row.get("key") or "", row.get("name") or "", row.get("type") or "string",
-                                      row.get("description") or "")
+                entry = catalog_entry(
+                    row.get("key") or "",
+                    row.get("name") or "",
+                    row.get("type") or "string",
+                    row.get("description") or "",
+                )
             except SegportError as exc:
                 raise ImportRejected(f"catalogue row {n}: {exc.message}") from None
             if entry.key in seen:
@@ -81,8 +85,12 @@ class DataService:
         entry = self.meta.catalog(project_id).get(key)
         if entry is None:
             raise InvalidParameter(f"key {key!r} is not in the catalogue of project {project_id}")
-        new = catalog_entry(entry.key, name if name is not None else entry.name, entry.type_name,
-                            description if description is not None else entry.description)
+        new = catalog_entry(
+            entry.key,
+            name if name is not None else entry.name,
+            entry.type_name,
+            description if description is not None else entry.description,
+        )
         self.meta.upsert_catalog(project_id, [new])
         return new
 
@@ -100,7 +108,12 @@ class DataService:
 
     # --- users -------------------------------------------------------------------------------------
     def import_users(
-        self, project_id: str, path: Path, *, file_format: str | None = None, match: str = "id_$basic_userId",
+        self,
+        project_id: str,
+        path: Path,
+        *,
+        file_format: str | None = None,
+        match: str = "id_$basic_userId",
         progress: Any = None,
     ) -> ImportReport:
         """Upsert users from a file and recompute the DAILY segments, all in one engine transaction."""
@@ -114,8 +127,12 @@ class DataService:
         now = utcnow()
         for definition, _row in daily:
             self.meta.update_segment(
-                project_id, definition.key, detector_stage="FINISH", detected_at=now,
-                total_users=report.segments.get(definition.key, 0), unmatched=report.unmatched.get(definition.key, 0),
+                project_id,
+                definition.key,
+                detector_stage="FINISH",
+                detected_at=now,
+                total_users=report.segments.get(definition.key, 0),
+                unmatched=report.unmatched.get(definition.key, 0),
                 detector_error=None,
             )
         return report
@@ -147,10 +164,22 @@ class DataService:
             raise InvalidParameter(f"scheduler must be DAILY or ONCE, not {spec.scheduler!r}")
         now = utcnow()
         row = SegmentRow(
-            project_id=project_id, key=spec.key, id=_segment_id(), name=spec.name, description=spec.description,
-            created_by=created_by, scheduler=scheduler, rule=rule_text, identity=identity,
-            detector_stage="NONE", total_users=0, unmatched=0, creator=spec.creator, updater=spec.creator,
-            created_at=now, updated_at=now,
+            project_id=project_id,
+            key=spec.key,
+            id=_segment_id(),
+            name=spec.name,
+            description=spec.description,
+            created_by=created_by,
+            scheduler=scheduler,
+            rule=rule_text,
+            identity=identity,
+            detector_stage="NONE",
+            total_users=0,
+            unmatched=0,
+            creator=spec.creator,
+            updater=spec.creator,
+            created_at=now,
+            updated_at=now,
         )
         self.meta.add_segment(row)
         try:
@@ -170,12 +199,18 @@ class DataService:
         try:
             result = self.engine.compute_segment(project_id, definition)
         except SegportError as exc:
-            self.meta.update_segment(project_id, key, detector_stage="ERROR", detector_error=exc.message,
-                                     detected_at=utcnow())
+            self.meta.update_segment(
+                project_id, key, detector_stage="ERROR", detector_error=exc.message, detected_at=utcnow()
+            )
             raise
         self.meta.update_segment(
-            project_id, key, detector_stage="FINISH", detected_at=utcnow(), total_users=result.total_users,
-            unmatched=result.unmatched, detector_error=None,
+            project_id,
+            key,
+            detector_stage="FINISH",
+            detected_at=utcnow(),
+            total_users=result.total_users,
+            unmatched=result.unmatched,
+            detector_error=None,
         )
         return result
 

@@ -61,7 +61,12 @@ class Download:
 
 class ExportService:
     def __init__(
-        self, settings: Settings, meta: MetaStore, queue: JobQueue, engine: ProfileEngine, results: ResultStore,
+        self,
+        settings: Settings,
+        meta: MetaStore,
+        queue: JobQueue,
+        engine: ProfileEngine,
+        results: ResultStore,
         wake: threading.Event,
     ) -> None:
         self.settings = settings
@@ -74,9 +79,7 @@ class ExportService:
         self._running: dict[str, Interrupt] = {}  # jobs this process is exporting now
 
     # --- submit ------------------------------------------------------------------------------------
-    def submit(
-        self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest
-    ) -> JobRow:
+    def submit(self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest) -> JobRow:
         if not who.can_see(project_id):
             raise ProjectNotFound(f"project {project_id!r} not found")
         segment_key = target_key if kind is TargetKind.SEGMENT else None
@@ -89,8 +92,13 @@ class ExportService:
                 raise TagNotFound(f"tag {target_key!r} not found in project {project_id}")
             target_key, target_name = tag.key, tag.name or tag.key
         spec = build_spec(
-            req.properties, req.file_format, req.header, catalog, self.settings.max_properties,
-            bom=req.bom, compression=req.compression,
+            req.properties,
+            req.file_format,
+            req.header,
+            catalog,
+            self.settings.max_properties,
+            bom=req.bom,
+            compression=req.compression,
         )
         version = str(self.engine.data_version(project_id))
         fingerprint = spec.fingerprint(project_id, kind.value, target_key, version)
@@ -98,14 +106,24 @@ class ExportService:
         def make_row() -> JobRow:
             now = utcnow()
             return JobRow(
-                id=new_job_id(), name=new_job_name(kind, now, project.timezone), project_id=project_id,
-                target_kind=kind.value, target_key=target_key, target_name=target_name, spec=spec.to_json(),
-                fingerprint=fingerprint, stage=Stage.NONE.value, files="[]", attempts=0, created_at=now,
+                id=new_job_id(),
+                name=new_job_name(kind, now, project.timezone),
+                project_id=project_id,
+                target_kind=kind.value,
+                target_key=target_key,
+                target_name=target_name,
+                spec=spec.to_json(),
+                fingerprint=fingerprint,
+                stage=Stage.NONE.value,
+                files="[]",
+                attempts=0,
+                created_at=now,
                 file_day=_local_day(now, project.timezone),
             )
 
         row, created = self.queue.submit(
-            make_row, max_queued=self.settings.max_queued_jobs_per_project,
+            make_row,
+            max_queued=self.settings.max_queued_jobs_per_project,
             retry_after_s=self.settings.retry_after_s,
         )
         if created:
@@ -175,8 +193,14 @@ class ExportService:
         now = utcnow()
         try:
             self.queue.transition(
-                row.id, Stage.FINISH, owner=owner, files=json.dumps(names, ensure_ascii=False), rows=rows,
-                bytes=size, finished_at=now, expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
+                row.id,
+                Stage.FINISH,
+                owner=owner,
+                files=json.dumps(names, ensure_ascii=False),
+                rows=rows,
+                bytes=size,
+                finished_at=now,
+                expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
             )
         except LeaseLost:
             self.results.delete(row.name)
@@ -189,9 +213,15 @@ class ExportService:
         columns = columns_of(spec, catalog)
         ext = spec.extension
         output = self.engine.export(
-            row.project_id, Target(row.target_kind, row.target_key), columns, spec, staging,
+            row.project_id,
+            Target(row.target_kind, row.target_key),
+            columns,
+            spec,
+            staging,
             lambda parts: result_file_names(row.target_name, row.file_day, ext, parts),
-            max_file_rows=self.settings.max_file_rows, excel_safe=self.settings.excel_safe, interrupt=interrupt,
+            max_file_rows=self.settings.max_file_rows,
+            excel_safe=self.settings.excel_safe,
+            interrupt=interrupt,
         )
         if spec.bom and spec.file_format is FileFormat.CSV:
             for path in output.files:
@@ -201,7 +231,12 @@ class ExportService:
     def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
         now = utcnow()
         self.queue.transition(
-            row.id, Stage.ERROR, owner=owner, error_code=code, error_message=message, finished_at=now,
+            row.id,
+            Stage.ERROR,
+            owner=owner,
+            error_code=code,
+            error_message=message,
+            finished_at=now,
             expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
         )
 
@@ -219,7 +254,9 @@ class ExportService:
         """Stop a queued or running job the caller may see; its partial files are removed."""
         self.job(who, job_id)  # visibility and expiry, as for the job result
         row, was_running = self.queue.cancel(
-            job_id, error_ttl_s=self.settings.result_ttl_s, message="the export was cancelled at the caller's request",
+            job_id,
+            error_ttl_s=self.settings.result_ttl_s,
+            message="the export was cancelled at the caller's request",
         )
         if was_running:
             # in this process: abort now; elsewhere, the worker sees its lease gone at its next heartbeat
@@ -263,8 +300,11 @@ def _failure(row: JobRow, exc: Exception) -> tuple[str, str]:
 
 def _check_not_expired(row: JobRow) -> None:
     """410 for a job whose results were deleted, or are due to be (the janitor may not have run yet)."""
-    due = row.stage in (Stage.FINISH.value, Stage.ERROR.value) and row.expires_at is not None \
+    due = (
+        row.stage in (Stage.FINISH.value, Stage.ERROR.value)
+        and row.expires_at is not None
         and row.expires_at <= utcnow()
+    )
     if row.stage == Stage.EXPIRED.value or due:
         raise JobExpired(f"the results of job {row.id} expired at {_iso(row.expires_at)} and were deleted")
 

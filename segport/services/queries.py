@@ -111,8 +111,9 @@ class QueryService:
         except SegportError:
             raise  # recompute_segment already recorded ERROR
         except Exception as exc:  # never leave the detector RUNNING behind a crash
-            self.meta.update_segment(project_id, key, detector_stage="ERROR", detector_error=str(exc),
-                                     detected_at=utcnow())
+            self.meta.update_segment(
+                project_id, key, detector_stage="ERROR", detector_error=str(exc), detected_at=utcnow()
+            )
             raise
         return f"segment {key} recomputed: {result.total_users} users"
 
@@ -125,8 +126,14 @@ class QueryService:
         now = utcnow()
         counts = self.engine.tag_counts(project.id, entries)
         return [
-            TagInfo(e, tag_id(project.id, e.key), counts.get(e.key, 0), now,
-                    _created(rows.get(e.key)), _updated(rows.get(e.key)))
+            TagInfo(
+                e,
+                tag_id(project.id, e.key),
+                counts.get(e.key, 0),
+                now,
+                _created(rows.get(e.key)),
+                _updated(rows.get(e.key)),
+            )
             for e in entries
         ]
 
@@ -151,8 +158,10 @@ class QueryService:
         rebuild: this recounts the tag's members and says so."""
         project, tag = self.tag(who, project_id, raw)
         total = self.engine.count(project.id, Target("tag", tag.key))
-        return (f"tag {tag.key} recounted: {total} users hold a value "
-                "(tags are loaded with the profiles and are always current)")
+        return (
+            f"tag {tag.key} recounted: {total} users hold a value "
+            "(tags are loaded with the profiles and are always current)"
+        )
 
     # --- one user ----------------------------------------------------------------------------------
     def lookup(

@@ -176,10 +176,16 @@ class MetaStore:
                     raise SegmentNotFound(f"segment {segment_key!r} not found in project {project_id}")
                 segment = SegmentRef(found.key, found.name)
             entries = conn.execute(_CATALOG, {"project_id": project_id}).all()
-        return project, Catalog([
-            CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), bool(r.multi), r.description)
-            for r in entries
-        ]), segment
+        return (
+            project,
+            Catalog(
+                [
+                    CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), bool(r.multi), r.description)
+                    for r in entries
+                ]
+            ),
+            segment,
+        )
 
     # --- catalogue ---------------------------------------------------------------------------------
     def catalog(self, project_id: str) -> Catalog:
@@ -203,7 +209,9 @@ class MetaStore:
         added = updated = 0
         with self.db.write() as s:
             pos = s.scalar(select(func.max(CatalogRow.position)).where(CatalogRow.project_id == project_id)) or 0
-            folded = {k.lower(): k for k in s.scalars(select(CatalogRow.key).where(CatalogRow.project_id == project_id))}
+            folded = {
+                k.lower(): k for k in s.scalars(select(CatalogRow.key).where(CatalogRow.project_id == project_id))
+            }
             for e in entries:
                 row = s.get(CatalogRow, (project_id, e.key))
                 if row is None:
@@ -213,9 +221,16 @@ class MetaStore:
                     pos += 1
                     s.add(
                         CatalogRow(
-                            project_id=project_id, key=e.key, kind=e.kind.value, name=e.name, type=e.type.value,
-                            multi=e.multi, description=e.description, position=pos,
-                            created_at=utcnow(), updated_at=utcnow(),
+                            project_id=project_id,
+                            key=e.key,
+                            kind=e.kind.value,
+                            name=e.name,
+                            type=e.type.value,
+                            multi=e.multi,
+                            description=e.description,
+                            position=pos,
+                            created_at=utcnow(),
+                            updated_at=utcnow(),
                         )
                     )
                     added += 1
@@ -241,8 +256,11 @@ class MetaStore:
             with self.db.write() as s:
                 if s.get(SegmentRow, (row.project_id, row.key)) is not None:
                     raise AlreadyExists(f"segment {row.key!r} already exists in project {row.project_id}")
-                twin = s.scalar(select(SegmentRow.key).where(
-                    SegmentRow.project_id == row.project_id, func.lower(SegmentRow.key) == row.key.lower()))
+                twin = s.scalar(
+                    select(SegmentRow.key).where(
+                        SegmentRow.project_id == row.project_id, func.lower(SegmentRow.key) == row.key.lower()
+                    )
+                )
                 if twin is not None:
                     raise AlreadyExists(f"segment {twin!r} already exists in project {row.project_id}; {_CASE_NOTE}")
                 s.add(row)
@@ -260,7 +278,11 @@ class MetaStore:
     def segments(self, project_id: str, *, limit: int | None = None, offset: int = 0) -> tuple[list[SegmentRow], int]:
         with self.db.read() as s:
             total = s.scalar(select(func.count()).select_from(SegmentRow).where(SegmentRow.project_id == project_id))
-            q = select(SegmentRow).where(SegmentRow.project_id == project_id).order_by(SegmentRow.created_at, SegmentRow.key)
+            q = (
+                select(SegmentRow)
+                .where(SegmentRow.project_id == project_id)
+                .order_by(SegmentRow.created_at, SegmentRow.key)
+            )
             if limit is not None:
                 q = q.limit(limit).offset(offset)
             return list(s.scalars(q)), int(total or 0)

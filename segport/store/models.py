@@ -143,8 +143,13 @@ class JobRow(Base):
 
 
 # What a table's rows are called in the message of a too-long value.
-_ROW_NAMES = {"projects": "project", "tokens": "token", "catalog": "catalogue entry", "segments": "segment",
-              "jobs": "job"}
+_ROW_NAMES = {
+    "projects": "project",
+    "tokens": "token",
+    "catalog": "catalogue entry",
+    "segments": "segment",
+    "jobs": "job",
+}
 
 
 @event.listens_for(Session, "before_flush")

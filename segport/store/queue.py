@@ -39,7 +39,8 @@ _CHECKS = select(
     .order_by(_JOBS.c.created_at.desc())
     .limit(1)
     .scalar_subquery(),
-    select(func.count()).select_from(_JOBS)
+    select(func.count())
+    .select_from(_JOBS)
     .where(_JOBS.c.project_id == bindparam("project_id"), _JOBS.c.stage == Stage.NONE.value)
     .scalar_subquery(),
     exists().where(or_(_JOBS.c.id == bindparam("id"), _JOBS.c.name == bindparam("name"))),
@@ -66,7 +67,11 @@ class JobQueue:
 
     # --- submit ------------------------------------------------------------------------------------
     def submit(
-        self, make_row: Callable[[], JobRow], *, dedupe: bool = True, max_queued: int | None = None,
+        self,
+        make_row: Callable[[], JobRow],
+        *,
+        dedupe: bool = True,
+        max_queued: int | None = None,
         retry_after_s: int = 5,
     ) -> tuple[JobRow, bool]:
         """Insert the job made by ``make_row`` unless an identical one is queued, running or still kept.
@@ -83,10 +88,16 @@ class JobQueue:
                 conn = s.connection()  # Core statements: this runs on every submit, the ORM's cost shows
                 # one submit per project at a time: the dedupe check must see a concurrent identical insert
                 self.db.lock(s, f"segport:submit:{row.project_id}")
-                same, queued, clash = conn.execute(_CHECKS, {
-                    "project_id": row.project_id, "fingerprint": row.fingerprint, "now": utcnow(),
-                    "id": row.id, "name": row.name,
-                }).one()
+                same, queued, clash = conn.execute(
+                    _CHECKS,
+                    {
+                        "project_id": row.project_id,
+                        "fingerprint": row.fingerprint,
+                        "now": utcnow(),
+                        "id": row.id,
+                        "name": row.name,
+                    },
+                ).one()
                 if dedupe and same is not None:
                     return _job(conn.execute(_BY_ID, {"id": same}).one()), False
                 if max_queued is not None and queued >= max_queued:
@@ -131,7 +142,11 @@ class JobQueue:
 
     # --- workers -----------------------------------------------------------------------------------
     def claim(
-        self, owner: str, lease_s: float, *, max_running_per_project: int | None = None,
+        self,
+        owner: str,
+        lease_s: float,
+        *,
+        max_running_per_project: int | None = None,
         error_ttl_s: float = 7 * 24 * 3600,
     ) -> JobRow | None:
         """Take the oldest queued job, or a running one whose lease lapsed; ``None`` if there is none.
@@ -147,9 +162,13 @@ class JobQueue:
                 if max_running_per_project is not None:
                     other = aliased(JobRow)
                     busy = (
-                        select(func.count()).select_from(other)
-                        .where(other.project_id == JobRow.project_id, other.stage == Stage.RUNNING.value,
-                               other.lease_expires_at >= now)
+                        select(func.count())
+                        .select_from(other)
+                        .where(
+                            other.project_id == JobRow.project_id,
+                            other.stage == Stage.RUNNING.value,
+                            other.lease_expires_at >= now,
+                        )
                         .correlate(JobRow)
                         .scalar_subquery()
                     )
@@ -168,8 +187,11 @@ class JobQueue:
                     # workers cannot both take the project's last running slot (a no-op on SQLite)
                     self.db.lock(s, f"running:{row.project_id}")
                     running = s.scalar(
-                        select(func.count()).select_from(JobRow).where(
-                            JobRow.project_id == row.project_id, JobRow.stage == Stage.RUNNING.value,
+                        select(func.count())
+                        .select_from(JobRow)
+                        .where(
+                            JobRow.project_id == row.project_id,
+                            JobRow.stage == Stage.RUNNING.value,
                             JobRow.lease_expires_at >= now,
                         )
                     )
@@ -178,15 +200,26 @@ class JobQueue:
                 if row.stage == Stage.RUNNING.value:
                     # lease lapsed: the worker died; the attempt it used counts
                     if row.attempts >= self.max_attempts:
-                        self._apply(row, Stage.ERROR, now, error_code="EXPORT_FAILED",
-                                    error_message=f"export failed: the worker running it stopped "
-                                    f"{row.attempts} times (lease lost); giving up",
-                                    expires_at=now + timedelta(seconds=error_ttl_s))
+                        self._apply(
+                            row,
+                            Stage.ERROR,
+                            now,
+                            error_code="EXPORT_FAILED",
+                            error_message=f"export failed: the worker running it stopped "
+                            f"{row.attempts} times (lease lost); giving up",
+                            expires_at=now + timedelta(seconds=error_ttl_s),
+                        )
                         continue
                     self._apply(row, Stage.NONE, now)
-                self._apply(row, Stage.RUNNING, now, lease_owner=owner,
-                            lease_expires_at=now + timedelta(seconds=lease_s),
-                            attempts=row.attempts + 1, started_at=now)
+                self._apply(
+                    row,
+                    Stage.RUNNING,
+                    now,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    attempts=row.attempts + 1,
+                    started_at=now,
+                )
                 return row
 
     def heartbeat(self, job_id: str, owner: str, lease_s: float) -> None:
@@ -239,8 +272,14 @@ class JobQueue:
                 raise Conflict(f"job {job_id} is {row.stage} and can no longer be cancelled")
             was_running = row.stage == Stage.RUNNING.value
             now = utcnow()
-            self._apply(row, Stage.ERROR, now, error_code=JobCancelled.code, error_message=message,
-                        expires_at=now + timedelta(seconds=error_ttl_s))  # finished_at = now, by _apply
+            self._apply(
+                row,
+                Stage.ERROR,
+                now,
+                error_code=JobCancelled.code,
+                error_message=message,
+                expires_at=now + timedelta(seconds=error_ttl_s),
+            )  # finished_at = now, by _apply
             return row, was_running
 
     def running_attempts(self) -> set[str]:
@@ -254,10 +293,14 @@ class JobQueue:
         found: set[str] = set()
         with self.db.read() as s:
             for i in range(0, len(names), 500):
-                found.update(s.scalars(select(JobRow.name).where(
-                    JobRow.name.in_(names[i:i + 500]),
-                    JobRow.stage.in_([Stage.FINISH.value, Stage.RUNNING.value]),
-                )))
+                found.update(
+                    s.scalars(
+                        select(JobRow.name).where(
+                            JobRow.name.in_(names[i : i + 500]),
+                            JobRow.stage.in_([Stage.FINISH.value, Stage.RUNNING.value]),
+                        )
+                    )
+                )
         return found
 
     # --- expiry ------------------------------------------------------------------------------------

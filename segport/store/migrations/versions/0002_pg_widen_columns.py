@@ -20,13 +20,15 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.alter_column("rows", existing_type=sa.Integer(), type_=sa.BigInteger(), existing_nullable=True)
         batch_op.alter_column("bytes", existing_type=sa.Integer(), type_=sa.BigInteger(), existing_nullable=True)
-        batch_op.alter_column("lease_owner", existing_type=sa.String(length=64), type_=sa.String(length=255),
-                              existing_nullable=True)
+        batch_op.alter_column(
+            "lease_owner", existing_type=sa.String(length=64), type_=sa.String(length=255), existing_nullable=True
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.alter_column("lease_owner", existing_type=sa.String(length=255), type_=sa.String(length=64),
-                              existing_nullable=True)
+        batch_op.alter_column(
+            "lease_owner", existing_type=sa.String(length=255), type_=sa.String(length=64), existing_nullable=True
+        )
         batch_op.alter_column("bytes", existing_type=sa.BigInteger(), type_=sa.Integer(), existing_nullable=True)
         batch_op.alter_column("rows", existing_type=sa.BigInteger(), type_=sa.Integer(), existing_nullable=True)
