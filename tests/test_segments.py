@@ -306,3 +306,21 @@ def test_a_daily_id_list_picks_up_users_imported_later(
     row = app.meta.segment(PROJECT, "seg_l")
     assert (row.total_users, row.unmatched) == (2, 0)
     assert members(app, "seg_l") == {"U0001", "LATER"}
+
+
+def test_a_segment_whose_compute_fails_is_error_and_the_other_daily_segments_still_run(
+    loaded: tuple[App, list[dict[str, Any]]],
+) -> None:
+    app, _ = loaded
+    app.data.create_segment(PROJECT, SegmentSpec(key="seg_a", name="a", rule={"key": "usr_city", "op": "not_null"}))
+    app.data.create_segment(PROJECT, SegmentSpec(key="seg_b", name="b", rule={"key": "usr_age", "op": "is_null"}))
+    # the profile table lost a column the catalogue still has: the engine fails (not with a SegportError)
+    app.engine.drop_column(PROJECT, "usr_city")
+    assert DailyRecompute(app.data, 0.0001).run_once() == [(PROJECT, "seg_b")]
+    broken = app.meta.segment(PROJECT, "seg_a")
+    assert broken.detector_stage == "ERROR" and "usr_city" in (broken.detector_error or "")
+    assert app.meta.segment(PROJECT, "seg_b").detector_stage == "FINISH"
+    app.meta.update_segment(PROJECT, "seg_a", detector_stage="FINISH")
+    with pytest.raises(Exception, match="usr_city"):
+        app.data.recompute_segment(PROJECT, "seg_a")  # as the admin API and the CLI call it
+    assert app.meta.segment(PROJECT, "seg_a").detector_stage == "ERROR"  # never left RUNNING

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import secrets
 import string
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInU
 from segport.store.meta import MetaStore
 from segport.store.models import SegmentRow, utcnow
 
+log = logging.getLogger("segport.data")
 CATALOG_COLUMNS = ("key", "name", "type")
 
 
@@ -193,14 +195,16 @@ class DataService:
         return self.meta.segment(project_id, spec.key)
 
     def recompute_segment(self, project_id: str, key: str) -> ComputeResult:
+        """Recompute a segment's membership snapshot. Any failure is recorded on the segment (detector ERROR)
+        before it is raised: a detector left RUNNING could never be recomputed through the API again."""
         row = self.meta.segment(project_id, key)
-        definition = self._definition(row)
         self.meta.update_segment(project_id, key, detector_stage="RUNNING")
         try:
-            result = self.engine.compute_segment(project_id, definition)
-        except SegportError as exc:
+            result = self.engine.compute_segment(project_id, self._definition(row))
+        except Exception as exc:
+            message = exc.message if isinstance(exc, SegportError) else f"{type(exc).__name__}: {exc}"
             self.meta.update_segment(
-                project_id, key, detector_stage="ERROR", detector_error=exc.message, detected_at=utcnow()
+                project_id, key, detector_stage="ERROR", detector_error=message, detected_at=utcnow()
             )
             raise
         self.meta.update_segment(
@@ -231,6 +235,9 @@ class DataService:
                 try:
                     self.recompute_segment(project.id, row.key)
                 except SegportError:
+                    continue
+                except Exception:  # an engine failure: recorded on the segment; log it, go on with the others
+                    log.exception("recomputing segment %s/%s failed", project.id, row.key)
                     continue
                 done.append((project.id, row.key))
         return done

@@ -21,7 +21,6 @@ from segport.errors import (
     DetectorBusy,
     ProjectNotFound,
     ProjectRequired,
-    SegportError,
     TagNotFound,
     TooManyProperties,
     UnknownKey,
@@ -106,15 +105,7 @@ class QueryService:
                 f"segment {key!r} cannot be recomputed while its detector is {blocking} "
                 f"(allowed when {' or '.join(RECOMPUTABLE)})"
             )
-        try:
-            result = self.data.recompute_segment(project_id, key)
-        except SegportError:
-            raise  # recompute_segment already recorded ERROR
-        except Exception as exc:  # never leave the detector RUNNING behind a crash
-            self.meta.update_segment(
-                project_id, key, detector_stage="ERROR", detector_error=str(exc), detected_at=utcnow()
-            )
-            raise
+        result = self.data.recompute_segment(project_id, key)  # a failure is recorded there (detector ERROR)
         return f"segment {key} recomputed: {result.total_users} users"
 
     # --- tags --------------------------------------------------------------------------------------
