@@ -12,7 +12,6 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from segport.domain.export import ExportSpec, FileFormat, build_spec, columns_of
@@ -131,11 +130,6 @@ class ExportService:
         return row
 
     # --- look up -----------------------------------------------------------------------------------
-    def visible_project(self, who: Principal, project_id: str) -> Any:
-        if not who.can_see(project_id):
-            raise ProjectNotFound(f"project {project_id!r} not found")
-        return self.meta.project(project_id)
-
     def job(self, who: Principal, job_id: str, project_id: str | None = None) -> JobRow:
         """A job the caller may see; another project's job is reported as not found."""
         row = self.queue.get(job_id)

@@ -70,7 +70,6 @@ class JobQueue:
         self,
         make_row: Callable[[], JobRow],
         *,
-        dedupe: bool = True,
         max_queued: int | None = None,
         retry_after_s: int = 5,
     ) -> tuple[JobRow, bool]:
@@ -98,7 +97,7 @@ class JobQueue:
                         "name": row.name,
                     },
                 ).one()
-                if dedupe and same is not None:
+                if same is not None:
                     return _job(conn.execute(_BY_ID, {"id": same}).one()), False
                 if max_queued is not None and queued >= max_queued:
                     raise TooManyJobs(
