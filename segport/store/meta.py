@@ -176,16 +176,7 @@ class MetaStore:
                     raise SegmentNotFound(f"segment {segment_key!r} not found in project {project_id}")
                 segment = SegmentRef(found.key, found.name)
             entries = conn.execute(_CATALOG, {"project_id": project_id}).all()
-        return (
-            project,
-            Catalog(
-                [
-                    CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), bool(r.multi), r.description)
-                    for r in entries
-                ]
-            ),
-            segment,
-        )
+        return project, Catalog([_entry(r) for r in entries]), segment
 
     # --- catalogue ---------------------------------------------------------------------------------
     def catalog(self, project_id: str) -> Catalog:
@@ -319,8 +310,9 @@ class MetaStore:
             s.delete(row)
 
 
-def _entry(r: CatalogRow) -> CatalogEntry:
-    return CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), r.multi, r.description)
+def _entry(r: Any) -> CatalogEntry:
+    """A catalogue entry from a :class:`CatalogRow` or a Core row of its table."""
+    return CatalogEntry(r.key, KeyKind(r.kind), r.name, ValueType(r.type), bool(r.multi), r.description)
 
 
 def segment_rule(row: SegmentRow) -> Any:
