@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from segport.domain.jobs import TargetKind
 from segport.http.auth import principal
 from segport.http.family_schemas import (
     ComputeAnswer,
@@ -25,7 +24,7 @@ from segport.http.family_schemas import (
 )
 from segport.http.paging import PageParams, envelope, language_header, page_params, page_properties
 from segport.http.schemas import ERRORS, JobCreated, JobResult
-from segport.http.seed import BODY_DOC, Body
+from segport.http.seed import BODY_DOC, Body, submit_segment_export
 from segport.http.views import job_result
 from segport.services.queries import QueryService
 from segport.store.meta import Principal
@@ -78,8 +77,7 @@ def segment_users(
 def submit_segment_export_variant(
     project_ID: str, segment_key: str, request: Request, who: Who, body: Body
 ) -> JobCreated:
-    job = request.app.state.segport.exports.submit(who, project_ID, TargetKind.SEGMENT, segment_key, body)
-    return JobCreated(id=job.id, name=job.name)
+    return submit_segment_export(project_ID, segment_key, request, who, body)
 
 
 @router.post(

@@ -181,9 +181,10 @@ class JobQueue:
                 )
                 if row is None:
                     return None
-                if row.stage == Stage.NONE.value and max_running_per_project is not None:
+                if row.stage == Stage.NONE.value and max_running_per_project is not None and not self.db.is_sqlite:
                     # PostgreSQL claims run side by side: take turns per project and count again, so two
-                    # workers cannot both take the project's last running slot (a no-op on SQLite)
+                    # workers cannot both take the project's last running slot (SQLite runs one claim at a
+                    # time, so the query above already counted right)
                     self.db.lock(s, f"running:{row.project_id}")
                     running = s.scalar(
                         select(func.count())
