@@ -156,6 +156,14 @@ class JobExpired(SegportError):
 
 
 # --- 429: slow down ------------------------------------------------------------------------------
+class ComputeFailed(SegportError):
+    """A segment's membership could not be computed from the current profiles (e.g. a column it reads is gone)."""
+
+    status = 409
+    code = "COMPUTE_FAILED"
+    exit_code = 6
+
+
 class EngineBusy(SegportError):
     """The profile database is held by another process (one writer per embedded file)."""
 

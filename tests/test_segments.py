@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from segport.app import App
-from segport.errors import InvalidParameter, InvalidRule, KeyInUse, SegmentNotFound
+from segport.errors import ComputeFailed, InvalidParameter, InvalidRule, KeyInUse, SegmentNotFound
+from segport.http.server import create_app
 from segport.scheduler import DailyRecompute
 from segport.services.data import SegmentSpec
 from tests.conftest import PROJECT, write_users_csv
@@ -321,6 +323,13 @@ def test_a_segment_whose_compute_fails_is_error_and_the_other_daily_segments_sti
     assert broken.detector_stage == "ERROR" and "usr_city" in (broken.detector_error or "")
     assert app.meta.segment(PROJECT, "seg_b").detector_stage == "FINISH"
     app.meta.update_segment(PROJECT, "seg_a", detector_stage="FINISH")
-    with pytest.raises(Exception, match="usr_city"):
+    with pytest.raises(ComputeFailed, match="usr_city"):
         app.data.recompute_segment(PROJECT, "seg_a")  # as the admin API and the CLI call it
     assert app.meta.segment(PROJECT, "seg_a").detector_stage == "ERROR"  # never left RUNNING
+    _, token = app.meta.create_token([PROJECT])
+    with TestClient(create_app(app, run_workers=False), raise_server_exceptions=False) as client:
+        r = client.post(
+            f"/v1/api/projects/{PROJECT}/segment_profiles/seg_a/computes", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert r.status_code == 409, r.text  # E14: a clear error, never a 500
+    assert r.json()["error"]["code"] == "COMPUTE_FAILED" and "usr_city" in r.json()["error"]["message"]

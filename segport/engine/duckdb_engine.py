@@ -23,7 +23,7 @@ from segport.engine.base import ComputeResult, ExportOutput, ImportReport, Segme
 from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
 from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
-from segport.errors import EngineBusy, ExportFailed, SegmentNotFound, StorageFull
+from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, StorageFull
 
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS segport_state (
@@ -172,9 +172,13 @@ class DuckDBEngine:
             return duckdb_import.load_id_list(cur, idlist_table(project_id, segment_key), path)
 
     def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult:
-        with self._transaction(roomy=True) as cur:
-            result = _compute(cur, project_id, segment)
-            _bump(cur, project_id)
+        try:
+            with self._transaction(roomy=True) as cur:
+                result = _compute(cur, project_id, segment)
+                _bump(cur, project_id)
+        except duckdb.Error as exc:  # the driver's error becomes ours at the boundary
+            first = str(exc).splitlines()[0]
+            raise ComputeFailed(f"segment {segment.key} could not be computed: {first}") from exc
         return result
 
     def drop_segment(self, project_id: str, segment_key: str) -> None:
