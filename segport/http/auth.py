@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from segport.store.db import Database
@@ -41,3 +41,7 @@ async def quick(db: Database, fn: Callable[..., T], *args: Any) -> T:
     if db.is_sqlite:
         return fn(*args)
     return await run_in_threadpool(fn, *args)
+
+
+# the authenticated caller, as a handler parameter type: ``def handler(who: Who)``
+Who = Annotated[Principal, Depends(principal)]

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from segport.http.auth import principal
+from segport.http.auth import Who
 from segport.http.family_schemas import (
     ComputeAnswer,
     Page,
@@ -32,7 +32,6 @@ from segport.store.meta import Principal
 router = APIRouter(
     responses={**ERRORS, 409: ERRORS[400] | {"description": "Detector busy"}}, dependencies=[Depends(language_header)]
 )
-Who = Annotated[Principal, Depends(principal)]
 Paging = Annotated[PageParams, Depends(page_params)]
 Properties = Annotated[list[str], Depends(page_properties)]
 

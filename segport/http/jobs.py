@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 
-from segport.http.auth import principal
+from segport.http.auth import Who
 from segport.http.schemas import ERRORS, ErrorBody, JobResult
 from segport.http.views import job_result
-from segport.store.meta import Principal
 
 router = APIRouter(responses=ERRORS)
-Who = Annotated[Principal, Depends(principal)]
 
 
 @router.post(

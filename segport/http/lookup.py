@@ -7,19 +7,15 @@ as GrowingIO's docs show; an identity key the project does not have is a 400.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends
 
-from segport.http.auth import principal
+from segport.http.auth import Who
 from segport.http.family import Queries
 from segport.http.family_schemas import UserValue, looked_up_user
 from segport.http.paging import language_header
 from segport.http.schemas import ERRORS
-from segport.store.meta import Principal
 
 router = APIRouter(responses=ERRORS, dependencies=[Depends(language_header)])
-Who = Annotated[Principal, Depends(principal)]
 
 
 @router.get(

@@ -11,16 +11,14 @@ from pydantic import ValidationError
 
 from segport.domain.jobs import TargetKind
 from segport.errors import InvalidBody
-from segport.http.auth import principal, quick
+from segport.http.auth import Who, quick
 from segport.http.errors import describe_validation
 from segport.http.files import ResultFileResponse
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
 from segport.http.views import job_result
 from segport.services.exports import ExportRequest
-from segport.store.meta import Principal
 
 router = APIRouter(responses=ERRORS)
-Who = Annotated[Principal, Depends(principal)]
 
 
 async def export_body(request: Request) -> ExportRequest:
