@@ -65,24 +65,28 @@ def test_hot_path_reads_leave_no_transaction_open(app: App, client: TestClient, 
     assert busy == 0
 
 
+def _job_row(job_id: str, name: str, fingerprint: str) -> JobRow:
+    """A queued job of the seeded segment, as ExportService.submit would make it."""
+    return JobRow(
+        id=job_id,
+        name=name,
+        project_id=PROJECT,
+        target_kind="segment",
+        target_key=SEGMENT,
+        target_name="x",
+        spec="{}",
+        fingerprint=fingerprint,
+        stage=Stage.NONE.value,
+        files="[]",
+        attempts=0,
+        created_at=utcnow(),
+        file_day="2026-01-01",
+    )
+
+
 def test_a_submit_refuses_a_job_field_longer_than_its_column(app: App, seeded: Seeded) -> None:
     def make_row() -> JobRow:
-        now = utcnow()
-        return JobRow(
-            id="LongName",
-            name="n" * 65,
-            project_id=PROJECT,
-            target_kind="segment",
-            target_key=SEGMENT,
-            target_name="x",
-            spec="{}",
-            fingerprint="f",
-            stage=Stage.NONE.value,
-            files="[]",
-            attempts=0,
-            created_at=now,
-            file_day="2026-01-01",
-        )
+        return _job_row("LongName", "n" * 65, "f")
 
     with pytest.raises(InvalidParameter, match="job name is too long"):
         app.queue.submit(make_row)
@@ -93,21 +97,7 @@ def test_a_submit_refuses_a_job_field_longer_than_its_column(app: App, seeded: S
 def test_a_finished_identical_job_is_reused_until_it_expires(app: App, seeded: Seeded) -> None:
     def make_row() -> JobRow:
         now = utcnow()
-        return JobRow(
-            id=f"J{now.microsecond:07d}",
-            name=f"job-{now.timestamp()}",
-            project_id=PROJECT,
-            target_kind="segment",
-            target_key=SEGMENT,
-            target_name="x",
-            spec="{}",
-            fingerprint="same",
-            stage=Stage.NONE.value,
-            files="[]",
-            attempts=0,
-            created_at=now,
-            file_day="2026-01-01",
-        )
+        return _job_row(f"J{now.microsecond:07d}", f"job-{now.timestamp()}", "same")
 
     first, created = app.queue.submit(make_row)
     assert created
