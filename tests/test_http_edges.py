@@ -6,10 +6,16 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import shutil
+from urllib.parse import unquote
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.routing import Route
 
+from segport.errors import FileNotFound
+from segport.http.files import ResultFileResponse
 from segport.worker import Worker
 from tests.conftest import Seeded, auth
 from tests.test_seed_api import EXPORT, run_export
@@ -84,3 +90,29 @@ def test_download_range_past_the_end_is_a_json_416_with_content_range(
     assert r.json()["error"]["code"] == "RANGE_NOT_SATISFIABLE"
     part = client.get(url, headers={**auth(seeded.token), "Range": "bytes=2-5"})  # a good range still works
     assert (part.status_code, part.content) == (206, content[2:6])
+
+
+def test_a_result_deleted_after_its_download_was_resolved_is_still_sent_whole(
+    client: TestClient, worker: Worker, seeded: Seeded
+) -> None:
+    # the janitor may expire the job between the handler's checks and the file being streamed
+    _, result, content = run_export(client, worker, seeded.token, {"properties": ["usr_city", "tag_rfm"]})
+    who = seeded.app.meta.authenticate(seeded.token)
+    found = seeded.app.exports.download(who, unquote(result["uris"][0]))
+    response = ResultFileResponse(found.path, media_type=found.media_type, filename=found.file_name)
+    shutil.rmtree(found.path.parent)  # what the janitor does to an expired job
+    assert not found.path.exists()
+    served = TestClient(Starlette(routes=[Route("/f", lambda _request: response)])).get("/f")
+    assert served.status_code == 200
+    assert served.content == content
+
+
+def test_a_result_deleted_before_its_download_opens_is_a_json_404_not_a_500(
+    client: TestClient, worker: Worker, seeded: Seeded
+) -> None:
+    _, result, _ = run_export(client, worker, seeded.token, {"properties": ["usr_age"]})
+    who = seeded.app.meta.authenticate(seeded.token)
+    found = seeded.app.exports.download(who, unquote(result["uris"][0]))
+    shutil.rmtree(found.path.parent)
+    with pytest.raises(FileNotFound, match="no longer there"):
+        ResultFileResponse(found.path, media_type=found.media_type, filename=found.file_name)
