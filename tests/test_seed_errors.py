@@ -134,3 +134,8 @@ def test_unknown_route_and_method_use_the_error_shape(client: TestClient) -> Non
 def test_oversized_body_is_413(client: TestClient, seeded: Seeded) -> None:
     body = json.dumps({"properties": ["usr_gender" * 10] * 20000})
     assert_error(submit(client, seeded.token, body), 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_export_options_in_the_query_string_are_refused_not_ignored(client: TestClient, seeded: Seeded) -> None:
+    r = client.post(EXPORT + "?properties=usr_gender&fileFormat=json", headers=auth(seeded.token))
+    assert_error(r, 400, "INVALID_BODY", "JSON body", "fileFormat", "properties")

@@ -26,6 +26,9 @@ async def export_body(request: Request) -> ExportRequest:
 
     A leading UTF-8 byte-order mark is skipped (Windows tools write one; RFC 8259 lets parsers ignore it). A
     compressed body is refused by name rather than reported as broken JSON."""
+    if request.query_params:  # e.g. ?properties=usr_gender: silently exporting gio_id alone would mislead
+        names = ", ".join(sorted(request.query_params.keys()))[:200]
+        raise InvalidBody(f"an export takes its options in the JSON body, not the query string ({names})")
     coding = request.headers.get("content-encoding", "").strip().lower()
     if coding not in ("", "identity"):
         raise InvalidBody(f"Content-Encoding {coding[:40]!r} is not supported: send the JSON body uncompressed")
