@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -190,11 +191,31 @@ def run_server(s: Settings) -> None:
 
     from segport.http.server import create_app
 
+    try:  # bind first: a busy port is a one-line error before anything is opened
+        sock = _listen(s.host, s.port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
     app = build(s)
     try:
-        uvicorn.run(create_app(app, announce=True), host=s.host, port=s.port, log_level="info", access_log=False)
+        config = uvicorn.Config(create_app(app, announce=True), log_level="info", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         app.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 @cli.command()

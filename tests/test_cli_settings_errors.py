@@ -3,6 +3,7 @@ reads SEGPORT_* the same way."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -38,3 +39,14 @@ def test_demo_takes_host_and_port_from_the_environment_like_every_setting(tmp_pa
         "'http://127.0.0.1:9123/v1/api/projects/WlGk4Daj/segment_profiles/seg_51activity/export_jobs'" in result.stdout
     )
     assert ":8000" not in result.stdout
+
+
+def test_serve_on_a_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d"), "serve", "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert not (tmp_path / "d").exists()  # nothing was opened
