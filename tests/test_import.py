@@ -351,3 +351,17 @@ def test_gzipped_csv(project: App, tmp_path: Path) -> None:
     (tmp_path / "u.csv.gz").write_bytes(gzip.compress(raw))
     assert imp(project, tmp_path / "u.csv.gz").inserted == 1
     assert users(project)["A"]["usr_city"] == "北京"
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl", "empty.parquet"])
+def test_an_empty_file_is_refused_by_name(project: App, tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ImportRejected, match=f"^{name} is empty"):
+        project.data.import_users(PROJECT, tmp_path / name)
+
+
+def test_a_repeated_csv_column_is_named(project: App, tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("id_$basic_userId,usr_age,usr_age\nC1,1,2\n", encoding="utf-8")
+    with pytest.raises(ImportRejected, match="column 'usr_age' appears twice in the header of dup.csv"):
+        project.data.import_users(PROJECT, path)

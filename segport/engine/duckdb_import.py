@@ -93,7 +93,11 @@ def _csv_header(path: Path) -> list[str]:
         raise ImportRejected(f"cannot read the header of {path.name}: {exc}") from None
     if not header or not any(h.strip() for h in header):
         raise ImportRejected(f"{path.name} has no header line")
-    return [h.strip() for h in header]
+    names = [h.strip() for h in header]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # checked here: DuckDB would report it as an internal binder error
+        raise ImportRejected(f"column {repeated[0]!r} appears twice in the header of {path.name}")
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,8 @@ def import_users(
     say = progress or (lambda _msg: None)
     if not path.is_file():
         raise ImportRejected(f"no such file: {path}")
+    if path.stat().st_size == 0:  # DuckDB would read an empty JSON file as one column named 'json'
+        raise ImportRejected(f"{path.name} is empty: it needs at least a header (CSV) or one record")
     fmt = detect_format(path, file_format)
     src = reader(path, fmt)
     try:
