@@ -1,7 +1,7 @@
 """Typed settings: one object, read from ``SEGPORT_<NAME>`` environment variables and CLI flags.
 
 Names carry their units (``_s`` seconds, ``_bytes``, ``_rows``). Every field has a default and a help line;
-the README's settings table is generated from (and checked against) this class.
+the settings table of docs/configuration.md is generated from (and checked against) this class.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
 
 def settings_table() -> str:
-    """The README's settings table (markdown), generated from :class:`Settings` so it cannot drift."""
+    """The documented settings table (markdown), generated from :class:`Settings` so it cannot drift."""
     lines = ["| setting | environment variable | default | what |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
@@ -101,15 +101,15 @@ TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:e
 
 
 def with_settings_table(readme: str) -> str:
-    """``readme`` with the text between the settings-table markers replaced by :func:`settings_table`."""
+    """``readme`` (a markdown page) with the text between the settings-table markers replaced by :func:`settings_table`."""
     head, sep, rest = readme.partition(TABLE_START)
     _, sep2, tail = rest.partition(TABLE_END)
     if not sep or not sep2:
-        raise ValueError(f"README has no {TABLE_START} ... {TABLE_END} markers")
+        raise ValueError(f"the page has no {TABLE_START} ... {TABLE_END} markers")
     return f"{head}{TABLE_START}\n{settings_table()}\n{TABLE_END}{tail}"
 
 
-if __name__ == "__main__":  # python -m segport.settings [README.md]: print the table, or rewrite it in place
+if __name__ == "__main__":  # python -m segport.settings [docs/configuration.md]: print the table, or rewrite it in place
     import sys
 
     if len(sys.argv) > 1:

@@ -1,5 +1,5 @@
 """Every variant GrowingIO's docs contradict themselves on is accepted, and the optional extensions
-(``bom``, ``compression``, the job result's extra fields) do what the README says."""
+(``bom``, ``compression``, the job result's extra fields) do what docs/api.md says."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_as_frame_keeps_every_value_as_the_file_has_it_and_missing_values_null(
     rows = expected_jsonl(KEYS)
     expected = {"gio_id": [r["gio_id"] for r in rows]}
     expected |= {key: [{**r["identifications"], **r["properties"]}[key] for r in rows] for key in KEYS}
-    if kind == "pandas" and fmt == "csv":  # pandas reads an empty CSV string "" as missing (see the README)
+    if kind == "pandas" and fmt == "csv":  # pandas reads an empty CSV string "" as missing (see docs/client.md)
         expected["usr_gender"] = [value or None for value in expected["usr_gender"]]
     # every column in order, every value a string as written ("" stays "", but see above), missing ones null
     assert list(_columns(frame, kind).items()) == list(expected.items())

@@ -1,4 +1,4 @@
-"""README promises about export files that no other test held: parts (`max_file_rows`) and display-name
+"""Documented promises (docs/api.md) about export files that no other test held: parts (`max_file_rows`) and display-name
 headers that collide."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's shell examples, run as a user would run them: against `segport demo` data, with the
+"""The shell examples of the README and the API page (docs/api.md), run as a user would run them: against `segport demo` data, with the
 demo's token, checking the answers the README shows.
 
 Every ``curl`` line of a ``sh`` block is parsed (method, url, body), sent through the in-process app, and
@@ -23,15 +23,18 @@ from segport.demo import build_demo
 from segport.http.server import create_app
 from segport.worker import Worker
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+EXAMPLE_PAGES = (README, ROOT / "docs" / "api.md")  # the pages whose curl lines a user pastes
 BASES = ("http://127.0.0.1:8000/v1/api", "http://127.0.0.1:8000", "$API")
 VOLATILE = {"id", "name", "message", "createdAt", "startedAt", "finishedAt", "expiresAt"}
 PAIR = re.compile(r'"([A-Za-z_$]+)":"([^"]*)"')
 
 
 def sh_blocks() -> list[list[str]]:
-    """The README's ``sh`` blocks, as lists of logical lines (continuations joined)."""
-    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    """The ``sh`` blocks of the README and the API page, as lists of logical lines (continuations joined)."""
+    text = "\n".join(page.read_text(encoding="utf-8") for page in EXAMPLE_PAGES)
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     return [block.replace("\\\n", " ").splitlines() for block in blocks]
 
 

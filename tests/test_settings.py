@@ -1,4 +1,4 @@
-"""Every setting is in the typed object, readable as SEGPORT_<NAME>, and listed in the README's table."""
+"""Every setting is in the typed object, readable as SEGPORT_<NAME>, and listed in the settings table of docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from pydantic import ValidationError
 
 from segport.settings import TABLE_END, TABLE_START, Settings, settings_table, with_settings_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_PAGE = ROOT / "docs" / "configuration.md"
 
 
-def test_readme_settings_table_matches_the_code() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_documented_settings_table_matches_the_code() -> None:
+    text = CONFIG_PAGE.read_text(encoding="utf-8")
     assert TABLE_START in text and TABLE_END in text
     block = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
     assert block == settings_table(), (
-        "README settings table is stale: run `python -m segport.settings README.md` to regenerate it"
+        "docs/configuration.md settings table is stale: run `python -m segport.settings docs/configuration.md`"
     )
     assert with_settings_table(text) == text
 
