@@ -109,7 +109,8 @@ def with_settings_table(readme: str) -> str:
     return f"{head}{TABLE_START}\n{settings_table()}\n{TABLE_END}{tail}"
 
 
-if __name__ == "__main__":  # python -m segport.settings [docs/configuration.md]: print the table, or rewrite it in place
+# python -m segport.settings [docs/configuration.md]: print the table, or rewrite it in place
+if __name__ == "__main__":
     import sys
 
     if len(sys.argv) > 1:
