@@ -31,13 +31,13 @@ from segport.client.errors import (
     DownloadFailed,
     InvalidArgument,
     JobFailed,
-    UnexpectedResponse,
     WaitTimeout,
     error_from_response,
     parse_retry_after,
 )
 from segport.client.frames import FrameKind, load_frame
 from segport.client.models import Backoff, Job, JobResult, Progress, ProgressFn, emit
+from segport.client.wire import job_result, json_body, submitted_job
 
 T = TypeVar("T")
 Kind = Literal["segment", "tag"]
@@ -233,14 +233,11 @@ class Core:
     def submit(self, order: Order) -> Flow[Job]:
         spec = self.submit_request(order)
         response = yield from self.call(spec, idempotent=False)
-        data = _json(response)
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise UnexpectedResponse(f"not a submitted job: {response.text[:200]}")
-        return Job(id=data["id"], name=str(data.get("name") or ""))
+        return submitted_job(response)
 
     def result(self, job: Job | str, *, deadline: float | None = None) -> Flow[JobResult]:
         response = yield from self.call(self.result_request(_job_id(job)), deadline=deadline)
-        return JobResult.from_json(_json(response))
+        return job_result(json_body(response))
 
     def wait(
         self,
@@ -258,7 +255,7 @@ class Core:
         attempt = 0
         while True:
             response = yield from self.call(self.result_request(_job_id(job)), deadline=deadline)
-            result = JobResult.from_json(_json(response))
+            result = job_result(json_body(response))
             emit(progress, Progress("waiting", time.monotonic() - started, the_job, result.stage, result.rows))
             if result.failed:
                 code = result.error.code if result.error else None
@@ -387,13 +384,6 @@ class Twin(Generic[TransportT, HttpT]):
     @property
     def base_url(self) -> str:
         return self._core.base_url
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise UnexpectedResponse(f"expected JSON from {response.request.url}, got: {response.text[:200]!r}") from None
 
 
 def _job_id(job: Job | str) -> str:
