@@ -25,8 +25,7 @@ from rich.progress import BarColumn, SpinnerColumn, TaskID, TextColumn, TimeElap
 from rich.progress import Progress as RichProgress
 
 from segport.client import Client, ClientError, Progress
-from segport.client.core import FILE_FORMATS, HEADER_TYPES
-from segport.client.sync import DEFAULT_TIMEOUT_S
+from segport.client.core import DEFAULT_TIMEOUT_S, FILE_FORMATS, HEADER_TYPES
 
 ServerOpt = Annotated[
     str | None,
