@@ -19,16 +19,20 @@ from segport.app import App, build
 from segport.errors import InvalidParameter, SegportError
 from segport.settings import Settings
 
-_option_type = typer.core.TyperOption.display_type_rich
+_option_type: Callable[[typer.core.TyperOption, Any], str | None] | None = getattr(
+    typer.core.TyperOption, "display_type_rich", None
+)
 
 
 def _flag_shows_no_type(option: typer.core.TyperOption, ctx: Any) -> str | None:
     # typer's rich help labels every flag (--help, -q, --once/--no-once) `<bool>`, as if it took a value; its
     # plain help already leaves a flag's type out, so the rich one is made to do the same
+    assert _option_type is not None
     return None if option.is_flag and option.metavar is None else _option_type(option, ctx)
 
 
-typer.core.TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign]
+if _option_type is not None:  # a typer without it has its own help (tests/test_cli_paths_and_help.py checks)
+    typer.core.TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign,assignment]
 
 cli = typer.Typer(
     help="segport: self-hosted segment exports, wire-compatible with GrowingIO.",
