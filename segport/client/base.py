@@ -75,9 +75,13 @@ def method_of(method: F, flow: Callable[..., Any]) -> F:
     ``inspect.signature`` show the method a caller sees."""
     functools.update_wrapper(method, flow)
     signature = inspect.signature(flow)
+    self_param, *params = signature.parameters.values()
     returns = signature.return_annotation
     if isinstance(returns, str) and returns.startswith("Flow[") and returns.endswith("]"):
-        method.__signature__ = signature.replace(return_annotation=returns[len("Flow[") : -1])  # type: ignore[attr-defined]
+        returns = returns[len("Flow[") : -1]
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self_param.replace(annotation=inspect.Parameter.empty), *params], return_annotation=returns
+    )
     return method
 
 
