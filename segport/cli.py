@@ -1,4 +1,8 @@
-"""`segport`: operator commands. Each command builds the same App and calls one service.
+"""`segport`: the entry point, and the operator commands for projects, tokens, jobs and running the service.
+
+Each command builds the same App and calls one service. The typer app and the helpers live in
+segport/cli_common.py; this module imports the other command modules (cli_data.py, client/cli.py) so that
+importing it registers every command.
 
 Errors a user can cause print one line (``error: ...``) and exit non-zero: 2 bad input, 3 auth, 4 not
 found, 5 busy, 6 job failed, 7 timed out, 8 server unreachable or download failed, 1 anything else.
@@ -7,104 +11,20 @@ found, 5 busy, 6 job failed, 7 timed out, 8 server unreachable or download faile
 
 from __future__ import annotations
 
-import functools
-import logging
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from segport.app import App, build
-from segport.errors import InvalidParameter, SegportError
+from segport import cli_data  # noqa: F401 - registers the catalog/users/segment commands
+from segport.app import build
+from segport.cli_common import State, cli, fail, handled, jobs_cli, project_cli, settings, token_cli, with_app
+from segport.client.cli import register
 from segport.settings import Settings
 
-cli = typer.Typer(
-    help="segport: self-hosted segment exports, wire-compatible with GrowingIO.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-project_cli = typer.Typer(help="Projects.", no_args_is_help=True)
-token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
-catalog_cli = typer.Typer(help="The catalogue of identities, user properties and tags.", no_args_is_help=True)
-users_cli = typer.Typer(help="User profiles.", no_args_is_help=True)
-segment_cli = typer.Typer(help="Segments.", no_args_is_help=True)
-jobs_cli = typer.Typer(help="Export jobs.", no_args_is_help=True)
-for sub, name in (
-    (project_cli, "project"),
-    (token_cli, "token"),
-    (catalog_cli, "catalog"),
-    (users_cli, "users"),
-    (segment_cli, "segment"),
-    (jobs_cli, "jobs"),
-):
-    cli.add_typer(sub, name=name)
-
-F = TypeVar("F", bound=Callable[..., Any])
-ProjectOpt = Annotated[str, typer.Option("--project", "-P", help="Project id, e.g. WlGk4Daj.")]
-
-
-class State:
-    data_dir: Path | None = None
-
-
-@cli.callback()
-def _main(
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", envvar="SEGPORT_DATA_DIR", help="Data folder (default ./segport-data).")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
-) -> None:
-    State.data_dir = data_dir
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-
-
-def settings(**overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if State.data_dir is not None:
-        values["data_dir"] = State.data_dir
-    try:
-        return Settings(**values)
-    except ValidationError as exc:  # a bad flag or SEGPORT_* variable: one line naming it, not a traceback
-        err = exc.errors()[0]
-        name = ".".join(str(p) for p in err["loc"])
-        raise InvalidParameter(
-            f"setting {name} (SEGPORT_{name.upper()}): {err['msg']}, not {err.get('input')!r}"
-        ) from None
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def handled(fn: F) -> F:
-    """Turn segport errors into one line on stderr and their exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SegportError as exc:
-            raise fail(exc.message, exc.exit_code) from None
-        except OSError as exc:
-            raise fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def with_app(fn: Callable[[App], Any], *, engine: bool = True) -> Any:
-    app = build(settings(), with_engine=engine)
-    try:
-        return fn(app)
-    finally:
-        app.close()
+__all__ = ["cli", "main", "run_server"]
 
 
 # --- projects -------------------------------------------------------------------------------------
@@ -163,7 +83,7 @@ def token_list() -> None:
         typer.echo(f"{row.id}\t{row.hint}…\t{scope}\t{state}\t{row.label}")
 
 
-# catalogue, users and segment commands live in segport/cli_data.py (registered at the end of this module)
+# catalogue, users and segment commands live in segport/cli_data.py
 
 
 # --- jobs -----------------------------------------------------------------------------------------
@@ -269,8 +189,6 @@ def demo(
 
 
 # --- client commands (over HTTP, no data dir): segport export, segport jobs show ------------------------
-from segport.client.cli import register  # noqa: E402 - registered after the groups above exist
-
 register(cli, jobs_cli)
 
 
@@ -281,10 +199,5 @@ def main() -> None:
         sys.exit(130)
 
 
-from segport import cli_data  # noqa: E402,F401  (registers the catalog/users/segment commands)
-
 if __name__ == "__main__":
-    # run the registered module, not this __main__ copy of it (cli_data registered on segport.cli)
-    from segport.cli import main as _main
-
-    _main()
+    main()

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from segport.app import App
-from segport.cli import ProjectOpt, catalog_cli, handled, segment_cli, settings, users_cli, with_app
+from segport.cli_common import ProjectOpt, catalog_cli, handled, segment_cli, settings, users_cli, with_app
 from segport.engine.duckdb_import import detect_format
 from segport.errors import Conflict, ExportFailed
 from segport.http.admin_schemas import catalog_out, segment_out

@@ -5,8 +5,9 @@
     with Client("http://127.0.0.1:8000", token) as client:
         paths = client.export_segment("WlGk4Daj", "seg_51activity", ["id_$basic_userId", "usr_gender"])
 
-:class:`Client` and :class:`AsyncClient` share one implementation (:mod:`segport.client.core`); every error
-is a :class:`ClientError`.
+:class:`Client` and :class:`AsyncClient` share one implementation: their methods are written once in
+:mod:`segport.client.base`, over the I/O-free flows of :mod:`segport.client.core`; each twin adds only its
+I/O. Every error is a :class:`ClientError`.
 """
 
 from segport.client.aio import AsyncClient

@@ -1,27 +1,45 @@
-"""The asynchronous client: :class:`AsyncClient` drives the same flows as :class:`segport.client.Client`
-with ``httpx.AsyncClient``, ``anyio.sleep`` and a worker thread for blocking work (loading a DataFrame); its
-methods are the same, awaited."""
+"""The asynchronous client: :class:`AsyncClient` runs the same flows as :class:`segport.client.Client` with
+``httpx.AsyncClient``, ``anyio.sleep`` and a worker thread for blocking work (loading a DataFrame); its public
+methods are :mod:`segport.client.base`'s, awaited."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine
 from contextlib import closing
-from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Concatenate, ParamSpec
 
 import anyio
 import anyio.to_thread
 import httpx
 
-from segport.client.core import DEFAULT_TIMEOUT_S, Flow, Op, Order, ProgressFn, Send, Sleep, Steps, T, Twin, Work
-from segport.client.frames import FrameKind
-from segport.client.models import Job, JobResult
+from segport.client import base
+from segport.client.core import Flow, Op, Send, Sleep, Steps, T, Work
+
+P = ParamSpec("P")
 
 
-class AsyncClient(Twin[httpx.AsyncBaseTransport, httpx.AsyncClient]):
+def awaited(
+    flow: Callable[Concatenate[base.AnyClient, P], Flow[T]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    """An :class:`AsyncClient` coroutine method that runs ``flow`` to its end and returns its value."""
+
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(flow(self, *args, **kwargs))
+
+    return base.method_of(method, flow)
+
+
+class AsyncClient(base.BaseClient[httpx.AsyncBaseTransport, httpx.AsyncClient]):
     """The async twin of :class:`segport.client.Client` (same arguments, same methods, awaited)."""
+
+    submit_segment_export = awaited(base.submit_segment_export)
+    submit_tag_export = awaited(base.submit_tag_export)
+    job_result = awaited(base.job_result)
+    wait = awaited(base.wait)
+    download = awaited(base.download)
+    export_segment = awaited(base.export_segment)
+    export_tag = awaited(base.export_tag)
 
     def _open(self, transport: httpx.AsyncBaseTransport | None, timeout: float, verify: bool) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=transport, timeout=timeout, verify=verify, follow_redirects=True)
@@ -36,145 +54,6 @@ class AsyncClient(Twin[httpx.AsyncBaseTransport, httpx.AsyncClient]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    # --- the API -----------------------------------------------------------------------------------
-    async def submit_segment_export(
-        self,
-        project: str,
-        segment: str,
-        properties: Sequence[str] | None = None,
-        file_format: str = "csv",
-        header: str = "key",
-        *,
-        extra: dict[str, Any] | None = None,
-    ) -> Job:
-        """Submit an export of a segment's members; ``extra`` adds body fields (segport: ``bom``, ``compression``)."""
-        return await self._run(
-            self._core.submit(Order("segment", project, segment, properties, file_format, header, extra))
-        )
-
-    async def submit_tag_export(
-        self,
-        project: str,
-        tag: str,
-        properties: Sequence[str] | None = None,
-        file_format: str = "csv",
-        header: str = "key",
-        *,
-        extra: dict[str, Any] | None = None,
-    ) -> Job:
-        """Submit an export of the users holding a tag (``POST .../user_tags/{tag}/export_jobs``)."""
-        return await self._run(self._core.submit(Order("tag", project, tag, properties, file_format, header, extra)))
-
-    async def job_result(self, job: Job | str) -> JobResult:
-        """The job's current result (one request)."""
-        return await self._run(self._core.result(job))
-
-    async def wait(
-        self, job: Job | str, timeout: float | None = DEFAULT_TIMEOUT_S, progress: ProgressFn | None = None
-    ) -> JobResult:
-        """Poll until the job is done; raises :class:`JobFailed` or :class:`WaitTimeout`."""
-        return await self._run(self._core.wait(job, timeout, progress))
-
-    async def download(self, uri: str, dest: str | os.PathLike[str] = ".", progress: ProgressFn | None = None) -> Path:
-        """Download one result uri to ``dest`` (a file, or a directory to keep the server's file name)."""
-        return await self._run(self._core.download(uri, dest, progress))
-
-    @overload
-    async def export_segment(
-        self,
-        project: str,
-        segment: str,
-        properties: Sequence[str] | None = ...,
-        file_format: str = ...,
-        header: str = ...,
-        *,
-        dest: str | os.PathLike[str] = ...,
-        timeout: float | None = ...,
-        progress: ProgressFn | None = ...,
-        extra: dict[str, Any] | None = ...,
-        as_frame: None = ...,
-    ) -> list[Path]: ...
-    @overload
-    async def export_segment(
-        self,
-        project: str,
-        segment: str,
-        properties: Sequence[str] | None = ...,
-        file_format: str = ...,
-        header: str = ...,
-        *,
-        dest: str | os.PathLike[str] = ...,
-        timeout: float | None = ...,
-        progress: ProgressFn | None = ...,
-        extra: dict[str, Any] | None = ...,
-        as_frame: FrameKind,
-    ) -> Any: ...
-    async def export_segment(
-        self,
-        project: str,
-        segment: str,
-        properties: Sequence[str] | None = None,
-        file_format: str = "csv",
-        header: str = "key",
-        *,
-        dest: str | os.PathLike[str] = ".",
-        timeout: float | None = DEFAULT_TIMEOUT_S,
-        progress: ProgressFn | None = None,
-        extra: dict[str, Any] | None = None,
-        as_frame: FrameKind | None = None,
-    ) -> list[Path] | Any:
-        """Submit, wait and download: the file paths, or with ``as_frame`` a pandas/polars DataFrame."""
-        order = Order("segment", project, segment, properties, file_format, header, extra)
-        return await self._run(self._core.export(order, dest, timeout, progress, as_frame))
-
-    @overload
-    async def export_tag(
-        self,
-        project: str,
-        tag: str,
-        properties: Sequence[str] | None = ...,
-        file_format: str = ...,
-        header: str = ...,
-        *,
-        dest: str | os.PathLike[str] = ...,
-        timeout: float | None = ...,
-        progress: ProgressFn | None = ...,
-        extra: dict[str, Any] | None = ...,
-        as_frame: None = ...,
-    ) -> list[Path]: ...
-    @overload
-    async def export_tag(
-        self,
-        project: str,
-        tag: str,
-        properties: Sequence[str] | None = ...,
-        file_format: str = ...,
-        header: str = ...,
-        *,
-        dest: str | os.PathLike[str] = ...,
-        timeout: float | None = ...,
-        progress: ProgressFn | None = ...,
-        extra: dict[str, Any] | None = ...,
-        as_frame: FrameKind,
-    ) -> Any: ...
-    async def export_tag(
-        self,
-        project: str,
-        tag: str,
-        properties: Sequence[str] | None = None,
-        file_format: str = "csv",
-        header: str = "key",
-        *,
-        dest: str | os.PathLike[str] = ".",
-        timeout: float | None = DEFAULT_TIMEOUT_S,
-        progress: ProgressFn | None = None,
-        extra: dict[str, Any] | None = None,
-        as_frame: FrameKind | None = None,
-    ) -> list[Path] | Any:
-        """:meth:`export_segment` for the users holding a tag."""
-        order = Order("tag", project, tag, properties, file_format, header, extra)
-        return await self._run(self._core.export(order, dest, timeout, progress, as_frame))
 
     # --- driving the flows -------------------------------------------------------------------------
     async def _run(self, flow: Flow[T]) -> T:

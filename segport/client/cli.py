@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,8 +25,7 @@ from rich.progress import BarColumn, SpinnerColumn, TaskID, TextColumn, TimeElap
 from rich.progress import Progress as RichProgress
 
 from segport.client import Client, ClientError, Progress
-from segport.client.core import FILE_FORMATS, HEADER_TYPES
-from segport.client.sync import DEFAULT_TIMEOUT_S
+from segport.client.core import DEFAULT_TIMEOUT_S, FILE_FORMATS, HEADER_TYPES
 
 ServerOpt = Annotated[
     str | None,
@@ -79,9 +80,11 @@ def export(
         raise fail(f"--format must be csv or json, not {file_format!r}", 2)
     if header not in HEADER_TYPES:
         raise fail(f"--header must be key or name, not {header!r}", 2)
+    to_stdout = output == "-"
+    if not to_stdout:
+        _check_output(output)
     keys = [k.strip() for p in properties or [] for k in p.split(",") if k.strip()]
     display = Display(Console(stderr=True), quiet)
-    to_stdout = output == "-"
     with (
         _client(server, token, retries) as client,
         display,
@@ -124,6 +127,24 @@ def register(cli: typer.Typer, jobs: typer.Typer) -> None:
     """Add ``segport export`` and ``segport jobs show`` to segport's CLI."""
     cli.command("export")(export)
     jobs.command("show")(jobs_show)
+
+
+def _check_output(output: str) -> None:
+    """``-o`` is an existing directory, or a file in one: anything else is refused before a job is submitted
+    (the client library would create the missing directories; the CLI takes a typo for one)."""
+    path = Path(output)
+    try:
+        if path.is_dir():
+            return
+        if output.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+            raise fail(f"-o {output}: no such directory", 2)
+        for folder in [*reversed(path.parent.parents), path.parent]:
+            if not folder.exists():
+                raise fail(f"-o {output}: directory {folder} does not exist", 2)
+            if not folder.is_dir():
+                raise fail(f"-o {output}: {folder} is not a directory", 2)
+    except OSError as exc:  # e.g. a folder on the way that may not be read
+        raise fail(f"-o {output}: {exc.strerror or exc}", 2) from None
 
 
 def _client(server: str | None, token: str | None, retries: int) -> Client:

@@ -4,8 +4,9 @@ Each operation is a generator that yields what it needs done — :class:`Send` a
 response body into a sink, :class:`Sleep`, :class:`Work` (blocking work such as loading a DataFrame) — and
 receives the outcome (a response, or a transport error thrown back in). The sync driver runs these with
 ``httpx.Client`` and ``time.sleep``, the async one with ``httpx.AsyncClient``, ``anyio.sleep`` and a worker
-thread; argument checks, retries, backoff, polling and resumable downloads live only here, and so do the
-twins' shared constructor (:class:`Twin`) and the loop that steps a flow (:class:`Steps`).
+thread; argument checks, retries, backoff, polling and resumable downloads live only here, and so does the
+loop that steps a flow (:class:`Steps`). The twins' constructor and public methods are written once too, in
+:mod:`segport.client.base`.
 
 Only what the seed documents is relied on: the submit path and body, ``stage`` + ``uris`` in the job result,
 and ``base + "/download?file=" + uri``. segport's extra fields (``rows``, ``bytes``, ``error``, ...) are used
@@ -31,13 +32,13 @@ from segport.client.errors import (
     DownloadFailed,
     InvalidArgument,
     JobFailed,
-    UnexpectedResponse,
     WaitTimeout,
     error_from_response,
     parse_retry_after,
 )
 from segport.client.frames import FrameKind, load_frame
 from segport.client.models import Backoff, Job, JobResult, Progress, ProgressFn, emit
+from segport.client.wire import job_result, json_body, submitted_job
 
 T = TypeVar("T")
 Kind = Literal["segment", "tag"]
@@ -233,14 +234,11 @@ class Core:
     def submit(self, order: Order) -> Flow[Job]:
         spec = self.submit_request(order)
         response = yield from self.call(spec, idempotent=False)
-        data = _json(response)
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise UnexpectedResponse(f"not a submitted job: {response.text[:200]}")
-        return Job(id=data["id"], name=str(data.get("name") or ""))
+        return submitted_job(response)
 
     def result(self, job: Job | str, *, deadline: float | None = None) -> Flow[JobResult]:
         response = yield from self.call(self.result_request(_job_id(job)), deadline=deadline)
-        return JobResult.from_json(_json(response))
+        return job_result(json_body(response))
 
     def wait(
         self,
@@ -258,7 +256,7 @@ class Core:
         attempt = 0
         while True:
             response = yield from self.call(self.result_request(_job_id(job)), deadline=deadline)
-            result = JobResult.from_json(_json(response))
+            result = job_result(json_body(response))
             emit(progress, Progress("waiting", time.monotonic() - started, the_job, result.stage, result.rows))
             if result.failed:
                 code = result.error.code if result.error else None
@@ -354,46 +352,6 @@ class Core:
         if as_frame:
             return (yield Work(lambda: load_frame(paths, order.file_format, as_frame)))
         return paths
-
-
-TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
-HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
-
-
-class Twin(Generic[TransportT, HttpT]):
-    """What :class:`~segport.client.Client` and :class:`~segport.client.AsyncClient` share: their arguments
-    (documented on :class:`~segport.client.Client`), the :class:`Core` and ``base_url``. A twin adds only its
-    I/O: the httpx client it opens (:meth:`_open`), running ops, and its public methods' signatures."""
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None,
-        *,
-        transport: TransportT | None = None,
-        timeout: float = 30.0,
-        backoff: Backoff | None = None,
-        retries: int = 4,
-        resumes: int = 5,
-        max_retry_after_s: float = 60.0,
-        verify: bool = True,
-    ) -> None:
-        self._core = Core(base_url, token, backoff or Backoff(), retries, max_retry_after_s, resumes)
-        self._http: HttpT = self._open(transport, timeout, verify)
-
-    def _open(self, transport: TransportT | None, timeout: float, verify: bool) -> HttpT:
-        raise NotImplementedError
-
-    @property
-    def base_url(self) -> str:
-        return self._core.base_url
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise UnexpectedResponse(f"expected JSON from {response.request.url}, got: {response.text[:200]!r}") from None
 
 
 def _job_id(job: Job | str) -> str:

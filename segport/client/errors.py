@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
-if TYPE_CHECKING:
-    from segport.client.models import JobResult
+from segport.client.models import JobResult
 
 
 class ClientError(Exception):

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from segport.client.errors import UnexpectedResponse
-
 # The seed's stages; GrowingIO's own SDK also knows READY and DATA_READY, which the client treats as "not yet".
 NONE = "NONE"
 RUNNING = "RUNNING"
@@ -38,6 +36,7 @@ class JobResult:
     """``GET /v1/api/job/result/{id}``: the seed's ``stage`` and ``uris``, plus segport's extras when sent.
 
     Only ``stage`` and ``uris`` are required; everything else is ``None`` on a server that does not send it.
+    (:func:`segport.client.wire.job_result` reads one from the server's answer.)
     """
 
     stage: str
@@ -62,36 +61,6 @@ class JobResult:
     def finished(self) -> bool:
         """Done and downloadable. GrowingIO's SDK polls until ``uris`` is non-empty, so that is the test."""
         return bool(self.uris) and not self.failed
-
-    @classmethod
-    def from_json(cls, data: Any) -> JobResult:
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("stage"), str)
-            or not isinstance(data.get("uris", []), list)
-        ):
-            raise UnexpectedResponse(f"not a job result: {str(data)[:200]}")
-        err = data.get("error")
-        error = None
-        if isinstance(err, dict):
-            error = JobError(_opt(err.get("code"), str), str(err.get("message") or "export failed"))
-        elif isinstance(err, str) and err:
-            error = JobError(None, err)
-        return cls(
-            stage=data["stage"],
-            uris=tuple(u for u in data.get("uris") or [] if isinstance(u, str)),
-            id=_opt(data.get("id"), str),
-            name=_opt(data.get("name"), str),
-            rows=_opt(data.get("rows"), int),
-            bytes=_opt(data.get("bytes"), int),
-            attempts=_opt(data.get("attempts"), int),
-            error=error,
-            created_at=_time(data.get("createdAt")),
-            started_at=_time(data.get("startedAt")),
-            finished_at=_time(data.get("finishedAt")),
-            expires_at=_time(data.get("expiresAt")),
-            raw=data,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,18 +102,3 @@ class Backoff:
         d = base * (1.0 - self.jitter * random.random())
         # the server's Retry-After is a floor: never ask again sooner than it said
         return max(d, retry_after) if retry_after is not None else d
-
-
-def _opt(value: Any, kind: type) -> Any:
-    if kind is int and isinstance(value, bool):
-        return None
-    return value if isinstance(value, kind) else None
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
