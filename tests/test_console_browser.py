@@ -309,3 +309,51 @@ def test_api_docs_render_offline(browser: sync_api.Browser, server: Server, path
     # expected.
     logo = "https://cdn.redoc.ly/redoc/logo-mini.svg' violates the following Content Security Policy"
     assert [p for p in watch.problems if logo not in p] == []
+
+
+# WCAG relative luminance and contrast of each text element's colour against the first opaque background up
+# its ancestors; returns the elements below 4.5:1 (AA for body text).
+LOW_CONTRAST_JS = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const bg = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.offsetParent) continue;
+    const a = lum(rgb(getComputedStyle(el).color).slice(0, 3)), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) low.push(`${el.tagName} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+  }
+  return low;
+}"""
+
+UNLABELLED_JS = """() => [...document.querySelectorAll("input:not([type=hidden]), select, textarea, button")]
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute("aria-label") && !e.textContent.trim())
+  .map((e) => e.outerHTML.slice(0, 80))"""
+
+
+def test_pages_label_every_control_and_keep_text_contrast(browser: sync_api.Browser, server: Server) -> None:
+    page, watch = new_page(browser, server)
+    page.goto("/console/signin")
+    assert page.evaluate(UNLABELLED_JS) == [] and page.evaluate(LOW_CONTRAST_JS) == []
+    sign_in(page, server.token)
+    for path in (f"/console/p/{PROJECT}/segments", f"/console/p/{PROJECT}/segments/{SEGMENT}"):
+        page.goto(path)
+        assert page.evaluate(UNLABELLED_JS) == [], path
+        assert page.evaluate(LOW_CONTRAST_JS) == [], path
+        assert page.locator("h1").count() == 1 and page.locator("main#main").count() == 1
+    page.goto(f"/console/p/{PROJECT}/segments/{SEGMENT}")
+    page.get_by_role("button", name="Export").click()
+    page.locator(".stage-FINISH").wait_for(timeout=30_000)
+    assert page.evaluate(LOW_CONTRAST_JS) == []
+    assert watch.problems == []
