@@ -260,3 +260,23 @@ def test_api_docs_load_every_asset_from_this_server(client: TestClient, path: st
 def test_openapi_does_not_list_the_console(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert not any(p.startswith(("/console", "/docs", "/redoc")) for p in paths)
+
+
+def test_a_tag_export_shows_in_the_console_without_a_segment_link(
+    console: TestClient, seeded: Seeded, client: TestClient
+) -> None:
+    created = client.post(f"/v1/api/projects/{PROJECT}/user_tags/tag_rfm/export_jobs", headers=auth(seeded.token))
+    job_id = created.json()["id"]
+    page = console.get(f"/console/p/{PROJECT}/jobs/{job_id}")
+    assert page.status_code == 200 and "会员等级" in page.text and "/segments/tag_rfm" not in page.text
+    assert job_id in console.get(f"/console/p/{PROJECT}/jobs").text
+
+
+def test_signing_in_again_ends_the_previous_session(console: TestClient, seeded: Seeded) -> None:
+    first_cookie = console.cookies.get("segport_session")
+    sign_in(console, seeded.other_token)
+    assert console.get(f"/console/p/{OTHER_PROJECT}/segments").status_code == 200
+    assert console.get(f"/console/p/{PROJECT}/segments").status_code == 404
+    console.cookies.set("segport_session", first_cookie or "", path="/console")
+    r = console.get(f"/console/p/{PROJECT}/segments", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/console/signin")

@@ -87,6 +87,9 @@ async def signin(request: Request) -> Response:
         )
         response.set_cookie(web.SIGNIN_CSRF_COOKIE, csrf, max_age=3600, path=PREFIX, httponly=True, samesite="strict")
         return response
+    previous = request.cookies.get(web.SESSION_COOKIE)
+    if previous:  # signing in again (another token): the old session ends rather than lingering until expiry
+        await _run(_sessions(request).sign_out, previous)
     response = redirect(web.safe_next(first(fields, "next")) or f"{PREFIX}/projects")
     web.set_session_cookie(request, response, session_id, _sessions(request).ttl_s)
     response.delete_cookie(web.SIGNIN_CSRF_COOKIE, path=PREFIX, httponly=True, samesite="strict")
