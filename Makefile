@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(BIN)/segport --data-dir demo-data demo
 
 test: $(STAMP)
+	@test -x "$${SEGPORT_CHROMIUM:-/usr/bin/chromium}" || echo "note: the web console's browser tests will be skipped: \
+	they need Chromium; install it with: sudo apt-get update && sudo apt-get install -y chromium"
 	$(BIN)/ruff check segport tests bench
 	$(BIN)/python -m pytest -q
 

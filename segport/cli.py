@@ -184,7 +184,10 @@ def demo(
     typer.echo("\n" + curl_examples(s.base_url(), token) + "\n")
     typer.echo(f"token for project WlGk4Daj:\n{token}")
     if not no_serve:
-        typer.echo(f"serving on {s.base_url()} (OpenAPI page: {s.base_url()}/docs); Ctrl-C stops")
+        typer.echo(
+            f"serving on {s.base_url()} (web console: {s.base_url()}/console, OpenAPI page: {s.base_url()}/docs); "
+            "Ctrl-C stops"
+        )
         run_server(s)
 
 

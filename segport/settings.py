@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         86400.0, ge=0, description="`segport serve` recomputes DAILY segments this often (0: only after imports)."
     )
     duckdb_threads: int = Field(0, ge=0, description="DuckDB worker threads; 0 = one per core.")
+    console_session_ttl_s: int = Field(
+        12 * 3600, ge=60, description="How long a web console sign-in lasts (its session cookie and row)."
+    )
 
     def resolved_metadata_url(self) -> str:
         return self.metadata_url or f"sqlite:///{(self.data_dir / 'meta.sqlite').resolve()}"

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from segport import __version__
+from segport import __version__, console
 from segport.app import App
 from segport.http import admin, errors, family, jobs, lookup, seed
 from segport.http.limits import RequestLineLimit
@@ -51,7 +51,14 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
             if worker is not None:
                 worker.stop()
 
-    api = FastAPI(title="segport", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    api = FastAPI(
+        title="segport",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by the console package, with local assets
+        redoc_url=None,
+    )
     api.state.segport = app
     errors.install(api)
     api.include_router(seed.router)
@@ -59,6 +66,7 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
     api.include_router(lookup.router)
     api.include_router(jobs.router)
     api.include_router(admin.router)
+    console.install(api, app)
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes, upload_bytes=app.settings.max_upload_bytes)
     api.add_middleware(RequestLineLimit)
     return api

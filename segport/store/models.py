@@ -142,6 +142,18 @@ class JobRow(Base):
     )
 
 
+class ConsoleSession(Base):
+    """A signed-in browser of the web console. Only a hash of the session id (the cookie's value) is
+    stored, like tokens; the session lives as long as its token and never past ``expires_at``."""
+
+    __tablename__ = "console_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 # What a table's rows are called in the message of a too-long value.
 _ROW_NAMES = {
     "projects": "project",
