@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
 
 from segport.engine.duckdb_import import detect_format
 from segport.errors import Forbidden, InvalidBody, PayloadTooLarge
@@ -31,7 +30,7 @@ from segport.http.admin_schemas import (
     segment_out,
 )
 from segport.http.auth import principal
-from segport.http.errors import describe_validation
+from segport.http.errors import parse_body
 from segport.http.schemas import ERRORS
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.store.meta import Principal
@@ -68,11 +67,7 @@ def _app(request: Request) -> Any:
 
 
 async def _json_body(request: Request, model: Any) -> Any:
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise InvalidBody(describe_validation(list(exc.errors()))[1]) from None
+    return parse_body(model, await request.body() or b"{}")
 
 
 async def _spool(request: Request, suffix: str) -> Path:

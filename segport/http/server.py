@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from segport import __version__
 from segport.app import App
 from segport.http import admin, errors, family, jobs, lookup, seed
+from segport.http.edges import EdgeGuard
 from segport.http.limits import RequestLineLimit
 
 DESCRIPTION = """
@@ -27,6 +31,8 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
 
     @asynccontextmanager
     async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
+        # the bound the metadata pool is sized from (Settings.resolved_pool_size)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = app.settings.api_threads
         worker = None
         if run_workers:
             from segport.worker import Worker
@@ -59,9 +65,25 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
     api.include_router(lookup.router)
     api.include_router(jobs.router)
     api.include_router(admin.router)
+    api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307
+    _head_for_every_get(api)
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes, upload_bytes=app.settings.max_upload_bytes)
     api.add_middleware(RequestLineLimit)
+    api.add_middleware(EdgeGuard, read_timeout_s=app.settings.request_read_timeout_s, is_upload=admin.is_upload)
     return api
+
+
+def _head_for_every_get(api: FastAPI) -> None:
+    """HEAD answers what GET would, without the body (curl -I, link checkers, download managers). FastAPI
+    routes only the methods they declare; a copy of each GET route answers HEAD (EdgeGuard drops the body)."""
+    routes = [r for r in api.router.routes if isinstance(r, APIRoute)]
+    has_head = {r.path for r in routes if "HEAD" in r.methods}
+    for route in routes:
+        if "GET" in route.methods and route.path not in has_head:
+            head = copy.copy(route)
+            head.methods = {"HEAD"}
+            head.include_in_schema = False
+            api.router.routes.append(head)
 
 
 class BodyLimit:
