@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ import duckdb
 
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, ValueType, canonical_key, quote_ident
 from segport.engine.base import ImportReport
+from segport.engine.messages import engine_words
 from segport.engine.sql import sql_string, users_table
 from segport.errors import ImportRejected
 
 FORMATS = ("csv", "parquet", "jsonl")
 Progress = Callable[[str], None]
 BAD = "segport: invalid value"  # raised by error() inside a load statement
+# Control characters other than tab and line breaks are refused in imported text (docs/limits.md): a NUL ends
+# strings in many readers of the exported files, and PostgreSQL's text type refuses it outright.
+CONTROL_RE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 
 _INT_RE = r"^\s*[+-]?[0-9]+\s*$"
 _DOUBLE_RE = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
@@ -89,11 +94,18 @@ def _csv_header(path: Path) -> list[str]:
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
             header = next(csv.reader(f), None)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImportRejected(f"cannot read the header of {path.name}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ImportRejected(f"{path.name} is not UTF-8 text (save it as UTF-8)") from None
+    except (OSError, csv.Error) as exc:
+        raise ImportRejected(
+            f"cannot read the header of {path.name}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if not header or not any(h.strip() for h in header):
         raise ImportRejected(f"{path.name} has no header line")
     names = [h.strip() for h in header]
+    empty = [i for i, n in enumerate(names, 1) if not n]
+    if empty:  # checked here: DuckDB would report it as an internal binder error (struct_pack)
+        raise ImportRejected(f"column {empty[0]} of the header of {path.name} has no name: every column needs a key")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:  # checked here: DuckDB would report it as an internal binder error
         raise ImportRejected(f"column {repeated[0]!r} appears twice in the header of {path.name}")
@@ -130,7 +142,8 @@ def _scalar_plan(raw: str, dtype: str, entry: CatalogEntry) -> tuple[str, str | 
     t = entry.type
     if t is ValueType.STRING:
         text, not_scalar = _text(raw, dtype)
-        return text, (f"({raw} IS NOT NULL AND {not_scalar})" if not_scalar else None)
+        control = f"regexp_matches({text}, '{CONTROL_RE}')"
+        return text, (f"(({raw} IS NOT NULL AND {not_scalar}) OR {control})" if not_scalar else control)
     if t is ValueType.INT and dtype in _INT_TYPES:
         return f"CAST({raw} AS BIGINT)", ("(" + raw + " > 9223372036854775807)" if dtype == "HUGEINT" else None)
     if t is ValueType.INT and dtype in _FLOAT_TYPES:
@@ -159,7 +172,8 @@ def _multi_plan(raw: str, dtype: str, entry: CatalogEntry) -> tuple[str, str | N
         items = f"string_split({text}, '||')"
     items = f"(CASE WHEN {raw} IS NULL OR len({items}) = 0 OR {items} = [''] THEN NULL ELSE {items} END)"
     if entry.type is ValueType.STRING:
-        bad = f"({items} IS NOT NULL AND list_contains({items}, NULL))"
+        control = f"len(list_filter({items}, lambda x: regexp_matches(x, '{CONTROL_RE}'))) > 0"
+        bad = f"({items} IS NOT NULL AND (list_contains({items}, NULL) OR {control}))"
         return items, bad
     value = f"list_transform({items}, lambda x: TRY_CAST(trim(x) AS {entry.type.sql}))"
     regex = _TEXT_RE[entry.type]
@@ -428,12 +442,19 @@ def _reject_first_bad(
         if match.bad:
             value = _raw_value(cur, src, raws, match, row_no)
             if value not in (None, ""):
-                raise ImportRejected(f"row {row_no}: key {match_key}: value {value!r} is not a valid string")
+                raise ImportRejected(f"row {row_no}: key {match_key}: value {value!r} {_why_not(value, 'string')}")
         raise ImportRejected(f"row {row_no}: {match_key} is empty; every row needs the identity it is matched on")
     col = columns[idx]
     kind = col.entry.type.value + ("[]" if col.entry.multi else "")
     shown = _raw_value(cur, src, raws, col, row_no)
-    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} is not a valid {kind}")
+    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} {_why_not(shown, kind)}")
+
+
+def _why_not(value: str | None, kind: str) -> str:
+    control = re.search(CONTROL_RE, value or "")
+    if control:
+        return f"holds the control character U+{ord(control.group()):04X} (only tab and line breaks are allowed)"
+    return f"is not a valid {kind}"
 
 
 def _raw_value(cur: duckdb.DuckDBPyConnection, src: str, raws: str, col: _Column, row_no: int) -> str | None:
@@ -467,4 +488,4 @@ def quote_ident_any(name: str) -> str:
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return engine_words(exc, internal="its columns are not laid out in a way segport can read")
