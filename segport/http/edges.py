@@ -10,7 +10,8 @@ One raw-ASGI middleware, outermost, so that even the 413/414 guards' answers car
   A client that goes away mid-request is logged at INFO, not as an unhandled error;
 * the answer: ``X-Content-Type-Options: nosniff`` and ``Cache-Control: no-store`` on every answer (they carry
   personal data or tokens' views of it), a ``Content-Security-Policy`` (a strict one for HTML pages, ``none``
-  for everything else), ``WWW-Authenticate: Bearer`` on a 401, and no body on a ``HEAD``.
+  for everything else), ``WWW-Authenticate: Bearer`` on a 401; a ``HEAD`` runs the ``GET`` handler and its
+  body is dropped (``/download`` has its own HEAD, which does not open the file).
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class _ReadTimeout(Exception):
 
 
 class EdgeGuard:
-    def __init__(self, app: Any, *, read_timeout_s: float, is_upload: Any) -> None:
+    def __init__(self, app: Any, *, read_timeout_s: float, is_upload: Any, native_head: frozenset[str]) -> None:
         self.app = app
+        self.native_head = native_head
         self.read_timeout_s = read_timeout_s
         self.is_upload = is_upload
 
@@ -107,6 +109,9 @@ class EdgeGuard:
         path = scope.get("path", "")
         if len(path) > 1 and path.endswith("/"):
             scope = {**scope, "path": path.rstrip("/") or "/", "raw_path": raw_path.rstrip(b"/") or b"/"}
+        if head and scope["path"] not in self.native_head:
+            # FastAPI routes only the methods an endpoint declares: HEAD runs the GET handler (body dropped below)
+            scope = {**scope, "method": "GET"}
         upload = self.is_upload(scope["path"])
         deadline = time.monotonic() + self.read_timeout_s
         body_done = False

@@ -42,7 +42,8 @@ class ExportJobBody(BaseModel):
         None, description="CSV header: keys (`key`, default) or display names (`name`)."
     )
     bom: StrictBool = Field(
-        False, description="segport extension: start a CSV file with a UTF-8 byte-order mark (Excel); `true` or `false`."
+        False,
+        description="segport extension: start a CSV file with a UTF-8 byte-order mark (Excel); `true` or `false`.",
     )
     compression: Literal["none", "gzip"] | None = Field(
         None, description="segport extension: `gzip` writes `.csv.gz` / `.json.gz`."

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from segport import __version__
 from segport.app import App
@@ -66,24 +64,15 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
     api.include_router(jobs.router)
     api.include_router(admin.router)
     api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307
-    _head_for_every_get(api)
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes, upload_bytes=app.settings.max_upload_bytes)
     api.add_middleware(RequestLineLimit)
-    api.add_middleware(EdgeGuard, read_timeout_s=app.settings.request_read_timeout_s, is_upload=admin.is_upload)
+    api.add_middleware(
+        EdgeGuard,
+        read_timeout_s=app.settings.request_read_timeout_s,
+        is_upload=admin.is_upload,
+        native_head=frozenset({"/download"}),  # answers HEAD itself, without opening the file
+    )
     return api
-
-
-def _head_for_every_get(api: FastAPI) -> None:
-    """HEAD answers what GET would, without the body (curl -I, link checkers, download managers). FastAPI
-    routes only the methods they declare; a copy of each GET route answers HEAD (EdgeGuard drops the body)."""
-    routes = [r for r in api.router.routes if isinstance(r, APIRoute)]
-    has_head = {r.path for r in routes if "HEAD" in r.methods}
-    for route in routes:
-        if "GET" in route.methods and route.path not in has_head:
-            head = copy.copy(route)
-            head.methods = {"HEAD"}
-            head.include_in_schema = False
-            api.router.routes.append(head)
 
 
 class BodyLimit:
