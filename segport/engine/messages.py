@@ -30,6 +30,9 @@ def engine_words(exc: BaseException, *, internal: str = "the engine could not ru
     csv_line = re.search(r"CSV Error on Line: (\d+)", first)
     if csv_line:
         return _csv_problem(csv_line.group(1), text)
+    missing = re.search(r'(?:Referenced column|does not have a column named) "?([^"\s]+)"?', first)
+    if missing:  # the catalogue names a key whose column the profile table lost
+        return f"the profiles have no column for key {missing.group(1)}"
     if isinstance(exc, _INTERNAL):
         return internal
     return _KIND_PREFIX.sub("", first).rstrip(". ")
