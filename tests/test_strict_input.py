@@ -327,3 +327,16 @@ def test_import_errors_through_the_admin_api_name_the_users_file_and_api_paramet
     params = {"filename": "m.csv", "match": "usr_city"}
     _, message = error(client.post(url, params=params, headers=h, content=b"id_$basic_userId,usr_city\n1,a\n"))
     assert "?match=" in message and "--match" not in message and "'usr_city'" in message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ['{"bom": true, "bom": false}', '{"properties": ["usr_gender"], "properties": []}'],
+)
+def test_a_key_given_twice_in_a_body_is_refused_not_silently_overwritten(
+    client: TestClient, seeded: Seeded, raw: str
+) -> None:
+    code, message = error(post_json(client, EXPORT, seeded.token, raw))
+    assert code == "INVALID_BODY" and "appears twice" in message
+    rule = '{"key": "seg_d", "name": "d", "rule": {"key": "usr_age", "op": "gt", "op": "lt", "value": 1}}'
+    assert "appears twice" in error(post_json(client, A + "/segments", seeded.admin_token, rule))[1]

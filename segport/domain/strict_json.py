@@ -3,13 +3,14 @@
 Python's ``json`` (and pydantic's parser by default) read ``NaN``, ``Infinity`` and ``-Infinity``, which are not
 JSON (RFC 8259) and which PostgreSQL's ``json`` and every other reader refuse; a rule holding one would be stored
 as ``null`` or break later. A number too large for a double (``1e999``) would become infinity the same way.
-Nesting is bounded (``MAX_DEPTH``) by the parser itself, without recursion in Python, so a body of 100,000 ``[``
+A key given twice in one object is refused (``{"bom": true, "bom": false}`` has no one meaning). Nesting is bounded (``MAX_DEPTH``) by the parser itself, without recursion in Python, so a body of 100,000 ``[``
 is refused at once. Strings with an unpaired surrogate escape (``"\\ud800"``) are refused: they cannot be
 written as UTF-8.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -40,7 +41,20 @@ def loads(raw: bytes | str) -> Any:
             raise StrictJSONError(f"NaN and Infinity are not JSON numbers ({text})") from None
         raise StrictJSONError(text) from None
     _check_finite(value)
+    if b'"' in (raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
+        # a key given twice would silently keep its last value; the depth is bounded above, so Python's
+        # recursive parser is safe here
+        json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
     return value
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in out:
+            raise StrictJSONError(f"key {key[:40]!r} appears twice in one object")
+        out[key] = item
+    return out
 
 
 def _at(raw: bytes | str, message: str) -> str:
