@@ -12,7 +12,7 @@ from httpx import Response
 from typer.testing import CliRunner
 
 from segport.cli import cli
-from segport.errors import ImportRejected, InvalidParameter
+from segport.errors import ImportRejected, InvalidParameter, SegportError
 from segport.services.data import SegmentSpec
 from tests.conftest import PROJECT, Seeded, auth
 from tests.test_seed_api import EXPORT
@@ -340,3 +340,22 @@ def test_a_key_given_twice_in_a_body_is_refused_not_silently_overwritten(
     assert code == "INVALID_BODY" and "appears twice" in message
     rule = '{"key": "seg_d", "name": "d", "rule": {"key": "usr_age", "op": "gt", "op": "lt", "value": 1}}'
     assert "appears twice" in error(post_json(client, A + "/segments", seeded.admin_token, rule))[1]
+
+
+def test_the_cli_sending_an_import_to_a_server_speaks_of_its_own_flags(
+    client: TestClient, seeded: Seeded, tmp_path: Path
+) -> None:
+    from segport.remote import AdminClient
+
+    admin = AdminClient("http://testserver", seeded.admin_token)
+    admin.http.close()
+    client.base_url = "http://testserver/admin/v1"  # type: ignore[assignment]
+    client.headers["Authorization"] = f"Bearer {seeded.admin_token}"
+    admin.http = client  # the TestClient is an httpx.Client over the app itself
+    users = tmp_path / "nightly.csv"
+    users.write_text("id_$basic_userId,usr_city\nC1,x\n")
+    params = {"match": "usr_city", "filename": users.name}
+    with pytest.raises(SegportError) as caught:
+        admin.upload(f"/projects/{PROJECT}/users/import", users, params)
+    assert caught.value.code == "IMPORT_REJECTED"
+    assert caught.value.message == "--match 'usr_city' is not an identity in the catalogue"
