@@ -25,8 +25,8 @@ EXPORT_PATH = f"/v1/api/projects/{PROJECT}/segment_profiles/{SEGMENT}/export_job
 @pytest.fixture(scope="module")
 def live(
     tmp_path_factory: pytest.TempPathFactory, seeded_template: tuple[Path, tuple[str, str, str]]
-) -> Iterator[tuple[LiveServer, str]]:
-    template, (token, _, _) = seeded_template
+) -> Iterator[tuple[LiveServer, str, str]]:
+    template, (token, _, admin_token) = seeded_template
     base = tmp_path_factory.mktemp("slow-clients")
     shutil.copytree(template, base / "data")
     env = {
@@ -36,7 +36,7 @@ def live(
     }
     server = start_server(base / "data", base / "server.log", env=env)
     try:
-        yield server, token
+        yield server, token, admin_token
     finally:
         stop_server(server)
     log = (base / "server.log").read_text(errors="replace")
@@ -76,6 +76,11 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+
 def still_serves(server: LiveServer, token: str) -> None:
     r = httpx.get(f"{server.base_url}/v1/api/job/result/nojob123", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "JOB_NOT_FOUND"
@@ -86,8 +91,8 @@ def still_serves(server: LiveServer, token: str) -> None:
     [b"", b"GET /v1/api/job/result/x HTTP/1.1\r\n", b"GET /v1/api/job/result/x HTTP/1.1\r\nHost: a\r\nX-Slow: "],
     ids=["nothing", "request-line", "half-a-header"],
 )
-def test_partial_request_headers_are_cut_off_with_a_408(live: tuple[LiveServer, str], partial: bytes) -> None:
-    server, token = live
+def test_partial_request_headers_are_cut_off_with_a_408(live: tuple[LiveServer, str, str], partial: bytes) -> None:
+    server, token, _ = live
     with connect(server) as sock:
         started = time.monotonic()
         sock.sendall(partial)
@@ -100,8 +105,8 @@ def test_partial_request_headers_are_cut_off_with_a_408(live: tuple[LiveServer, 
     still_serves(server, token)
 
 
-def test_headers_trickled_one_byte_at_a_time_are_cut_off_too(live: tuple[LiveServer, str]) -> None:
-    server, _ = live
+def test_headers_trickled_one_byte_at_a_time_are_cut_off_too(live: tuple[LiveServer, str, str]) -> None:
+    server, _, _ = live
     request = b"GET /v1/api/job/result/x HTTP/1.1\r\nHost: a\r\nX-Padding: " + b"x" * 200
     with connect(server) as sock:
         started = time.monotonic()
@@ -120,8 +125,8 @@ def test_headers_trickled_one_byte_at_a_time_are_cut_off_too(live: tuple[LiveSer
     assert time.monotonic() - started < READ_TIMEOUT_S + 4
 
 
-def test_a_body_shorter_than_its_content_length_gets_a_408(live: tuple[LiveServer, str]) -> None:
-    server, token = live
+def test_a_body_shorter_than_its_content_length_gets_a_408(live: tuple[LiveServer, str, str]) -> None:
+    server, token, _ = live
     body = b'{"properties": []}'
     head = (
         f"POST {EXPORT_PATH} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n"
@@ -139,8 +144,8 @@ def test_a_body_shorter_than_its_content_length_gets_a_408(live: tuple[LiveServe
     assert elapsed < READ_TIMEOUT_S + 3
 
 
-def test_a_body_sent_one_byte_every_so_often_cannot_hold_a_request(live: tuple[LiveServer, str]) -> None:
-    server, token = live
+def test_a_body_sent_one_byte_every_so_often_cannot_hold_a_request(live: tuple[LiveServer, str, str]) -> None:
+    server, token, _ = live
     body = b'{"properties": ["usr_gender"], "fileFormat": "csv"}'
     head = (
         f"POST {EXPORT_PATH} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n"
@@ -162,8 +167,8 @@ def test_a_body_sent_one_byte_every_so_often_cannot_hold_a_request(live: tuple[L
     assert time.monotonic() - started < READ_TIMEOUT_S + 5
 
 
-def test_a_client_that_disconnects_mid_body_is_a_quiet_event(live: tuple[LiveServer, str]) -> None:
-    server, token = live
+def test_a_client_that_disconnects_mid_body_is_a_quiet_event(live: tuple[LiveServer, str, str]) -> None:
+    server, token, admin_token = live
     for _ in range(5):
         with connect(server) as sock:
             sock.sendall(
@@ -173,18 +178,25 @@ def test_a_client_that_disconnects_mid_body_is_a_quiet_event(live: tuple[LiveSer
                 ).encode()
             )
             time.sleep(0.1)
-        # and one that goes away while uploading to the admin API
+    with connect(server) as sock:  # and one that goes away while uploading a users file to the admin API
+        sock.sendall(
+            (
+                f"POST /admin/v1/projects/{PROJECT}/users/import?filename=u.csv HTTP/1.1\r\nHost: a\r\n"
+                f"Authorization: Bearer {admin_token}\r\nContent-Length: 100000\r\n\r\nid_$basic_userId\nC1\n"
+            ).encode()
+        )
+        time.sleep(0.3)
     time.sleep(0.5)
     still_serves(server, token)
     log = server.log.read_text(errors="replace")
     assert "Traceback" not in log and "unhandled error" not in log and "ERROR" not in log, log[-3000:]
 
 
-def test_thousands_of_held_connections_are_bounded(live: tuple[LiveServer, str]) -> None:
-    server, token = live
+def test_thousands_of_held_connections_are_bounded(live: tuple[LiveServer, str, str]) -> None:
+    server, token, _ = live
     pid = server.process.pid
     time.sleep(READ_TIMEOUT_S + 1)  # connections of earlier tests are gone
-    baseline = open_fds(pid)
+    baseline, rss_before = open_fds(pid), rss_kb(pid)
     held: list[socket.socket] = []
     answers: dict[str, int] = {"503": 0, "408": 0, "held": 0}
     try:
@@ -205,6 +217,7 @@ def test_thousands_of_held_connections_are_bounded(live: tuple[LiveServer, str])
         assert answers["503"] >= 1000, answers
         assert sum(answers.values()) == 1500, answers
         assert peak <= baseline + MAX_CONNECTIONS + 20, (baseline, peak)
+        assert rss_kb(pid) - rss_before < 64 * 1024  # memory stays bounded too (measured: a few MB)
         time.sleep(READ_TIMEOUT_S + 1.5)  # the held ones hit the header deadline
         assert open_fds(pid) <= baseline + 5
         still_serves(server, token)
