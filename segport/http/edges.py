@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -64,14 +65,19 @@ def request_line_problem(raw_path: bytes, query: bytes) -> str | None:
 
 
 def _decoded(raw: bytes, *, plus: bool = False) -> str | None:
+    if b"%" not in raw and raw.isascii():  # the common case, without a copy
+        return raw.decode("ascii").replace("+", " ") if plus else raw.decode("ascii")
     try:
         return unquote_to_bytes(raw.replace(b"+", b" ") if plus else raw).decode("utf-8")
     except UnicodeDecodeError:  # also what a percent-encoded lone surrogate (%ED%A0%80) is
         return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    return _CONTROL.search(text) is not None
 
 
 class _ReadTimeout(Exception):
@@ -114,7 +120,8 @@ class EdgeGuard:
             scope = {**scope, "method": "GET"}
         upload = self.is_upload(scope["path"])
         deadline = time.monotonic() + self.read_timeout_s
-        body_done = False
+        # HTTP/1.1: without Content-Length or Transfer-Encoding there is no body to wait for
+        body_done = not any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
 
         async def timed_receive() -> dict[str, Any]:
             nonlocal body_done
@@ -122,7 +129,8 @@ class EdgeGuard:
                 return await receive()
             wait = self.read_timeout_s if upload else max(0.0, deadline - time.monotonic())
             try:
-                message = await asyncio.wait_for(receive(), wait)
+                async with asyncio.timeout(wait):  # no task per read, unlike wait_for: this is every request
+                    message = await receive()
             except TimeoutError:
                 raise _ReadTimeout() from None
             if message["type"] != "http.request" or not message.get("more_body", False):
@@ -141,6 +149,9 @@ class EdgeGuard:
             log.info("client went away before its request was read: %s %s", scope["method"], path)
 
 
+_HTML_POLICY, _DATA_POLICY = HTML_POLICY.encode(), DATA_POLICY.encode()
+
+
 def _with_edge_headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     headers = list(message.get("headers", []))
     names = {name.lower() for name, _ in headers}
@@ -148,10 +159,7 @@ def _with_edge_headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     extra = [
         (b"x-content-type-options", b"nosniff"),
         (b"cache-control", b"no-store"),
-        (
-            b"content-security-policy",
-            (HTML_POLICY if content_type.startswith(b"text/html") else DATA_POLICY).encode(),
-        ),
+        (b"content-security-policy", _HTML_POLICY if content_type.startswith(b"text/html") else _DATA_POLICY),
     ]
     if message.get("status") == 401:
         extra.append((b"www-authenticate", b'Bearer realm="segport"'))
