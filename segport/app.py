@@ -39,7 +39,7 @@ def build(settings: Settings | None = None, *, with_engine: bool = True) -> App:
     """Open (and migrate) the data dir named by ``settings`` and wire every part together."""
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_metadata_url())
+    db = Database(settings.resolved_metadata_url(), settings.resolved_pool_size())
     db.migrate()
     meta = MetaStore(db)
     queue = JobQueue(db, max_attempts=settings.max_attempts)

@@ -115,9 +115,14 @@ def run_server(s: Settings) -> None:
         sock = _listen(s.host, s.port)
     except OSError as exc:
         raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
+    from segport.http.protocol import raise_descriptor_limit, uvicorn_options
+
+    raise_descriptor_limit(s.max_connections + 512)  # the connections, plus the files and pools the app opens
     app = build(s)
     try:
-        config = uvicorn.Config(create_app(app, announce=True), log_level="info", access_log=False)
+        config = uvicorn.Config(
+            create_app(app, announce=True), log_level="info", access_log=False, **uvicorn_options(s)
+        )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -172,6 +172,18 @@ class EngineBusy(SegportError):
     exit_code = 5
 
 
+class MetadataBusy(SegportError):
+    """Every metadata connection of this process stayed taken for the pool's timeout (a bounded pool)."""
+
+    status = 503
+    code = "METADATA_BUSY"
+    exit_code = 5
+
+    def __init__(self, message: str = "the server is busy: try again in a few seconds", **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kw)
+
+
 class TooManyJobs(SegportError):
     status = 429
     code = "TOO_MANY_JOBS"

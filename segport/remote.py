@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,10 @@ def running_server(data_dir: Path) -> str | None:
     return url
 
 
+# the admin API names its query parameters (?match=); a CLI user typed the flags of the same name (--match)
+_API_PARAMETER = re.compile(r"\?(match|format|identity|key|name|description|scheduler)=")
+
+
 class AdminClient:
     """The admin API over HTTP; errors come back as :mod:`segport.errors` types with the server's message."""
 
@@ -94,7 +99,7 @@ class AdminClient:
             except (ValueError, KeyError, TypeError):
                 code, message = "HTTP_ERROR", r.text[:200] or f"HTTP {r.status_code}"
             cls = _BY_STATUS.get(r.status_code, errors.SegportError)
-            exc = cls(message)
+            exc = cls(_API_PARAMETER.sub(lambda m: f"--{m.group(1)} ", message))  # the CLI user's words
             exc.code = code  # type: ignore[misc]  # keep the server's precise code
             raise exc
         return r.json() if r.content else None

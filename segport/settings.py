@@ -33,6 +33,27 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         50 * 1024**3, ge=1024, description="Largest file uploaded to the admin API (users files, id lists)."
     )
+    request_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request's headers, and a body of at most `max_body_bytes`, must arrive within this time "
+        "(uploads: between two reads); else HTTP 408 and the connection closes.",
+    )
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this.")
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Connections `segport serve` holds open at once; one more is answered 503 and closed.",
+    )
+    api_threads: int = Field(
+        40, ge=1, description="Threads one API process runs blocking handlers on (FastAPI's thread pool)."
+    )
+    metadata_pool_size: int = Field(
+        0,
+        ge=0,
+        description="Metadata connections per process; 0 = api_threads + 2 × max_running_jobs + 3 "
+        "(every thread that may hold one at once). A request waits at most 30 s for one, then HTTP 503.",
+    )
 
     # --- exports -----------------------------------------------------------------------------------
     max_properties: int = Field(60, ge=1, description="Most keys one export may request (GrowingIO: 60).")
@@ -82,6 +103,11 @@ class Settings(BaseSettings):
 
     def resolved_metadata_url(self) -> str:
         return self.metadata_url or f"sqlite:///{(self.data_dir / 'meta.sqlite').resolve()}"
+
+    def resolved_pool_size(self) -> int:
+        """Threads that may hold a metadata connection at once: the API's thread pool, each running job and
+        its heartbeat, and the event loop, the janitor and the daily scheduler."""
+        return self.metadata_pool_size or self.api_threads + 2 * self.max_running_jobs + 3
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

@@ -164,5 +164,7 @@ def test_names_and_descriptions_have_limits(project: App) -> None:
         project.data.update_catalog_entry(PROJECT, "usr_a", name="名" * 201)
     with pytest.raises(ImportRejected, match="row 1: key 'usr_b': a name has at most 200"):
         project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_b," + "x" * 201 + ",int\n")
-    e = project.data.update_catalog_entry(PROJECT, "usr_a", name="")
-    assert (e.name, e.type_name) == ("usr_a", "int[]")  # an empty name falls back to the key; type kept
+    with pytest.raises(InvalidParameter, match="cannot be empty"):  # not a silent reset to the key
+        project.data.update_catalog_entry(PROJECT, "usr_a", name="")
+    e = project.data.update_catalog_entry(PROJECT, "usr_a", description="d")
+    assert (e.name, e.type_name) == ("A", "int[]")  # name and type kept

@@ -111,13 +111,17 @@ def test_other_projects_job_and_file_are_404(client: TestClient, worker: Worker,
         "%2Fetc%2Fpasswd",
         "%2Fjobs%2Fresults%2F..%2F..%2Fmeta.sqlite",
         "%2Fjobs%2Fresults%2FDES-202605240136-1%2F..%2F..%2Fmeta.sqlite",
-        "%2Fjobs%2Fresults%2FDES-202605240136-1%2Fx.csv%00",
         "%2Fjobs%2Fresults%2FDES-202605240136-1%5C..%5Cx.csv",
         "..%2Fmeta.sqlite",
     ],
 )
 def test_download_refuses_paths_that_are_not_result_uris(client: TestClient, seeded: Seeded, file: str) -> None:
     assert_error(client.get("/download?file=" + file, headers=auth(seeded.token)), 404, "FILE_NOT_FOUND")
+
+
+def test_download_path_with_a_nul_is_refused_before_any_lookup(client: TestClient, seeded: Seeded) -> None:
+    r = client.get("/download?file=%2Fjobs%2Fresults%2FDES-202605240136-1%2Fx.csv%00", headers=auth(seeded.token))
+    assert_error(r, 400, "INVALID_PARAMETER", "'file' holds a control character")
 
 
 def test_download_of_unfinished_job_is_404(client: TestClient, seeded: Seeded) -> None:

@@ -21,10 +21,11 @@ identifiers that the key grammar already restricts to ``[A-Za-z0-9_$]``.
 from __future__ import annotations
 
 import datetime as dt
-import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from segport.domain import strict_json
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, ValueType, canonical_key, quote_ident
 from segport.errors import InvalidRule
 
@@ -45,11 +46,11 @@ class CompiledRule:
 
 def parse_rule_text(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRule(f"rule is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:  # json.loads recurses once per nesting level
+        return strict_json.loads(text)
+    except strict_json.TooDeep:
         raise InvalidRule(f"rule is too large (at most {MAX_DEPTH} levels and {MAX_NODES} nodes)") from None
+    except strict_json.StrictJSONError as exc:
+        raise InvalidRule(f"rule is not valid JSON: {exc}") from None
 
 
 def rule_keys(rule: Any) -> set[str]:
@@ -215,12 +216,13 @@ def coerce_value(entry: CatalogEntry, value: Any, where: str) -> Any:
     if t is ValueType.DOUBLE:
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
         try:
-            return float(str(value).strip())
-        except ValueError:
+            number_ = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+        except (ValueError, OverflowError):
             raise bad from None
+        if not math.isfinite(number_):  # "NaN", "inf", 1e999: not a value a column holds or a rule can keep
+            raise bad
+        return number_
     # DATE
     if not isinstance(value, str):
         raise bad

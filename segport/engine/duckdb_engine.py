@@ -21,6 +21,7 @@ from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
 from segport.engine import duckdb_import, duckdb_writer, pages
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
 from segport.engine.interrupt import Interrupt
+from segport.engine.messages import engine_words
 from segport.engine.pages import MembersPage
 from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
 from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, StorageFull
@@ -177,8 +178,7 @@ class DuckDBEngine:
                 result = _compute(cur, project_id, segment)
                 _bump(cur, project_id)
         except duckdb.Error as exc:  # the driver's error becomes ours at the boundary
-            first = str(exc).splitlines()[0]
-            raise ComputeFailed(f"segment {segment.key} could not be computed: {first}") from exc
+            raise ComputeFailed(f"segment {segment.key} could not be computed: {engine_words(exc)}") from exc
         return result
 
     def drop_segment(self, project_id: str, segment_key: str) -> None:
@@ -278,10 +278,10 @@ class DuckDBEngine:
         except duckdb.IOException as exc:
             text = str(exc)
             if "No space left" in text or "File too large" in text or "Disk quota" in text:
-                raise StorageFull(f"the result folder is full: {text.splitlines()[0]}") from exc
-            raise ExportFailed(f"writing the result failed: {text.splitlines()[0]}") from exc
+                raise StorageFull(f"the result folder is full: {engine_words(exc)}") from exc
+            raise ExportFailed(f"writing the result failed: {engine_words(exc)}") from exc
         except duckdb.Error as exc:
-            raise ExportFailed(f"the export query failed: {str(exc).splitlines()[0]}") from exc
+            raise ExportFailed(f"the export query failed: {engine_words(exc)}") from exc
         finally:
             if interrupt is not None:
                 interrupt.unbind()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +31,16 @@ import duckdb
 
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, ValueType, canonical_key, quote_ident
 from segport.engine.base import ImportReport
+from segport.engine.messages import engine_words
 from segport.engine.sql import sql_string, users_table
 from segport.errors import ImportRejected
 
 FORMATS = ("csv", "parquet", "jsonl")
 Progress = Callable[[str], None]
 BAD = "segport: invalid value"  # raised by error() inside a load statement
+# Control characters other than tab and line breaks are refused in imported text (docs/limits.md): a NUL ends
+# strings in many readers of the exported files, and PostgreSQL's text type refuses it outright.
+CONTROL_RE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 
 _INT_RE = r"^\s*[+-]?[0-9]+\s*$"
 _DOUBLE_RE = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
@@ -89,11 +94,18 @@ def _csv_header(path: Path) -> list[str]:
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
             header = next(csv.reader(f), None)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImportRejected(f"cannot read the header of {path.name}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ImportRejected(f"{path.name} is not UTF-8 text (save it as UTF-8)") from None
+    except (OSError, csv.Error) as exc:
+        raise ImportRejected(
+            f"cannot read the header of {path.name}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if not header or not any(h.strip() for h in header):
         raise ImportRejected(f"{path.name} has no header line")
     names = [h.strip() for h in header]
+    empty = [i for i, n in enumerate(names, 1) if not n]
+    if empty:  # checked here: DuckDB would report it as an internal binder error (struct_pack)
+        raise ImportRejected(f"column {empty[0]} of the header of {path.name} has no name: every column needs a key")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:  # checked here: DuckDB would report it as an internal binder error
         raise ImportRejected(f"column {repeated[0]!r} appears twice in the header of {path.name}")
@@ -108,6 +120,7 @@ class _Column:
     entry: CatalogEntry
     value: str  # SQL: the typed value (NULL where missing)
     bad: str | None  # SQL: true where the raw value is present but invalid; None when no value can be bad
+    text: str | None = None  # SQL: a string key's text (multi-valued: its items joined), for the control check
 
 
 def _json_text(x: str) -> str:
@@ -185,7 +198,10 @@ def plan_columns(file_cols: list[tuple[str, str]], catalog: Catalog, project_id:
         seen.add(key)
         raw = f"r.{quote_ident_any(name)}"
         value, bad = (_multi_plan if entry.multi else _scalar_plan)(raw, dtype, entry)
-        columns.append(_Column(name, entry, value, bad))
+        text = None
+        if entry.type is ValueType.STRING:
+            text = f"array_to_string({value}, '')" if entry.multi else value
+        columns.append(_Column(name, entry, value, bad, text))
     return columns
 
 
@@ -230,6 +246,16 @@ def import_users(
     # which aborts the transaction; only then is the file scanned again to name the first bad row.
     checks = {c.entry.key: c.bad for c in columns if c.bad}
     checks[match_key] = f"({m} IS NULL OR {m} = ''" + (f" OR {checks[match_key]})" if match_key in checks else ")")
+    # control characters: one regex over a row's strings while loading (a third of the cost of one per value);
+    # the diagnosis, which runs only when a row is bad, checks each column to name it
+    diagnose = dict(checks)
+    for c in columns:
+        if c.text is not None:
+            control = f"regexp_matches({c.text}, '{CONTROL_RE}')"
+            diagnose[c.entry.key] = f"({diagnose[c.entry.key]} OR {control})" if c.entry.key in diagnose else control
+    texts = [c.text for c in columns if c.text is not None]
+    if texts:
+        checks[match_key] = f"({checks[match_key]} OR regexp_matches(concat({', '.join(texts)}), '{CONTROL_RE}'))"
     values = ", ".join(
         (
             f"CASE WHEN {checks[c.entry.key]} THEN error('{BAD}') ELSE {c.value} END"
@@ -272,7 +298,7 @@ def import_users(
     except duckdb.Error as exc:
         if BAD in str(exc):
             with cur.cursor() as diag:  # the transaction is aborted; diagnose on a connection of its own
-                _reject_first_bad(diag, src, columns, checks, match_key)
+                _reject_first_bad(diag, src, columns, diagnose, match_key)
         raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
     cur.execute("UPDATE segport_state SET next_gio_id = next_gio_id + ? WHERE project = ?", [inserted, project_id])
     return ImportReport(rows_read, inserted, updated, time.perf_counter() - started)
@@ -428,12 +454,19 @@ def _reject_first_bad(
         if match.bad:
             value = _raw_value(cur, src, raws, match, row_no)
             if value not in (None, ""):
-                raise ImportRejected(f"row {row_no}: key {match_key}: value {value!r} is not a valid string")
+                raise ImportRejected(f"row {row_no}: key {match_key}: value {value!r} {_why_not(value, 'string')}")
         raise ImportRejected(f"row {row_no}: {match_key} is empty; every row needs the identity it is matched on")
     col = columns[idx]
     kind = col.entry.type.value + ("[]" if col.entry.multi else "")
     shown = _raw_value(cur, src, raws, col, row_no)
-    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} is not a valid {kind}")
+    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} {_why_not(shown, kind)}")
+
+
+def _why_not(value: str | None, kind: str) -> str:
+    control = re.search(CONTROL_RE, value or "")
+    if control:
+        return f"holds the control character U+{ord(control.group()):04X} (only tab and line breaks are allowed)"
+    return f"is not a valid {kind}"
 
 
 def _raw_value(cur: duckdb.DuckDBPyConnection, src: str, raws: str, col: _Column, row_no: int) -> str | None:
@@ -467,4 +500,4 @@ def quote_ident_any(name: str) -> str:
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return engine_words(exc, internal="its columns are not laid out in a way segport can read")

@@ -9,16 +9,18 @@ size limit is ``max_upload_bytes``, not ``max_body_bytes``.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
 
 from segport.engine.duckdb_import import detect_format
-from segport.errors import Forbidden, InvalidBody, PayloadTooLarge
+from segport.errors import Forbidden, InvalidBody, PayloadTooLarge, SegportError
 from segport.http.admin_schemas import (
     CatalogEntryBody,
     CatalogEntryOut,
@@ -31,7 +33,7 @@ from segport.http.admin_schemas import (
     segment_out,
 )
 from segport.http.auth import principal
-from segport.http.errors import describe_validation
+from segport.http.errors import parse_body
 from segport.http.schemas import ERRORS
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.store.meta import Principal
@@ -68,11 +70,7 @@ def _app(request: Request) -> Any:
 
 
 async def _json_body(request: Request, model: Any) -> Any:
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise InvalidBody(describe_validation(list(exc.errors()))[1]) from None
+    return parse_body(model, await request.body() or b"{}")
 
 
 async def _spool(request: Request, suffix: str) -> Path:
@@ -94,6 +92,25 @@ async def _spool(request: Request, suffix: str) -> Path:
         Path(name).unlink(missing_ok=True)
         raise
     return Path(name)
+
+
+@contextmanager
+def api_words(spool: Path | None, filename: str) -> Iterator[None]:
+    """Errors raised inside speak of the user's file, not the server's spool file, and of this API's query
+    parameters (``?match=``), not the CLI's flags (the CLI turns them back: segport.remote)."""
+    try:
+        yield
+    except SegportError as exc:
+        message = exc.message
+        if spool is not None:
+            shown = filename or "the uploaded file"
+            message = message.replace(str(spool), shown).replace(spool.name, shown)
+        exc.message = _FLAG.sub(lambda m: f"?{m.group(1)}=", message)
+        exc.args = (exc.message,)
+        raise
+
+
+_FLAG = re.compile(r"--(match|format|identity|key|name|description|scheduler)\b ?")
 
 
 # --- catalogue --------------------------------------------------------------------------------------
@@ -178,10 +195,12 @@ async def import_users(
 ) -> ImportOut:
     app = _app(request)
     app.meta.project(project_id)
-    format = detect_format(Path(filename), format)
+    with api_words(None, filename):
+        format = detect_format(Path(filename), format)
     path = await _spool(request, "." + format + (".gz" if filename.lower().endswith(".gz") else ""))
     try:
-        report = await run_in_threadpool(app.data.import_users, project_id, path, file_format=format, match=match)
+        with api_words(path, filename):
+            report = await run_in_threadpool(app.data.import_users, project_id, path, file_format=format, match=match)
     finally:
         path.unlink(missing_ok=True)
     return ImportOut(
@@ -258,7 +277,8 @@ async def create_segment_from_file(
         creator=f"admin token {who.token_id}",
     )
     try:
-        row = await run_in_threadpool(app.data.create_segment, project_id, spec)
+        with api_words(path, "the uploaded id list"):
+            row = await run_in_threadpool(app.data.create_segment, project_id, spec)
     finally:
         path.unlink(missing_ok=True)
     return segment_out(row)

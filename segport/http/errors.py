@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from segport.errors import SegportError
+from segport.domain import strict_json
+from segport.errors import InvalidBody, MetadataBusy, SegportError
 
 log = logging.getLogger("segport.http")
 
@@ -28,6 +32,10 @@ _HTTP_CODES = {
     422: "BAD_REQUEST",
     429: "TOO_MANY_REQUESTS",
 }
+
+
+# pydantic's words for "a JSON object", as its JSON and Python modes spell them
+_OBJECT_WORDS = re.compile(r"a valid dictionary or (object to extract fields from|instance of \w+)")
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -54,13 +62,26 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
         elif kind == "missing":
             parts.append(f"{where}: required")
         else:
-            msg = str(err.get("msg", "invalid")).replace(
-                "a valid dictionary or object to extract fields from", "an object"
-            )
+            msg = _OBJECT_WORDS.sub("an object", str(err.get("msg", "invalid")))
             parts.append(f"{where}: {msg}" if where else f"body: {msg}")
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
     return code, "; ".join(parts) or "invalid request"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """A JSON request body read strictly (see :mod:`segport.domain.strict_json`), then checked by ``model``."""
+    try:
+        data = strict_json.loads(raw)
+    except strict_json.StrictJSONError as exc:
+        raise InvalidBody(f"request body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidBody(describe_validation(list(exc.errors()))[1]) from None
 
 
 def install(app: FastAPI) -> None:
@@ -80,6 +101,12 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint"
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(_req: Request, _exc: PoolTimeout) -> JSONResponse:
+        busy = MetadataBusy()
+        log.warning("no metadata connection free within the pool timeout: %s", busy.message)
+        return error_response(busy.status, busy.code, busy.message, busy.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

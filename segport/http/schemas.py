@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 MAX_LIST_ITEMS = 1000
 MAX_STRING = 200
@@ -41,7 +41,10 @@ class ExportJobBody(BaseModel):
     csvHeaderType: Literal["key", "name"] | None = Field(
         None, description="CSV header: keys (`key`, default) or display names (`name`)."
     )
-    bom: bool = Field(False, description="segport extension: start a CSV file with a UTF-8 byte-order mark (Excel).")
+    bom: StrictBool = Field(
+        False,
+        description="segport extension: start a CSV file with a UTF-8 byte-order mark (Excel); `true` or `false`.",
+    )
     compression: Literal["none", "gzip"] | None = Field(
         None, description="segport extension: `gzip` writes `.csv.gz` / `.json.gz`."
     )

@@ -7,12 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import ValidationError
 
 from segport.domain.jobs import TargetKind
 from segport.errors import InvalidBody
 from segport.http.auth import Who, quick
-from segport.http.errors import describe_validation
+from segport.http.errors import parse_body
 from segport.http.files import ResultFileResponse
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
 from segport.http.views import job_result
@@ -33,13 +32,7 @@ async def export_body(request: Request) -> ExportRequest:
     if coding not in ("", "identity"):
         raise InvalidBody(f"Content-Encoding {coding[:40]!r} is not supported: send the JSON body uncompressed")
     raw = (await request.body()).removeprefix(codecs.BOM_UTF8)
-    if not raw.strip():
-        body = ExportJobBody()
-    else:
-        try:
-            body = ExportJobBody.model_validate_json(raw)
-        except ValidationError as exc:
-            raise InvalidBody(describe_validation(list(exc.errors()))[1]) from None
+    body = parse_body(ExportJobBody, raw) if raw.strip() else ExportJobBody()
     return ExportRequest(body.properties, body.fileFormat, body.csvHeaderType, body.bom, body.compression)
 
 

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from segport import __version__, console
 from segport.app import App
 from segport.http import admin, errors, family, jobs, lookup, seed
+from segport.http.edges import EdgeGuard
 from segport.http.limits import RequestLineLimit
 
 DESCRIPTION = """
@@ -27,6 +29,8 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
 
     @asynccontextmanager
     async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
+        # the bound the metadata pool is sized from (Settings.resolved_pool_size)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = app.settings.api_threads
         worker = None
         if run_workers:
             from segport.worker import Worker
@@ -67,8 +71,15 @@ def create_app(app: App, *, run_workers: bool | None = None, announce: bool = Fa
     api.include_router(jobs.router)
     api.include_router(admin.router)
     console.install(api, app)
+    api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307
     api.add_middleware(BodyLimit, max_bytes=app.settings.max_body_bytes, upload_bytes=app.settings.max_upload_bytes)
     api.add_middleware(RequestLineLimit)
+    api.add_middleware(
+        EdgeGuard,
+        read_timeout_s=app.settings.request_read_timeout_s,
+        is_upload=admin.is_upload,
+        native_head=frozenset({"/download"}),  # answers HEAD itself, without opening the file
+    )
     return api
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from segport.domain.keys import CatalogEntry, KeyKind, identity_column, parse_key, parse_type
 from segport.domain.rules import compile_rule, parse_rule_text, rule_keys
+from segport.domain.text import bad_character, display_name_problem
 from segport.engine.base import ComputeResult, ImportReport, ProfileEngine, SegmentDefinition
 from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInUse, SegportError
 from segport.store.meta import MetaStore
@@ -83,10 +84,13 @@ class DataService:
         self, project_id: str, key: str, *, name: str | None = None, description: str | None = None
     ) -> CatalogEntry:
         """Rename a key (its display name) and/or change its description; kind and type never change."""
+        sent = key  # messages show the key as the caller wrote it (ids_x, not the canonical id_x)
         _, key = parse_key(key)
         entry = self.meta.catalog(project_id).get(key)
         if entry is None:
-            raise InvalidParameter(f"key {key!r} is not in the catalogue of project {project_id}")
+            raise InvalidParameter(f"key {sent!r} is not in the catalogue of project {project_id}")
+        if name is not None and not name.strip():  # not a silent reset to the key: say so
+            raise InvalidParameter(f"key {sent!r}: a display name cannot be empty (it would reset to the key)")
         new = catalog_entry(
             entry.key,
             name if name is not None else entry.name,
@@ -97,10 +101,11 @@ class DataService:
         return new
 
     def remove_catalog_key(self, project_id: str, key: str) -> None:
+        sent = key
         _, key = parse_key(key)
         catalog = self.meta.catalog(project_id)
         if key not in catalog:
-            raise InvalidParameter(f"key {key!r} is not in the catalogue of project {project_id}")
+            raise InvalidParameter(f"key {sent!r} is not in the catalogue of project {project_id}")
         rows, _ = self.meta.segments(project_id)
         users = [r.key for r in rows if (r.rule and key in rule_keys(json.loads(r.rule))) or r.identity == key]
         if users:
@@ -122,9 +127,13 @@ class DataService:
         self.meta.project(project_id)
         catalog = self.meta.catalog(project_id)
         self.engine.ensure_project(project_id, catalog)
+        column = identity_column(match)
+        entry = catalog.get(column)
+        if entry is None or entry.kind is not KeyKind.IDENTITY:  # said here: the engine only sees the column
+            raise ImportRejected(f"--match {match!r} is not an identity in the catalogue")
         daily = self._definitions(project_id, only_daily=True)
         report = self.engine.import_users(
-            project_id, catalog, path, file_format or "", identity_column(match), [d for d, _ in daily], progress
+            project_id, catalog, path, file_format or "", column, [d for d, _ in daily], progress
         )
         now = utcnow()
         for definition, _row in daily:
@@ -146,6 +155,12 @@ class DataService:
         self.engine.ensure_project(project_id, catalog)
         if not spec.name.strip() or len(spec.name) > 200 or len(spec.description) > 2000:
             raise InvalidParameter("a segment needs a name of 1-200 characters (and a description of at most 2000)")
+        problem = display_name_problem(spec.name)
+        if problem:
+            raise InvalidParameter(f"segment name {spec.name[:40]!r} is refused: {problem}")
+        bad = bad_character(spec.description, allow_line_breaks=True)
+        if bad:
+            raise InvalidParameter(f"the segment's description holds the control character {bad}")
         if (spec.rule is None) == (spec.members is None):
             raise InvalidParameter("a segment needs either a rule or a members file, not both")
         rule_text = None
@@ -202,7 +217,9 @@ class DataService:
         try:
             result = self.engine.compute_segment(project_id, self._definition(row))
         except Exception as exc:
-            message = exc.message if isinstance(exc, SegportError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, SegportError):  # a bug: the log keeps the details, the segment a plain line
+                log.exception("recomputing segment %s of %s failed", key, project_id)
+            message = exc.message if isinstance(exc, SegportError) else "an internal error (see the server log)"
             self.meta.update_segment(
                 project_id, key, detector_stage="ERROR", detector_error=message, detected_at=utcnow()
             )
@@ -270,6 +287,12 @@ def catalog_entry(key: str, name: str, type_text: str = "string", description: s
     kind, canonical = parse_key(key)
     if len(name or "") > 200 or len(description or "") > 2000:
         raise InvalidParameter(f"key {canonical!r}: a name has at most 200 characters, a description 2000")
+    problem = display_name_problem(name) if name else None  # no name at all: the key is its name
+    if problem:
+        raise InvalidParameter(f"key {canonical!r}: display name {name[:40]!r} is refused: {problem}")
+    bad = bad_character(description or "", allow_line_breaks=True)
+    if bad:
+        raise InvalidParameter(f"key {canonical!r}: the description holds the control character {bad}")
     value_type, multi = parse_type(type_text or "string")
     if kind is KeyKind.IDENTITY and value_type.value != "string":
         raise InvalidParameter(f"identity {canonical!r} must be of type string")

@@ -289,7 +289,7 @@ def _failure(row: JobRow, exc: Exception) -> tuple[str, str]:
         code = StorageFull.code if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ExportFailed.code
         return code, f"writing the result failed: {exc.strerror or exc}"
     log.exception("export %s failed", row.id, exc_info=exc)  # a bug: record it on the job rather than lose it
-    return ExportFailed.code, f"export failed: {type(exc).__name__}: {exc}"
+    return ExportFailed.code, f"export failed: an internal error (job {row.id}; the server log has the details)"
 
 
 def _check_not_expired(row: JobRow) -> None:

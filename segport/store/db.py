@@ -13,25 +13,34 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_POOL_SIZE = 40 + 2 * 2 + 3  # Settings.resolved_pool_size() with the default settings
+POOL_TIMEOUT_S = 30.0
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 class Database:
     """An engine plus a session factory; ``write()`` takes the database's write lock up front."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {}
+        self.pool_size = pool_size
+        # One bound for both backends (Settings.resolved_pool_size: every thread that may hold a connection at
+        # once), with no overflow: a process never opens more than this, and a thread that finds them all taken
+        # waits POOL_TIMEOUT_S, then gets MetadataBusy (503), instead of the pool growing without limit.
+        kwargs: dict[str, Any] = {
+            "poolclass": QueuePool,
+            "pool_size": pool_size,
+            "max_overflow": 0,
+            "pool_timeout": POOL_TIMEOUT_S,
+        }
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            # a connection per thread that may read at once (the API's 40 worker threads, the export workers):
-            # SQLAlchemy's default 5 + 10 made requests queue for a connection under load
-            kwargs.update(pool_size=20, max_overflow=40)
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
+from segport.domain.text import display_name_problem
 from segport.errors import (
     AlreadyExists,
     InvalidParameter,
@@ -83,6 +84,9 @@ class MetaStore:
     def create_project(self, project_id: str, name: str, timezone: str = "Asia/Shanghai") -> Project:
         if not PROJECT_ID_RE.match(project_id):
             raise InvalidParameter(f"project id must be 8 letters or digits, like WlGk4Daj; got {project_id!r}")
+        problem = display_name_problem(name)
+        if problem:
+            raise InvalidParameter(f"project name {name[:40]!r} is refused: {problem}")
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):

@@ -1,0 +1,119 @@
+"""uvicorn's HTTP protocol with the two bounds it lacks: a deadline for request headers, and a connection cap.
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``), but a connection that sends part of its
+request line or headers, or nothing at all, is held for ever: a few thousand of them (slow-loris) take every
+descriptor the process has. Here a request's headers must be complete ``header_timeout_s`` after the
+connection opened, or after the first byte of the next request on a keep-alive connection; otherwise the client
+gets a 408 (the one JSON error shape) and the connection is closed. A connection beyond ``max_connections``
+is answered 503 and closed at once, before anything is read (the listen backlog queues the rest in the kernel).
+Bodies are bounded by :class:`segport.http.edges.EdgeGuard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("segport.http")
+
+
+def raw_error(status: int, reason: str, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 error answer with ``Connection: close``, written straight to the socket."""
+    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``, with these bounds."""
+
+    class GuardedHttpProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _refused = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self._refused = True
+                log.warning("connection refused: %d connections are open (max_connections)", max_connections)
+                message = f"the server holds {max_connections} connections already: try again shortly"
+                transport.write(
+                    raw_error(503, "Service Unavailable", "TOO_MANY_CONNECTIONS", message, {"retry-after": "1"})
+                )
+                transport.close()
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refused:
+                super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout_s, self._headers_overdue)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_overdue(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._arm()  # a pipelined request waits behind one still running: look again later
+                return
+            log.info("request headers not received within %s s: connection closed", header_timeout_s)
+            message = f"the request headers did not arrive within {header_timeout_s:g} s"
+            self.transport.write(raw_error(408, "Request Timeout", "REQUEST_TIMEOUT", message))
+            self.transport.close()
+
+    return GuardedHttpProtocol
+
+
+def raise_descriptor_limit(wanted: int) -> int:
+    """Raise this process's soft limit on open files towards ``wanted`` (never above the hard limit);
+    returns the limit in force. Each connection holds one descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError):
+            return soft
+    return soft
+
+
+def uvicorn_options(settings: Any) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.Config`` that bound slow and idle clients (see docs/limits.md)."""
+    return {
+        "http": guarded_protocol(settings.request_read_timeout_s, settings.max_connections),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+    }
