@@ -18,12 +18,19 @@ import duckdb
 
 from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
-from segport.engine import duckdb_import, duckdb_writer, pages
+from segport.engine import duckdb_import, duckdb_writer, pages, schema
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
 from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
 from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
-from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, StorageFull
+from segport.errors import (
+    ComputeFailed,
+    EngineBusy,
+    ExportFailed,
+    SchemaChangeFailed,
+    SegmentNotFound,
+    StorageFull,
+)
 
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS segport_state (
@@ -107,26 +114,50 @@ class DuckDBEngine:
 
     # --- schema ------------------------------------------------------------------------------------
     def ensure_project(self, project_id: str, catalog: Catalog) -> None:
-        with self._transaction() as cur:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
-            cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
-            have = {
-                r[0]
-                for r in cur.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                    [f"users_{project_id}"],
-                ).fetchall()
-            }
-            for entry in catalog.entries.values():
-                if entry.key not in have:
-                    cur.execute(
-                        f"ALTER TABLE {users_table(project_id)} ADD COLUMN {quote_ident(entry.key)} {entry.sql_type}"
+        """Create the project's tables and give the users table a column for every catalogue key, in one
+        transaction. A column left by an earlier life of a key (another type, or another case: a removal
+        interrupted before its ``DROP COLUMN``) is replaced, so the new key never inherits it."""
+        try:
+            with self._transaction() as cur:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
+                cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
+                schema.align_columns(cur, project_id, catalog, schema.columns_of(cur, project_id), prune=False)
+        except duckdb.Error as exc:  # the driver's error becomes ours at the boundary
+            raise SchemaChangeFailed(
+                f"the profile database of project {project_id} could not take the catalogue change: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+
+    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
+        """Make every project's users table hold exactly its catalogue's columns (start-up repair after a
+        kill between a catalogue change and its ``ALTER TABLE``). One read when nothing differs; returns
+        what was changed, as log lines."""
+        with self._cursor() as cur:
+            have = schema.all_columns(cur)
+        changes: list[str] = []
+        for project_id, catalog in catalogs.items():
+            if schema.differs(have.get(project_id), catalog):
+                with self._transaction() as cur:
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
+                    cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
+                    done = schema.align_columns(
+                        cur, project_id, catalog, schema.columns_of(cur, project_id), prune=True
                     )
+                    if done:
+                        _bump(cur, project_id)
+                changes += [f"project {project_id}: {c}" for c in done]
+        return changes
 
     def drop_column(self, project_id: str, key: str) -> None:
-        with self._transaction() as cur:
-            cur.execute(f"ALTER TABLE {users_table(project_id)} DROP COLUMN IF EXISTS {quote_ident(key)}")
-            _bump(cur, project_id)
+        try:
+            with self._transaction() as cur:
+                cur.execute(f"ALTER TABLE {users_table(project_id)} DROP COLUMN IF EXISTS {quote_ident(key)}")
+                _bump(cur, project_id)
+        except duckdb.Error as exc:
+            raise SchemaChangeFailed(
+                f"the profile database of project {project_id} could not drop the column {key}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
 
     def data_version(self, project_id: str) -> int:
         """The project's data version, cached: every submit asks for it, and a DuckDB query then waits behind
