@@ -333,6 +333,15 @@ def export_query(
     return _query(_select_list(columns, spec, excel_safe), src, ""), _copy_options(spec)
 
 
+def filtered_query(
+    project_id: str, columns: list[CatalogEntry], spec: ExportSpec, where: str, *, excel_safe: bool = False
+) -> tuple[str, str]:
+    """The same rows and columns written from the users table with a hand-written ``WHERE`` instead of a
+    membership snapshot (what a user would type): the bench's second limit."""
+    src = f"{users_table(project_id)} u WHERE {where}"
+    return _query(_select_list(columns, spec, excel_safe), src, ""), _copy_options(spec)
+
+
 def _query(select_list: str, src: str, where: str) -> str:
     """The export's ``SELECT``; ``where`` narrows it further (chunks and parts use a ``u.gio_id`` range)."""
     if where:
