@@ -11,11 +11,15 @@ What it does, in one run:
 2. times pandas (`.df()` then `to_csv` / `to_json`) on a sample of at most `--pandas-rows` rows, scaled.
 3. starts a real `segport serve` and, through its HTTP API: 20 small (~10k-member) exports one after another
    (median submit→FINISH), then csv+key, csv+name and json exports of the big segment (submit→FINISH; the
-   first of each downloaded and row-counted), each `--repeat` times, alternating with the same query written
-   directly by DuckDB `COPY` (the limit: its own process, default settings, on a copy of the file since the
-   server holds the original), then bench/load.py with 200 clients submitting and polling while another big
-   export runs. A thread samples the server's RSS throughout.
-4. prints one table, and writes it as JSON to bench/out/results-<N>.json.
+   first of each downloaded and row-counted), each `--repeat` times, alternating with two limits written
+   directly by DuckDB `COPY`, each in its own process with default settings, on a copy of the file since the
+   server holds the original: the same query segport runs, and the same columns read from the plain users
+   table with `WHERE usr_age <= 41` (what a user would write by hand; target: segport ≤ 1.25× it). Wall time
+   and CPU seconds (all threads of a process) are both compared: on a shared machine the CPU ratio is the
+   steadier figure. Then bench/load.py with 200 clients submitting and polling while another big export
+   runs. A thread samples the server's RSS throughout. `--big-only` runs the big exports and their limits
+   alone.
+4. prints the tables, and writes them as JSON to bench/out/results-<N>.json.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
@@ -44,7 +50,7 @@ from segport.app import build
 from segport.demo import CATALOG, generate_users
 from segport.domain.export import build_spec, columns_of
 from segport.engine.base import Target
-from segport.engine.duckdb_engine import export_query
+from segport.engine.duckdb_engine import export_query, filtered_query
 from segport.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -55,12 +61,13 @@ SMALL_USERS = 20_000
 EXTRA = [("usr_phone", "手机号", "string"), ("usr_last_active", "最近活跃日期", "date")]
 KEYS = [k for k, _, _ in CATALOG + EXTRA]
 RULE = json.dumps({"key": "usr_age", "op": "lte", "value": 41})
+PLAIN_WHERE = "u.usr_age <= 41"  # the segment's rule as a user would write it by hand
 FORMATS = {  # name -> (fileFormat, csvHeaderType)
     "csv+key": ("csv", "key"),
     "csv+name": ("csv", "name"),
     "json": ("json", None),
 }
-TARGETS = {"csv_ratio": 1.25, "json_ratio": 1.5, "rss_mb": 500, "small_s": 0.5, "p99_ms": 50}
+TARGETS = {"csv_ratio": 1.25, "json_ratio": 1.5, "plain_ratio": 1.25, "rss_mb": 500, "small_s": 0.5, "p99_ms": 50}
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -150,8 +157,10 @@ def keys_for(rep: int) -> list[str]:
     return KEYS[rep % len(KEYS) :] + KEYS[: rep % len(KEYS)]
 
 
-def direct_queries(data_dir: Path, db: Path, keys: list[str]) -> dict[str, tuple[str, str]]:
-    """The exact SELECT (and COPY options) segport runs for each format, built by segport's own code."""
+def direct_queries(data_dir: Path, db: Path, keys: list[str], *, plain: bool = False) -> dict[str, tuple[str, str]]:
+    """The exact SELECT (and COPY options) segport runs for each format, built by segport's own code; with
+    ``plain``, the same columns read from the users table with ``WHERE usr_age <= 41`` instead of the
+    segment's membership (the same rows: the segment was computed from that rule)."""
     app = build(Settings(data_dir=data_dir), with_engine=False)
     try:
         catalog = app.meta.catalog(BIG)
@@ -162,7 +171,11 @@ def direct_queries(data_dir: Path, db: Path, keys: list[str]) -> dict[str, tuple
         queries = {}
         for name, (fmt, header) in FORMATS.items():
             spec = build_spec(keys, fmt, header, catalog, 60)
-            queries[name] = export_query(con.cursor(), BIG, Target("segment", SEGMENT), columns_of(spec, catalog), spec)
+            columns = columns_of(spec, catalog)
+            if plain:
+                queries[name] = filtered_query(BIG, columns, spec, PLAIN_WHERE)
+            else:
+                queries[name] = export_query(con.cursor(), BIG, Target("segment", SEGMENT), columns, spec)
         return queries
     finally:
         con.close()
@@ -173,15 +186,15 @@ import sys, time, duckdb
 path, query, options, target = sys.argv[1:5]
 con = duckdb.connect(path, read_only=True)
 con.execute("SET enable_progress_bar = false")
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 con.execute(f"COPY ({query}) TO '{target}' ({options})")
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, time.process_time() - c0)
 """
 
 
-def raw_copy(db: Path, query: str, options: str, scratch: Path) -> tuple[float, float]:
+def raw_copy(db: Path, query: str, options: str, scratch: Path) -> tuple[float, float, float]:
     """DuckDB writing the same query alone in its own process with its default settings (no memory cap): the
-    limit. Returns (seconds, the process's peak RSS in MB)."""
+    limit. Returns (seconds, CPU seconds of all its threads, the process's peak RSS in MB)."""
     target = scratch / "raw.out"
     proc = subprocess.Popen(
         [sys.executable, "-c", RAW_COPY, str(db), query, options, str(target)], stdout=subprocess.PIPE, text=True
@@ -193,7 +206,8 @@ def raw_copy(db: Path, query: str, options: str, scratch: Path) -> tuple[float, 
     if proc.returncode != 0:
         raise SystemExit("raw COPY failed")
     target.unlink()
-    return float(stdout.strip()), rss.peak_seen()
+    seconds, cpu = stdout.split()
+    return float(seconds), float(cpu), rss.peak_seen()
 
 
 def time_pandas(db: Path, queries: dict[str, tuple[str, str]], scratch: Path, rows: int) -> dict[str, float]:
@@ -304,9 +318,12 @@ def export(http: httpx.Client, project: str, segment: str, body: dict, poll_s: f
     r = http.post(f"/v1/api/projects/{project}/segment_profiles/{segment}/export_jobs", json=body)
     r.raise_for_status()
     job = r.json()["id"]
+    polls = 0
     while True:
         result = http.get(f"/v1/api/job/result/{job}").json()
+        polls += 1
         if result["stage"] == "FINISH":
+            result["_polls"] = polls
             return time.perf_counter() - t0, result
         if result["stage"] == "ERROR":
             raise SystemExit(f"export {job} failed: {result}")
@@ -355,18 +372,34 @@ def run_small(http: httpx.Client, rss: RssSampler, runs: int) -> dict:
 def run_big(
     http: httpx.Client, rss: RssSampler, members: int, data_dir: Path, db_copy: Path, scratch: Path, repeat: int
 ) -> dict:
-    """Each format ``repeat`` times, alternating DuckDB's COPY (on a copy of the file: the server holds the
-    original) and segport, so that both see the same machine; medians are compared."""
+    """Each format ``repeat`` times, alternating DuckDB's COPY of segport's own query, DuckDB's COPY from the
+    plain users table with a hand-written ``WHERE`` (both on a copy of the file: the server holds the original,
+    each in its own process) and segport, so that all three see the same machine; medians are compared.
+    CPU seconds (all threads of the process) are compared too: unlike wall time, they hardly move when other
+    work shares the cores."""
     out = {}
+    cpu_of = rss.proc.cpu_times
+    poll_cpu = _poll_cpu(http, cpu_of)
+    print(f"  server CPU per poll: {poll_cpu * 1000:.2f} ms (taken off segport's CPU below)")
     for name in FORMATS:
-        runs: dict[str, list[float]] = {"segport": [], "server": [], "copy": [], "copy_rss": [], "rss": []}
+        runs: dict[str, list[float]] = {
+            k: [] for k in ("segport", "server", "cpu", "copy", "copy_cpu", "copy_rss", "plain", "plain_cpu", "rss")
+        }
         for rep in range(repeat):
             query, options = direct_queries(data_dir, db_copy, keys_for(rep))[name]
-            seconds, copy_rss = raw_copy(db_copy, query, options, scratch)
+            seconds, cpu, copy_rss = raw_copy(db_copy, query, options, scratch)
             runs["copy"].append(seconds)
+            runs["copy_cpu"].append(cpu)
             runs["copy_rss"].append(copy_rss)
+            query, options = direct_queries(data_dir, db_copy, keys_for(rep), plain=True)[name]
+            seconds, cpu, _ = raw_copy(db_copy, query, options, scratch)
+            runs["plain"].append(seconds)
+            runs["plain_cpu"].append(cpu)
             rss.peak()
+            before = cpu_of()
             seconds, result = export(http, BIG, SEGMENT, body_for(name, keys_for(rep)), poll_s=0.05)
+            after = cpu_of()
+            runs["cpu"].append(after.user + after.system - before.user - before.system - result["_polls"] * poll_cpu)
             runs["rss"].append(rss.peak())
             runs["segport"].append(seconds)
             runs["server"].append(_server_seconds(result))
@@ -376,11 +409,20 @@ def run_big(
                     raise SystemExit(
                         f"{name}: {rows} rows downloaded, job says {result['rows']}, segment has {members}"
                     )
-            print(f"  {name} #{rep + 1}: segport {runs['segport'][-1]:.2f}s, COPY {runs['copy'][-1]:.2f}s")
+            print(
+                f"  {name} #{rep + 1}: segport {runs['segport'][-1]:.2f}s (CPU {runs['cpu'][-1]:.2f}s), "
+                f"COPY {runs['copy'][-1]:.2f}s, plain COPY ... WHERE {runs['plain'][-1]:.2f}s "
+                f"(CPU {runs['plain_cpu'][-1]:.2f}s)"
+            )
+        med = {k: statistics.median(v) for k, v in runs.items()}
         out[name] = {
-            "seconds": statistics.median(runs["segport"]),
-            "copy_seconds": statistics.median(runs["copy"]),
-            "server_seconds": statistics.median(runs["server"]),
+            "seconds": med["segport"],
+            "cpu_seconds": med["cpu"],
+            "copy_seconds": med["copy"],
+            "copy_cpu_seconds": med["copy_cpu"],
+            "plain_seconds": med["plain"],
+            "plain_cpu_seconds": med["plain_cpu"],
+            "server_seconds": med["server"],
             "rows": members,
             "bytes": result["bytes"],
             "peak_rss_mb": max(runs["rss"]),
@@ -388,6 +430,17 @@ def run_big(
             "runs": runs,
         }
     return out
+
+
+def _poll_cpu(http: httpx.Client, cpu_of: Callable[[], Any], polls: int = 200) -> float:
+    """The server's CPU seconds per job-result poll: the bench's own polling while a big export runs is
+    counted in the server's CPU, not in the export's."""
+    seconds, result = export(http, SMALL, SMALL_SEGMENT, body_for("csv+key", KEYS[:2]), poll_s=0.01)
+    before = cpu_of()
+    for _ in range(polls):
+        http.get(f"/v1/api/job/result/{result['id']}").raise_for_status()
+    after = cpu_of()
+    return (after.user + after.system - before.user - before.system) / polls
 
 
 def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_seconds: float, poll_s: float) -> dict:
@@ -453,6 +506,23 @@ def report(r: dict) -> str:
             f"{name:<9} {b['seconds']:>9.2f} {rate:>11,.0f} {raw:>7.2f} {b['seconds'] / raw:>8.2f} {pandas:>14,.0f} "
             f"{rate / pandas:>9.1f}x {b['peak_rss_mb']:>15.0f} {b['copy_peak_rss_mb']:>12.0f}"
         )
+    lines += [
+        "",
+        f"against DuckDB's COPY from the plain users table with WHERE {PLAIN_WHERE} (target ≤ "
+        f"{TARGETS['plain_ratio']}×), {r['users']:,} users:",
+        f"{'format':<9} {'segport s':>9} {'plain s':>8} {'ratio':>6} {'target':>7}  "
+        f"{'segport CPU s':>13} {'plain CPU s':>11} {'CPU ratio':>9}",
+    ]
+    for name, b in r["big"].items():
+        ratio = b["seconds"] / b["plain_seconds"]
+        met = "met" if ratio <= TARGETS["plain_ratio"] else f"+{ratio / TARGETS['plain_ratio'] - 1:.0%}"
+        lines.append(
+            f"{name:<9} {b['seconds']:>9.2f} {b['plain_seconds']:>8.2f} {ratio:>6.2f} {met:>7}  "
+            f"{b['cpu_seconds']:>13.2f} {b['plain_cpu_seconds']:>11.2f} {b['cpu_seconds'] / b['plain_cpu_seconds']:>9.2f}"
+        )
+    if r["load"] is None:
+        lines.append(f"(no small-job or load runs: --big-only); load average at the end {os.getloadavg()[0]:.1f}")
+        return "\n".join(lines)
     s, load = r["small"], r["load"]
     ms = {
         k: "-" if load[k] is None else f"{load[k]:.1f}"
@@ -486,6 +556,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=200, help="Concurrent clients in the load run.")
     p.add_argument("--load-seconds", type=float, default=60, help="Upper bound of the load run.")
     p.add_argument("--poll-interval", type=float, default=1.0, help="Mean seconds between a load client's polls.")
+    p.add_argument(
+        "--big-only", action="store_true", help="Only the big exports and their limits (no pandas, small jobs or load)."
+    )
     args = p.parse_args()
 
     OUT.mkdir(exist_ok=True)
@@ -498,8 +571,10 @@ def main() -> None:
     db_copy = scratch / "profiles-copy.duckdb"
     shutil.copyfile(data_dir / "profiles.duckdb", db_copy)
     pandas_rows = min(args.pandas_rows, members)
-    print(f"timing pandas on {pandas_rows:,} rows…")
-    pandas = time_pandas(db_copy, direct_queries(data_dir, db_copy, KEYS), scratch, pandas_rows)
+    pandas = dict.fromkeys(FORMATS, float("nan"))
+    if not args.big_only:
+        print(f"timing pandas on {pandas_rows:,} rows…")
+        pandas = time_pandas(db_copy, direct_queries(data_dir, db_copy, KEYS), scratch, pandas_rows)
 
     print("starting segport serve…")
     shutil.rmtree(data_dir / "results", ignore_errors=True)  # earlier runs' results would be deduplicated
@@ -511,12 +586,15 @@ def main() -> None:
         ) as http:
             time.sleep(0.5)
             idle = server.rss.peak()
-            print(f"small exports ×{args.small_runs}…")
-            small = run_small(http, server.rss, args.small_runs)
+            small = load = None
+            if not args.big_only:
+                print(f"small exports ×{args.small_runs}…")
+                small = run_small(http, server.rss, args.small_runs)
             print(f"big exports ({members:,} rows), each format {args.repeat}× against DuckDB's COPY…")
             big = run_big(http, server.rss, members, data_dir, db_copy, scratch, args.repeat)
-            print(f"load: {args.clients} clients while a big export runs…")
-            load = run_load(server, http, info["token"], args.clients, args.load_seconds, args.poll_interval)
+            if not args.big_only:
+                print(f"load: {args.clients} clients while a big export runs…")
+                load = run_load(server, http, info["token"], args.clients, args.load_seconds, args.poll_interval)
     finally:
         stop_server(server)
         db_copy.unlink()
@@ -537,6 +615,7 @@ def main() -> None:
         "load": load,
         "poll_interval_s": args.poll_interval,
         "when": datetime.now().isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),
     }
     (OUT / f"results-{args.users}.json").write_text(json.dumps(results, indent=2))
     print()

@@ -48,6 +48,8 @@ def build(settings: Settings | None = None, *, with_engine: bool = True) -> App:
     wake = threading.Event()
     exports = ExportService(settings, meta, queue, engine, results, wake)
     data = DataService(meta, engine)
+    if with_engine:  # the owner of the engine closes any gap a kill left between catalogue and columns
+        data.repair()
     return App(settings, db, meta, queue, engine, results, exports, data, wake)
 
 

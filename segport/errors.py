@@ -201,6 +201,14 @@ class StorageFull(ExportFailed):
     code = "STORAGE_FULL"
 
 
+class SchemaChangeFailed(SegportError):
+    """The profile engine refused a catalogue change (its ``ALTER TABLE`` failed); the catalogue is unchanged."""
+
+    status = 503
+    code = "SCHEMA_CHANGE_FAILED"
+    exit_code = 6
+
+
 class JobCancelled(SegportError):
     status = 409
     code = "JOB_CANCELLED"

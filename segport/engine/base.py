@@ -61,6 +61,10 @@ class ProfileEngine(Protocol):
 
     def drop_column(self, project_id: str, key: str) -> None: ...
 
+    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
+        """Start-up repair: make each project's columns exactly its catalogue's (add what a catalogue key
+        lacks, drop what no key owns); returns what changed. Cheap when nothing differs."""
+
     def import_users(
         self,
         project_id: str,

@@ -16,15 +16,30 @@ from typing import Any
 
 import duckdb
 
-from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
+from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
-from segport.engine import duckdb_import, duckdb_writer, pages
+from segport.engine import duckdb_import, duckdb_writer, pages, schema
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
+from segport.engine.duckdb_export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
+    _copy_options,
+    _ids_query,
+    _query,
+    _select_list,
+    _source,
+    export_query,
+    filtered_query,
+)
 from segport.engine.interrupt import Interrupt
 from segport.engine.messages import engine_words
 from segport.engine.pages import MembersPage
-from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
-from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, StorageFull
+from segport.engine.sql import idlist_table, members_table, sql_string, users_table
+from segport.errors import (
+    ComputeFailed,
+    EngineBusy,
+    ExportFailed,
+    SchemaChangeFailed,
+    StorageFull,
+)
 
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS segport_state (
@@ -108,26 +123,50 @@ class DuckDBEngine:
 
     # --- schema ------------------------------------------------------------------------------------
     def ensure_project(self, project_id: str, catalog: Catalog) -> None:
-        with self._transaction() as cur:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
-            cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
-            have = {
-                r[0]
-                for r in cur.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                    [f"users_{project_id}"],
-                ).fetchall()
-            }
-            for entry in catalog.entries.values():
-                if entry.key not in have:
-                    cur.execute(
-                        f"ALTER TABLE {users_table(project_id)} ADD COLUMN {quote_ident(entry.key)} {entry.sql_type}"
+        """Create the project's tables and give the users table a column for every catalogue key, in one
+        transaction. A column left by an earlier life of a key (another type, or another case: a removal
+        interrupted before its ``DROP COLUMN``) is replaced, so the new key never inherits it."""
+        try:
+            with self._transaction() as cur:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
+                cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
+                schema.align_columns(cur, project_id, catalog, schema.columns_of(cur, project_id), prune=False)
+        except duckdb.Error as exc:  # the driver's error becomes ours at the boundary
+            raise SchemaChangeFailed(
+                f"the profile database of project {project_id} could not take the catalogue change: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+
+    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
+        """Make every project's users table hold exactly its catalogue's columns (start-up repair after a
+        kill between a catalogue change and its ``ALTER TABLE``). One read when nothing differs; returns
+        what was changed, as log lines."""
+        with self._cursor() as cur:
+            have = schema.all_columns(cur)
+        changes: list[str] = []
+        for project_id, catalog in catalogs.items():
+            if schema.differs(have.get(project_id), catalog):
+                with self._transaction() as cur:
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
+                    cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
+                    done = schema.align_columns(
+                        cur, project_id, catalog, schema.columns_of(cur, project_id), prune=True
                     )
+                    if done:
+                        _bump(cur, project_id)
+                changes += [f"project {project_id}: {c}" for c in done]
+        return changes
 
     def drop_column(self, project_id: str, key: str) -> None:
-        with self._transaction() as cur:
-            cur.execute(f"ALTER TABLE {users_table(project_id)} DROP COLUMN IF EXISTS {quote_ident(key)}")
-            _bump(cur, project_id)
+        try:
+            with self._transaction() as cur:
+                cur.execute(f"ALTER TABLE {users_table(project_id)} DROP COLUMN IF EXISTS {quote_ident(key)}")
+                _bump(cur, project_id)
+        except duckdb.Error as exc:
+            raise SchemaChangeFailed(
+                f"the profile database of project {project_id} could not drop the column {key}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
 
     def data_version(self, project_id: str) -> int:
         """The project's data version, cached: every submit asks for it, and a DuckDB query then waits behind
@@ -287,49 +326,6 @@ class DuckDBEngine:
                 interrupt.unbind()
 
 
-def export_query(
-    cur: duckdb.DuckDBPyConnection,
-    project_id: str,
-    target: Target,
-    columns: list[CatalogEntry],
-    spec: ExportSpec,
-    *,
-    excel_safe: bool = False,
-) -> tuple[str, str]:
-    """The whole export as one ``SELECT`` and its ``COPY`` options: the bench times this statement written by
-    DuckDB directly, the limit :meth:`DuckDBEngine.export` is measured against."""
-    src = _source(cur, project_id, target)
-    return _query(_select_list(columns, spec, excel_safe), src, ""), _copy_options(spec)
-
-
-def _query(select_list: str, src: str, where: str) -> str:
-    """The export's ``SELECT``; ``where`` narrows it further (chunks and parts use a ``u.gio_id`` range)."""
-    if where:
-        src += f" {'AND' if ' WHERE ' in src else 'WHERE'} {where}"
-    return f"SELECT {select_list} FROM {src} ORDER BY u.gio_id"
-
-
-def _ids_query(src: str, project_id: str, target: Target) -> str:
-    """The ``gio_id`` of a target's members: for a segment its membership table alone (ints, no join; every
-    member is a user, as memberships are computed from the users table and users are never deleted)."""
-    if target.kind == "tag":
-        return f"SELECT u.gio_id FROM {src}"
-    return f"SELECT gio_id FROM {members_table(project_id, target.key)}"
-
-
-def _source(cur: duckdb.DuckDBPyConnection, project_id: str, target: Target) -> str:
-    """FROM clause (aliased ``u``, possibly with a ``WHERE``) of a target's members."""
-    users = users_table(project_id)
-    if target.kind == "tag":
-        return f"{users} u WHERE u.{quote_ident(target.key)} IS NOT NULL"
-    members = members_table(project_id, target.key)
-    try:  # binding a query is far cheaper than a scan of information_schema (measured: it showed in profiles)
-        cur.execute(f"SELECT gio_id FROM {members} LIMIT 0")
-    except duckdb.CatalogException:
-        raise SegmentNotFound(f"segment {target.key!r} has no computed membership yet") from None
-    return f"{members} m JOIN {users} u USING (gio_id)"
-
-
 def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:
     cur.execute("UPDATE segport_state SET data_version = data_version + 1 WHERE project = ?", [project_id])
 
@@ -369,45 +365,3 @@ def _compute(cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefini
         raise ValueError(f"segment {seg.key} has neither a rule nor an id list")
     total = int(cur.execute(f"SELECT count(*) FROM {members}").fetchone()[0])  # type: ignore[index]
     return ComputeResult(total, unmatched)
-
-
-def _select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool) -> str:
-    gio = "CAST(u.gio_id AS VARCHAR) AS gio_id"
-    if spec.file_format is FileFormat.JSON:
-        if not columns:
-            return gio
-        ids, props = split_columns(columns)
-
-        def struct(entries: list[CatalogEntry]) -> str:
-            if not entries:
-                return "'{}'::JSON"
-            fields = ", ".join(f"{sql_string(e.key)}: {rendered(e, excel_safe=excel_safe)}" for e in entries)
-            return "{" + fields + "}"
-
-        return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"
-    headers = _headers(columns, spec.header)
-    parts = [gio] + [
-        f"{rendered(e, excel_safe=excel_safe)} AS {_alias(h)}" for e, h in zip(columns, headers, strict=True)
-    ]
-    return ", ".join(parts)
-
-
-def _headers(columns: list[CatalogEntry], header: HeaderType) -> list[str]:
-    """Column headers; display names that collide (with each other or ``gio_id``) get their key appended."""
-    if header is HeaderType.KEY:
-        return [c.key for c in columns]
-    names = [c.name or c.key for c in columns]
-    seen: dict[str, int] = {}
-    for n in [GIO_ID, *names]:
-        seen[n.lower()] = seen.get(n.lower(), 0) + 1
-    return [n if seen[n.lower()] == 1 else f"{n} ({c.key})" for n, c in zip(names, columns, strict=True)]
-
-
-def _alias(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _copy_options(spec: ExportSpec) -> str:
-    opts = ["FORMAT JSON"] if spec.file_format is FileFormat.JSON else ["FORMAT CSV", "HEADER", "FORCE_QUOTE *"]
-    opts.append(f"COMPRESSION {'gzip' if spec.compression.value == 'gzip' else 'uncompressed'}")
-    return ", ".join(opts)

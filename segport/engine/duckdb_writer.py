@@ -15,20 +15,17 @@ membership table, ints only), which is cheap next to the export itself.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 
 from segport.engine.base import ExportOutput
+from segport.engine.fifo import fifo_into
 from segport.engine.sql import sql_string
 
 CHUNK_ROWS = 200_000  # one chunk's sort fits well inside a 256MB DuckDB memory limit, even for JSON
-_F_SETPIPE_SZ = 1031  # Linux: a bigger FIFO buffer means fewer context switches between DuckDB and the pump
 
 
 def copy_to(cur: duckdb.DuckDBPyConnection, query: str, path: Path | str, options: str) -> int:
@@ -108,92 +105,13 @@ def _write_file(
         return copy_to(cur, query, path, options)
     rows = 0
     gzipped = "COMPRESSION gzip" in query_for("")[1]
-    with _fifo_into(path, gzipped=gzipped) as fifo:
+    with fifo_into(path, gzipped=gzipped) as pump:
         for i, chunk in enumerate(chunks):
+            pump.check()  # a pump that failed (disk full) drains the FIFO: stop before the next chunk
             query, options = query_for(_range(*chunk))
             # DuckDB does not compress into a pipe: the pump does (one gzip stream for the whole file)
             options = options.replace("COMPRESSION gzip", "COMPRESSION uncompressed")
             if i:
                 options = options.replace("HEADER", "HEADER false")
-            rows += copy_to(cur, query, fifo, options)
+            rows += copy_to(cur, query, pump.path, options)
     return rows
-
-
-@contextlib.contextmanager
-def _fifo_into(path: Path, *, gzipped: bool = False) -> Iterator[Path]:
-    """A FIFO next to ``path`` whose bytes a thread moves into ``path`` (kernel-side with splice on Linux),
-    or gzips into it (``gzipped``; zlib works outside the GIL).
-
-    We hold a writer end open for the whole file, so the pump sees end-of-file only after the last chunk.
-    If the pump fails (say, the disk is full) it closes the reading end, so DuckDB's write fails at once
-    (broken pipe) instead of blocking; its error is the one raised.
-    """
-    fifo = path.with_name(f".{path.name}.fifo")
-    with contextlib.suppress(FileNotFoundError):
-        fifo.unlink()
-    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.mkfifo(fifo, 0o600)
-        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    except BaseException:
-        os.close(out)
-        with contextlib.suppress(FileNotFoundError):
-            fifo.unlink()
-        raise
-    keep = os.open(fifo, os.O_WRONLY)  # cannot fail: the FIFO exists and has a reader
-    os.set_blocking(reader, True)
-    with contextlib.suppress(ImportError, OSError):
-        import fcntl
-
-        fcntl.fcntl(reader, _F_SETPIPE_SZ, 1 << 20)
-    failed: list[BaseException] = []
-    reader_closed = threading.Event()
-
-    def write_all(data: bytes) -> None:
-        while data:
-            data = data[os.write(out, data) :]
-
-    def pump() -> None:
-        try:
-            move = None if gzipped else getattr(os, "splice", None)
-            packer = zlib.compressobj(6, zlib.DEFLATED, 31) if gzipped else None  # 31: gzip container
-            while True:
-                if move is not None:
-                    n = move(reader, out, 1 << 20)
-                else:  # through user space: gzip, or no splice (not Linux)
-                    data = os.read(reader, 1 << 20)
-                    n = len(data)
-                    write_all(packer.compress(data) if packer is not None and n else data)
-                if n == 0:
-                    if packer is not None:
-                        write_all(packer.flush())
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-            failed.append(exc)
-        finally:
-            os.close(reader)
-            reader_closed.set()
-
-    thread = threading.Thread(target=pump, name=f"segport-fifo-{path.name}", daemon=True)
-    thread.start()
-    try:
-        try:
-            yield fifo
-        except duckdb.Error:
-            if failed:  # DuckDB only saw the broken pipe; the pump knows why
-                raise failed[0] from None
-            raise
-        finally:
-            os.close(keep)  # end of file for the pump (after DuckDB closed its own writer)
-            if not reader_closed.wait(60):
-                raise OSError(f"the writer of {path.name} did not finish")
-            thread.join()
-            os.close(out)
-            with contextlib.suppress(FileNotFoundError):
-                fifo.unlink()
-        if failed:
-            raise failed[0]
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            fifo.unlink()
-        raise

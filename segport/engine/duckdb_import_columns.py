@@ -1,0 +1,195 @@
+"""Reading an import file into typed columns: its format, its DuckDB reader, and one checked SQL expression per
+catalogue key (how a raw value becomes a typed one, and when it is invalid). Used by
+:mod:`segport.engine.duckdb_import`, which loads and merges the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, ValueType, canonical_key
+from segport.engine.messages import engine_words
+from segport.engine.sql import sql_string
+from segport.errors import ImportRejected
+
+FORMATS = ("csv", "parquet", "jsonl")
+Progress = Callable[[str], None]
+BAD = "segport: invalid value"  # raised by error() inside a load statement
+# Control characters other than tab and line breaks are refused in imported text (docs/limits.md): a NUL ends
+# strings in many readers of the exported files, and PostgreSQL's text type refuses it outright.
+CONTROL_RE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+_INT_RE = r"^\s*[+-]?[0-9]+\s*$"
+_DOUBLE_RE = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+_DATE_RE = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$"
+_TEXT_RE = {ValueType.INT: _INT_RE, ValueType.DOUBLE: _DOUBLE_RE, ValueType.DATE: _DATE_RE}
+_INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "HUGEINT"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+
+
+def detect_format(path: Path, forced: str | None) -> str:
+    if forced:
+        fmt = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet"}.get(forced.lower(), forced.lower())
+        if fmt not in FORMATS:
+            raise ImportRejected(f"unknown format {forced!r}: expected csv, parquet or jsonl")
+        return fmt
+    name = path.name.lower()
+    for suffix, fmt in (
+        (".csv", "csv"),
+        (".csv.gz", "csv"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+        (".jsonl.gz", "jsonl"),
+    ):
+        if name.endswith(suffix):
+            return fmt
+    raise ImportRejected(f"cannot tell the format of {path.name!r} from its extension; pass --format")
+
+
+def reader(path: Path, fmt: str) -> str:
+    p = sql_string(str(path))
+    if fmt == "csv":
+        # The header is read here, not sniffed: DuckDB's sniffer may take a ragged first row for the header.
+        names = _csv_header(path)
+        cols = "{" + ", ".join(f"{sql_string(n)}: 'VARCHAR'" for n in names) + "}"
+        return (
+            f"read_csv({p}, header=true, columns={cols}, auto_detect=false, allow_quoted_nulls=false, "
+            "delim=',', quote='\"', escape='\"', strict_mode=true, null_padding=false)"
+        )
+    if fmt == "parquet":
+        # the scan numbers the rows itself (in parallel), unlike row_number() OVER ()
+        return f"read_parquet({p}, file_row_number=true)"
+    # sample the whole file: a type guessed from the first rows would fail later without naming the row
+    return f"read_json({p}, format='newline_delimited', sample_size=-1)"
+
+
+def _csv_header(path: Path) -> list[str]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
+            header = next(csv.reader(f), None)
+    except UnicodeDecodeError:
+        raise ImportRejected(f"{path.name} is not UTF-8 text (save it as UTF-8)") from None
+    except (OSError, csv.Error) as exc:
+        raise ImportRejected(
+            f"cannot read the header of {path.name}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if not header or not any(h.strip() for h in header):
+        raise ImportRejected(f"{path.name} has no header line")
+    names = [h.strip() for h in header]
+    empty = [i for i, n in enumerate(names, 1) if not n]
+    if empty:  # checked here: DuckDB would report it as an internal binder error (struct_pack)
+        raise ImportRejected(f"column {empty[0]} of the header of {path.name} has no name: every column needs a key")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # checked here: DuckDB would report it as an internal binder error
+        raise ImportRejected(f"column {repeated[0]!r} appears twice in the header of {path.name}")
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """How one file column becomes one typed users column."""
+
+    name: str
+    entry: CatalogEntry
+    value: str  # SQL: the typed value (NULL where missing)
+    bad: str | None  # SQL: true where the raw value is present but invalid; None when no value can be bad
+    text: str | None = None  # SQL: a string key's text (multi-valued: its items joined), for the control check
+
+
+def _json_text(x: str) -> str:
+    """A JSON value as text: strings unquoted, numbers as written, null as NULL."""
+    return f"(CASE json_type({x}) WHEN 'VARCHAR' THEN {x}->>'$' WHEN 'NULL' THEN NULL ELSE CAST({x} AS VARCHAR) END)"
+
+
+def _text(raw: str, dtype: str) -> tuple[str, str | None]:
+    """(text expression, expression true for values that are not scalars) of a single-valued source column."""
+    if dtype == "VARCHAR":
+        return raw, None
+    if dtype == "JSON":
+        return _json_text(raw), f"json_type({raw}) IN ('OBJECT', 'ARRAY', 'BOOLEAN')"
+    if dtype.endswith("[]") or dtype.startswith(("STRUCT", "MAP")):
+        return f"CAST({raw} AS VARCHAR)", "true"
+    return f"CAST({raw} AS VARCHAR)", None
+
+
+def _scalar_plan(raw: str, dtype: str, entry: CatalogEntry) -> tuple[str, str | None]:
+    t = entry.type
+    if t is ValueType.STRING:
+        text, not_scalar = _text(raw, dtype)
+        return text, (f"({raw} IS NOT NULL AND {not_scalar})" if not_scalar else None)
+    if t is ValueType.INT and dtype in _INT_TYPES:
+        return f"CAST({raw} AS BIGINT)", ("(" + raw + " > 9223372036854775807)" if dtype == "HUGEINT" else None)
+    if t is ValueType.INT and dtype in _FLOAT_TYPES:
+        return f"TRY_CAST({raw} AS BIGINT)", f"({raw} IS NOT NULL AND NOT (isfinite({raw}) AND {raw} = trunc({raw})))"
+    if t is ValueType.DOUBLE and (dtype in _INT_TYPES or dtype in _FLOAT_TYPES or dtype.startswith("DECIMAL")):
+        return f"CAST({raw} AS DOUBLE)", f"({raw} IS NOT NULL AND NOT isfinite(CAST({raw} AS DOUBLE)))"
+    if t is ValueType.DATE and dtype == "DATE":
+        return raw, None
+    text, not_scalar = _text(raw, dtype)
+    blank_free = f"NULLIF(trim({text}), '')"
+    value = f"TRY_CAST({blank_free} AS {t.sql})"
+    bad = f"({blank_free} IS NOT NULL AND (NOT regexp_full_match({text}, '{_TEXT_RE[t]}') OR {value} IS NULL))"
+    if not_scalar:
+        bad = f"(({raw} IS NOT NULL AND {not_scalar}) OR {bad})"
+    return value, bad
+
+
+def _multi_plan(raw: str, dtype: str, entry: CatalogEntry) -> tuple[str, str | None]:
+    """A multi-valued key: a list column, or text ``a||b``. Empty text or an empty list is null."""
+    if dtype.endswith("[]"):
+        inner = dtype[:-2]
+        item = _json_text("x") if inner == "JSON" else ("x" if inner == "VARCHAR" else "CAST(x AS VARCHAR)")
+        items = f"list_transform({raw}, lambda x: {item})"
+    else:
+        text, _ = _text(raw, dtype)
+        items = f"string_split({text}, '||')"
+    items = f"(CASE WHEN {raw} IS NULL OR len({items}) = 0 OR {items} = [''] THEN NULL ELSE {items} END)"
+    if entry.type is ValueType.STRING:
+        bad = f"({items} IS NOT NULL AND list_contains({items}, NULL))"
+        return items, bad
+    value = f"list_transform({items}, lambda x: TRY_CAST(trim(x) AS {entry.type.sql}))"
+    regex = _TEXT_RE[entry.type]
+    bad = (
+        f"({items} IS NOT NULL AND (len(list_filter({items}, lambda x: x IS NULL OR NOT regexp_full_match(x, "
+        f"'{regex}'))) > 0 OR list_contains({value}, NULL)))"
+    )
+    return value, bad
+
+
+def plan_columns(file_cols: list[tuple[str, str]], catalog: Catalog, project_id: str) -> list[_Column]:
+    columns: list[_Column] = []
+    seen: set[str] = set()
+    for name, dtype in file_cols:
+        key = canonical_key(name.strip())
+        if key == GIO_ID:
+            raise ImportRejected("column gio_id: gio_id is assigned by segport and cannot be imported")
+        entry = catalog.get(key)
+        if entry is None:
+            raise ImportRejected(f"column {name!r} is not a key in the catalogue of project {project_id}")
+        if key in seen:
+            raise ImportRejected(f"column {name!r} appears twice")
+        seen.add(key)
+        raw = f"r.{quote_ident_any(name)}"
+        value, bad = (_multi_plan if entry.multi else _scalar_plan)(raw, dtype, entry)
+        text = None
+        if entry.type is ValueType.STRING:
+            text = f"array_to_string({value}, '')" if entry.multi else value
+        columns.append(_Column(name, entry, value, bad, text))
+    return columns
+
+
+def quote_ident_any(name: str) -> str:
+    """Quote a column name read from a file (any text)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_line(exc: Exception) -> str:
+    return engine_words(exc, internal="its columns are not laid out in a way segport can read")
