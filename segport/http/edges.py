@@ -30,13 +30,11 @@ from segport.http.errors import error_response
 log = logging.getLogger("segport.http")
 
 LIST_PARAMETERS = frozenset({"properties", "properties[]"})
-# Swagger UI and ReDoc (FastAPI's /docs and /redoc) load their bundles from jsDelivr and start with an inline script
+# HTML pages not covered by the console's own header middleware (which sets a tighter policy on /console and
+# on /docs, /redoc): every asset is served by segport itself, so nothing outside 'self' is allowed
 HTML_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src 'self' data: https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 DATA_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
