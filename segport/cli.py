@@ -197,6 +197,7 @@ def run_server(s: Settings) -> None:
         raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
     app = build(s)
     try:
+        app.results.check()  # a missing bucket or refused credentials: one line now, not a failed export later
         config = uvicorn.Config(create_app(app, announce=True), log_level="info", access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -226,6 +227,7 @@ def worker(once: Annotated[bool, typer.Option(help="Run queued jobs, then exit."
 
     app = build(settings())
     try:
+        app.results.check()
         w = Worker(app)
         if once:
             typer.echo(f"ran {w.run_until_empty()} jobs")
