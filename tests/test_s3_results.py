@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -306,3 +308,31 @@ def test_check_names_a_missing_bucket_and_refused_credentials(
             refused.results.check()
     finally:
         refused.close()
+
+
+def test_a_cancelled_export_aborts_its_uploads(
+    big_data: tuple[Path, str], tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    data, token = big_data
+    shutil.copytree(data, tmp_path / "data")
+    side = Side(s3_settings(tmp_path / "data", s3_env, s3_upload_buffers=1, duckdb_threads=1))
+    bucket, s3 = s3_env["SEGPORT_S3_BUCKET"], side.app.results.client  # type: ignore[attr-defined]
+    try:
+        created = side.client.post(export_path("seg_all"), headers=auth(token), json={"properties": PROPS})
+        job_id = created.json()["id"]
+        runner = threading.Thread(target=side.worker.run_until_empty)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.01)
+        side.app.exports.cancel(side.app.meta.authenticate(token), job_id)
+        runner.join(60)
+        assert not runner.is_alive()
+        result = side.client.get(f"/v1/api/job/result/{job_id}", headers=auth(token)).json()
+        assert result["stage"] == "ERROR" and result["error"]["code"] == "JOB_CANCELLED"
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+        assert not any((tmp_path / "data" / "results" / ".staging").iterdir())
+    finally:
+        side.close()

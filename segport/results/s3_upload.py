@@ -144,6 +144,9 @@ class _Upload:
     def wait(self) -> None:
         for thread in self._threads:
             thread.join()
+        if not self._threads and self._reader_fd >= 0:  # start() failed before the reader owned it
+            os.close(self._reader_fd)
+            self._reader_fd = -1
 
     def complete(self) -> None:
         parts = sorted(self.parts, key=lambda p: p["PartNumber"])
@@ -190,10 +193,17 @@ class S3Attempt:
         self.uploads: list[_Upload] = []
 
     def prepare(self, names: list[str]) -> None:
+        known = {u.name for u in self.uploads}
         for name in names:
+            if name in known:  # an engine may ask for the names more than once
+                continue
             upload = _Upload(self, name)
             self.uploads.append(upload)  # before start: discard() cleans up whatever start got to
-            upload.start()
+            try:
+                upload.start()
+            except BaseException as exc:
+                upload.error = exc
+                raise
 
     def finish(self) -> dict[str, int]:
         for upload in self.uploads:
