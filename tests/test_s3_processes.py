@@ -181,3 +181,18 @@ def test_an_api_process_without_the_workers_disk_serves_the_file(tmp_path: Path,
         if api is not None:
             stop_server(api)
         stop_server(worker)
+
+
+def test_the_python_client_downloads_through_a_presigned_redirect(tmp_path: Path, s3_gateway: S3Gateway) -> None:
+    from segport.client import Client
+
+    data, token, parquet = make_data_dir(tmp_path, 3000)
+    env = {**FAST, **s3_gateway.env(s3_gateway.new_bucket()), "SEGPORT_S3_PRESIGNED_REDIRECT": "true"}
+    server = start_server(data, tmp_path / "server.log", env)
+    try:
+        # the client follows the 302 and must not send its Bearer token to S3 (a second auth method: 400)
+        with Client(server.base_url, token) as client:
+            (path,) = client.export_segment(PROJECT, "seg_all", PROPS, file_format="json", dest=tmp_path, timeout=60)
+        assert path.read_bytes() == expected_jsonl(parquet, PROPS)
+    finally:
+        stop_server(server)
