@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -43,7 +44,8 @@ class RemoteFileResponse(ResultFileResponse):
         try:
             yield reader
         finally:
-            await anyio.to_thread.run_sync(reader.close)
+            with anyio.CancelScope(shield=True):  # a client gone mid-answer: still give the connection back
+                await anyio.to_thread.run_sync(reader.close)
 
 
 class _RemoteReader:
