@@ -109,7 +109,13 @@ def test_s3_going_away_mid_export_is_a_clear_error_and_the_server_keeps_serving(
     gateway = own_s3_gateway
     data, token, _ = make_data_dir(tmp_path, 200_000)
     bucket = gateway.new_bucket()
-    env = {**FAST, **gateway.env(bucket), "SEGPORT_S3_UPLOAD_BUFFERS": "1", "SEGPORT_S3_TIMEOUT_S": "3"}
+    env = {
+        **FAST,
+        **gateway.env(bucket),
+        "SEGPORT_S3_UPLOAD_BUFFERS": "1",
+        "SEGPORT_S3_PART_SIZE_BYTES": str(5 << 20),  # more, smaller parts: the export is still uploading when S3 goes
+        "SEGPORT_S3_TIMEOUT_S": "3",
+    }
     server = start_server(data, tmp_path / "server.log", env)
     try:
         first = submit(server, token, "seg_few", {"properties": PROPS})
