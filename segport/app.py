@@ -71,6 +71,11 @@ def _results(settings: Settings) -> ResultStore:
         from segport.results.local import LocalResultStore
 
         return LocalResultStore(settings.data_dir / "results")
+    if settings.results == "s3":
+        from segport.results.s3 import S3ResultStore
+
+        # only the FIFOs an export streams through live on local disk
+        return S3ResultStore(settings, settings.data_dir / "results" / ".staging")
     raise ValueError(f"unknown result store {settings.results!r}")
 
 

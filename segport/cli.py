@@ -120,6 +120,7 @@ def run_server(s: Settings) -> None:
     raise_descriptor_limit(s.max_connections + 512)  # the connections, plus the files and pools the app opens
     app = build(s)
     try:
+        app.results.check()  # a missing bucket or refused credentials: one line now, not a failed export later
         config = uvicorn.Config(
             create_app(app, announce=True), log_level="info", access_log=False, **uvicorn_options(s)
         )
@@ -151,6 +152,7 @@ def worker(once: Annotated[bool, typer.Option(help="Run queued jobs, then exit."
 
     app = build(settings())
     try:
+        app.results.check()
         w = Worker(app)
         if once:
             typer.echo(f"ran {w.run_until_empty()} jobs")

@@ -184,6 +184,14 @@ class MetadataBusy(SegportError):
         super().__init__(message, **kw)
 
 
+class ResultStoreUnavailable(SegportError):
+    """The result store (S3) cannot be reached or refuses us: a download is a 503, an export ends ERROR."""
+
+    status = 503
+    code = "RESULT_STORE_UNAVAILABLE"
+    exit_code = 5
+
+
 class TooManyJobs(SegportError):
     status = 429
     code = "TOO_MANY_JOBS"

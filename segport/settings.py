@@ -23,7 +23,25 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the metadata store; empty means the SQLite file `meta.sqlite` in the data dir.",
     )
     engine: Literal["duckdb"] = Field("duckdb", description="Profile engine backend.")
-    results: Literal["local"] = Field("local", description="Result file store backend.")
+    results: Literal["local", "s3"] = Field(
+        "local", description="Result file store backend: `local` (the data dir) or `s3` (S3-compatible storage)."
+    )
+
+    # --- S3 result store (results=s3; credentials and region from the standard AWS_* variables) ---------
+    s3_bucket: str = Field("", description="Bucket holding result files (must exist; checked at start-up).")
+    s3_prefix: str = Field("segport/", description="Key prefix of every object segport writes in the bucket.")
+    s3_endpoint_url: str = Field("", description="S3 endpoint, e.g. http://minio:9000; empty means AWS S3.")
+    s3_part_size_bytes: int = Field(
+        8 * 1024**2, ge=5 * 1024**2, description="Multipart upload part size (S3's minimum is 5 MiB)."
+    )
+    s3_upload_buffers: int = Field(
+        2, ge=1, le=16, description="Parts held in memory per file being uploaded (memory = parts x part size)."
+    )
+    s3_presigned_redirect: bool = Field(
+        False, description="`/download` answers 302 to a presigned S3 URL instead of streaming the file."
+    )
+    s3_presigned_ttl_s: int = Field(300, ge=1, le=7 * 24 * 3600, description="Lifetime of a presigned download URL.")
+    s3_timeout_s: float = Field(20.0, gt=0, description="Connect and read timeout of one S3 request.")
 
     # --- HTTP --------------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `segport serve` listens on.")

@@ -24,6 +24,7 @@ from segport.services.data import SegmentSpec
 from segport.settings import Settings
 from segport.worker import Worker
 from tests.pg_support import pg_cluster, pg_url  # noqa: F401  (fixtures: a throwaway PostgreSQL server)
+from tests.s3_support import own_s3_gateway, s3_env, s3_gateway  # noqa: F401  (fixtures: a real S3 server)
 
 PROJECT = "WlGk4Daj"
 OTHER_PROJECT = "Other001"

@@ -57,8 +57,10 @@ def write_export(
         total = int(cur.execute(f"SELECT count(*) FROM ({ids_query})").fetchone()[0])  # type: ignore[index]
         step = chunk_rows if can_stream else total + 1
         if total <= step and (not max_file_rows or total <= max_file_rows):
-            query, options = query_for("")
             path = out_dir / file_names(1)[0]
+            if can_stream and _gzipped(query_for("")[1]):
+                return ExportOutput(_write_file(cur, query_for, path, [(None, None)]), [path])
+            query, options = query_for("")
             return ExportOutput(copy_to(cur, query, path, options), [path])
         files = _plan(cur, ids_query, step, max_file_rows)
         paths = [out_dir / name for name in file_names(len(files))]
@@ -89,22 +91,32 @@ def _plan(
     return files
 
 
-def _range(start: int, end: int | None) -> str:
+def _range(start: int | None, end: int | None) -> str:
+    if start is None:
+        return ""  # the whole target
     return f"u.gio_id >= {start}" + ("" if end is None else f" AND u.gio_id < {end}")
+
+
+def _gzipped(options: str) -> bool:
+    return "COMPRESSION gzip" in options
 
 
 def _write_file(
     cur: duckdb.DuckDBPyConnection,
     query_for: Callable[[str], tuple[str, str]],
     path: Path,
-    chunks: list[tuple[int, int | None]],
+    chunks: list[tuple[int | None, int | None]],
 ) -> int:
-    """One result file: a single ``COPY`` for one chunk, else every chunk streamed through a FIFO into it."""
-    if len(chunks) == 1:
+    """One result file: a single ``COPY`` for one chunk, else every chunk streamed through a FIFO into it.
+
+    A gzip file always goes through the FIFO, compressed by the pump: DuckDB writes a pipe uncompressed, so
+    this way a file's bytes are the same whatever its size and wherever ``path`` leads (a result store may
+    hand us a FIFO of its own)."""
+    gzipped = _gzipped(query_for("")[1])
+    if len(chunks) == 1 and not gzipped:
         query, options = query_for(_range(*chunks[0]))
         return copy_to(cur, query, path, options)
     rows = 0
-    gzipped = "COMPRESSION gzip" in query_for("")[1]
     with fifo_into(path, gzipped=gzipped) as pump:
         for i, chunk in enumerate(chunks):
             pump.check()  # a pump that failed (disk full) drains the FIFO: stop before the next chunk

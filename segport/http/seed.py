@@ -6,13 +6,14 @@ import codecs
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from segport.domain.jobs import TargetKind
 from segport.errors import InvalidBody
 from segport.http.auth import Who, quick
 from segport.http.errors import parse_body
 from segport.http.files import ResultFileResponse
+from segport.http.remote_files import remote_response
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
 from segport.http.views import job_result
 from segport.services.exports import ExportRequest
@@ -78,8 +79,10 @@ async def get_job_result(id: str, request: Request, who: Who) -> JobResult:
     summary="Download a result file",
     responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}, "application/gzip": {}}}},
 )
-def download(request: Request, who: Who, file: Annotated[str, Query(max_length=1024)]) -> FileResponse:
+def download(request: Request, who: Who, file: Annotated[str, Query(max_length=1024)]) -> Response:
     found = request.app.state.segport.exports.download(who, file)
+    if found.remote is not None:  # object storage: streamed from it, or a redirect to it
+        return remote_response(found.remote, media_type=found.media_type, filename=found.file_name)
     return ResultFileResponse(found.path, media_type=found.media_type, filename=found.file_name)
 
 

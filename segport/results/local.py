@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segport.domain.naming import JOB_NAME_RE
+from segport.results.base import Attempt
 
 
 class LocalResultStore:
@@ -19,6 +20,17 @@ class LocalResultStore:
         self.root = root
         self.staging_root = root / ".staging"
         self.staging_root.mkdir(parents=True, exist_ok=True)
+
+    def check(self) -> None:
+        """Nothing to check: the folder was created above."""
+
+    def begin(self, job_id: str, attempt: int, job_name: str, *, prefix: bytes = b"") -> Attempt:
+        from segport.results.attempt import LocalAttempt
+
+        return LocalAttempt(self, job_id, attempt, job_name, prefix)
+
+    def locate(self, job_name: str, job_id: str, attempt: int, file_name: str) -> Path | None:
+        return self.path(job_name, file_name)  # one folder per job: the attempt that published it
 
     def staging(self, job_id: str, attempt: int) -> Path:
         path = self.staging_root / f"{job_id}-{attempt}"
@@ -58,7 +70,7 @@ class LocalResultStore:
                 removed += 1
         return removed
 
-    def sweep_published(self, kept: Callable[[list[str]], set[str]]) -> int:
+    def sweep_published(self, kept: Callable[[list[str]], dict[str, str]]) -> int:
         names = [e.name for e in self.root.iterdir() if e.is_dir() and JOB_NAME_RE.match(e.name)]
         keep = kept(names) if names else set()
         removed = 0

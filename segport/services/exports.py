@@ -6,8 +6,6 @@ import errno
 import gzip
 import json
 import logging
-import os
-import shutil
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +28,8 @@ from segport.errors import (
     StorageFull,
     TagNotFound,
 )
-from segport.results.base import ResultStore
+from segport.results.base import Attempt, RemoteResult, ResultStore
+from segport.results.base import media_type_of as _media_type
 from segport.settings import Settings
 from segport.store.meta import MetaStore, Principal, iso_ms
 from segport.store.models import JobRow, utcnow
@@ -53,9 +52,10 @@ class ExportRequest:
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    path: Path
+    path: Path | None  # a local file, or None when the file is ``remote``
     file_name: str
     media_type: str
+    remote: RemoteResult | None = None
 
 
 class ExportService:
@@ -154,10 +154,12 @@ class ExportService:
         _check_not_expired(row)
         if row.stage != Stage.FINISH.value or file_name not in job_files(row):
             raise FileNotFound("no such result file (the job may not be finished yet)")
-        path = self.results.path(row.name, file_name)
-        if path is None:
+        found = self.results.locate(row.name, row.id, row.attempts, file_name)
+        if found is None:
             raise FileNotFound("the result file is missing from the result store")
-        return Download(path, file_name, _media_type(file_name))
+        if isinstance(found, Path):
+            return Download(found, file_name, _media_type(file_name))
+        return Download(None, file_name, _media_type(file_name), remote=found)
 
     # --- run (worker side) -------------------------------------------------------------------------
     def run(self, row: JobRow, owner: str, interrupt: Interrupt | None = None) -> None:
@@ -166,20 +168,22 @@ class ExportService:
         interrupt = interrupt or Interrupt()
         with self._lock:
             self._running[row.id] = interrupt
-        staging: Path | None = None
+        attempt: Attempt | None = None
         try:
-            staging = self.results.staging(row.id, row.attempts)
-            names, rows, size = self._write(row, staging, interrupt)
+            spec = ExportSpec.from_json(row.spec)
+            attempt = self.results.begin(row.id, row.attempts, row.name, prefix=_prefix(spec))
+            names, rows, size = self._write(row, spec, attempt, interrupt)
             self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
-            self.results.publish(staging, row.name)
+            attempt.publish()
         except BaseException as exc:
-            if staging is not None:
-                self.results.discard(staging)
+            stored = attempt.failure() if attempt is not None else None  # the store's error explains a broken pipe
+            if attempt is not None:
+                attempt.discard()
             if interrupt.fired or isinstance(exc, LeaseLost):
                 raise LeaseLost(row.id) from exc
             if not isinstance(exc, Exception):
                 raise
-            self._fail(row, owner, *_failure(row, exc))
+            self._fail(row, owner, *_failure(row, stored if isinstance(stored, Exception) else exc))
             return
         finally:
             with self._lock:
@@ -197,12 +201,13 @@ class ExportService:
                 expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
             )
         except LeaseLost:
-            self.results.delete(row.name)
+            attempt.discard()
             raise
 
-    def _write(self, row: JobRow, staging: Path, interrupt: Interrupt) -> tuple[list[str], int, int]:
-        """Write the job's files into ``staging``: (file names, rows, bytes)."""
-        spec = ExportSpec.from_json(row.spec)
+    def _write(
+        self, row: JobRow, spec: ExportSpec, attempt: Attempt, interrupt: Interrupt
+    ) -> tuple[list[str], int, int]:
+        """Write the job's files through ``attempt``: (file names, rows, bytes)."""
         catalog = self.meta.catalog(row.project_id)
         columns = columns_of(spec, catalog)
         ext = spec.extension
@@ -211,16 +216,15 @@ class ExportService:
             Target(row.target_kind, row.target_key),
             columns,
             spec,
-            staging,
-            lambda parts: result_file_names(row.target_name, row.file_day, ext, parts),
+            attempt.folder,
+            lambda parts: _prepared(attempt, result_file_names(row.target_name, row.file_day, ext, parts)),
             max_file_rows=self.settings.max_file_rows,
             excel_safe=self.settings.excel_safe,
             interrupt=interrupt,
         )
-        if spec.bom and spec.file_format is FileFormat.CSV:
-            for path in output.files:
-                _prepend_bom(path, gzipped=spec.compression.value == "gzip")
-        return [p.name for p in output.files], output.rows, sum(p.stat().st_size for p in output.files)
+        sizes = attempt.finish()  # BOM prefixes are added by the store, as the bytes go in
+        names = [p.name for p in output.files]
+        return names, output.rows, sum(sizes.get(name, 0) for name in names)
 
     def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
         now = utcnow()
@@ -277,7 +281,7 @@ class ExportService:
         return {
             "expired": self.expire(),
             "staging": self.results.sweep_staging(self.queue.running_attempts),
-            "orphans": self.results.sweep_published(self.queue.names_with_files),
+            "orphans": self.results.sweep_published(self.queue.attempts_with_files),
         }
 
 
@@ -303,26 +307,21 @@ def _check_not_expired(row: JobRow) -> None:
         raise JobExpired(f"the results of job {row.id} expired at {_iso(row.expires_at)} and were deleted")
 
 
-def _prepend_bom(path: Path, *, gzipped: bool = False) -> None:
-    """Put the UTF-8 BOM before the file's bytes. A gzip file gets it as a gzip member of its own: gzip
-    readers concatenate members, so the file still decompresses to BOM + the same CSV."""
-    tmp = path.with_name(path.name + ".bom")
-    with open(tmp, "wb") as out, open(path, "rb") as src:
-        out.write(gzip.compress(BOM, mtime=0) if gzipped else BOM)
-        shutil.copyfileobj(src, out, 1 << 20)
-    os.replace(tmp, path)
+def _prefix(spec: ExportSpec) -> bytes:
+    """What every file of the export starts with: the UTF-8 BOM for ``bom`` CSV. A gzip file gets it as a
+    gzip member of its own: gzip readers concatenate members, so the file still decompresses to BOM + CSV."""
+    if not (spec.bom and spec.file_format is FileFormat.CSV):
+        return b""
+    return gzip.compress(BOM, mtime=0) if spec.compression.value == "gzip" else BOM
+
+
+def _prepared(attempt: Attempt, names: list[str]) -> list[str]:
+    attempt.prepare(names)
+    return names
 
 
 def _local_day(now: datetime, tz: str) -> str:
     return now.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d")
-
-
-def _media_type(file_name: str) -> str:
-    if file_name.endswith(".gz"):
-        return "application/gzip"
-    if file_name.endswith(".csv"):
-        return "text/csv; charset=utf-8"
-    return "application/x-ndjson; charset=utf-8"
 
 
 def _iso(value: datetime | None) -> str:

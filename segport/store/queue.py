@@ -303,6 +303,21 @@ class JobQueue:
                 )
         return found
 
+    def attempts_with_files(self, names: list[str]) -> dict[str, str]:
+        """Those of ``names`` whose jobs may own published files, each with the ``<job id>-<attempt>`` that
+        may own them (the one that finished the job, or the running one about to)."""
+        found: dict[str, str] = {}
+        with self.db.read() as s:
+            for i in range(0, len(names), 500):
+                rows = s.execute(
+                    select(JobRow.name, JobRow.id, JobRow.attempts).where(
+                        JobRow.name.in_(names[i : i + 500]),
+                        JobRow.stage.in_([Stage.FINISH.value, Stage.RUNNING.value]),
+                    )
+                ).all()
+                found.update({name: f"{job_id}-{attempts}" for name, job_id, attempts in rows})
+        return found
+
     # --- expiry ------------------------------------------------------------------------------------
     def due_for_expiry(self, now: datetime) -> list[JobRow]:
         with self.db.read() as s:
