@@ -4,6 +4,7 @@ event, and thousands of held connections are bounded by ``max_connections`` (doc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -224,3 +225,30 @@ def test_thousands_of_held_connections_are_bounded(live: tuple[LiveServer, str, 
     finally:
         for sock in held:
             sock.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [b"X-Big: " + b"a" * 200_000 + b"\r\n", b"X-A: b\r\n" * 20_000],
+    ids=["one-huge-header", "twenty-thousand-headers"],
+)
+def test_request_headers_over_64_kb_are_a_431(live: tuple[LiveServer, str, str], headers: bytes) -> None:
+    server, token, _ = live
+    with connect(server) as sock:
+        # the server may close while we still send: its answer is then already in our receive buffer
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n")
+        answer = read_all(sock)
+    status, body, _ = error_of(answer)
+    assert status == 431 and body["error"]["code"] == "HEADERS_TOO_LARGE"
+    still_serves(server, token)
+
+
+def test_bytes_that_are_not_http_get_the_json_error_shape(live: tuple[LiveServer, str, str]) -> None:
+    server, token, _ = live
+    for garbage in (b"\x00\x01\x02 hello\r\n\r\n", b"POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(garbage)
+            status, body, _ = error_of(read_all(sock))
+        assert status == 400 and body["error"]["code"] == "BAD_REQUEST"
+    still_serves(server, token)

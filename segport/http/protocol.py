@@ -6,6 +6,7 @@ descriptor the process has. Here a request's headers must be complete ``header_t
 connection opened, or after the first byte of the next request on a keep-alive connection; otherwise the client
 gets a 408 (the one JSON error shape) and the connection is closed. A connection beyond ``max_connections``
 is answered 503 and closed at once, before anything is read (the listen backlog queues the rest in the kernel).
+A request line with headers over ``MAX_HEADER_BYTES`` is a 431, and bytes that are not HTTP a JSON 400.
 Bodies are bounded by :class:`segport.http.edges.EdgeGuard`.
 """
 
@@ -37,11 +38,15 @@ def raw_error(status: int, reason: str, code: str, message: str, headers: dict[s
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers; the parser itself sets no limit
+
+
 def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[HttpToolsProtocol]:
     """The protocol class for ``uvicorn.Config(http=...)``, with these bounds."""
 
     class GuardedHttpProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
         _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -58,8 +63,24 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
             self._arm()
 
         def data_received(self, data: bytes) -> None:
-            if not self._refused:
-                super().data_received(data)
+            if self._refused:
+                return
+            super().data_received(data)
+            if self._header_timer is not None:  # still reading a request line and headers
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                    self._disarm()
+                    message = f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes"
+                    self._refuse(431, "Request Header Fields Too Large", "HEADERS_TOO_LARGE", message)
+
+        def send_400_response(self, msg: str) -> None:
+            """Not HTTP/1.1 at all: the one JSON error shape instead of uvicorn's plain text."""
+            self._refuse(400, "Bad Request", "BAD_REQUEST", "the request is not valid HTTP/1.1")
+
+        def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+            self._refused = True
+            self.transport.write(raw_error(status, reason, code, message))
+            self.transport.close()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -67,6 +88,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._header_bytes = 0
             super().on_headers_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
