@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -182,25 +183,95 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
-    """Serve the HTTP API, with export workers inside."""
+    """Serve the HTTP API: API processes on one port, and an engine process running the exports."""
     run_server(settings(host=host, port=port))
 
 
 def run_server(s: Settings) -> None:
-    import uvicorn
-
-    from segport.http.server import create_app
+    """Bind the public socket, then supervise the API processes and the engine process (segport/processes.py)."""
+    from segport.http.admin import sweep_uploads
+    from segport.processes import Supervisor
+    from segport.remote import remove_server_file, write_server_file
 
     try:  # bind first: a busy port is a one-line error before anything is opened
         sock = _listen(s.host, s.port)
     except OSError as exc:
         raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
+    try:
+        build(s, with_engine=False).close()  # migrate once here, not in every child at the same moment
+        sweep_uploads(s.data_dir)
+        write_server_file(s)
+        typer.echo(f"segport serve {os.getpid()}: {s.api_process_count()} API processes on {s.host}:{s.port}")
+        Supervisor(s, sock).run()
+    finally:
+        remove_server_file(s)
+        sock.close()
+
+
+_ENGINE_START_S = 120.0  # longer than any engine start (it opens the DuckDB file, replaying its WAL)
+
+
+def _serve_asgi(asgi: Any, *, sockets: list[socket.socket] | None = None, uds: str | None = None) -> None:
+    """Run an ASGI app with uvicorn until SIGTERM/SIGINT (uvicorn's own handlers) ends it."""
+    import uvicorn
+
+    config = uvicorn.Config(asgi, log_level="info", access_log=False, timeout_graceful_shutdown=5, uds=uds)
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+@cli.command()
+@handled
+def api(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    fd: Annotated[int | None, typer.Option(hidden=True, help="Serve an inherited listening socket.")] = None,
+) -> None:
+    """Serve the HTTP API alone; engine reads and imports go to SEGPORT_ENGINE_URL (a `segport worker --listen`)."""
+    from segport.http.server import create_app
+
+    s = settings(host=host, port=port)
+    app = build(s, api_process=True)
+    try:
+        asgi = create_app(app, run_workers=False)
+        if fd is not None:  # an API process of `segport serve`: accept once the engine answers
+            from segport.processes import wait_for_engine
+
+            wait_for_engine(s.engine_url, _ENGINE_START_S)
+            _serve_asgi(asgi, sockets=[socket.socket(fileno=fd)])
+        else:
+            try:
+                sock = _listen(s.host, s.port)
+            except OSError as exc:
+                raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
+            typer.echo(f"segport api on {s.base_url()} (engine: {s.engine_url or 'none'})")
+            _serve_asgi(asgi, sockets=[sock])
+    finally:
+        app.close()
+
+
+def _engine_process(listen: str | None, uds: str | None) -> None:
+    """The engine half: owns the engine, runs workers, janitor and daily recompute, serves the internal API."""
+    from segport.engine.internal import create_engine_app
+    from segport.processes import unlink_stale_socket
+
+    s = settings()
     app = build(s)
     try:
-        config = uvicorn.Config(create_app(app, announce=True), log_level="info", access_log=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        asgi = create_engine_app(app, run_workers=s.serve_workers)
+        if uds:
+            unlink_stale_socket(Path(uds))
+            _serve_asgi(asgi, uds=uds)
+        else:
+            host, _, port = (listen or "").rpartition(":")
+            if not host or not port.isdigit():
+                raise InvalidParameter(f"--listen wants HOST:PORT, not {listen!r}")
+            try:
+                sock = _listen(host.strip("[]"), int(port))
+            except OSError as exc:
+                raise fail(f"cannot listen on {listen}: {exc.strerror or exc}", 1) from None
+            typer.echo(f"segport worker: engine API on http://{listen}")
+            _serve_asgi(asgi, sockets=[sock])
     finally:
-        sock.close()
         app.close()
 
 
@@ -220,10 +291,19 @@ def _listen(host: str, port: int) -> socket.socket:
 
 @cli.command()
 @handled
-def worker(once: Annotated[bool, typer.Option(help="Run queued jobs, then exit.")] = False) -> None:
-    """Run export workers without the HTTP API."""
+def worker(
+    once: Annotated[bool, typer.Option(help="Run queued jobs, then exit.")] = False,
+    listen: Annotated[
+        str | None, typer.Option(help="Also serve the engine's internal API on HOST:PORT (for `segport api`).")
+    ] = None,
+    uds: Annotated[str | None, typer.Option(help="Serve the engine's internal API on this Unix socket.")] = None,
+) -> None:
+    """Run export workers without the HTTP API (the engine process: with --listen/--uds, API processes use it)."""
     from segport.worker import Worker
 
+    if listen or uds:
+        _engine_process(listen, uds)
+        return
     app = build(settings())
     try:
         w = Worker(app)

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `segport serve` listens on.")
     public_url: str = Field("", description="Base URL printed in examples; empty means http://{host}:{port}.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
+    api_processes: int = Field(
+        0, ge=0, description="API processes `segport serve` runs on its one port; 0 = one per core."
+    )
+    engine_url: str = Field(
+        "",
+        description="Where `segport api` sends engine reads and imports: `unix:PATH` or `http://HOST:PORT` of a "
+        "`segport worker --listen`; empty: engine endpoints answer 503.",
+    )
     max_upload_bytes: int = Field(
         50 * 1024**3, ge=1024, description="Largest file uploaded to the admin API (users files, id lists)."
     )
@@ -79,6 +87,15 @@ class Settings(BaseSettings):
 
     def resolved_metadata_url(self) -> str:
         return self.metadata_url or f"sqlite:///{(self.data_dir / 'meta.sqlite').resolve()}"
+
+    def api_process_count(self) -> int:
+        import os
+
+        return self.api_processes or max(1, os.cpu_count() or 1)
+
+    def engine_socket(self) -> Path:
+        """The Unix socket of the engine process `segport serve` starts (in the data dir, shared by both)."""
+        return self.data_dir.resolve() / "engine.sock"
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

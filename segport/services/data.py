@@ -106,7 +106,10 @@ class DataService:
         if users:
             raise KeyInUse(f"key {key!r} is used by segment(s) {', '.join(users)}; change or delete them first")
         self.meta.delete_catalog_key(project_id, key)
-        self.engine.drop_column(project_id, key)
+        try:
+            self.engine.drop_column(project_id, key)
+        finally:
+            self.sync_version(project_id)
 
     # --- users -------------------------------------------------------------------------------------
     def import_users(
@@ -123,9 +126,12 @@ class DataService:
         catalog = self.meta.catalog(project_id)
         self.engine.ensure_project(project_id, catalog)
         daily = self._definitions(project_id, only_daily=True)
-        report = self.engine.import_users(
-            project_id, catalog, path, file_format or "", identity_column(match), [d for d, _ in daily], progress
-        )
+        try:
+            report = self.engine.import_users(
+                project_id, catalog, path, file_format or "", identity_column(match), [d for d, _ in daily], progress
+            )
+        finally:
+            self.sync_version(project_id)
         now = utcnow()
         for definition, _row in daily:
             self.meta.update_segment(
@@ -191,6 +197,7 @@ class DataService:
         except BaseException:
             self.meta.delete_segment(project_id, spec.key)
             self.engine.drop_segment(project_id, spec.key)
+            self.sync_version(project_id)
             raise
         return self.meta.segment(project_id, spec.key)
 
@@ -200,7 +207,10 @@ class DataService:
         row = self.meta.segment(project_id, key)
         self.meta.update_segment(project_id, key, detector_stage="RUNNING")
         try:
-            result = self.engine.compute_segment(project_id, self._definition(row))
+            try:
+                result = self.engine.compute_segment(project_id, self._definition(row))
+            finally:
+                self.sync_version(project_id)
         except Exception as exc:
             message = exc.message if isinstance(exc, SegportError) else f"{type(exc).__name__}: {exc}"
             self.meta.update_segment(
@@ -245,11 +255,27 @@ class DataService:
     def delete_segment(self, project_id: str, key: str) -> None:
         self.meta.segment(project_id, key)
         self.meta.delete_segment(project_id, key)
-        self.engine.drop_segment(project_id, key)
+        try:
+            self.engine.drop_segment(project_id, key)
+        finally:
+            self.sync_version(project_id)
+
+    def sync_version(self, project_id: str) -> None:
+        """Mirror the engine's data version into the metadata store, in the same step as each engine change
+        to profiles or memberships: submits deduplicate on it without asking the engine. (The engine process
+        repeats it for every project at start, covering a crash between the two writes.)"""
+        try:
+            self.meta.set_data_version(project_id, self.engine.data_version(project_id))
+        except SegportError as exc:  # engine gone meanwhile: the engine process syncs again when it starts
+            log.warning("data version of %s not mirrored: %s", project_id, exc.message)
 
     def _definitions(self, project_id: str, *, only_daily: bool) -> list[tuple[SegmentDefinition, SegmentRow]]:
         rows, _ = self.meta.segments(project_id)
         return [(self._definition(r), r) for r in rows if not only_daily or r.scheduler == "DAILY"]
+
+    def definition_of(self, project_id: str, key: str) -> SegmentDefinition:
+        """What the engine needs to compute a stored segment (the engine process compiles remote calls' here)."""
+        return self._definition(self.meta.segment(project_id, key))
 
     def _definition(self, row: SegmentRow) -> SegmentDefinition:
         if row.rule:

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from segport.store.models import JobRow, utcnow
 from segport.store.queue import JobQueue, LeaseLost, job_files
 
 log = logging.getLogger("segport.exports")
+_SNAPSHOT_TRIES = 3
 BOM = "\ufeff".encode()
 
 
@@ -76,6 +78,8 @@ class ExportService:
         self.wake = wake
         self._lock = threading.Lock()
         self._running: dict[str, Interrupt] = {}  # jobs this process is exporting now
+        # an API process sets this: a cancel then stops the export in the engine process at once
+        self.remote_interrupt: Callable[[str, str], None] | None = None
 
     # --- submit ------------------------------------------------------------------------------------
     def submit(self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest) -> JobRow:
@@ -99,7 +103,9 @@ class ExportService:
             bom=req.bom,
             compression=req.compression,
         )
-        version = str(self.engine.data_version(project_id))
+        # from the metadata store, never the engine: a submit must not wait for (or need) the engine process
+        data_version = int(project.data_version or 0)
+        version = str(data_version)
         fingerprint = spec.fingerprint(project_id, kind.value, target_key, version)
 
         def make_row() -> JobRow:
@@ -118,6 +124,7 @@ class ExportService:
                 attempts=0,
                 created_at=now,
                 file_day=_local_day(now, project.timezone),
+                submit_version=data_version,
             )
 
         row, created = self.queue.submit(
@@ -169,7 +176,7 @@ class ExportService:
         staging: Path | None = None
         try:
             staging = self.results.staging(row.id, row.attempts)
-            names, rows, size = self._write(row, staging, interrupt)
+            names, rows, size, snapshot = self._write(row, staging, interrupt)
             self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
             self.results.publish(staging, row.name)
         except BaseException as exc:
@@ -195,13 +202,36 @@ class ExportService:
                 bytes=size,
                 finished_at=now,
                 expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
+                data_version=snapshot[0],
+                data_version_at=snapshot[1],
             )
         except LeaseLost:
             self.results.delete(row.name)
             raise
 
-    def _write(self, row: JobRow, staging: Path, interrupt: Interrupt) -> tuple[list[str], int, int]:
-        """Write the job's files into ``staging``: (file names, rows, bytes)."""
+    def _write(
+        self, row: JobRow, staging: Path, interrupt: Interrupt
+    ) -> tuple[list[str], int, int, tuple[int, datetime]]:
+        """Write the job's files into ``staging``: (file names, rows, bytes, (data version, read at)).
+
+        The data version is the engine's, read before and after the export: when an import or recompute
+        committed in between, the file may hold either snapshot, so it is written again (up to
+        ``_SNAPSHOT_TRIES`` times) until one version held throughout; after that the later version is
+        recorded (the file holds no data newer than it)."""
+        for attempt in range(1, _SNAPSHOT_TRIES + 1):
+            before, at = self.engine.data_version(row.project_id), utcnow()
+            written = self._write_once(row, staging, interrupt)
+            after = self.engine.data_version(row.project_id)
+            if before == after:
+                return (*written, (before, at))
+            if attempt == _SNAPSHOT_TRIES:
+                return (*written, (after, utcnow()))
+            log.info("job %s: data changed during the export (version %s -> %s), writing again", row.id, before, after)
+            for leftover in staging.iterdir():
+                leftover.unlink()
+        raise AssertionError("unreachable")
+
+    def _write_once(self, row: JobRow, staging: Path, interrupt: Interrupt) -> tuple[list[str], int, int]:
         spec = ExportSpec.from_json(row.spec)
         catalog = self.meta.catalog(row.project_id)
         columns = columns_of(spec, catalog)
@@ -239,6 +269,8 @@ class ExportService:
         with self._lock:
             interrupt = self._running.get(job_id)
         if interrupt is None:
+            if self.remote_interrupt is not None:
+                self.remote_interrupt(job_id, reason)
             return False
         interrupt.fire(reason)
         return True
