@@ -199,6 +199,7 @@ def run_server(s: Settings) -> None:
         raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
     try:
         build(s, with_engine=False).close()  # migrate once here, not in every child at the same moment
+        _preload()
         sweep_uploads(s.data_dir)
         write_server_file(s)
         typer.echo(f"segport serve {os.getpid()}: {s.api_process_count()} API processes on {s.host}:{s.port}")
@@ -208,15 +209,18 @@ def run_server(s: Settings) -> None:
         sock.close()
 
 
-_ENGINE_START_S = 120.0  # longer than any engine start (it opens the DuckDB file, replaying its WAL)
+def _preload() -> None:
+    """Import what the children run before forking them: each then starts without a second of imports."""
+    import uvicorn.lifespan.on  # noqa: F401
+    import uvicorn.protocols.http.h11_impl  # noqa: F401
 
+    import segport.engine.internal  # noqa: F401
+    import segport.http.server  # noqa: F401
+    import segport.roles  # noqa: F401
+    import segport.worker  # noqa: F401
 
-def _serve_asgi(asgi: Any, *, sockets: list[socket.socket] | None = None, uds: str | None = None) -> None:
-    """Run an ASGI app with uvicorn until SIGTERM/SIGINT (uvicorn's own handlers) ends it."""
-    import uvicorn
-
-    config = uvicorn.Config(asgi, log_level="info", access_log=False, timeout_graceful_shutdown=5, uds=uds)
-    uvicorn.Server(config).run(sockets=sockets)
+    if settings().engine == "duckdb":
+        import segport.engine.duckdb_engine  # noqa: F401
 
 
 @cli.command()
@@ -224,69 +228,26 @@ def _serve_asgi(asgi: Any, *, sockets: list[socket.socket] | None = None, uds: s
 def api(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
-    fd: Annotated[int | None, typer.Option(hidden=True, help="Serve an inherited listening socket.")] = None,
 ) -> None:
     """Serve the HTTP API alone; engine reads and imports go to SEGPORT_ENGINE_URL (a `segport worker --listen`)."""
-    from segport.http.server import create_app
+    from segport.roles import run_api
 
     s = settings(host=host, port=port)
-    app = build(s, api_process=True)
     try:
-        asgi = create_app(app, run_workers=False)
-        if fd is not None:  # an API process of `segport serve`: accept once the engine answers
-            from segport.processes import wait_for_engine
-
-            wait_for_engine(s.engine_url, _ENGINE_START_S)
-            _serve_asgi(asgi, sockets=[socket.socket(fileno=fd)])
-        else:
-            try:
-                sock = _listen(s.host, s.port)
-            except OSError as exc:
-                raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
-            typer.echo(f"segport api on {s.base_url()} (engine: {s.engine_url or 'none'})")
-            _serve_asgi(asgi, sockets=[sock])
-    finally:
-        app.close()
-
-
-def _engine_process(listen: str | None, uds: str | None) -> None:
-    """The engine half: owns the engine, runs workers, janitor and daily recompute, serves the internal API."""
-    from segport.engine.internal import create_engine_app
-    from segport.processes import unlink_stale_socket
-
-    s = settings()
-    app = build(s)
+        sock = _listen(s.host, s.port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
+    typer.echo(f"segport api on {s.base_url()} (engine: {s.engine_url or 'none: engine endpoints answer 503'})")
     try:
-        asgi = create_engine_app(app, run_workers=s.serve_workers)
-        if uds:
-            unlink_stale_socket(Path(uds))
-            _serve_asgi(asgi, uds=uds)
-        else:
-            host, _, port = (listen or "").rpartition(":")
-            if not host or not port.isdigit():
-                raise InvalidParameter(f"--listen wants HOST:PORT, not {listen!r}")
-            try:
-                sock = _listen(host.strip("[]"), int(port))
-            except OSError as exc:
-                raise fail(f"cannot listen on {listen}: {exc.strerror or exc}", 1) from None
-            typer.echo(f"segport worker: engine API on http://{listen}")
-            _serve_asgi(asgi, sockets=[sock])
+        run_api(s, sock)
     finally:
-        app.close()
+        sock.close()
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
+    from segport.roles import listen_socket
+
+    return listen_socket(host, port)
 
 
 @cli.command()
@@ -302,7 +263,11 @@ def worker(
     from segport.worker import Worker
 
     if listen or uds:
-        _engine_process(listen, uds)
+        from segport.roles import run_engine
+
+        if listen:
+            typer.echo(f"segport worker: engine API on http://{listen}")
+        run_engine(settings(), uds=uds, listen=listen)
         return
     app = build(settings())
     try:

@@ -2,16 +2,16 @@
 
 The supervisor binds the public socket, then starts:
 
-* one **engine process** (`segport worker --uds <data dir>/engine.sock`): it owns the profile engine
+* one **engine process** (what `segport worker --uds <data dir>/engine.sock` runs): it owns the profile engine
   (the DuckDB file), runs the export workers, the janitor and the daily recompute, and answers the profile
   reads and imports of the API processes on its internal API (segport/engine/internal.py);
-* ``api_processes`` **API processes** (`segport api --fd N`), all accepting on the one inherited socket.
+* ``api_processes`` **API processes** (what `segport api` runs), all accepting on the one inherited socket.
   They read and write the metadata store, read result files for downloads and call the engine process for
   the rest (segport/engine/remote.py).
 
 A child that exits is started again: an API process at once, the engine process after a backoff that
 doubles up to ``_MAX_BACKOFF_S`` while it keeps dying young (its running jobs come back under the lease
-rules). SIGTERM/SIGINT stop every child (TERM, a grace period, then KILL). Children get
+rules). Children are forked from the supervisor (see :class:`Forked`). SIGTERM/SIGINT stop every child (TERM, a grace period, then KILL). Children get
 ``PR_SET_PDEATHSIG`` = SIGKILL, so a supervisor killed with -9 takes them with it: no orphans.
 """
 
@@ -26,12 +26,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 import httpx
 
+from segport.errors import SegportError
 from segport.settings import Settings
 
 log = logging.getLogger("segport.serve")
@@ -53,25 +55,84 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Forked:
+    """A child forked from the supervisor, running ``target``; the subset of ``Popen`` the supervisor uses.
+
+    Forked, not spawned: the supervisor has imported every module already, so a child (or its replacement
+    after a crash) starts in milliseconds instead of re-importing for a second or more of CPU. The
+    supervisor runs no threads, so forking it is safe."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                die_with_parent()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own
+                target()
+                code = 0
+            except SegportError as exc:
+                print(f"error: {exc.message}", file=sys.stderr)
+                code = exc.exit_code
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+
 @dataclass
 class Child:
     role: str  # "engine" | "api"
-    argv: list[str]
-    env: dict[str, str]
-    pass_fds: tuple[int, ...] = ()
-    process: subprocess.Popen[bytes] | None = None
+    target: Callable[[], None]
+    process: Forked | None = None
     started: float = 0.0
     backoff_s: float = _MIN_BACKOFF_S
     due: float = 0.0  # when to start it again
     restarts: int = 0
-    history: list[int] = field(default_factory=list)  # pids it had, oldest first
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, pass_fds=self.pass_fds, preexec_fn=die_with_parent, close_fds=True
-        )
+        self.process = Forked(self.target)
         self.started = time.monotonic()
-        self.history.append(self.process.pid)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -79,39 +140,38 @@ class Child:
 
 class Supervisor:
     def __init__(self, settings: Settings, sock: socket.socket) -> None:
-        self.settings = settings
+        self.settings = settings.model_copy(update={"engine_url": f"unix:{settings.engine_socket()}"})
         self.sock = sock
         self.children: list[Child] = []
         self._stopping = False
 
     # --- the children --------------------------------------------------------------------------------
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["SEGPORT_DATA_DIR"] = str(self.settings.data_dir.resolve())
-        env["SEGPORT_ENGINE_URL"] = f"unix:{self.settings.engine_socket()}"
-        env["SEGPORT_SUPERVISOR_PID"] = str(os.getpid())
-        return env
-
     def plan(self) -> list[Child]:
-        python = [sys.executable, "-m", "segport.cli"]
-        engine = Child("engine", [*python, "worker", "--uds", str(self.settings.engine_socket())], self._env())
-        fd = self.sock.fileno()
+        from segport.roles import ENGINE_START_S, run_api, run_engine
+
+        s, uds = self.settings, str(self.settings.engine_socket())
+
+        def engine_main() -> None:
+            self.sock.close()  # the public port is the API processes' alone
+            run_engine(s, uds=uds)
+
+        engine = Child("engine", engine_main)
         apis = [
-            Child("api", [*python, "api", "--fd", str(fd)], self._env(), pass_fds=(fd,))
-            for _ in range(self.settings.api_process_count())
+            Child("api", lambda: run_api(s, self.sock, wait_for_engine_s=ENGINE_START_S))
+            for _ in range(s.api_process_count())
         ]
         return [engine, *apis]
 
     def run(self) -> None:
         """Start the children and keep them running until SIGTERM/SIGINT.
 
-        All start at once (each API process waits for the engine before it accepts: see `segport api`).
+        All start at once (each API process waits for the engine before it accepts: see `roles.run_api`).
         An engine that exits before it ever answered (the data dir is locked, a bad setting) ends `serve`
         with its exit code, its error line already on stderr, rather than restarting forever."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.children = self.plan()
-        engine, url, ready = self.children[0], f"unix:{self.settings.engine_socket()}", False
+        engine, ready = self.children[0], False
         try:
             for child in self.children:
                 child.start()
@@ -121,7 +181,7 @@ class Supervisor:
                     code = engine.process.poll()
                     if code is not None:
                         raise SystemExit(code or 1)
-                    ready = engine_answers(url)
+                    ready = engine_answers(self.settings.engine_url)
                 self._tend()
                 time.sleep(0.1)
         finally:
@@ -198,9 +258,3 @@ def wait_for_engine(url: str, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def unlink_stale_socket(path: Path) -> None:
-    """Remove the socket a killed engine process left behind (uvicorn cannot bind over it)."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

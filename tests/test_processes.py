@@ -24,17 +24,14 @@ SPLIT = {**FAST, "SEGPORT_API_PROCESSES": "2"}
 
 
 def children(server: LiveServer) -> dict[str, list[psutil.Process]]:
-    """The supervisor's live children by role."""
+    """The supervisor's live children by role: the engine is the one holding the DuckDB file open."""
     found: dict[str, list[psutil.Process]] = {"engine": [], "api": []}
     for child in psutil.Process(server.process.pid).children():
         try:
-            cmd = child.cmdline()
-        except psutil.NoSuchProcess:
+            files = {Path(f.path).name for f in child.open_files()}
+        except psutil.Error:
             continue
-        if "worker" in cmd:
-            found["engine"].append(child)
-        elif "api" in cmd:
-            found["api"].append(child)
+        found["engine" if "profiles.duckdb" in files else "api"].append(child)
     return found
 
 
@@ -45,7 +42,7 @@ def engine_pid(server: LiveServer) -> int:
 
 def users_page(server: LiveServer, token: str) -> httpx.Response:
     return httpx.get(
-        f"{server.base_url}/v1/api/projects/{PROJECT}/segments/seg_few/users",
+        f"{server.base_url}/v1/api/projects/{PROJECT}/segment_profiles/seg_few/users",
         headers=auth(token),
         params={"limit": 2},
         timeout=30,
@@ -54,7 +51,7 @@ def users_page(server: LiveServer, token: str) -> httpx.Response:
 
 @pytest.fixture
 def split_server(tmp_path: Path) -> tuple[LiveServer, str, Path]:
-    data, token, parquet = make_data_dir(tmp_path, 200_000)
+    data, token, parquet = make_data_dir(tmp_path, 2_000)
     server = start_server(data, tmp_path / "server.log", SPLIT)
     yield server, token, parquet  # type: ignore[misc]
     stop_server(server)
@@ -79,10 +76,16 @@ def test_serve_runs_two_api_processes_and_one_engine_and_replaces_a_killed_api_p
     assert users_page(server, token).status_code == 200
 
 
-def test_engine_killed_mid_export_is_restarted_and_the_job_finishes_with_the_right_bytes(
-    split_server: tuple[LiveServer, str, Path],
-) -> None:
-    server, token, parquet = split_server
+def test_engine_killed_mid_export_is_restarted_and_the_job_finishes_with_the_right_bytes(tmp_path: Path) -> None:
+    data, token, parquet = make_data_dir(tmp_path, 200_000)
+    server = start_server(data, tmp_path / "server.log", SPLIT)
+    try:
+        _kill_the_engine_mid_export(server, token, parquet)
+    finally:
+        stop_server(server)
+
+
+def _kill_the_engine_mid_export(server: LiveServer, token: str, parquet: Path) -> None:
     first = wait_for(lambda: engine_pid(server), "the engine process")
     job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json", "compression": "gzip"})
     wait_for(lambda: job_result(server, token, job["id"])["stage"] == "RUNNING", "the export to start")
