@@ -153,7 +153,7 @@ class Supervisor:
 
         def engine_main() -> None:
             self.sock.close()  # the public port is the API processes' alone
-            run_engine(s, uds=uds)
+            run_engine(s, uds=uds, nice=s.engine_nice)
 
         engine = Child("engine", engine_main)
         apis = [

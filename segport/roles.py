@@ -16,6 +16,7 @@ from segport.errors import InvalidParameter
 from segport.settings import Settings
 
 log = logging.getLogger("segport.roles")
+_API_KEEP_ALIVE_S = 30
 ENGINE_START_S = 120.0  # longer than any engine start (it opens the DuckDB file, replaying its WAL)
 
 
@@ -34,11 +35,20 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_asgi(asgi: Any, *, sockets: list[socket.socket] | None = None, uds: str | None = None) -> None:
+def serve_asgi(
+    asgi: Any, *, sockets: list[socket.socket] | None = None, uds: str | None = None, keep_alive_s: int = 5
+) -> None:
     """Run an ASGI app with uvicorn until SIGTERM/SIGINT (uvicorn's own handlers) ends it."""
     import uvicorn
 
-    config = uvicorn.Config(asgi, log_level="info", access_log=False, timeout_graceful_shutdown=5, uds=uds)
+    config = uvicorn.Config(
+        asgi,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        timeout_keep_alive=keep_alive_s,
+        uds=uds,
+    )
     uvicorn.Server(config).run(sockets=sockets)
 
 
@@ -54,16 +64,23 @@ def run_api(settings: Settings, sock: socket.socket, *, wait_for_engine_s: float
     try:
         if wait_for_engine_s and settings.engine_url:
             wait_for_engine(settings.engine_url, wait_for_engine_s)
-        serve_asgi(create_app(app, run_workers=False), sockets=[sock])
+        # clients poll a job about once a second: a connection idle for longer than uvicorn's 5 s default
+        # may be closed just as the client sends on it (a ReadError on a busy machine, measured in load_bench)
+        serve_asgi(create_app(app, run_workers=False), sockets=[sock], keep_alive_s=_API_KEEP_ALIVE_S)
     finally:
         app.close()
 
 
-def run_engine(settings: Settings, *, uds: str | None = None, listen: str | None = None) -> None:
+def run_engine(settings: Settings, *, uds: str | None = None, listen: str | None = None, nice: int = 0) -> None:
     """The engine process: owns the engine, runs workers, janitor and daily recompute, serves the internal
-    API on the Unix socket ``uds`` or on ``listen`` (HOST:PORT)."""
+    API on the Unix socket ``uds`` or on ``listen`` (HOST:PORT). ``nice`` lowers its CPU priority (and that of
+    DuckDB's threads, which inherit it): exports are throughput work, API requests are latency work."""
+    import os
+
     from segport.engine.internal import create_engine_app
 
+    if nice:
+        os.nice(nice)
     sock = None
     if listen:
         host, _, port = listen.rpartition(":")

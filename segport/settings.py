@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     api_processes: int = Field(
         0, ge=0, description="API processes `segport serve` runs on its one port; 0 = one per core."
     )
+    engine_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of the engine process of `segport serve`: under CPU contention exports yield to API "
+        "requests; 0 = same priority.",
+    )
     engine_url: str = Field(
         "",
         description="Where `segport api` sends engine reads and imports: `unix:PATH` or `http://HOST:PORT` of a "

@@ -38,7 +38,6 @@ from segport.store.models import JobRow, utcnow
 from segport.store.queue import JobQueue, LeaseLost, job_files
 
 log = logging.getLogger("segport.exports")
-_SNAPSHOT_TRIES = 3
 BOM = "\ufeff".encode()
 
 
@@ -212,26 +211,20 @@ class ExportService:
     def _write(
         self, row: JobRow, staging: Path, interrupt: Interrupt
     ) -> tuple[list[str], int, int, tuple[int, datetime]]:
-        """Write the job's files into ``staging``: (file names, rows, bytes, (data version, read at)).
+        """Write the job's files into ``staging``: (file names, rows, bytes, (data version, snapshot time)).
 
-        The data version is the engine's, read before and after the export: when an import or recompute
-        committed in between, the file may hold either snapshot, so it is written again (up to
-        ``_SNAPSHOT_TRIES`` times) until one version held throughout; after that the later version is
-        recorded (the file holds no data newer than it)."""
-        for attempt in range(1, _SNAPSHOT_TRIES + 1):
-            before, at = self.engine.data_version(row.project_id), utcnow()
-            written = self._write_once(row, staging, interrupt)
-            after = self.engine.data_version(row.project_id)
-            if before == after:
-                return (*written, (before, at))
-            if attempt == _SNAPSHOT_TRIES:
-                return (*written, (after, utcnow()))
-            log.info("job %s: data changed during the export (version %s -> %s), writing again", row.id, before, after)
-            for leftover in staging.iterdir():
-                leftover.unlink()
-        raise AssertionError("unreachable")
+        The engine reports the version of the snapshot it read the files from (DuckDB: read in the export's
+        own transaction, so an import committing meanwhile changes neither the file nor the version). An
+        engine that cannot tell is bracketed by two ``data_version`` calls; if they differ, the later one is
+        recorded (the file holds no newer data)."""
+        before, at = self.engine.data_version(row.project_id), utcnow()
+        names, rows, size, reported = self._write_once(row, staging, interrupt)
+        if reported is not None:
+            return names, rows, size, (reported, at)
+        after = self.engine.data_version(row.project_id)
+        return names, rows, size, (after, at if after == before else utcnow())
 
-    def _write_once(self, row: JobRow, staging: Path, interrupt: Interrupt) -> tuple[list[str], int, int]:
+    def _write_once(self, row: JobRow, staging: Path, interrupt: Interrupt) -> tuple[list[str], int, int, int | None]:
         spec = ExportSpec.from_json(row.spec)
         catalog = self.meta.catalog(row.project_id)
         columns = columns_of(spec, catalog)
@@ -250,7 +243,8 @@ class ExportService:
         if spec.bom and spec.file_format is FileFormat.CSV:
             for path in output.files:
                 _prepend_bom(path, gzipped=spec.compression.value == "gzip")
-        return [p.name for p in output.files], output.rows, sum(p.stat().st_size for p in output.files)
+        size = sum(p.stat().st_size for p in output.files)
+        return [p.name for p in output.files], output.rows, size, output.data_version
 
     def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
         now = utcnow()
