@@ -11,13 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.conftest import PROJECT, LiveServer, auth, start_server, stop_server, write_users_csv
+from tests.conftest import PROJECT, LiveServer, auth, free_port, start_server, stop_server, write_users_csv
 from tests.test_crash import FAST, PROPS, expected_jsonl, job_result, make_data_dir, submit, wait_for
 
 SPLIT = {**FAST, "SEGPORT_API_PROCESSES": "2"}
@@ -175,3 +176,41 @@ def test_a_supervisor_killed_with_sigkill_takes_its_children_with_it(tmp_path: P
     server.process.wait(10)
     _, alive = psutil.wait_procs(kids, timeout=15)  # type: ignore[arg-type]
     assert alive == [], alive
+
+
+def test_segport_api_and_segport_worker_listen_run_the_two_halves_separately(tmp_path: Path) -> None:
+    data, token, _ = make_data_dir(tmp_path, 1000)
+    engine_port, api_port = free_port(), free_port()
+    env = {**os.environ, **FAST, "SEGPORT_DATA_DIR": str(data)}
+    log = open(tmp_path / "halves.log", "ab")  # noqa: SIM115 - handed to the children
+    cli = [sys.executable, "-m", "segport.cli"]
+    engine = subprocess.Popen([*cli, "worker", "--listen", f"127.0.0.1:{engine_port}"], env=env, stdout=log, stderr=log)
+    api = subprocess.Popen(
+        [*cli, "api", "--host", "127.0.0.1", "--port", str(api_port)],
+        env={**env, "SEGPORT_ENGINE_URL": f"http://127.0.0.1:{engine_port}"},
+        stdout=log,
+        stderr=log,
+    )
+    server = LiveServer(f"http://127.0.0.1:{api_port}", api, data, tmp_path / "halves.log")
+    try:
+        page = wait_for(lambda: _answer(lambda: users_page(server, token)), "the API to reach the engine", 90)
+        assert isinstance(page, httpx.Response) and page.json()["totalCount"] == 3
+        job = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": "csv"})
+        done = wait_for(lambda: (r := job_result(server, token, job["id"]))["stage"] == "FINISH" and r, "the export")
+        assert isinstance(done, dict) and done["rows"] == 3
+        assert (
+            b"C0000002" in httpx.get(f"{server.base_url}/download?file={done['uris'][0]}", headers=auth(token)).content
+        )
+    finally:
+        for proc in (api, engine):
+            proc.terminate()
+            proc.wait(30)
+        log.close()
+
+
+def _answer(request: Callable[[], httpx.Response]) -> httpx.Response | None:
+    try:
+        r = request()
+    except httpx.TransportError:
+        return None
+    return r if r.status_code == 200 else None
