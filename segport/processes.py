@@ -144,6 +144,7 @@ class Supervisor:
         self.sock = sock
         self.children: list[Child] = []
         self._stopping = False
+        self._started = False
 
     # --- the children --------------------------------------------------------------------------------
     def plan(self) -> list[Child]:
@@ -155,11 +156,13 @@ class Supervisor:
             self.sock.close()  # the public port is the API processes' alone
             run_engine(s, uds=uds, nice=s.engine_nice)
 
+        def api_main() -> None:
+            # at `serve`'s start, wait for the engine (requests queue in the backlog); a replacement serves at
+            # once, answering 503 for engine reads if the engine happens to be down too
+            run_api(s, self.sock, wait_for_engine_s=0.0 if self._started else ENGINE_START_S)
+
         engine = Child("engine", engine_main)
-        apis = [
-            Child("api", lambda: run_api(s, self.sock, wait_for_engine_s=ENGINE_START_S))
-            for _ in range(s.api_process_count())
-        ]
+        apis = [Child("api", api_main) for _ in range(s.api_process_count())]
         return [engine, *apis]
 
     def run(self) -> None:
@@ -175,6 +178,7 @@ class Supervisor:
         try:
             for child in self.children:
                 child.start()
+            self._started = True
             while not self._stopping:
                 if not ready:
                     assert engine.process is not None
@@ -182,15 +186,15 @@ class Supervisor:
                     if code is not None:
                         raise SystemExit(code or 1)
                     ready = engine_answers(self.settings.engine_url)
-                self._tend()
+                self._tend(engine_ready=ready)
                 time.sleep(0.1)
         finally:
             self.stop()
 
-    def _tend(self) -> None:
+    def _tend(self, *, engine_ready: bool) -> None:
         now = time.monotonic()
         for child in self.children:
-            if child.alive():
+            if child.alive() or (child.role == "engine" and not engine_ready):  # a first start failing: run() ends
                 continue
             if child.process is not None:  # it just died
                 code = child.process.returncode

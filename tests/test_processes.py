@@ -214,3 +214,33 @@ def _answer(request: Callable[[], httpx.Response]) -> httpx.Response | None:
     except httpx.TransportError:
         return None
     return r if r.status_code == 200 else None
+
+
+def test_serve_on_a_data_dir_whose_profile_file_is_held_elsewhere_exits_with_one_line(tmp_path: Path) -> None:
+    data, _, _ = make_data_dir(tmp_path, 100)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(data / 'profiles.duckdb')!r}); "
+            "print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        done = subprocess.run(
+            [sys.executable, "-m", "segport.cli", "--data-dir", str(data), "serve", "--port", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, **SPLIT},
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not (data / "server.json").exists()
