@@ -35,9 +35,23 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_asgi(
-    asgi: Any, *, sockets: list[socket.socket] | None = None, uds: str | None = None, keep_alive_s: int = 5
-) -> None:
+def unix_socket(path: Path) -> socket.socket:
+    """A listening Unix socket only this user may connect to (uvicorn's own ``uds=`` makes it 0666, and
+    the internal API answers any project's profile reads)."""
+    import os
+
+    path.unlink(missing_ok=True)  # left by an engine process that was killed
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    sock.listen(2048)
+    return sock
+
+
+def serve_asgi(asgi: Any, *, sockets: list[socket.socket], keep_alive_s: int = 5) -> None:
     """Run an ASGI app with uvicorn until SIGTERM/SIGINT (uvicorn's own handlers) ends it."""
     import uvicorn
 
@@ -47,7 +61,6 @@ def serve_asgi(
         access_log=False,
         timeout_graceful_shutdown=5,
         timeout_keep_alive=keep_alive_s,
-        uds=uds,
     )
     uvicorn.Server(config).run(sockets=sockets)
 
@@ -91,9 +104,11 @@ def run_engine(settings: Settings, *, uds: str | None = None, listen: str | None
     try:
         asgi = create_engine_app(app, run_workers=settings.serve_workers)
         if uds:
-            Path(uds).unlink(missing_ok=True)  # left by an engine process that was killed
-            serve_asgi(asgi, uds=uds)
+            serve_asgi(asgi, sockets=[unix_socket(Path(uds))])
         else:
-            serve_asgi(asgi, sockets=[sock] if sock else None)
+            assert sock is not None
+            serve_asgi(asgi, sockets=[sock])
     finally:
         app.close()
+        if uds:
+            Path(uds).unlink(missing_ok=True)
