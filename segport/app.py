@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 
 from segport.engine.base import ProfileEngine
+from segport.engine.remote import RemoteWake
 from segport.results.base import ResultStore
 from segport.services.data import DataService
 from segport.services.exports import ExportService
@@ -35,22 +36,53 @@ class App:
         self.db.close()
 
 
-def build(settings: Settings | None = None, *, with_engine: bool = True) -> App:
-    """Open (and migrate) the data dir named by ``settings`` and wire every part together."""
+def build(settings: Settings | None = None, *, with_engine: bool = True, api_process: bool = False) -> App:
+    """Open (and migrate) the data dir named by ``settings`` and wire every part together.
+
+    With ``api_process`` (`segport api`, the API processes of `segport serve`) the App gets the engine an
+    API process may use: a remote engine in the engine process at ``engine_url``, or none (engine endpoints
+    answer 503) - unless the engine is a shared server every process may open (see ``_api_engine``)."""
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_metadata_url(), settings.resolved_pool_size())
     db.migrate()
     meta = MetaStore(db)
     queue = JobQueue(db, max_attempts=settings.max_attempts)
-    engine = _engine(settings) if with_engine else _NoEngine()
-    results = _results(settings)
     wake = threading.Event()
+    engine: ProfileEngine
+    if api_process:
+        engine, wake = _api_engine(settings)
+    else:
+        engine = _engine(settings) if with_engine else _NoEngine()
+    results = _results(settings)
     exports = ExportService(settings, meta, queue, engine, results, wake)
+    if isinstance(wake, RemoteWake):
+        exports.remote_interrupt = wake.interrupt
     data = DataService(meta, engine)
     if with_engine:  # the owner of the engine closes any gap a kill left between catalogue and columns
         data.repair()
     return App(settings, db, meta, queue, engine, results, exports, data, wake)
+
+
+# Engines that are servers of their own: any process may open them, API processes included. An embedded
+# engine (DuckDB: one writer per file) is owned by the engine process; API processes reach it remotely.
+SHARED_ENGINES: frozenset[str] = frozenset({"clickhouse"})
+
+
+def _api_engine(settings: Settings) -> tuple[ProfileEngine, threading.Event]:
+    from segport.engine.remote import RemoteEngine
+
+    if settings.engine in SHARED_ENGINES:
+        return _engine(settings), _remote_wake(settings)
+    remote = RemoteEngine(settings.engine_url)
+    return remote, RemoteWake(remote.client)
+
+
+def _remote_wake(settings: Settings) -> threading.Event:
+    """Workers of a shared engine still run elsewhere (`segport worker`): wake them there if told where."""
+    from segport.engine.remote import EngineClient
+
+    return RemoteWake(EngineClient(settings.engine_url)) if settings.engine_url else threading.Event()
 
 
 def _engine(settings: Settings) -> ProfileEngine:

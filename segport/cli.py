@@ -11,6 +11,7 @@ found, 5 busy, 6 job failed, 7 timed out, 8 server unreachable or download faile
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -102,54 +103,99 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
-    """Serve the HTTP API, with export workers inside."""
+    """Serve the HTTP API: API processes on one port, and an engine process running the exports."""
     run_server(settings(host=host, port=port))
 
 
 def run_server(s: Settings) -> None:
-    import uvicorn
-
-    from segport.http.server import create_app
+    """Bind the public socket, then supervise the API processes and the engine process (segport/processes.py)."""
+    from segport.http.admin import sweep_uploads
+    from segport.processes import Supervisor
+    from segport.remote import remove_server_file, write_server_file
 
     try:  # bind first: a busy port is a one-line error before anything is opened
         sock = _listen(s.host, s.port)
     except OSError as exc:
         raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
-    from segport.http.protocol import raise_descriptor_limit, uvicorn_options
+    from segport.http.protocol import raise_descriptor_limit
 
     raise_descriptor_limit(s.max_connections + 512)  # the connections, plus the files and pools the app opens
-    app = build(s)
     try:
-        app.results.check()  # a missing bucket or refused credentials: one line now, not a failed export later
-        config = uvicorn.Config(
-            create_app(app, announce=True), log_level="info", access_log=False, **uvicorn_options(s)
-        )
-        uvicorn.Server(config).run(sockets=[sock])
+        meta_only = build(s, with_engine=False)  # migrate once here, not in every child at the same moment
+        try:
+            meta_only.results.check()  # a missing bucket or refused credentials: one line now, not a failed export
+        finally:
+            meta_only.close()
+        _preload()
+        sweep_uploads(s.data_dir)
+        write_server_file(s)
+        typer.echo(f"segport serve {os.getpid()}: {s.api_process_count()} API processes on {s.host}:{s.port}")
+        Supervisor(s, sock).run()
     finally:
+        remove_server_file(s)
         sock.close()
-        app.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
+def _preload() -> None:
+    """Import what the children run before forking them: each then starts without a second of imports."""
+    import uvicorn.lifespan.on  # noqa: F401
+    import uvicorn.protocols.http.h11_impl  # noqa: F401
+
+    import segport.engine.internal  # noqa: F401
+    import segport.http.server  # noqa: F401
+    import segport.roles  # noqa: F401
+    import segport.worker  # noqa: F401
+
+    if settings().engine == "duckdb":
+        import segport.engine.duckdb_engine  # noqa: F401
 
 
 @cli.command()
 @handled
-def worker(once: Annotated[bool, typer.Option(help="Run queued jobs, then exit.")] = False) -> None:
-    """Run export workers without the HTTP API."""
+def api(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Serve the HTTP API alone; engine reads and imports go to SEGPORT_ENGINE_URL (a `segport worker --listen`)."""
+    from segport.roles import run_api
+
+    s = settings(host=host, port=port)
+    try:
+        sock = _listen(s.host, s.port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
+    typer.echo(f"segport api on {s.base_url()} (engine: {s.engine_url or 'none: engine endpoints answer 503'})")
+    try:
+        run_api(s, sock)
+    finally:
+        sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    from segport.roles import listen_socket
+
+    return listen_socket(host, port)
+
+
+@cli.command()
+@handled
+def worker(
+    once: Annotated[bool, typer.Option(help="Run queued jobs, then exit.")] = False,
+    listen: Annotated[
+        str | None, typer.Option(help="Also serve the engine's internal API on HOST:PORT (for `segport api`).")
+    ] = None,
+    uds: Annotated[str | None, typer.Option(help="Serve the engine's internal API on this Unix socket.")] = None,
+) -> None:
+    """Run export workers without the HTTP API (the engine process: with --listen/--uds, API processes use it)."""
     from segport.worker import Worker
 
+    if listen or uds:
+        from segport.roles import run_engine
+
+        if listen:
+            typer.echo(f"segport worker: engine API on http://{listen}")
+        run_engine(settings(), uds=uds, listen=listen)
+        return
     app = build(settings())
     try:
         app.results.check()

@@ -192,6 +192,17 @@ class ResultStoreUnavailable(SegportError):
     exit_code = 5
 
 
+class EngineUnavailable(SegportError):
+    """The engine process is down, restarting or not configured (an API process answers without it)."""
+
+    status = 503
+    code = "ENGINE_UNAVAILABLE"
+    exit_code = 8
+
+    def __init__(self, message: str, *, retry_after_s: int = 2, **details: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)}, **details)
+
+
 class TooManyJobs(SegportError):
     status = 429
     code = "TOO_MANY_JOBS"

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port `segport serve` listens on.")
     public_url: str = Field("", description="Base URL printed in examples; empty means http://{host}:{port}.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
+    api_processes: int = Field(
+        0, ge=0, description="API processes `segport serve` runs on its one port; 0 = one per core."
+    )
+    engine_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Niceness added to the engine process of `segport serve` (exports then yield the CPU to API "
+        "requests); 0 = same priority.",
+    )
+    engine_url: str = Field(
+        "",
+        description="Where `segport api` sends engine reads and imports: `unix:PATH` or `http://HOST:PORT` of a "
+        "`segport worker --listen`; empty: engine endpoints answer 503.",
+    )
     max_upload_bytes: int = Field(
         50 * 1024**3, ge=1024, description="Largest file uploaded to the admin API (users files, id lists)."
     )
@@ -57,7 +72,12 @@ class Settings(BaseSettings):
         description="A request's headers, and a body of at most `max_body_bytes`, must arrive within this time "
         "(uploads: between two reads); else HTTP 408 and the connection closes.",
     )
-    keep_alive_timeout_s: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this.")
+    keep_alive_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An idle keep-alive connection is closed after this (30 s: clients polling about once a second "
+        "on a busy machine lost connections closed just as they sent on them with uvicorn's 5 s).",
+    )
     max_connections: int = Field(
         1000,
         ge=1,
@@ -126,6 +146,15 @@ class Settings(BaseSettings):
         """Threads that may hold a metadata connection at once: the API's thread pool, each running job and
         its heartbeat, and the event loop, the janitor and the daily scheduler."""
         return self.metadata_pool_size or self.api_threads + 2 * self.max_running_jobs + 3
+
+    def api_process_count(self) -> int:
+        import os
+
+        return self.api_processes or max(1, os.cpu_count() or 1)
+
+    def engine_socket(self) -> Path:
+        """The Unix socket of the engine process `segport serve` starts (in the data dir, shared by both)."""
+        return self.data_dir.resolve() / "engine.sock"
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"

@@ -212,7 +212,7 @@ def start_server(
         preexec_fn=preexec_fn,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a shared CI machine: `serve` starts an engine and API processes
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log.read_text()}")

@@ -138,9 +138,17 @@ def test_upgrading_a_0001_store_keeps_its_jobs_and_widens_their_sizes(
             cfg = _alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0001")  # a store made before this migration existed
-        MetaStore(db).create_project(P, "old")
+        # rows written with the 0001 columns only: the models describe the newest schema
+        old = job_maker()()
+        v0001 = {c["name"] for c in inspect(db.engine).get_columns("jobs")}
+        with db.engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO projects (id, name, timezone, created_at) VALUES (:id, 'old', 'UTC', :at)"),
+                {"id": P, "at": utcnow().replace(tzinfo=None)},
+            )
+            values = {c.name: getattr(old, c.key) for c in JobRow.__table__.columns if c.name in v0001}
+            conn.execute(JobRow.__table__.insert().values(**values))
         queue = JobQueue(db, max_attempts=3)
-        old, _ = queue.submit(job_maker())
         db.migrate()
         assert queue.get(old.id).fingerprint == old.fingerprint
         queue.claim("w", 60)

@@ -26,6 +26,9 @@ class Target:
 class ExportOutput:
     rows: int
     files: list[Path]
+    # the data version of the snapshot the files were read from, read in the export's own transaction;
+    # None if the engine cannot tell (the caller then brackets the export with data_version calls)
+    data_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

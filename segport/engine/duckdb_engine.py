@@ -311,6 +311,7 @@ class DuckDBEngine:
                     file_names,
                     max_file_rows=max_file_rows,
                     chunk_rows=self.chunk_rows,
+                    version_of=lambda c: _version(c, project_id),
                 )
         except duckdb.InterruptException as exc:
             raise ExportFailed("the export was interrupted (cancelled or taken over)") from exc
@@ -324,6 +325,11 @@ class DuckDBEngine:
         finally:
             if interrupt is not None:
                 interrupt.unbind()
+
+
+def _version(cur: duckdb.DuckDBPyConnection, project_id: str) -> int:
+    row = cur.execute("SELECT data_version FROM segport_state WHERE project = ?", [project_id]).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:

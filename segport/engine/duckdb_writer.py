@@ -43,6 +43,7 @@ def write_export(
     *,
     max_file_rows: int = 0,
     chunk_rows: int = CHUNK_ROWS,
+    version_of: Callable[[duckdb.DuckDBPyConnection], int] | None = None,
 ) -> ExportOutput:
     """Write the export into ``out_dir``: one file, or parts of at most ``max_file_rows`` rows (0 = one file).
 
@@ -54,20 +55,21 @@ def write_export(
     cur.execute("SET enable_progress_bar = false")  # no bars in the server's log
     cur.execute("BEGIN TRANSACTION")
     try:
+        version = version_of(cur) if version_of is not None else None  # in the snapshot the files are read from
         total = int(cur.execute(f"SELECT count(*) FROM ({ids_query})").fetchone()[0])  # type: ignore[index]
         step = chunk_rows if can_stream else total + 1
         if total <= step and (not max_file_rows or total <= max_file_rows):
             path = out_dir / file_names(1)[0]
             if can_stream and _gzipped(query_for("")[1]):
-                return ExportOutput(_write_file(cur, query_for, path, [(None, None)]), [path])
+                return ExportOutput(_write_file(cur, query_for, path, [(None, None)]), [path], version)
             query, options = query_for("")
-            return ExportOutput(copy_to(cur, query, path, options), [path])
+            return ExportOutput(copy_to(cur, query, path, options), [path], version)
         files = _plan(cur, ids_query, step, max_file_rows)
         paths = [out_dir / name for name in file_names(len(files))]
         rows = 0
         for path, chunks in zip(paths, files, strict=True):
             rows += _write_file(cur, query_for, path, chunks)
-        return ExportOutput(rows, paths)
+        return ExportOutput(rows, paths, version)
     finally:
         cur.execute("ROLLBACK")  # a read-only transaction: ending it is all there is to do
 

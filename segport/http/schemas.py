@@ -87,6 +87,16 @@ class JobResult(BaseModel):
     attempts: int | None = None
     rows: int | None = None
     bytes: int | None = None
+    submitDataVersion: int | None = Field(
+        None, description="The project's data version when the job was submitted (what deduplication compares)."
+    )
+    dataVersion: int | None = Field(
+        None, description="The data version of the snapshot the file was read from (finished jobs)."
+    )
+    dataVersionAt: str | None = Field(None, description="When that snapshot was taken (the export began reading).")
+    dataNote: str | None = Field(
+        None, description="Present when the file holds newer data than the submit saw (a retry after a crash)."
+    )
     error: ErrorDetail | None = None
 
 

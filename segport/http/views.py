@@ -26,5 +26,18 @@ def job_result(exports: ExportService, row: JobRow) -> JobResult:
         attempts=row.attempts,
         rows=row.rows if finished else None,
         bytes=row.bytes if finished else None,
+        submitDataVersion=row.submit_version,
+        dataVersion=row.data_version if finished else None,
+        dataVersionAt=iso_ms(row.data_version_at) if finished else None,
+        dataNote=_data_note(row) if finished else None,
         error=error,
+    )
+
+
+def _data_note(row: JobRow) -> str | None:
+    if row.data_version is None or row.submit_version is None or row.data_version <= row.submit_version:
+        return None
+    return (
+        f"this file holds data version {row.data_version}, newer than version {row.submit_version} the job was "
+        f"submitted against (attempt {row.attempts} read the data as it was then)"
     )

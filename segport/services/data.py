@@ -145,6 +145,8 @@ class DataService:
         except BaseException:
             self.meta.upsert_catalog(project_id, [catalog.entries[key]])  # the column stays, so does its key
             raise
+        finally:
+            self.sync_version(project_id)
 
     # --- users -------------------------------------------------------------------------------------
     def import_users(
@@ -165,9 +167,12 @@ class DataService:
         if entry is None or entry.kind is not KeyKind.IDENTITY:  # said here: the engine only sees the column
             raise ImportRejected(f"--match {match!r} is not an identity in the catalogue")
         daily = self._definitions(project_id, only_daily=True)
-        report = self.engine.import_users(
-            project_id, catalog, path, file_format or "", column, [d for d, _ in daily], progress
-        )
+        try:
+            report = self.engine.import_users(
+                project_id, catalog, path, file_format or "", column, [d for d, _ in daily], progress
+            )
+        finally:
+            self.sync_version(project_id)
         now = utcnow()
         for definition, _row in daily:
             self.meta.update_segment(
@@ -239,6 +244,7 @@ class DataService:
         except BaseException:
             self.meta.delete_segment(project_id, spec.key)
             self.engine.drop_segment(project_id, spec.key)
+            self.sync_version(project_id)
             raise
         return self.meta.segment(project_id, spec.key)
 
@@ -248,7 +254,10 @@ class DataService:
         row = self.meta.segment(project_id, key)
         self.meta.update_segment(project_id, key, detector_stage="RUNNING")
         try:
-            result = self.engine.compute_segment(project_id, self._definition(row))
+            try:
+                result = self.engine.compute_segment(project_id, self._definition(row))
+            finally:
+                self.sync_version(project_id)
         except Exception as exc:
             if not isinstance(exc, SegportError):  # a bug: the log keeps the details, the segment a plain line
                 log.exception("recomputing segment %s of %s failed", key, project_id)
@@ -295,11 +304,27 @@ class DataService:
     def delete_segment(self, project_id: str, key: str) -> None:
         self.meta.segment(project_id, key)
         self.meta.delete_segment(project_id, key)
-        self.engine.drop_segment(project_id, key)
+        try:
+            self.engine.drop_segment(project_id, key)
+        finally:
+            self.sync_version(project_id)
+
+    def sync_version(self, project_id: str) -> None:
+        """Mirror the engine's data version into the metadata store, in the same step as each engine change
+        to profiles or memberships: submits deduplicate on it without asking the engine. (The engine process
+        repeats it for every project at start, covering a crash between the two writes.)"""
+        try:
+            self.meta.set_data_version(project_id, self.engine.data_version(project_id))
+        except SegportError as exc:  # engine gone meanwhile: the engine process syncs again when it starts
+            log.warning("data version of %s not mirrored: %s", project_id, exc.message)
 
     def _definitions(self, project_id: str, *, only_daily: bool) -> list[tuple[SegmentDefinition, SegmentRow]]:
         rows, _ = self.meta.segments(project_id)
         return [(self._definition(r), r) for r in rows if not only_daily or r.scheduler == "DAILY"]
+
+    def definition_of(self, project_id: str, key: str) -> SegmentDefinition:
+        """What the engine needs to compute a stored segment (the engine process compiles remote calls' here)."""
+        return self._definition(self.meta.segment(project_id, key))
 
     def _definition(self, row: SegmentRow) -> SegmentDefinition:
         if row.rule:

@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,6 +77,8 @@ class ExportService:
         self.wake = wake
         self._lock = threading.Lock()
         self._running: dict[str, Interrupt] = {}  # jobs this process is exporting now
+        # an API process sets this: a cancel then stops the export in the engine process at once
+        self.remote_interrupt: Callable[[str, str], None] | None = None
 
     # --- submit ------------------------------------------------------------------------------------
     def submit(self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest) -> JobRow:
@@ -99,7 +102,9 @@ class ExportService:
             bom=req.bom,
             compression=req.compression,
         )
-        version = str(self.engine.data_version(project_id))
+        # from the metadata store, never the engine: a submit must not wait for (or need) the engine process
+        data_version = int(project.data_version or 0)
+        version = str(data_version)
         fingerprint = spec.fingerprint(project_id, kind.value, target_key, version)
 
         def make_row() -> JobRow:
@@ -118,6 +123,7 @@ class ExportService:
                 attempts=0,
                 created_at=now,
                 file_day=_local_day(now, project.timezone),
+                submit_version=data_version,
             )
 
         row, created = self.queue.submit(
@@ -172,7 +178,7 @@ class ExportService:
         try:
             spec = ExportSpec.from_json(row.spec)
             attempt = self.results.begin(row.id, row.attempts, row.name, prefix=_prefix(spec))
-            names, rows, size = self._write(row, spec, attempt, interrupt)
+            names, rows, size, snapshot = self._write(row, spec, attempt, interrupt)
             self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
             attempt.publish()
         except BaseException as exc:
@@ -199,6 +205,8 @@ class ExportService:
                 bytes=size,
                 finished_at=now,
                 expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
+                data_version=snapshot[0],
+                data_version_at=snapshot[1],
             )
         except LeaseLost:
             attempt.discard()
@@ -206,8 +214,23 @@ class ExportService:
 
     def _write(
         self, row: JobRow, spec: ExportSpec, attempt: Attempt, interrupt: Interrupt
-    ) -> tuple[list[str], int, int]:
-        """Write the job's files through ``attempt``: (file names, rows, bytes)."""
+    ) -> tuple[list[str], int, int, tuple[int, datetime]]:
+        """Write the job's files through ``attempt``: (file names, rows, bytes, (data version, snapshot time)).
+
+        The engine reports the version of the snapshot it read the files from (DuckDB: read in the export's
+        own transaction, so an import committing meanwhile changes neither the file nor the version). An
+        engine that cannot tell is bracketed by two ``data_version`` calls; if they differ, the later one is
+        recorded (the file holds no newer data)."""
+        before, at = self.engine.data_version(row.project_id), utcnow()
+        names, rows, size, reported = self._write_once(row, spec, attempt, interrupt)
+        if reported is not None:
+            return names, rows, size, (reported, at)
+        after = self.engine.data_version(row.project_id)
+        return names, rows, size, (after, at if after == before else utcnow())
+
+    def _write_once(
+        self, row: JobRow, spec: ExportSpec, attempt: Attempt, interrupt: Interrupt
+    ) -> tuple[list[str], int, int, int | None]:
         catalog = self.meta.catalog(row.project_id)
         columns = columns_of(spec, catalog)
         ext = spec.extension
@@ -224,7 +247,7 @@ class ExportService:
         )
         sizes = attempt.finish()  # BOM prefixes are added by the store, as the bytes go in
         names = [p.name for p in output.files]
-        return names, output.rows, sum(sizes.get(name, 0) for name in names)
+        return names, output.rows, sum(sizes.get(name, 0) for name in names), output.data_version
 
     def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
         now = utcnow()
@@ -243,6 +266,8 @@ class ExportService:
         with self._lock:
             interrupt = self._running.get(job_id)
         if interrupt is None:
+            if self.remote_interrupt is not None:
+                self.remote_interrupt(job_id, reason)
             return False
         interrupt.fire(reason)
         return True

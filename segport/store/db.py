@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,9 +10,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
+
+from segport.store.writelock import WriteLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_POOL_SIZE = 40 + 2 * 2 + 3  # Settings.resolved_pool_size() with the default settings
@@ -48,7 +49,8 @@ class Database:
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in growing steps (up
         # to 100 ms) before it retries: under load, writers of this process then wait seconds for a lock
         # that is free most of the time (measured with bench/load.py). So they queue on a lock of ours first.
-        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        # Processes sharing the file (`segport serve`'s API and engine processes) queue on a file lock too.
+        self._write_lock: Any = WriteLock(_sqlite_path(url)) if self.is_sqlite else contextlib.nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -105,6 +107,16 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._write_lock, WriteLock):
+            self._write_lock.close()
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """``<file>.lock`` next to the SQLite file of ``url``; None for an in-memory database."""
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return None
+    return Path(path + ".lock")
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

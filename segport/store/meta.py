@@ -111,6 +111,15 @@ class MetaStore:
             raise ProjectNotFound(f"project {project_id!r} not found")
         return row
 
+    def set_data_version(self, project_id: str, version: int) -> None:
+        """Mirror the engine's data version of a project (what a submit deduplicates on); the time it
+        changed is kept for job results."""
+        with self.db.write() as s:
+            row = s.get(Project, project_id)
+            if row is not None and row.data_version != version:
+                row.data_version = version
+                row.data_version_at = utcnow()
+
     def projects(self) -> list[Project]:
         with self.db.read() as s:
             return list(s.scalars(select(Project).order_by(Project.id)))

@@ -52,6 +52,9 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # the engine's data version, mirrored here by DataService so a submit never asks the engine (dedupe)
+    data_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    data_version_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Token(Base):
@@ -135,6 +138,10 @@ class JobRow(Base):
     rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     file_day: Mapped[str] = mapped_column(String(10))
+    # the project's data version at submit; the version (and time) of the snapshot the file was read from
+    submit_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    data_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    data_version_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_stage_created", "stage", "created_at"),
