@@ -77,9 +77,9 @@ def test_sigkill_mid_upload_then_restart_finishes_with_no_stray_object(tmp_path:
         staging = data / "results" / ".staging" / f"{job['id']}-1"
         entries = list(staging.iterdir())
         assert entries and all(stat.S_ISFIFO(e.lstat().st_mode) for e in entries), entries
-        assert job_result(server, token, job["id"])["uris"] == []
     finally:
-        server.process.send_signal(signal.SIGKILL)  # mid-upload, no chance to abort anything
+        # mid-upload, no chance to abort anything; at once: on a busy machine the export may otherwise finish
+        server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
     assert uploads_of(s3_gateway, bucket, marker)  # the killed attempt's upload is still open
     assert object_keys(s3_gateway, bucket) == []  # and nothing was published
