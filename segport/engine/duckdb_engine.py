@@ -22,7 +22,7 @@ from segport.engine import duckdb_import, duckdb_writer, pages
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
 from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
-from segport.engine.sql import idlist_table, members_table, rendered, sql_string, users_table
+from segport.engine.sql import idlist_table, json_value, members_table, rendered, sql_string, users_table
 from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, StorageFull
 
 _STATE_DDL = """
@@ -381,7 +381,7 @@ def _select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool
         def struct(entries: list[CatalogEntry]) -> str:
             if not entries:
                 return "'{}'::JSON"
-            fields = ", ".join(f"{sql_string(e.key)}: {rendered(e, excel_safe=excel_safe)}" for e in entries)
+            fields = ", ".join(f"{sql_string(e.key)}: {json_value(e, excel_safe=excel_safe)}" for e in entries)
             return "{" + fields + "}"
 
         return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"
