@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,31 @@ class Seeded:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5, poll_interval_s=0.2)
+def engine_name() -> str:
+    """The profile engine the app fixtures build: DuckDB. A module that overrides this fixture with
+    ``params=ENGINES`` (tests/test_engines.py) runs its tests on every engine."""
+    return "duckdb"
+
+
+ENGINES = ["duckdb", "clickhouse"]
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One chdb folder for the session: chdb runs one ClickHouse engine per process, on one folder, so each
+    test gets a database of its own in it instead."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, engine_name: str, request: pytest.FixtureRequest) -> Settings:
+    engine: dict[str, str] = {}
+    if engine_name == "clickhouse":
+        folder = request.getfixturevalue("chdb_dir")
+        engine = {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=t_{uuid.uuid4().hex[:12]}"}
+    return Settings(
+        data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5, poll_interval_s=0.2, **engine
+    )
 
 
 @pytest.fixture(scope="session")
@@ -131,12 +155,21 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tup
 
 @pytest.fixture
 def app(settings: Settings, request: pytest.FixtureRequest) -> Iterator[App]:
+    seed_fresh = False
     if "seeded" in request.fixturenames:
-        template, _ = request.getfixturevalue("seeded_template")
-        shutil.copytree(template, settings.data_dir)
+        if settings.engine == "duckdb":  # the template's DuckDB file is copied with its data dir
+            template, _ = request.getfixturevalue("seeded_template")
+            shutil.copytree(template, settings.data_dir)
+        else:  # profiles live in ClickHouse: seed this test's own database
+            seed_fresh = True
     application = build(settings)
+    if seed_fresh:
+        request.node.stash[_SEEDED] = seed_project(application, settings.data_dir.parent)
     yield application
     application.close()
+
+
+_SEEDED = pytest.StashKey["Seeded"]()
 
 
 def seed_project(app: App, tmp_path: Path) -> Seeded:
@@ -155,9 +188,12 @@ def seed_project(app: App, tmp_path: Path) -> Seeded:
 
 
 @pytest.fixture
-def seeded(app: App, seeded_template: tuple[Path, tuple[str, str, str]]) -> Seeded:
+def seeded(app: App, request: pytest.FixtureRequest) -> Seeded:
     """Project WlGk4Daj (USERS, segment seg_51activity) and Other001, with a token for each and an admin token."""
-    _, (token, other, admin) = seeded_template
+    fresh = request.node.stash.get(_SEEDED, None)
+    if fresh is not None:
+        return fresh
+    _, (token, other, admin) = request.getfixturevalue("seeded_template")
     return Seeded(app, token, other, admin)
 
 

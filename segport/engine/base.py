@@ -33,8 +33,12 @@ class SegmentDefinition:
     """What the engine needs to compute a segment: a compiled rule, or an id list matched on an identity."""
 
     key: str
-    rule: CompiledRule | None = None
+    rule: CompiledRule | None = None  # compiled for DuckDB
     identity: str | None = None  # column key for FROM_FILES
+    # The validated rule tree and the catalogue it was checked against: an engine with another SQL dialect
+    # compiles these itself (segport.domain.rules.compile_rule(..., dialect=...)), with the same semantics.
+    rule_tree: Any = None
+    catalog: Catalog | None = None
 
 
 @dataclass(slots=True)
