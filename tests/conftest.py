@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,14 +131,24 @@ def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb")
 
 
+def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings that put a test on the engine its ``engine_name`` fixture names (ClickHouse: a database
+    of its own in the session's chdb folder)."""
+    if request.getfixturevalue("engine_name") != "clickhouse":
+        return {}
+    folder = request.getfixturevalue("chdb_dir")
+    return {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=t_{uuid.uuid4().hex[:12]}"}
+
+
 @pytest.fixture
-def settings(tmp_path: Path, engine_name: str, request: pytest.FixtureRequest) -> Settings:
-    engine: dict[str, str] = {}
-    if engine_name == "clickhouse":
-        folder = request.getfixturevalue("chdb_dir")
-        engine = {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=t_{uuid.uuid4().hex[:12]}"}
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5, poll_interval_s=0.2, **engine
+        data_dir=tmp_path / "data",
+        serve_workers=False,
+        heartbeat_s=0.2,
+        lease_s=5,
+        poll_interval_s=0.2,
+        **engine_settings(request),
     )
 
 

@@ -11,6 +11,7 @@ change (:mod:`segport.engine.clickhouse_snapshots`); imports are checked and sta
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -228,10 +229,9 @@ class ClickHouseEngine:
 
     def _drop(self, tables: list[str]) -> None:
         for name in tables:
-            try:
+            # the original error matters more than a failed clean-up
+            with contextlib.suppress(Exception):
                 self.client().command(f"DROP TABLE IF EXISTS {self.table(name)}")
-            except Exception:  # noqa: BLE001 - the original error matters more; the collector retries
-                pass
 
     def _compute(
         self, project_id: str, seq: int, users: str, seg: SegmentDefinition, idlists: dict[str, str], built: list[str]

@@ -54,7 +54,7 @@ def select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool)
 
         def struct(entries: list[CatalogEntry]) -> str:
             if not entries:
-                return "CAST(tuple(), 'Tuple()')"
+                return "CAST(map(), 'Map(String, String)')"  # {} (an empty tuple would be [])
             values = [json_value(e, excel_safe=excel_safe) for e in entries]
             types = ", ".join(f"{ch_ident(e.key)} {t}" for e, (_, t) in zip(entries, values, strict=True))
             return f"CAST(tuple({', '.join(v for v, _ in values)}), {ch_string(f'Tuple({types})')})"
