@@ -343,3 +343,16 @@ def test_id_list_segments_agree(apps: dict[str, App], tmp_path: Path) -> None:
         pages = [app.engine.members_page(P, Target("segment", k), [], 10, 0) for k in ("seg_list", "seg_dev")]
         out[engine] = [[r["gio_id"] for r in p.rows] for p in pages]
     assert out["clickhouse"] == out["duckdb"] == [["1", "3"], ["1", "5"]]
+
+
+def test_clickhouse_urls_name_the_database_and_never_show_the_password(tmp_path: Path) -> None:
+    from segport.engine.clickhouse_engine import _shown, parse_url
+    from segport.errors import SegportError
+
+    assert parse_url("https://u:secret@ch.example:8443/profiles") == ("https://u:secret@ch.example:8443", "profiles")
+    assert parse_url("http://ch:8123") == ("http://ch:8123", "default")
+    assert parse_url(f"chdb://{tmp_path}?database=x") == (f"chdb:///{tmp_path.as_posix().lstrip('/')}", "x")
+    assert parse_url(f"chdb://{tmp_path}")[1] == "segport"
+    assert "secret" not in _shown("https://u:secret@ch.example:8443/profiles")
+    with pytest.raises(SegportError):
+        parse_url("clickhouse://ch:9000/db")
