@@ -571,7 +571,7 @@ def main() -> None:
     if ENGINE == "clickhouse":  # chdb: one process per folder, and the server will hold the original
         db_copy = scratch / "clickhouse-copy"
         shutil.rmtree(db_copy, ignore_errors=True)
-        shutil.copytree(data_dir / "clickhouse", db_copy)
+        shutil.copytree(data_dir / "clickhouse", db_copy, symlinks=True)  # its tables are relative links
         print(f"timing pandas on {pandas_rows:,} rows…")
         pandas = clickhouse_pandas(data_dir, db_copy, pandas_rows)
     else:

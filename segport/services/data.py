@@ -255,10 +255,9 @@ class DataService:
         if row.rule:
             tree, catalog = json.loads(row.rule), self.meta.catalog(row.project_id)
             try:
-                compiled = compile_rule(tree, catalog)
+                return SegmentDefinition.from_rule(row.key, tree, catalog)
             except InvalidRule as exc:
                 raise InvalidRule(f"segment {row.key}: {exc.message}") from None
-            return SegmentDefinition(row.key, rule=compiled, rule_tree=tree, catalog=catalog)
         return SegmentDefinition(row.key, identity=row.identity)
 
 
