@@ -140,6 +140,34 @@ def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=t_{uuid.uuid4().hex[:12]}"}
 
 
+@pytest.fixture(scope="session")
+def chdb_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A stand-in for a ClickHouse server (tests/chdb_http.py: chdb behind a thin HTTP front), in a process of
+    its own with its own folder; yields its base URL. Stopped by its PID."""
+    folder = tmp_path_factory.mktemp("chdb-http")
+    port = free_port()
+    log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.chdb_http", str(folder / "data"), str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(base + "/ping", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the chdb HTTP stand-in did not start:\n{(folder / 'log').read_text()}")
+        time.sleep(0.1)
+    yield base
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
 @pytest.fixture
 def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     return Settings(

@@ -163,16 +163,27 @@ RULE_MEMBERS = {
 
 def _app(tmp_path: Path, engine: str, request: pytest.FixtureRequest) -> App:
     settings: dict[str, Any] = {"data_dir": tmp_path / engine, "serve_workers": False}
+    db = f"c_{uuid.uuid4().hex[:12]}"
     if engine == "clickhouse":
         folder = request.getfixturevalue("chdb_dir")
-        settings |= {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=c_{uuid.uuid4().hex[:12]}"}
+        settings |= {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database={db}"}
+    elif engine == "clickhouse-http":
+        base = request.getfixturevalue("chdb_http")
+        settings |= {"engine": "clickhouse", "clickhouse_url": f"{base}/{db}?compress=false"}
     return build(Settings(**settings))
+
+
+def same(answers: dict[str, Any]) -> None:
+    """Every engine answered what DuckDB answered."""
+    for engine, answer in answers.items():
+        assert answer == answers["duckdb"], engine
 
 
 @pytest.fixture
 def apps(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, App]]:
-    """One app per engine, each holding the awkward users and every rule segment."""
-    built = {e: _app(tmp_path, e, request) for e in ENGINES}
+    """One app per engine (and ClickHouse again over HTTP, through the chdb stand-in of tests/chdb_http.py),
+    each holding the awkward users and every rule segment."""
+    built = {e: _app(tmp_path, e, request) for e in [*ENGINES, "clickhouse-http"]}
     try:
         for app in built.values():
             app.meta.create_project(P, "一致")
@@ -209,7 +220,7 @@ def test_exports_are_byte_identical_on_every_engine(
 ) -> None:
     target = Target("segment", "seg_all")
     files = {e: _export(a, tmp_path, target, COLS, spec, excel_safe=excel_safe) for e, a in apps.items()}
-    assert files["clickhouse"] == files["duckdb"]
+    same(files)
     data = files["duckdb"][0]
     if spec.file_format is FileFormat.JSON:
         first = json.loads(data.splitlines()[0])
@@ -230,24 +241,26 @@ def test_exports_are_byte_identical_on_every_engine(
 def test_parts_gzip_and_empty_results_are_identical(apps: dict[str, App], tmp_path: Path, fmt: FileFormat) -> None:
     seg = Target("segment", "seg_name")
     parts = {e: _export(a, tmp_path, seg, COLS, ExportSpec(file_format=fmt), max_file_rows=2) for e, a in apps.items()}
-    assert parts["clickhouse"] == parts["duckdb"] and len(parts["duckdb"]) == 3
+    same(parts)
+    assert len(parts["duckdb"]) == 3
     packed = ExportSpec(file_format=fmt, compression=Compression.GZIP)
     gz = {e: _export(a, tmp_path, seg, COLS, packed) for e, a in apps.items()}
     plain = {e: _export(a, tmp_path, seg, COLS, ExportSpec(file_format=fmt)) for e, a in apps.items()}
-    assert gzip.decompress(gz["clickhouse"][0]) == gzip.decompress(gz["duckdb"][0]) == plain["duckdb"][0]
+    same({e: gzip.decompress(files[0]) for e, files in gz.items()})
+    assert gzip.decompress(gz["duckdb"][0]) == plain["duckdb"][0]
     empty = {
         e: _export(a, tmp_path, Target("segment", "seg_empty"), COLS, ExportSpec(file_format=fmt))
         for e, a in apps.items()
     }
-    assert empty["clickhouse"] == empty["duckdb"]
+    same(empty)
     bare = {e: _export(a, tmp_path, seg, [], ExportSpec(file_format=fmt)) for e, a in apps.items()}
-    assert bare["clickhouse"] == bare["duckdb"]
+    same(bare)
     ids_only = {e: _export(a, tmp_path, seg, ["id_$device"], ExportSpec(file_format=fmt)) for e, a in apps.items()}
-    assert ids_only["clickhouse"] == ids_only["duckdb"]
+    same(ids_only)
     tag = {
         e: _export(a, tmp_path, Target("tag", "tag_level"), COLS, ExportSpec(file_format=fmt)) for e, a in apps.items()
     }
-    assert tag["clickhouse"] == tag["duckdb"]
+    same(tag)
 
 
 def test_rule_segments_have_the_written_semantics_on_every_engine(apps: dict[str, App]) -> None:
@@ -273,7 +286,7 @@ def test_pages_lookups_and_tag_counts_agree(apps: dict[str, App]) -> None:
         ]
         counts = app.engine.tag_counts(P, [catalog.entries["tag_level"], catalog.entries["usr_labels"]])
         answers[engine] = (page, tag_page, lookups, counts, app.engine.count(P, Target("segment", "seg_ne")))
-    assert answers["clickhouse"] == answers["duckdb"]
+    same(answers)
     page, tag_page, lookups, counts, n = answers["duckdb"]
     assert page.total == 5 and [r["gio_id"] for r in page.rows] == ["3", "4"]
     assert page.rows[0]["id_$device"] == ["x"] and page.rows[1]["id_$device"] is None
@@ -317,7 +330,7 @@ def test_upserts_and_refusals_agree(apps: dict[str, App], tmp_path: Path) -> Non
             users,
             everyone,
         )
-    assert out["clickhouse"] == out["duckdb"]
+    same(out)
     counts, message, _, _, users, _ = out["duckdb"]
     assert counts == (4, 1, 2)
     assert "row 2" in message and "usr_big" in message
@@ -342,7 +355,8 @@ def test_id_list_segments_agree(apps: dict[str, App], tmp_path: Path) -> None:
         app.data.create_segment(P, SegmentSpec(key="seg_dev", name="设备", members=devices, identity="id_$device"))
         pages = [app.engine.members_page(P, Target("segment", k), [], 10, 0) for k in ("seg_list", "seg_dev")]
         out[engine] = [[r["gio_id"] for r in p.rows] for p in pages]
-    assert out["clickhouse"] == out["duckdb"] == [["1", "3"], ["1", "5"]]
+    same(out)
+    assert out["duckdb"] == [["1", "3"], ["1", "5"]]
 
 
 def test_clickhouse_urls_name_the_database_and_never_show_the_password(tmp_path: Path) -> None:
