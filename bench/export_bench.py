@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/export_bench.py                  # 10M users (make bench)
     .venv/bin/python bench/export_bench.py --users 1000000  # quicker
+    .venv/bin/python bench/export_bench.py --engine clickhouse --users 1000000   # ClickHouse (chdb) instead
+
+With ``--engine clickhouse`` the server runs on ClickHouse's engine in process (chdb, in the data dir), and the
+limits are ClickHouse's own: the same query written into a file by ClickHouse (``INSERT INTO FUNCTION file``),
+pandas on that query, and ClickHouse loading the Parquet file (bench/clickhouse_raw.py, each its own process).
 
 What it does, in one run:
 1. generates N users (12 keys: Chinese names and cities, ints, doubles, dates, a multi-valued id, ~10% nulls)
@@ -67,6 +72,7 @@ FORMATS = {  # name -> (fileFormat, csvHeaderType)
     "csv+name": ("csv", "name"),
     "json": ("json", None),
 }
+ENGINE = "duckdb"  # set from --engine
 TARGETS = {"csv_ratio": 1.25, "json_ratio": 1.5, "plain_ratio": 1.25, "rss_mb": 500, "small_s": 0.5, "p99_ms": 50}
 
 
@@ -137,6 +143,8 @@ def prepare(data_dir: Path, users: int, fresh: bool) -> dict:
         print(imported)
         info[f"users_{project}"] = int(imported.split(" users inserted")[0].rsplit(" ", 1)[1])
         info[f"import_s_{project}"] = round(time.perf_counter() - t0, 2)
+        if project == BIG:
+            info["import_limit_s"] = round(import_limit(parquet, data_dir), 2)
         created = cli(
             data_dir, "segment", "create", "--project", project, "--key", segment, "--name", seg_name, "--rule", RULE
         )
@@ -208,6 +216,56 @@ def raw_copy(db: Path, query: str, options: str, scratch: Path) -> tuple[float, 
     target.unlink()
     seconds, cpu = stdout.split()
     return float(seconds), float(cpu), rss.peak_seen()
+
+
+def import_limit(parquet: Path, data_dir: Path) -> float:
+    """The engine loading the same Parquet file into a table by itself, in its own process: the import's limit."""
+    scratch = data_dir.parent / f"import-limit-{ENGINE}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        if ENGINE == "clickhouse":
+            args = [str(HERE / "clickhouse_raw.py"), "import", str(parquet), str(scratch / "chdb")]
+            return float(json.loads(_run(args))["seconds"])
+        code = (
+            "import sys, time, duckdb; con = duckdb.connect(sys.argv[2]); t0 = time.perf_counter(); "
+            "con.execute(f\"CREATE TABLE t AS SELECT * FROM read_parquet('{sys.argv[1]}')\"); "
+            "print(time.perf_counter() - t0)"
+        )
+        return float(_run(["-c", code, str(parquet), str(scratch / "t.duckdb")]).strip())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(args: list[str]) -> str:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:2])} failed:\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def clickhouse_limit(data_dir: Path, chdb_copy: Path, name: str, keys: list[str], scratch: Path) -> tuple[float, float]:
+    """ClickHouse writing the export's query into a file itself, in its own process: (seconds, peak RSS MB)."""
+    target = scratch / "raw.out"
+    args = ["copy", str(data_dir), str(chdb_copy), name, json.dumps(keys), str(target)]
+    proc = subprocess.Popen([sys.executable, str(HERE / "clickhouse_raw.py"), *args], stdout=subprocess.PIPE, text=True)
+    rss = RssSampler(proc.pid)
+    rss.start()
+    stdout, _ = proc.communicate()
+    rss.stop()
+    if proc.returncode != 0:
+        raise SystemExit("raw ClickHouse export failed")
+    target.unlink(missing_ok=True)
+    return float(json.loads(stdout.strip().splitlines()[-1])["seconds"]), rss.peak_seen()
+
+
+def clickhouse_pandas(data_dir: Path, chdb_copy: Path, rows: int) -> dict[str, float]:
+    rates = {}
+    for name in FORMATS:
+        args = [str(HERE / "clickhouse_raw.py"), "pandas", str(data_dir), str(chdb_copy), name, json.dumps(KEYS)]
+        out = json.loads(_run([*args, str(rows)]))
+        rates[name] = out["rows"] / out["seconds"]
+    return rates
 
 
 def time_pandas(db: Path, queries: dict[str, tuple[str, str]], scratch: Path, rows: int) -> dict[str, float]:
@@ -386,13 +444,20 @@ def run_big(
             k: [] for k in ("segport", "server", "cpu", "copy", "copy_cpu", "copy_rss", "plain", "plain_cpu", "rss")
         }
         for rep in range(repeat):
-            query, options = direct_queries(data_dir, db_copy, keys_for(rep))[name]
-            seconds, cpu, copy_rss = raw_copy(db_copy, query, options, scratch)
+            if ENGINE == "clickhouse":  # its own limit; the CPU of that process is not sampled
+                seconds, copy_rss = clickhouse_limit(data_dir, db_copy, name, keys_for(rep), scratch)
+                cpu = float("nan")
+            else:
+                query, options = direct_queries(data_dir, db_copy, keys_for(rep))[name]
+                seconds, cpu, copy_rss = raw_copy(db_copy, query, options, scratch)
             runs["copy"].append(seconds)
             runs["copy_cpu"].append(cpu)
             runs["copy_rss"].append(copy_rss)
-            query, options = direct_queries(data_dir, db_copy, keys_for(rep), plain=True)[name]
-            seconds, cpu, _ = raw_copy(db_copy, query, options, scratch)
+            if ENGINE == "clickhouse":  # the plain-table limit is DuckDB's own (the issue's hand-written COPY)
+                seconds = cpu = float("nan")
+            else:
+                query, options = direct_queries(data_dir, db_copy, keys_for(rep), plain=True)[name]
+                seconds, cpu, _ = raw_copy(db_copy, query, options, scratch)
             runs["plain"].append(seconds)
             runs["plain_cpu"].append(cpu)
             rss.peak()
@@ -493,7 +558,13 @@ def report(r: dict) -> str:
     lines = [
         f"segport export bench: {r['users_imported']:,} users, segment of {members:,} members, {len(KEYS)} keys + gio_id; "
         f"{os.cpu_count()} cores",
-        f"import: {r['import_s']:.1f}s through `segport users import`",
+        f"engine: {r.get('engine', 'duckdb')}; import: {r['import_s']:.1f}s through `segport users import`; "
+        + (
+            f"the engine loading the same Parquet file itself: {r['import_limit_s']:.1f}s "
+            f"(ratio {r['import_s'] / r['import_limit_s']:.2f})"
+            if r.get("import_limit_s")
+            else "(no import limit measured: the data dir was reused; --fresh measures it)"
+        ),
         "",
         f"{'format':<9} {'segport s':>9} {'rows/s':>11} {'COPY s':>7} {'vs COPY':>8} {'pandas rows/s':>14} "
         f"{'vs pandas':>10} {'segport RSS MB':>15} {'COPY RSS MB':>12}",
@@ -540,8 +611,9 @@ def report(r: dict) -> str:
         f"export ran: {load['requests']:,} requests; submit p50 {ms['submit_p50_ms']} ms p99 "
         f"{ms['submit_p99_ms']} ms; poll p50 {ms['poll_p50_ms']} ms p99 {ms['poll_p99_ms']} ms; "
         f"429s {load['too_many_429']}, errors {load['errors']}",
-        f"pandas: timed on {r['pandas_rows']:,} rows and scaled (rows/s); COPY: DuckDB alone in its own process, "
-        f"default settings, on a copy of the file; times are medians of {r['repeat']} alternating runs",
+        f"pandas: timed on {r['pandas_rows']:,} rows and scaled (rows/s); COPY: the engine alone in its own process "
+        f"writing the same query (DuckDB COPY / ClickHouse INSERT INTO FUNCTION file), default settings, on a copy "
+        f"of the data; times are medians of {r['repeat']} alternating runs",
     ]
     return "\n".join(lines)
 
@@ -559,20 +631,32 @@ def main() -> None:
     p.add_argument(
         "--big-only", action="store_true", help="Only the big exports and their limits (no pandas, small jobs or load)."
     )
+    p.add_argument("--engine", choices=["duckdb", "clickhouse"], default="duckdb", help="Profile engine.")
     args = p.parse_args()
 
+    global ENGINE
+    ENGINE = args.engine
+    os.environ["SEGPORT_ENGINE"] = ENGINE  # the CLI, the server and direct_queries read it
     OUT.mkdir(exist_ok=True)
-    data_dir = OUT / f"data-{args.users}"
+    data_dir = OUT / (f"data-{args.users}" if ENGINE == "duckdb" else f"data-{ENGINE}-{args.users}")
     info = prepare(data_dir, args.users, args.fresh)
     members = info[f"members_{BIG}"]
     scratch = OUT / "scratch"
     scratch.mkdir(exist_ok=True)
 
-    db_copy = scratch / "profiles-copy.duckdb"
-    shutil.copyfile(data_dir / "profiles.duckdb", db_copy)
     pandas_rows = min(args.pandas_rows, members)
     pandas = dict.fromkeys(FORMATS, float("nan"))
-    if not args.big_only:
+    if ENGINE == "clickhouse":  # chdb: one process per folder, and the server will hold the original
+        db_copy = scratch / "clickhouse-copy"
+        shutil.rmtree(db_copy, ignore_errors=True)
+        shutil.copytree(data_dir / "clickhouse", db_copy, symlinks=True)  # its tables are relative links
+        if not args.big_only:
+            print(f"timing pandas on {pandas_rows:,} rows…")
+            pandas = clickhouse_pandas(data_dir, db_copy, pandas_rows)
+    else:
+        db_copy = scratch / "profiles-copy.duckdb"
+        shutil.copyfile(data_dir / "profiles.duckdb", db_copy)
+    if ENGINE == "duckdb" and not args.big_only:
         print(f"timing pandas on {pandas_rows:,} rows…")
         pandas = time_pandas(db_copy, direct_queries(data_dir, db_copy, KEYS), scratch, pandas_rows)
 
@@ -597,7 +681,10 @@ def main() -> None:
                 load = run_load(server, http, info["token"], args.clients, args.load_seconds, args.poll_interval)
     finally:
         stop_server(server)
-        db_copy.unlink()
+        if db_copy.is_dir():
+            shutil.rmtree(db_copy, ignore_errors=True)
+        else:
+            db_copy.unlink()
         shutil.rmtree(data_dir / "results", ignore_errors=True)  # gigabytes of exports nobody will read
 
     results = {
@@ -606,6 +693,8 @@ def main() -> None:
         "members": members,
         "small_members": info[f"members_{SMALL}"],
         "import_s": info[f"import_s_{BIG}"],
+        "import_limit_s": info.get("import_limit_s", 0.0),
+        "engine": ENGINE,
         "repeat": args.repeat,
         "pandas_rows": pandas_rows,
         "pandas_rows_per_s": pandas,

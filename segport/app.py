@@ -95,6 +95,15 @@ def _engine(settings: Settings) -> ProfileEngine:
             import_memory_limit=settings.duckdb_import_memory_limit,
             threads=settings.duckdb_threads,
         )
+    if settings.engine == "clickhouse":
+        from segport.engine.clickhouse_engine import ClickHouseEngine
+
+        return ClickHouseEngine(
+            settings.clickhouse_url or f"chdb://{(settings.data_dir / 'clickhouse').resolve()}",
+            scratch=settings.data_dir / "tmp",
+            keep_s=settings.clickhouse_keep_s,
+            import_memory_limit=settings.duckdb_import_memory_limit,
+        )
     raise ValueError(f"unknown engine {settings.engine!r}")
 
 

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
         "",
         description="SQLAlchemy URL of the metadata store; empty means the SQLite file `meta.sqlite` in the data dir.",
     )
-    engine: Literal["duckdb"] = Field("duckdb", description="Profile engine backend.")
+    engine: Literal["duckdb", "clickhouse"] = Field(
+        "duckdb", description="Profile engine backend: `duckdb` (a file in the data dir) or `clickhouse`."
+    )
     results: Literal["local", "s3"] = Field(
         "local", description="Result file store backend: `local` (the data dir) or `s3` (S3-compatible storage)."
     )
@@ -137,6 +139,16 @@ class Settings(BaseSettings):
     duckdb_threads: int = Field(0, ge=0, description="DuckDB worker threads; 0 = one per core.")
     console_session_ttl_s: int = Field(
         12 * 3600, ge=60, description="How long a web console sign-in lasts (its session cookie and row)."
+    )
+    clickhouse_url: str = Field(
+        "",
+        description="ClickHouse for `engine=clickhouse`: `http(s)://user:pass@host:8123/db`, or `chdb://DIR` "
+        "(`?database=db`) for ClickHouse's engine in process; empty means `chdb://` in the data dir.",
+    )
+    clickhouse_keep_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long ClickHouse tables an import or recompute replaced are kept for exports still reading them.",
     )
 
     def resolved_metadata_url(self) -> str:

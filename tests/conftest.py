@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -114,8 +116,69 @@ class Seeded:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", serve_workers=False, heartbeat_s=0.2, lease_s=5, poll_interval_s=0.2)
+def engine_name() -> str:
+    """The profile engine the app fixtures build: DuckDB. A module that overrides this fixture with
+    ``params=ENGINES`` (tests/test_engines.py) runs its tests on every engine."""
+    return "duckdb"
+
+
+ENGINES = ["duckdb", "clickhouse"]
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One chdb folder for the session: chdb runs one ClickHouse engine per process, on one folder, so each
+    test gets a database of its own in it instead."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+def engine_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings that put a test on the engine its ``engine_name`` fixture names (ClickHouse: a database
+    of its own in the session's chdb folder)."""
+    if request.getfixturevalue("engine_name") != "clickhouse":
+        return {}
+    folder = request.getfixturevalue("chdb_dir")
+    return {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=t_{uuid.uuid4().hex[:12]}"}
+
+
+@pytest.fixture(scope="session")
+def chdb_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A stand-in for a ClickHouse server (tests/chdb_http.py: chdb behind a thin HTTP front), in a process of
+    its own with its own folder; yields its base URL. Stopped by its PID."""
+    folder = tmp_path_factory.mktemp("chdb-http")
+    port = free_port()
+    log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.chdb_http", str(folder / "data"), str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(base + "/ping", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the chdb HTTP stand-in did not start:\n{(folder / 'log').read_text()}")
+        time.sleep(0.1)
+    yield base
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        serve_workers=False,
+        heartbeat_s=0.2,
+        lease_s=5,
+        poll_interval_s=0.2,
+        **engine_settings(request),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -132,12 +195,21 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tup
 
 @pytest.fixture
 def app(settings: Settings, request: pytest.FixtureRequest) -> Iterator[App]:
+    seed_fresh = False
     if "seeded" in request.fixturenames:
-        template, _ = request.getfixturevalue("seeded_template")
-        shutil.copytree(template, settings.data_dir)
+        if settings.engine == "duckdb":  # the template's DuckDB file is copied with its data dir
+            template, _ = request.getfixturevalue("seeded_template")
+            shutil.copytree(template, settings.data_dir)
+        else:  # profiles live in ClickHouse: seed this test's own database
+            seed_fresh = True
     application = build(settings)
+    if seed_fresh:
+        request.node.stash[_SEEDED] = seed_project(application, settings.data_dir.parent)
     yield application
     application.close()
+
+
+_SEEDED = pytest.StashKey["Seeded"]()
 
 
 def seed_project(app: App, tmp_path: Path) -> Seeded:
@@ -156,9 +228,12 @@ def seed_project(app: App, tmp_path: Path) -> Seeded:
 
 
 @pytest.fixture
-def seeded(app: App, seeded_template: tuple[Path, tuple[str, str, str]]) -> Seeded:
+def seeded(app: App, request: pytest.FixtureRequest) -> Seeded:
     """Project WlGk4Daj (USERS, segment seg_51activity) and Other001, with a token for each and an admin token."""
-    _, (token, other, admin) = seeded_template
+    fresh = request.node.stash.get(_SEEDED, None)
+    if fresh is not None:
+        return fresh
+    _, (token, other, admin) = request.getfixturevalue("seeded_template")
     return Seeded(app, token, other, admin)
 
 

@@ -6,6 +6,8 @@ import json
 
 from tests.conftest import USERS
 
+MULTI_IDENTITIES = {"id_$anonymous_user"}  # string[] in tests.conftest.CATALOG_CSV
+
 
 def members(users: list[dict[str, str | None]] = USERS) -> list[tuple[int, dict[str, str | None]]]:
     """Members of the test segment (not age >= 50), with the gio_id the first import assigns (file order)."""
@@ -35,10 +37,17 @@ def expected_jsonl(keys: list[str], rows=None) -> list[dict]:
     for gio_id, user in rows:
         line: dict = {"gio_id": str(gio_id)}
         if keys:
-            line["identifications"] = {k: user.get(k) for k in keys if k.startswith("id_")}
+            line["identifications"] = {k: _identity(k, user.get(k)) for k in keys if k.startswith("id_")}
             line["properties"] = {k: user.get(k) for k in keys if not k.startswith("id_")}
         out.append(line)
     return out
+
+
+def _identity(key: str, value: str | None) -> str | list[str] | None:
+    """JSON Lines writes a multi-valued identity as a list of strings (CSV joins it with ``||``)."""
+    if key not in MULTI_IDENTITIES or value is None:
+        return value
+    return value.split("||")
 
 
 def parse_jsonl(data: bytes) -> list[dict]:

@@ -13,7 +13,7 @@ from segport.app import App
 from segport.services.data import catalog_entry
 from segport.settings import Settings
 from segport.worker import Worker
-from tests.conftest import PROJECT, Seeded, auth
+from tests.conftest import PROJECT, Seeded, auth, engine_settings
 from tests.expected import expected_csv, expected_jsonl, members, parse_jsonl
 from tests.test_seed_api import EXPORT
 
@@ -21,8 +21,8 @@ KEYS = ["id_$basic_userId", "usr_city", "tag_rfm"]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", serve_workers=False, max_file_rows=4)
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    return Settings(data_dir=tmp_path / "data", serve_workers=False, max_file_rows=4, **engine_settings(request))
 
 
 def _export(client: TestClient, worker: Worker, token: str, body: dict) -> list[tuple[str, bytes]]:

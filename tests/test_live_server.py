@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import (
     CATALOG_CSV,
+    ENGINES,
     PROJECT,
     SEGMENT,
     SEGMENT_RULE,
@@ -23,16 +26,21 @@ from tests.conftest import (
 from tests.expected import expected_csv
 
 
-def segport(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def segport(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "segport.cli", "--data-dir", str(data_dir), *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
-def test_seed_example_over_a_socket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_seed_example_over_a_socket(tmp_path: Path, engine: str) -> None:
+    """Each CLI step and the server are processes of their own; on ClickHouse they share chdb's folder in the
+    data dir (SEGPORT_CLICKHOUSE_URL's default), one process at a time."""
+    env = {"SEGPORT_ENGINE": engine}
     data = tmp_path / "data"
     (tmp_path / "catalog.csv").write_text(CATALOG_CSV, encoding="utf-8")
     write_users_csv(tmp_path / "users.csv", USERS)
@@ -54,11 +62,11 @@ def test_seed_example_over_a_socket(tmp_path: Path) -> None:
         ),
     ]
     for step in steps:
-        done = segport(data, *step)
+        done = segport(data, *step, env=env)
         assert done.returncode == 0, done.stderr
-    token = segport(data, "token", "create", "--project", PROJECT).stdout.strip().splitlines()[-1]
+    token = segport(data, "token", "create", "--project", PROJECT, env=env).stdout.strip().splitlines()[-1]
 
-    server = start_server(data, tmp_path / "server.log")
+    server = start_server(data, tmp_path / "server.log", env=env)
     try:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         body = '{"properties": ["ids_$basic_userId", "usr_gender", "tag_rfm"], "fileFormat": "csv", "csvHeaderType": "key"}'

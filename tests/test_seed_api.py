@@ -95,6 +95,9 @@ def test_json_lines(client: TestClient, worker: Worker, seeded: Seeded) -> None:
     assert unquote(result["uris"][0]).endswith("_UserList.json")
     assert parse_jsonl(content) == expected_jsonl(keys)
     assert "男".encode() in content  # UTF-8, not \u escapes
+    # a multi-valued identity is a list in JSON Lines (as the API family answers it); CSV joins it with ||
+    assert b'"id_$anonymous_user":["d1","d2"]' in content
+    assert b'"id_$anonymous_user":null' in content
 
 
 def test_json_lines_without_properties_is_just_gio_id(client: TestClient, worker: Worker, seeded: Seeded) -> None:

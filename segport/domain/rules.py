@@ -65,14 +65,22 @@ def rule_keys(rule: Any) -> set[str]:
     return set()
 
 
-def compile_rule(rule: Any, catalog: Catalog, alias: str = "u") -> CompiledRule:
-    """Validate ``rule`` against ``catalog`` and compile it to a SQL boolean expression."""
-    compiler = _Compiler(catalog, alias)
+def compile_rule(
+    rule: Any, catalog: Catalog, alias: str = "u", *, dialect: type[_Compiler] | None = None
+) -> CompiledRule:
+    """Validate ``rule`` against ``catalog`` and compile it to a SQL boolean expression.
+
+    ``dialect`` is a subclass of :class:`RuleCompiler` that writes another engine's SQL (the validation and
+    the semantics above are the base class's, so every engine refuses and matches alike); DuckDB's by default.
+    """
+    compiler = (dialect or _Compiler)(catalog, alias)
     sql = compiler.node(rule, "rule", 0)
     return CompiledRule(sql, compiler.params, frozenset(compiler.keys))
 
 
 class _Compiler:
+    """Walks a rule tree, validating it, and writes DuckDB SQL through the dialect methods at the end."""
+
     def __init__(self, catalog: Catalog, alias: str) -> None:
         self.catalog = catalog
         self.alias = alias
@@ -121,10 +129,10 @@ class _Compiler:
         col = f"{self.alias}.{quote_ident(key)}"
         if op == "is_null":
             self.no_value(rule, where, op)
-            return f"({col} IS NULL)" if not entry.multi else f"({col} IS NULL OR len({col}) = 0)"
+            return self.is_null(col, entry.multi)
         if op == "not_null":
             self.no_value(rule, where, op)
-            return f"({col} IS NOT NULL)" if not entry.multi else f"coalesce(len({col}) > 0, false)"
+            return self.not_null(col, entry.multi)
         if "value" not in rule:
             raise InvalidRule(f"{where}: op {op!r} needs a 'value'")
         value = rule["value"]
@@ -149,25 +157,50 @@ class _Compiler:
             raise InvalidRule(f"{where}: 'contains' works on string keys; {key!r} is {entry.type}")
         if not isinstance(value, str):
             raise InvalidRule(f"{where}: 'contains' needs a string value")
-        self.params.append(value)
-        return f"coalesce(contains({col}, ?), false)"
+        return f"coalesce({self.contains(col, self.bind(value, ValueType.STRING, typed=False))}, false)"
 
     def multi_leaf(self, entry: CatalogEntry, col: str, op: str, value: Any, where: str) -> str:
         if op in ("eq", "ne"):
-            test = f"list_contains({col}, {self.param(entry, value, where)})"
+            test = self.list_has(col, self.param(entry, value, where))
         elif op in ("in", "not_in"):
-            marks = ", ".join(self.param(entry, v, where) for v in self.items(value, where, op))
-            test = f"list_has_any({col}, [{marks}])"
+            marks = [self.param(entry, v, where) for v in self.items(value, where, op)]
+            test = self.list_has_any(col, marks)
         elif op == "contains":
             if entry.type is not ValueType.STRING or not isinstance(value, str):
                 raise InvalidRule(f"{where}: 'contains' needs a string key and a string value")
-            self.params.append(value)
-            test = f"len(list_filter({col}, lambda x: contains(x, ?))) > 0"
+            test = self.list_contains_text(col, self.bind(value, ValueType.STRING, typed=False))
         else:
             raise InvalidRule(f"{where}: op {op!r} is not defined for multi-valued key {entry.key!r}")
         if op in ("ne", "not_in"):
-            return f"coalesce(len({col}) > 0 AND NOT {test}, false)"
+            return f"coalesce({self.list_length(col)} > 0 AND NOT {test}, false)"
         return f"coalesce({test}, false)"
+
+    # --- the dialect: DuckDB here; an engine with another SQL overrides these (see clickhouse_rules) -----
+    def bind(self, value: Any, value_type: ValueType, *, typed: bool = True) -> str:
+        """Keep ``value`` as the next parameter; return its placeholder (cast to ``value_type`` if ``typed``)."""
+        self.params.append(value)
+        return f"CAST(? AS {value_type.sql})" if typed else "?"
+
+    def is_null(self, col: str, multi: bool) -> str:
+        return f"({col} IS NULL)" if not multi else f"({col} IS NULL OR len({col}) = 0)"
+
+    def not_null(self, col: str, multi: bool) -> str:
+        return f"({col} IS NOT NULL)" if not multi else f"coalesce(len({col}) > 0, false)"
+
+    def contains(self, col: str, mark: str) -> str:
+        return f"contains({col}, {mark})"
+
+    def list_has(self, col: str, mark: str) -> str:
+        return f"list_contains({col}, {mark})"
+
+    def list_has_any(self, col: str, marks: list[str]) -> str:
+        return f"list_has_any({col}, [{', '.join(marks)}])"
+
+    def list_contains_text(self, col: str, mark: str) -> str:
+        return f"len(list_filter({col}, lambda x: contains(x, {mark}))) > 0"
+
+    def list_length(self, col: str) -> str:
+        return f"len({col})"
 
     @staticmethod
     def no_value(rule: dict[str, Any], where: str, op: str) -> None:
@@ -183,8 +216,10 @@ class _Compiler:
         return value
 
     def param(self, entry: CatalogEntry, value: Any, where: str) -> str:
-        self.params.append(coerce_value(entry, value, where))
-        return f"CAST(? AS {entry.type.sql})"
+        return self.bind(coerce_value(entry, value, where), entry.type)
+
+
+RuleCompiler = _Compiler  # the extension point for other engines' SQL
 
 
 def coerce_value(entry: CatalogEntry, value: Any, where: str) -> Any:

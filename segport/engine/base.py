@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
-from segport.domain.rules import CompiledRule
+from segport.domain.rules import CompiledRule, compile_rule
 from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
 
@@ -36,8 +36,17 @@ class SegmentDefinition:
     """What the engine needs to compute a segment: a compiled rule, or an id list matched on an identity."""
 
     key: str
-    rule: CompiledRule | None = None
+    rule: CompiledRule | None = None  # compiled for DuckDB
     identity: str | None = None  # column key for FROM_FILES
+    # The validated rule tree and the catalogue it was checked against: an engine with another SQL dialect
+    # compiles these itself (segport.domain.rules.compile_rule(..., dialect=...)), with the same semantics.
+    rule_tree: Any = None
+    catalog: Catalog | None = None
+
+    @classmethod
+    def from_rule(cls, key: str, tree: Any, catalog: Catalog) -> SegmentDefinition:
+        """A rule segment: validated and compiled for DuckDB now, the tree kept for other engines."""
+        return cls(key, rule=compile_rule(tree, catalog), rule_tree=tree, catalog=catalog)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import duckdb
 from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
 from segport.domain.keys import GIO_ID, CatalogEntry, quote_ident
 from segport.engine.base import Target
-from segport.engine.sql import members_table, rendered, sql_string, users_table
+from segport.engine.sql import json_value, members_table, rendered, sql_string, users_table
 from segport.errors import SegmentNotFound
 
 
@@ -77,7 +77,7 @@ def _select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool
         def struct(entries: list[CatalogEntry]) -> str:
             if not entries:
                 return "'{}'::JSON"
-            fields = ", ".join(f"{sql_string(e.key)}: {rendered(e, excel_safe=excel_safe)}" for e in entries)
+            fields = ", ".join(f"{sql_string(e.key)}: {json_value(e, excel_safe=excel_safe)}" for e in entries)
             return "{" + fields + "}"
 
         return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"

@@ -220,9 +220,11 @@ def _merged(c: _Column, old: str, new: str) -> str:
     q = quote_ident(c.entry.key)
     if c.entry.kind is KeyKind.IDENTITY and c.entry.multi:
         known = f"coalesce({old}.{q}, [])"
+        fresh = f"list_filter({new}.{q}, lambda x: NOT list_contains({known}, x))"
+        # distinct in file order (list_distinct's order is arbitrary: the file would differ run to run)
         return (
             f"CASE WHEN {new}.{q} IS NULL THEN {old}.{q} ELSE list_concat({known}, "
-            f"list_distinct(list_filter({new}.{q}, lambda x: NOT list_contains({known}, x)))) END"
+            f"list_filter({fresh}, lambda x, i: list_position({fresh}, x) = i)) END"
         )
     return f"{new}.{q}"
 

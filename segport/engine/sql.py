@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segport.domain.keys import CatalogEntry, ValueType, quote_ident
+from segport.domain.keys import CatalogEntry, KeyKind, ValueType, quote_ident
 
 
 def users_table(project_id: str) -> str:
@@ -35,3 +35,15 @@ def rendered(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False)
     if excel_safe and entry.type is ValueType.STRING:  # numbers and dates are never formulas
         expr = f"(CASE WHEN regexp_matches({expr}, '^[=+\\-@]') THEN '''' || {expr} ELSE {expr} END)"
     return expr
+
+
+def json_value(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False) -> str:
+    """A key's value in a JSON Lines export: a multi-valued identity is a list of strings (as the API family
+    answers it; null when the user has none), everything else as :func:`rendered` writes it (``||`` joins)."""
+    if not (entry.multi and entry.kind is KeyKind.IDENTITY):
+        return rendered(entry, alias, excel_safe=excel_safe)
+    col = f"{alias}.{quote_ident(entry.key)}"
+    item = "x"
+    if excel_safe:
+        item = "(CASE WHEN regexp_matches(x, '^[=+\\-@]') THEN '''' || x ELSE x END)"
+    return f"(CASE WHEN {col} IS NULL OR len({col}) = 0 THEN NULL ELSE list_transform({col}, lambda x: {item}) END)"

@@ -328,11 +328,11 @@ class DataService:
 
     def _definition(self, row: SegmentRow) -> SegmentDefinition:
         if row.rule:
+            tree, catalog = json.loads(row.rule), self.meta.catalog(row.project_id)
             try:
-                compiled = compile_rule(json.loads(row.rule), self.meta.catalog(row.project_id))
+                return SegmentDefinition.from_rule(row.key, tree, catalog)
             except InvalidRule as exc:
                 raise InvalidRule(f"segment {row.key}: {exc.message}") from None
-            return SegmentDefinition(row.key, rule=compiled)
         return SegmentDefinition(row.key, identity=row.identity)
 
 

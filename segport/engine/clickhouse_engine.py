@@ -1,0 +1,391 @@
+"""The scale-out engine: user profiles in ClickHouse, through clickhouse-connect (a server over HTTP(S), or
+ClickHouse's own engine in process through chdb).
+
+It answers the same :class:`segport.engine.base.ProfileEngine` as DuckDB and writes the same bytes: values are
+rendered by :mod:`segport.engine.clickhouse_sql` exactly as DuckDB renders them, rules compile to ClickHouse
+SQL with the same semantics, and files are written by ClickHouse's own formats (``CSVWithNames``,
+``JSONEachRow``), streamed to the result file. Consistency comes from immutable tables and one pointer row per
+change (:mod:`segport.engine.clickhouse_snapshots`); imports are checked and staged by
+:mod:`segport.engine.clickhouse_import`, exports written by :mod:`segport.engine.clickhouse_writer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+from segport.domain.export import ExportSpec
+from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, quote_ident
+from segport.domain.rules import compile_rule
+from segport.engine import clickhouse_import, clickhouse_writer
+from segport.engine import clickhouse_snapshots as snaps
+from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
+from segport.engine.clickhouse_sql import ClickHouseRules, column_type, page_select_list, present, rule_parameters
+from segport.engine.interrupt import Interrupt
+from segport.engine.pages import MembersPage
+from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(clickhouse-connect DSN without a database, database): ``http(s)://…/db`` or ``chdb://DIR?database=db``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "chdb":
+        query = parse_qs(parsed.query)
+        db = query.pop("database", ["segport"])[0]
+        path = parsed.netloc + parsed.path  # chdb://DIR (relative) or chdb:///abs
+        if not path:
+            raise ExportFailed("SEGPORT_CLICKHOUSE_URL chdb:// needs a directory: chdb:///path/to/dir")
+        rest = urlencode({k: v[0] for k, v in query.items()})
+        return f"chdb:///{Path(path).resolve().as_posix().lstrip('/')}" + (f"?{rest}" if rest else ""), db
+    if parsed.scheme in ("http", "https"):
+        db = parsed.path.strip("/") or "default"
+        return urlunparse(parsed._replace(path="")), db
+    raise ExportFailed(f"SEGPORT_CLICKHOUSE_URL must be http://, https:// or chdb://, not {parsed.scheme or url}")
+
+
+class ClickHouseEngine:
+    """:class:`segport.engine.base.ProfileEngine` on ClickHouse."""
+
+    def __init__(self, url: str, *, scratch: Path, keep_s: float = 3600.0, import_memory_limit: str = "2GB") -> None:
+        try:
+            import clickhouse_connect
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ExportFailed("SEGPORT_ENGINE=clickhouse needs the extra: pip install 'segport[clickhouse]'") from exc
+        self._connect = clickhouse_connect.get_client
+        self._dsn, self.db_name = parse_url(url)
+        self.db = f"`{self.db_name}`"
+        self.scratch = scratch
+        self.keep_s = keep_s
+        self.import_memory_limit = import_memory_limit
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._clients_lock = threading.Lock()
+        self._writer = threading.Lock()
+        try:
+            client = self.client()
+            client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
+            client.command(snaps.ddl(self.db))
+        except Exception as exc:
+            raise EngineBusy(f"cannot use ClickHouse at {_shown(url)}: {_first_line(exc)}") from exc
+
+    # --- connections -------------------------------------------------------------------------------
+    def client(self) -> Any:
+        """This thread's client: clickhouse-connect clients are not shared between threads."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            # no HTTP session: a session serialises queries, and each thread has its own client anyway
+            extra = {} if self._dsn.startswith("chdb:") else {"autogenerate_session_id": False}
+            client = self._connect(dsn=self._dsn, **extra)
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+        self._local = threading.local()
+
+    def table(self, name: str) -> str:
+        return f"{self.db}.`{name}`"
+
+    def current(self, project_id: str) -> snaps.Snapshot:
+        snap = snaps.read_current(self.client(), self.db, project_id)
+        if snap is None:
+            raise SegmentNotFound(f"project {project_id} has no profile data yet")
+        return snap
+
+    def publish(self, snap: snaps.Snapshot) -> None:
+        snaps.publish(self.client(), self.db, snap)
+        snaps.collect(self.client(), self.db, snap.project, self.keep_s)
+
+    # --- schema ------------------------------------------------------------------------------------
+    def ensure_project(self, project_id: str, catalog: Catalog) -> None:
+        with self._writer:
+            client = self.client()
+            snap = snaps.read_current(client, self.db, project_id)
+            if snap is None:
+                snap = snaps.Snapshot(project_id, 1, 0, 1, f"u_{project_id}_1")
+                client.command(
+                    f"CREATE TABLE IF NOT EXISTS {self.table(snap.users)} (gio_id Int64) "
+                    "ENGINE = MergeTree ORDER BY gio_id"
+                )
+                snaps.publish(client, self.db, snap)
+            have = set(self.columns(snap.users))
+            for entry in catalog.entries.values():
+                if entry.key not in have:  # metadata only: readers of this table never ask for a new column
+                    client.command(
+                        f"ALTER TABLE {self.table(snap.users)} ADD COLUMN IF NOT EXISTS "
+                        f"{quote_ident(entry.key)} {column_type(entry)}"
+                    )
+
+    def columns(self, table: str) -> list[str]:
+        rows = (
+            self.client()
+            .query(
+                "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String} ORDER BY position",
+                parameters={"d": self.db_name, "t": table},
+            )
+            .result_rows
+        )
+        return [r[0] for r in rows]
+
+    def drop_column(self, project_id: str, key: str) -> None:
+        with self._writer:
+            snap = self.current(project_id)
+            self.client().command(f"ALTER TABLE {self.table(snap.users)} DROP COLUMN IF EXISTS {quote_ident(key)}")
+            self.publish(snap.next(data_version=snap.data_version + 1))
+
+    def data_version(self, project_id: str) -> int:
+        snap = snaps.read_current(self.client(), self.db, project_id)
+        return snap.data_version if snap else 0
+
+    # --- imports and segments ----------------------------------------------------------------------
+    def import_users(
+        self,
+        project_id: str,
+        catalog: Catalog,
+        path: Path,
+        file_format: str,
+        match: str,
+        recompute: list[SegmentDefinition],
+        progress: Any = None,
+    ) -> ImportReport:
+        with self._writer:
+            snap = self.current(project_id)
+            nxt = snap.next()
+            built: list[str] = []
+            try:
+                report, users, inserted = clickhouse_import.import_users(
+                    self, snap, nxt.seq, catalog, path, file_format, match, progress, built
+                )
+                members = dict(snap.members)
+                if recompute and progress:
+                    progress(f"recomputing {len(recompute)} segment(s)")
+                for seg in recompute:
+                    table, result = self._compute(project_id, nxt.seq, users, seg, snap.idlists, built)
+                    members[seg.key] = table
+                    report.segments[seg.key] = result.total_users
+                    report.unmatched[seg.key] = result.unmatched
+                self.publish(
+                    snaps.Snapshot(
+                        project_id,
+                        nxt.seq,
+                        snap.data_version + 1,
+                        snap.next_gio_id + inserted,
+                        users,
+                        members,
+                        dict(snap.idlists),
+                    )
+                )
+            except BaseException:
+                self._drop(built)
+                raise
+        return report
+
+    def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
+        with self._writer:
+            snap = self.current(project_id)
+            name = f"l_{project_id}_{segment_key}_{snap.seq + 1}"
+            try:
+                count = clickhouse_import.load_id_list(self, name, path)
+                self.publish(snap.next(idlists={**snap.idlists, segment_key: name}))
+            except BaseException:
+                self._drop([name])
+                raise
+            return count
+
+    def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult:
+        with self._writer:
+            snap = self.current(project_id)
+            built: list[str] = []
+            try:
+                table, result = self._compute(project_id, snap.seq + 1, snap.users, segment, snap.idlists, built)
+                self.publish(
+                    snap.next(data_version=snap.data_version + 1, members={**snap.members, segment.key: table})
+                )
+            except ComputeFailed:
+                self._drop(built)
+                raise
+            except Exception as exc:
+                self._drop(built)
+                raise ComputeFailed(f"segment {segment.key} could not be computed: {_first_line(exc)}") from exc
+        return result
+
+    def drop_segment(self, project_id: str, segment_key: str) -> None:
+        with self._writer:
+            snap = snaps.read_current(self.client(), self.db, project_id)
+            if snap is None:
+                return
+            members = {k: v for k, v in snap.members.items() if k != segment_key}
+            idlists = {k: v for k, v in snap.idlists.items() if k != segment_key}
+            self.publish(snap.next(data_version=snap.data_version + 1, members=members, idlists=idlists))
+
+    def _drop(self, tables: list[str]) -> None:
+        for name in tables:
+            # the original error matters more than a failed clean-up
+            with contextlib.suppress(Exception):
+                self.client().command(f"DROP TABLE IF EXISTS {self.table(name)}")
+
+    def _compute(
+        self, project_id: str, seq: int, users: str, seg: SegmentDefinition, idlists: dict[str, str], built: list[str]
+    ) -> tuple[str, ComputeResult]:
+        client = self.client()
+        name = f"m_{project_id}_{seg.key}_{seq}"
+        table = self.table(name)
+        built.append(name)
+        unmatched = 0
+        create = f"CREATE TABLE {table} (gio_id Int64) ENGINE = MergeTree ORDER BY gio_id"
+        if seg.rule_tree is not None and seg.catalog is not None:
+            rule = compile_rule(seg.rule_tree, seg.catalog, dialect=ClickHouseRules)
+            client.command(create)
+            client.command(
+                f"INSERT INTO {table} SELECT u.gio_id FROM {self.table(users)} AS u WHERE {rule.sql}",
+                parameters=rule_parameters(rule.params),
+            )
+        elif seg.identity is not None:
+            ids = idlists.get(seg.key)
+            if ids is None:
+                raise ComputeFailed(f"segment {seg.key} has no uploaded id list")
+            col = f"u.{quote_ident(seg.identity)}"
+            if self._is_multi(users, seg.identity):
+                matched = f"SELECT DISTINCT u.gio_id AS gio_id, v AS value FROM {self.table(users)} AS u ARRAY JOIN {col} AS v"
+            else:
+                matched = (
+                    f"SELECT u.gio_id AS gio_id, assumeNotNull({col}) AS value FROM {self.table(users)} AS u "
+                    f"WHERE {col} IS NOT NULL"
+                )
+            client.command(create)
+            client.command(
+                f"INSERT INTO {table} SELECT DISTINCT gio_id FROM ({matched}) "
+                f"WHERE value IN (SELECT value FROM {self.table(ids)})"
+            )
+            unmatched = int(
+                client.query(
+                    f"SELECT count() FROM {self.table(ids)} WHERE value NOT IN (SELECT value FROM ({matched}))"
+                ).result_rows[0][0]
+            )
+        else:
+            raise ValueError(f"segment {seg.key} has neither a rule nor an id list")
+        total = int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
+        return name, ComputeResult(total, unmatched)
+
+    def _is_multi(self, users: str, key: str) -> bool:
+        rows = (
+            self.client()
+            .query(
+                "SELECT type FROM system.columns WHERE database = {d:String} AND table = {t:String} AND name = {c:String}",
+                parameters={"d": self.db_name, "t": users, "c": key},
+            )
+            .result_rows
+        )
+        return bool(rows) and str(rows[0][0]).startswith("Array")
+
+    # --- reading -----------------------------------------------------------------------------------
+    def source(self, snap: snaps.Snapshot, target: Target) -> str:
+        """FROM clause (aliased ``u``) with its ``WHERE``: a segment's members are looked up in a set of ids,
+        so the wide users table is streamed in ``gio_id`` order, never hashed."""
+        users = f"{self.table(snap.users)} AS u"
+        if target.kind == "tag":
+            entry = CatalogEntry(target.key, KeyKind.TAG, target.key, multi=self._is_multi(snap.users, target.key))
+            return f"{users} WHERE {present(entry)}"
+        members = snap.members.get(target.key)
+        if members is None:
+            raise SegmentNotFound(f"segment {target.key!r} has no computed membership yet")
+        return f"{users} WHERE u.gio_id IN (SELECT gio_id FROM {self.table(members)})"
+
+    def count(self, project_id: str, target: Target) -> int:
+        snap = self.current(project_id)
+        return int(self.client().query(f"SELECT count() FROM {self.source(snap, target)}").result_rows[0][0])
+
+    def members_page(
+        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
+    ) -> MembersPage:
+        snap = self.current(project_id)  # every read below names this snapshot's tables: one snapshot
+        src = self.source(snap, target)
+        client = self.client()
+        total = int(client.query(f"SELECT count() FROM {src}").result_rows[0][0])
+        rows: list[tuple[Any, ...]] = []
+        if offset < total:
+            rows = client.query(
+                f"SELECT {page_select_list(columns)} FROM {src} ORDER BY u.gio_id LIMIT {int(limit)} OFFSET {int(offset)}"
+            ).result_rows
+        keys = [GIO_ID, *(c.key for c in columns)]
+        return MembersPage(total, [_api_row(keys, r) for r in rows])
+
+    def lookup_user(
+        self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
+    ) -> dict[str, Any] | None:
+        snap = self.current(project_id)
+        col = f"u.{quote_ident(identity.key)}"
+        test = f"has({col}, {{v:String}})" if identity.multi else f"{col} = {{v:String}}"
+        entries = list(catalog.entries.values())
+        rows = (
+            self.client()
+            .query(
+                f"SELECT {page_select_list(entries)} FROM {self.table(snap.users)} AS u WHERE {test} "
+                "ORDER BY u.gio_id LIMIT 1",
+                parameters={"v": value},
+            )
+            .result_rows
+        )
+        return _api_row([GIO_ID, *(e.key for e in entries)], rows[0]) if rows else None
+
+    def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:
+        if not tags:
+            return {}
+        snap = self.current(project_id)
+        counts = ", ".join(f"countIf({present(t)})" for t in tags)
+        row = self.client().query(f"SELECT {counts} FROM {self.table(snap.users)} AS u").result_rows[0]
+        return {t.key: int(n) for t, n in zip(tags, row, strict=True)}
+
+    # --- export ------------------------------------------------------------------------------------
+    def export(
+        self,
+        project_id: str,
+        target: Target,
+        columns: list[CatalogEntry],
+        spec: ExportSpec,
+        out_dir: Path,
+        file_names: Callable[[int], list[str]],
+        *,
+        max_file_rows: int = 0,
+        excel_safe: bool = False,
+        interrupt: Interrupt | None = None,
+    ) -> ExportOutput:
+        snap = self.current(project_id)
+        return clickhouse_writer.write_export(
+            self,
+            self.source(snap, target),
+            columns,
+            spec,
+            out_dir,
+            file_names,
+            max_file_rows=max_file_rows,
+            excel_safe=excel_safe,
+            interrupt=interrupt,
+        )
+
+
+def _api_row(keys: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as the API family answers it: identities' empty arrays are ``None`` (no value)."""
+    return {k: (None if isinstance(v, list) and not v else v) for k, v in zip(keys, row, strict=True)}
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    parsed = urlparse(url)
+    if parsed.password:
+        parsed = parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@"))
+    return urlunparse(parsed)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,198 @@
+"""Imports into ClickHouse: the file is read and checked exactly as the DuckDB engine does, then merged in
+ClickHouse into a new users table (published by the caller with the snapshot that names it).
+
+The file is on the worker's disk, not the ClickHouse server's, so it is read here: by the DuckDB import itself
+(:mod:`segport.engine.duckdb_import`), run against a scratch DuckDB file holding an empty users table. That
+gives the same formats, the same checks and the same one-line errors naming row, key and value, and resolves
+repeated identities within the file the same way (the later row wins; a user's rank is its first row). Its
+result goes to ClickHouse as one Parquet file (columnar; ClickHouse parses it), and the merge runs there:
+
+* known users (matched on the ``match`` identity) keep their ``gio_id``; the file's columns overwrite theirs
+  (a null clears), multi-valued identities accumulate; the columns the file lacks keep their values;
+* new users get ``next_gio_id`` onwards in file order;
+* everyone else is copied as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, quote_ident
+from segport.engine import duckdb_import
+from segport.engine.base import ImportReport
+from segport.engine.clickhouse_snapshots import Snapshot
+from segport.engine.clickhouse_sql import column_type
+from segport.engine.sql import sql_string
+from segport.errors import ImportRejected
+
+if TYPE_CHECKING:
+    from segport.engine.clickhouse_engine import ClickHouseEngine
+
+_INSERT_SETTINGS = {"input_format_null_as_default": 1}
+
+
+@contextlib.contextmanager
+def _scratch_duckdb(engine: ClickHouseEngine):  # type: ignore[no-untyped-def]
+    engine.scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="ch-import-", dir=engine.scratch))
+    con = duckdb.connect(str(folder / "stage.duckdb"), config={"memory_limit": engine.import_memory_limit})
+    try:
+        yield con, folder
+    finally:
+        con.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _file_keys(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, path: Path, fmt: str | None, project: str
+) -> list[str]:
+    """The catalogue keys the file has columns for (checked as the import checks them)."""
+    detected = duckdb_import.detect_format(path, fmt)
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {duckdb_import.reader(path, detected)}").fetchall()
+    except duckdb.Error as exc:
+        raise ImportRejected(f"cannot read {path.name} as {detected}: {str(exc).strip().splitlines()[0]}") from None
+    numbered = detected == "parquet"
+    cols = [(r[0], str(r[1])) for r in described if not (numbered and r[0] == "file_row_number")]
+    return [c.entry.key for c in duckdb_import.plan_columns(cols, catalog, project)]
+
+
+def import_users(
+    engine: ClickHouseEngine,
+    snap: Snapshot,
+    seq: int,
+    catalog: Catalog,
+    path: Path,
+    file_format: str | None,
+    match: str,
+    progress: Any,
+    built: list[str],
+) -> tuple[ImportReport, str, int]:
+    """Build the users table of snapshot ``seq``; returns (report, its name, users inserted). Tables made are
+    appended to ``built`` (the caller drops them if anything fails)."""
+    project = snap.project
+    say = progress or (lambda _msg: None)
+    with _scratch_duckdb(engine) as (con, folder):
+        con.execute(f"CREATE TABLE users_{project} (gio_id BIGINT NOT NULL)")
+        for entry in catalog.entries.values():
+            con.execute(f"ALTER TABLE users_{project} ADD COLUMN {quote_ident(entry.key)} {entry.sql_type}")
+        con.execute("CREATE TABLE segport_state (project VARCHAR, next_gio_id BIGINT, data_version BIGINT)")
+        con.execute("INSERT INTO segport_state VALUES (?, 1, 0)", [project])
+        if not path.is_file():
+            raise ImportRejected(f"no such file: {path}")
+        keys = _file_keys(con, catalog, path, file_format, project) if path.stat().st_size else []
+        con.execute("BEGIN TRANSACTION")
+        report = duckdb_import.import_users(con, project, catalog, path, file_format, match, progress)
+        con.execute("COMMIT")
+        staged = folder / "rows.parquet"
+        cols = ", ".join(quote_ident(k) for k in keys)
+        con.execute(
+            f"COPY (SELECT gio_id, {cols} FROM users_{project} ORDER BY gio_id) TO {sql_string(str(staged))} "
+            "(FORMAT PARQUET)"
+        )
+        distinct = int(con.execute(f"SELECT count(*) FROM users_{project}").fetchone()[0])  # type: ignore[index]
+        say("loading into ClickHouse")
+        entries = [catalog.entries[k] for k in keys]
+        stage = f"s_{project}_{seq}"
+        built.append(stage)
+        client = engine.client()
+        defs = ", ".join(f"{quote_ident(e.key)} {column_type(e)}" for e in entries)
+        client.command(f"CREATE TABLE {engine.table(stage)} (gio_id Int64, {defs}) ENGINE = MergeTree ORDER BY gio_id")
+        with open(staged, "rb") as f:
+            client.raw_insert(engine.table(stage), None, f, settings=_INSERT_SETTINGS, fmt="Parquet")
+    match_key = canonical_key(match)
+    users, updated = _merge(engine, snap, seq, entries, match_key, distinct, built, say)
+    engine.client().command(f"DROP TABLE IF EXISTS {engine.table(stage)}")
+    built.remove(stage)
+    report.updated, report.inserted = updated, distinct - updated
+    return report, users, report.inserted
+
+
+def _merge(
+    engine: ClickHouseEngine,
+    snap: Snapshot,
+    seq: int,
+    entries: list[CatalogEntry],
+    match_key: str,
+    distinct: int,
+    built: list[str],
+    say: Any,
+) -> tuple[str, int]:
+    """Write the new users table; returns (its name, users updated)."""
+    client = engine.client()
+    old, stage = engine.table(snap.users), engine.table(f"s_{snap.project}_{seq}")
+    name = f"u_{snap.project}_{seq}"
+    new = engine.table(name)
+    known = engine.table(f"k_{snap.project}_{seq}")
+    built += [name, f"k_{snap.project}_{seq}"]
+    client.command(f"CREATE TABLE {new} AS {old}")
+    client.command(f"CREATE TABLE {known} (old_id Int64, rank Int64) ENGINE = MergeTree ORDER BY rank")
+    m = quote_ident(match_key)
+    say("matching known users")
+    client.command(
+        f"INSERT INTO {known} SELECT o.gio_id, s.gio_id FROM {stage} AS s INNER JOIN "
+        f"(SELECT gio_id, {m} FROM {old} WHERE {m} IN (SELECT {m} FROM {stage})) AS o ON o.{m} = s.{m}"
+    )
+    updated = int(client.query(f"SELECT count() FROM {known}").result_rows[0][0])
+    have = engine.columns(snap.users)
+    by_key = {e.key: e for e in entries}
+    cols = ", ".join(quote_ident(c) for c in have)
+    # unchanged users, as they are
+    client.command(
+        f"INSERT INTO {new} ({cols}) SELECT {cols} FROM {old} WHERE gio_id NOT IN (SELECT old_id FROM {known})"
+    )
+    if updated:
+        say(f"updating {updated} users")
+        select = []
+        for c in have:
+            q = quote_ident(c)
+            e = by_key.get(c)
+            if c == GIO_ID:
+                select.append("k.old_id")
+            elif e is None:
+                select.append(f"o.{q}")
+            elif e.kind is KeyKind.IDENTITY and e.multi:  # accumulate: known values, then the new ones
+                select.append(
+                    f"if(empty(s.{q}), o.{q}, arrayConcat(o.{q}, arrayDistinct(arrayFilter(x -> NOT has(o.{q}, x), s.{q}))))"
+                )
+            else:
+                select.append(f"s.{q}")
+        client.command(
+            f"INSERT INTO {new} ({cols}) SELECT {', '.join(select)} FROM {known} AS k "
+            f"INNER JOIN {stage} AS s ON s.gio_id = k.rank INNER JOIN "
+            f"(SELECT * FROM {old} WHERE gio_id IN (SELECT old_id FROM {known})) AS o ON o.gio_id = k.old_id"
+        )
+    inserted = distinct - updated
+    if inserted:
+        say(f"inserting {inserted} users")
+        present = [c for c in have if c == GIO_ID or c in by_key]
+        select = [
+            f"{snap.next_gio_id - 1} + row_number() OVER (ORDER BY s.gio_id)" if c == GIO_ID else f"s.{quote_ident(c)}"
+            for c in present
+        ]
+        client.command(
+            f"INSERT INTO {new} ({', '.join(quote_ident(c) for c in present)}) SELECT {', '.join(select)} "
+            f"FROM {stage} AS s WHERE s.gio_id NOT IN (SELECT rank FROM {known})"
+        )
+    client.command(f"DROP TABLE IF EXISTS {known}")
+    built.remove(f"k_{snap.project}_{seq}")
+    return name, updated
+
+
+def load_id_list(engine: ClickHouseEngine, name: str, path: Path) -> int:
+    """Store an id file's distinct non-empty lines as ``name(value)``, read as the DuckDB engine reads it."""
+    with _scratch_duckdb(engine) as (con, folder):
+        count = duckdb_import.load_id_list(con, "ids", path)
+        staged = folder / "ids.parquet"
+        con.execute(f"COPY ids TO {sql_string(str(staged))} (FORMAT PARQUET)")
+        client = engine.client()
+        client.command(f"CREATE TABLE {engine.table(name)} (value String) ENGINE = MergeTree ORDER BY value")
+        with open(staged, "rb") as f:
+            client.raw_insert(engine.table(name), None, f, settings=_INSERT_SETTINGS, fmt="Parquet")
+    return count

@@ -1,0 +1,179 @@
+"""Writing an export with ClickHouse's own formats: ``CSVWithNames`` and ``JSONEachRow``, streamed to the file.
+
+ClickHouse formats every byte; this module only moves the stream into the result file (gzip-compressing it on
+the way when asked: zlib works outside the GIL) — never a row at a time. The settings below make ClickHouse
+write what DuckDB's ``COPY`` writes:
+
+* CSV: every value is cast to ``Nullable(String)``, which ``CSVWithNames`` always double-quotes (inner ``"``
+  doubled, the header quoted too); ``format_csv_null_representation=''`` leaves a null empty and unquoted.
+* JSON Lines: named tuples are written as objects; ``/`` is not escaped (DuckDB does not). ClickHouse escapes
+  U+2028 and U+2029 where DuckDB writes them raw, so those two escapes are turned back into UTF-8 (per line,
+  where a line holds an escaped ``\\u2028``, which is rare).
+
+Parts (``max_file_rows``) are cut on exact row counts by ``gio_id`` ranges read from one snapshot's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
+from segport.domain.keys import GIO_ID, CatalogEntry
+from segport.engine.base import ExportOutput
+from segport.engine.clickhouse_sql import ch_ident, ch_string, json_value, rendered
+from segport.engine.interrupt import Interrupt
+from segport.errors import ExportFailed, StorageFull
+
+if TYPE_CHECKING:
+    from segport.engine.clickhouse_engine import ClickHouseEngine
+
+SETTINGS: dict[str, Any] = {
+    "format_csv_null_representation": "",
+    "output_format_csv_crlf_end_of_line": 0,
+    "output_format_json_named_tuples_as_objects": 1,
+    "output_format_json_escape_forward_slashes": 0,
+    "output_format_json_quote_64bit_integers": 1,
+    "optimize_read_in_order": 1,
+}
+_LINE_SEP = re.compile(rb"(?<!\\)((?:\\\\)*)\\u(2028|2029)")
+
+
+def select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool) -> str:
+    """Mirror of the DuckDB engine's ``_select_list``."""
+    gio = "toString(u.gio_id) AS gio_id"
+    if spec.file_format is FileFormat.JSON:
+        if not columns:
+            return gio
+        ids, props = split_columns(columns)
+
+        def struct(entries: list[CatalogEntry]) -> str:
+            if not entries:
+                return "CAST(map(), 'Map(String, String)')"  # {} (an empty tuple would be [])
+            values = [json_value(e, excel_safe=excel_safe) for e in entries]
+            types = ", ".join(f"{ch_ident(e.key)} {t}" for e, (_, t) in zip(entries, values, strict=True))
+            return f"CAST(tuple({', '.join(v for v, _ in values)}), {ch_string(f'Tuple({types})')})"
+
+        return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"
+    headers = headers_for(columns, spec.header)
+    return ", ".join(
+        [gio]
+        + [f"{rendered(e, excel_safe=excel_safe)} AS {ch_ident(h)}" for e, h in zip(columns, headers, strict=True)]
+    )
+
+
+def headers_for(columns: list[CatalogEntry], header: HeaderType) -> list[str]:
+    """Column headers; display names that collide (with each other or ``gio_id``) get their key appended.
+    (The same rule as the DuckDB engine's ``_headers``.)"""
+    if header is HeaderType.KEY:
+        return [c.key for c in columns]
+    names = [c.name or c.key for c in columns]
+    seen: dict[str, int] = {}
+    for n in [GIO_ID, *names]:
+        seen[n.lower()] = seen.get(n.lower(), 0) + 1
+    return [n if seen[n.lower()] == 1 else f"{n} ({c.key})" for n, c in zip(names, columns, strict=True)]
+
+
+def export_query(
+    source: str, columns: list[CatalogEntry], spec: ExportSpec, *, excel_safe: bool = False
+) -> tuple[str, str]:
+    """The whole export as one ``SELECT`` and its ClickHouse format (the bench's raw baseline)."""
+    fmt = "JSONEachRow" if spec.file_format is FileFormat.JSON else "CSVWithNames"
+    return f"SELECT {select_list(columns, spec, excel_safe)} FROM {source} ORDER BY u.gio_id", fmt
+
+
+def write_export(
+    engine: ClickHouseEngine,
+    source: str,
+    columns: list[CatalogEntry],
+    spec: ExportSpec,
+    out_dir: Path,
+    file_names: Callable[[int], list[str]],
+    *,
+    max_file_rows: int = 0,
+    excel_safe: bool = False,
+    interrupt: Interrupt | None = None,
+) -> ExportOutput:
+    client = engine.client()
+    query, fmt = export_query(source, columns, spec, excel_safe=excel_safe)
+    gzipped = spec.compression.value == "gzip"
+    stop = threading.Event()
+    if interrupt is not None:
+        interrupt.bind(stop.set)
+    try:
+        total = int(client.query(f"SELECT count() FROM {source}").result_rows[0][0])
+        if not max_file_rows or total <= max_file_rows:
+            path = out_dir / file_names(1)[0]
+            _write(client, query, fmt, path, gzipped, stop)
+            return ExportOutput(total, [path])
+        starts = [
+            int(r[0])
+            for r in client.query(
+                f"SELECT gio_id FROM (SELECT u.gio_id AS gio_id, row_number() OVER (ORDER BY u.gio_id) AS n "
+                f"FROM {source}) WHERE (n - 1) % {int(max_file_rows)} = 0 ORDER BY gio_id"
+            ).result_rows
+        ]
+        paths = [out_dir / name for name in file_names(len(starts))]
+        sel, where = query.split(" ORDER BY u.gio_id")[0], ""
+        for i, path in enumerate(paths):
+            where = f"u.gio_id >= {starts[i]}" + (f" AND u.gio_id < {starts[i + 1]}" if i + 1 < len(starts) else "")
+            _write(client, f"{sel} AND {where} ORDER BY u.gio_id", fmt, path, gzipped, stop)
+        return ExportOutput(total, paths)
+    except (ExportFailed, StorageFull):
+        raise
+    except OSError as exc:
+        if exc.errno in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
+            raise StorageFull(f"the result folder is full: {exc}") from exc
+        raise ExportFailed(f"writing the result failed: {exc}") from exc
+    except Exception as exc:  # the driver's errors become ours at the boundary
+        text = str(exc).strip()
+        raise ExportFailed(f"the export query failed: {text.splitlines()[0] if text else type(exc).__name__}") from exc
+    finally:
+        if interrupt is not None:
+            interrupt.unbind()
+
+
+def _write(client: Any, query: str, fmt: str, path: Path, gzipped: bool, stop: threading.Event) -> None:
+    """Stream one query's formatted output into ``path``."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31) if gzipped else None  # 31: a gzip container
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with client.raw_stream(query, fmt=fmt, settings=SETTINGS) as stream:
+            chunks: Iterable[bytes] = _unescape_line_separators(stream) if fmt == "JSONEachRow" else stream
+            for chunk in chunks:
+                if stop.is_set():
+                    raise ExportFailed("the export was interrupted (cancelled or taken over)")
+                data = packer.compress(chunk) if packer is not None else chunk
+                while data:
+                    data = data[os.write(fd, data) :]
+        if packer is not None:
+            data = packer.flush()
+            while data:
+                data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
+
+
+def _unescape_line_separators(stream: Iterable[bytes]) -> Iterable[bytes]:
+    """ClickHouse writes U+2028/U+2029 as ``\\u2028``/``\\u2029``; DuckDB writes the characters. Lines are
+    handled whole (a JSON line has no raw newline), so an escape is never cut between two chunks."""
+    carry = b""
+    for chunk in stream:
+        buf = carry + chunk if carry else chunk
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            carry = buf
+            continue
+        out, carry = buf[: cut + 1], buf[cut + 1 :]
+        yield _restore(out) if b"\\u202" in out else out
+    if carry:
+        yield _restore(carry)
+
+
+def _restore(data: bytes) -> bytes:
+    return _LINE_SEP.sub(lambda m: m.group(1) + ("\u2028" if m.group(2) == b"2028" else "\u2029").encode(), data)
