@@ -35,6 +35,7 @@ from segport.settings import Settings
 from segport.store.meta import MetaStore, Principal, iso_ms
 from segport.store.models import JobRow, utcnow
 from segport.store.queue import JobQueue, LeaseLost, job_files
+from segport.testing_hooks import pause_point
 
 log = logging.getLogger("segport.exports")
 BOM = "\ufeff".encode()
@@ -178,6 +179,7 @@ class ExportService:
         try:
             spec = ExportSpec.from_json(row.spec)
             attempt = self.results.begin(row.id, row.attempts, row.name, prefix=_prefix(spec))
+            pause_point("export-started")  # tests stop a worker here (RUNNING, its upload begun) to kill it
             names, rows, size, snapshot = self._write(row, spec, attempt, interrupt)
             self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
             attempt.publish()
