@@ -65,14 +65,22 @@ def build(settings: Settings | None = None, *, with_engine: bool = True, api_pro
 
 
 # Engines that are servers of their own: any process may open them, API processes included. An embedded
-# engine (DuckDB: one writer per file) is owned by the engine process; API processes reach it remotely.
+# engine (DuckDB: one writer per file; ClickHouse in process through chdb: one process per folder) is owned by
+# the engine process; API processes reach it remotely.
 SHARED_ENGINES: frozenset[str] = frozenset({"clickhouse"})
+
+
+def shared_engine(settings: Settings) -> bool:
+    """Whether API processes open the engine themselves: a ClickHouse server (http/https), not chdb."""
+    if settings.engine not in SHARED_ENGINES:
+        return False
+    return settings.clickhouse_url.startswith(("http://", "https://"))
 
 
 def _api_engine(settings: Settings) -> tuple[ProfileEngine, threading.Event]:
     from segport.engine.remote import RemoteEngine
 
-    if settings.engine in SHARED_ENGINES:
+    if shared_engine(settings):
         return _engine(settings), _remote_wake(settings)
     remote = RemoteEngine(settings.engine_url)
     return remote, RemoteWake(remote.client)

@@ -72,6 +72,7 @@ def run_api(settings: Settings, sock: socket.socket, *, wait_for_engine_s: float
 
     app = build(settings, api_process=True)
     try:
+        app.results.check()  # a missing bucket or refused credentials: one line now, not a failed download
         if wait_for_engine_s and settings.engine_url:
             wait_for_engine(settings.engine_url, wait_for_engine_s)
         serve_asgi(create_app(app, run_workers=False), sockets=[sock], **uvicorn_options(settings))
@@ -97,6 +98,7 @@ def run_engine(settings: Settings, *, uds: str | None = None, listen: str | None
         sock = listen_socket(host.strip("[]"), int(port))
     app = build(settings)
     try:
+        app.results.check()
         asgi = create_engine_app(app, run_workers=settings.serve_workers)
         if uds:
             serve_asgi(asgi, sockets=[unix_socket(Path(uds))])

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000,
         ge=1,
-        description="Connections `segport serve` holds open at once; one more is answered 503 and closed.",
+        description="Connections one API process holds open at once (`segport serve` runs `api_processes` of them); one more is answered 503 and closed.",
     )
     api_threads: int = Field(
         40, ge=1, description="Threads one API process runs blocking handlers on (FastAPI's thread pool)."

@@ -159,9 +159,7 @@ def missing_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def s3_gateway() -> Iterator[S3Gateway]:
-    """One S3 gateway for the whole session; tests take a bucket each (``new_bucket``)."""
+def _running_gateway() -> Iterator[S3Gateway]:
     reason = missing_reason()
     if reason is not None:
         pytest.skip(reason)
@@ -170,19 +168,18 @@ def s3_gateway() -> Iterator[S3Gateway]:
         yield gateway
     finally:
         gateway.close()
+
+
+@pytest.fixture(scope="session")
+def s3_gateway() -> Iterator[S3Gateway]:
+    """One S3 gateway for the whole session; tests take a bucket each (``new_bucket``)."""
+    yield from _running_gateway()
 
 
 @pytest.fixture
 def own_s3_gateway() -> Iterator[S3Gateway]:
     """A gateway for one test that stops it (an outage) without disturbing the others."""
-    reason = missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    gateway = S3Gateway(juicefs_binary() or "").start()
-    try:
-        yield gateway
-    finally:
-        gateway.close()
+    yield from _running_gateway()
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ AWKWARD: list[dict[str, str | None]] = [
     {
         "id_$basic_userId": "U5",
         "id_$device": "中||文",
-        "usr_name": "tab\there\\back/slash\u2028sep\u0001",
+        "usr_name": "tab\there\\back/slash\u2028sep",
         "usr_big": "42",
         "usr_ratio": "123456789.125",
         "usr_day": "2000-02-29",

@@ -33,6 +33,7 @@ def live(
     env = {
         "SEGPORT_REQUEST_READ_TIMEOUT_S": str(READ_TIMEOUT_S),
         "SEGPORT_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        "SEGPORT_API_PROCESSES": "1",  # the cap is per API process: one process, one bound to count against
         "SEGPORT_KEEP_ALIVE_TIMEOUT_S": "2",
     }
     server = start_server(base / "data", base / "server.log", env=env)

@@ -19,7 +19,7 @@ import contextlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 
@@ -27,18 +27,15 @@ from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonica
 from segport.engine import duckdb_import
 from segport.engine.base import ImportReport
 from segport.engine.clickhouse_snapshots import Snapshot
-from segport.engine.clickhouse_sql import column_type
+from segport.engine.clickhouse_sql import ClickHouseHandle, column_type
 from segport.engine.sql import sql_string
 from segport.errors import ImportRejected
-
-if TYPE_CHECKING:
-    from segport.engine.clickhouse_engine import ClickHouseEngine
 
 _INSERT_SETTINGS = {"input_format_null_as_default": 1}
 
 
 @contextlib.contextmanager
-def _scratch_duckdb(engine: ClickHouseEngine):  # type: ignore[no-untyped-def]
+def _scratch_duckdb(engine: ClickHouseHandle):  # type: ignore[no-untyped-def]
     engine.scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="ch-import-", dir=engine.scratch))
     con = duckdb.connect(str(folder / "stage.duckdb"), config={"memory_limit": engine.import_memory_limit})
@@ -64,7 +61,7 @@ def _file_keys(
 
 
 def import_users(
-    engine: ClickHouseEngine,
+    engine: ClickHouseHandle,
     snap: Snapshot,
     seq: int,
     catalog: Catalog,
@@ -115,7 +112,7 @@ def import_users(
 
 
 def _merge(
-    engine: ClickHouseEngine,
+    engine: ClickHouseHandle,
     snap: Snapshot,
     seq: int,
     entries: list[CatalogEntry],
@@ -185,7 +182,7 @@ def _merge(
     return name, updated
 
 
-def load_id_list(engine: ClickHouseEngine, name: str, path: Path) -> int:
+def load_id_list(engine: ClickHouseHandle, name: str, path: Path) -> int:
     """Store an id file's distinct non-empty lines as ``name(value)``, read as the DuckDB engine reads it."""
     with _scratch_duckdb(engine) as (con, folder):
         count = duckdb_import.load_id_list(con, "ids", path)

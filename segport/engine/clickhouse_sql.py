@@ -12,7 +12,8 @@ NULL and every reader treats the two alike.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from segport.domain.keys import CatalogEntry, KeyKind, ValueType, quote_ident
 from segport.domain.rules import RuleCompiler
@@ -162,3 +163,17 @@ class ClickHouseRules(RuleCompiler):
 
 def rule_parameters(params: list[Any]) -> dict[str, Any]:
     return {f"p{i}": v for i, v in enumerate(params)}
+
+
+class ClickHouseHandle(Protocol):
+    """What the import and the writer use of :class:`segport.engine.clickhouse_engine.ClickHouseEngine`
+    (described here rather than imported: the engine module imports them)."""
+
+    scratch: Path
+    import_memory_limit: str
+
+    def client(self) -> Any: ...
+
+    def table(self, name: str) -> str: ...
+
+    def columns(self, table: str) -> list[str]: ...

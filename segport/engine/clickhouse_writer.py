@@ -21,17 +21,14 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
 from segport.domain.keys import GIO_ID, CatalogEntry
 from segport.engine.base import ExportOutput
-from segport.engine.clickhouse_sql import ch_ident, ch_string, json_value, rendered
+from segport.engine.clickhouse_sql import ClickHouseHandle, ch_ident, ch_string, json_value, rendered
 from segport.engine.interrupt import Interrupt
 from segport.errors import ExportFailed, StorageFull
-
-if TYPE_CHECKING:
-    from segport.engine.clickhouse_engine import ClickHouseEngine
 
 SETTINGS: dict[str, Any] = {
     "format_csv_null_representation": "",
@@ -88,7 +85,7 @@ def export_query(
 
 
 def write_export(
-    engine: ClickHouseEngine,
+    engine: ClickHouseHandle,
     source: str,
     columns: list[CatalogEntry],
     spec: ExportSpec,
