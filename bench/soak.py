@@ -42,6 +42,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from segport.settings import Settings
+
 PROJECT = "WlGk4Daj"
 SEGMENT = "seg_51activity"
 KEYS = [
@@ -369,7 +371,8 @@ def main() -> int:
     return 1 if failures else 0
 
 
-SQLITE_POOL = 20  # segport.store.db: pool_size on SQLite
+# the metadata pool of the server above (built with the default settings): `Settings.resolved_pool_size`
+SQLITE_POOL = Settings().resolved_pool_size()
 
 
 def _pooled(kinds: dict[str, int]) -> int:
