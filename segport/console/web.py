@@ -46,7 +46,10 @@ class CsrfRefused(SegportError):
 
 
 class SecurityHeaders:
-    """Headers every console and docs answer carries (pages, redirects, static files, errors alike)."""
+    """What console and docs answers carry beyond :class:`segport.http.edges.EdgeGuard`'s common headers.
+
+    EdgeGuard (outermost) adds ``nosniff`` and ``no-store`` to every answer; this adds the console's tighter
+    policy and the frame and referrer headers (pages, redirects, static files, errors alike)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -67,12 +70,9 @@ class SecurityHeaders:
                 names = {name.lower() for name, _ in headers}
                 extra = {
                     b"content-security-policy": csp.encode(),
-                    b"x-content-type-options": b"nosniff",
                     b"x-frame-options": b"DENY",
                     b"referrer-policy": b"same-origin",
                 }
-                if not path.startswith(("/console/static/", "/docs/static/")):
-                    extra[b"cache-control"] = b"no-store"  # pages carry CSRF tokens and project data
                 headers += [(k, v) for k, v in extra.items() if k not in names]
                 message = {**message, "headers": headers}
             await send(message)
