@@ -113,10 +113,7 @@ def run_server(s: Settings) -> None:
     from segport.processes import Supervisor
     from segport.remote import remove_server_file, write_server_file
 
-    try:  # bind first: a busy port is a one-line error before anything is opened
-        sock = _listen(s.host, s.port)
-    except OSError as exc:
-        raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
+    sock = _listen(s)  # bind first: a busy port is a one-line error before anything is opened
     from segport.http.protocol import raise_descriptor_limit
 
     raise_descriptor_limit(s.max_connections + 512)  # the connections, plus the files and pools the app opens
@@ -160,10 +157,7 @@ def api(
     from segport.roles import run_api
 
     s = settings(host=host, port=port)
-    try:
-        sock = _listen(s.host, s.port)
-    except OSError as exc:
-        raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
+    sock = _listen(s)
     typer.echo(f"segport api on {s.base_url()} (engine: {s.engine_url or 'none: engine endpoints answer 503'})")
     try:
         run_api(s, sock)
@@ -171,10 +165,14 @@ def api(
         sock.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(s: Settings) -> socket.socket:
+    """The public socket on ``s.host:s.port``; a busy or refused address is a one-line error."""
     from segport.roles import listen_socket
 
-    return listen_socket(host, port)
+    try:
+        return listen_socket(s.host, s.port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", 1) from None
 
 
 @cli.command()

@@ -128,7 +128,6 @@ class Child:
     started: float = 0.0
     backoff_s: float = _MIN_BACKOFF_S
     due: float = 0.0  # when to start it again
-    restarts: int = 0
 
     def start(self) -> None:
         self.process = Forked(self.target)
@@ -154,12 +153,12 @@ class Supervisor:
 
         def engine_main() -> None:
             self.sock.close()  # the public port is the API processes' alone
-            run_engine(s, uds=uds, nice=s.engine_nice)
+            run_engine(s, uds=uds, nice=s.engine_nice, check_results=False)  # run_server checked it once
 
         def api_main() -> None:
             # at `serve`'s start, wait for the engine (requests queue in the backlog); a replacement serves at
             # once, answering 503 for engine reads if the engine happens to be down too
-            run_api(s, self.sock, wait_for_engine_s=0.0 if self._started else ENGINE_START_S)
+            run_api(s, self.sock, wait_for_engine_s=0.0 if self._started else ENGINE_START_S, check_results=False)
 
         engine = Child("engine", engine_main)
         apis = [Child("api", api_main) for _ in range(s.api_process_count())]
@@ -214,7 +213,6 @@ class Supervisor:
                 child.process = None
                 child.due = now + delay
             if now >= child.due:
-                child.restarts += 1
                 child.start()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -225,21 +223,19 @@ class Supervisor:
         self._stopping = True
         live = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
         for p in live:
-            with contextlib.suppress(ProcessLookupError):
-                p.terminate()
+            p.terminate()
         deadline = time.monotonic() + _GRACE_S
         for p in live:
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
+                p.wait(_GRACE_S)
 
 
 def engine_answers(url: str) -> bool:
     """Whether the engine's internal API at ``url`` answers its health check."""
     from segport.engine.remote import EngineClient
-    from segport.errors import SegportError
 
     client = EngineClient(url)
     try:

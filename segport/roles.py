@@ -59,10 +59,13 @@ def serve_asgi(asgi: Any, *, sockets: list[socket.socket], **options: Any) -> No
     uvicorn.Server(config).run(sockets=sockets)
 
 
-def run_api(settings: Settings, sock: socket.socket, *, wait_for_engine_s: float = 0.0) -> None:
+def run_api(
+    settings: Settings, sock: socket.socket, *, wait_for_engine_s: float = 0.0, check_results: bool = True
+) -> None:
     """An API process: the public HTTP API on ``sock``; profile reads and imports go to the engine process.
 
-    With ``wait_for_engine_s`` it first waits (at most that long) for the engine to answer, so the first
+    ``check_results=False`` skips the result store's start-up check (`segport serve` made it once, before
+    forking). With ``wait_for_engine_s`` it first waits (at most that long) for the engine to answer, so the first
     requests queue in the socket's backlog instead of getting 503s while `segport serve` starts."""
     from segport.http.protocol import raise_descriptor_limit, uvicorn_options
     from segport.http.server import create_app
@@ -72,7 +75,8 @@ def run_api(settings: Settings, sock: socket.socket, *, wait_for_engine_s: float
 
     app = build(settings, api_process=True)
     try:
-        app.results.check()  # a missing bucket or refused credentials: one line now, not a failed download
+        if check_results:  # a missing bucket or refused credentials: one line now, not a failed download
+            app.results.check()
         if wait_for_engine_s and settings.engine_url:
             wait_for_engine(settings.engine_url, wait_for_engine_s)
         serve_asgi(create_app(app, run_workers=False), sockets=[sock], **uvicorn_options(settings))
@@ -80,10 +84,18 @@ def run_api(settings: Settings, sock: socket.socket, *, wait_for_engine_s: float
         app.close()
 
 
-def run_engine(settings: Settings, *, uds: str | None = None, listen: str | None = None, nice: int = 0) -> None:
+def run_engine(
+    settings: Settings,
+    *,
+    uds: str | None = None,
+    listen: str | None = None,
+    nice: int = 0,
+    check_results: bool = True,
+) -> None:
     """The engine process: owns the engine, runs workers, janitor and daily recompute, serves the internal
     API on the Unix socket ``uds`` or on ``listen`` (HOST:PORT). ``nice`` lowers its CPU priority (and that of
-    DuckDB's threads, which inherit it): exports are throughput work, API requests are latency work."""
+    DuckDB's threads, which inherit it): exports are throughput work, API requests are latency work.
+    ``check_results`` as in :func:`run_api`."""
     import os
 
     from segport.engine.internal import create_engine_app
@@ -98,7 +110,8 @@ def run_engine(settings: Settings, *, uds: str | None = None, listen: str | None
         sock = listen_socket(host.strip("[]"), int(port))
     app = build(settings)
     try:
-        app.results.check()
+        if check_results:
+            app.results.check()
         asgi = create_engine_app(app, run_workers=settings.serve_workers)
         if uds:
             serve_asgi(asgi, sockets=[unix_socket(Path(uds))])

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from segport.app import build
+from segport.domain.jobs import TargetKind
 from segport.services.data import SegmentSpec
 from segport.services.exports import ExportRequest
 from segport.settings import Settings
@@ -178,7 +179,7 @@ def reference_files(root: Path, users: Path) -> dict[int, dict[str, bytes]]:
                 bom=bool(body.get("bom")),
                 compression=body.get("compression"),
             )
-            rows[i] = app.exports.submit(who, PROJECT, _segment_kind(), "seg_young", req)
+            rows[i] = app.exports.submit(who, PROJECT, TargetKind.SEGMENT, "seg_young", req)
         Worker(app).run_until_empty()
         out: dict[int, dict[str, bytes]] = {}
         for i, row in rows.items():
@@ -190,12 +191,6 @@ def reference_files(root: Path, users: Path) -> dict[int, dict[str, bytes]]:
         return out
     finally:
         app.close()
-
-
-def _segment_kind():  # noqa: ANN202 - the enum, imported late to keep the module's imports short
-    from segport.domain.jobs import TargetKind
-
-    return TargetKind.SEGMENT
 
 
 def wait_until_up(base: str, host: Host) -> None:
