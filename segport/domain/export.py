@@ -128,3 +128,15 @@ def split_columns(entries: list[CatalogEntry]) -> tuple[list[CatalogEntry], list
     ids = [e for e in entries if e.kind is KeyKind.IDENTITY]
     props = [e for e in entries if e.kind is not KeyKind.IDENTITY]
     return ids, props
+
+
+def column_headers(columns: list[CatalogEntry], header: HeaderType) -> list[str]:
+    """CSV column headers after ``gio_id``, the same in every engine: keys, or display names where those that
+    collide (with each other or ``gio_id``, case-insensitively) get their key appended."""
+    if header is HeaderType.KEY:
+        return [c.key for c in columns]
+    names = [c.name or c.key for c in columns]
+    seen: dict[str, int] = {}
+    for n in [GIO_ID, *names]:
+        seen[n.lower()] = seen.get(n.lower(), 0) + 1
+    return [n if seen[n.lower()] == 1 else f"{n} ({c.key})" for n, c in zip(names, columns, strict=True)]

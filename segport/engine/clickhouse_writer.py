@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
-from segport.domain.keys import GIO_ID, CatalogEntry
+from segport.domain.export import ExportSpec, FileFormat, column_headers, split_columns
+from segport.domain.keys import CatalogEntry
 from segport.engine.base import ExportOutput
 from segport.engine.clickhouse_sql import ClickHouseHandle, ch_ident, ch_string, json_value, rendered
 from segport.engine.interrupt import Interrupt
@@ -57,23 +57,11 @@ def select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool)
             return f"CAST(tuple({', '.join(v for v, _ in values)}), {ch_string(f'Tuple({types})')})"
 
         return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"
-    headers = headers_for(columns, spec.header)
+    headers = column_headers(columns, spec.header)
     return ", ".join(
         [gio]
         + [f"{rendered(e, excel_safe=excel_safe)} AS {ch_ident(h)}" for e, h in zip(columns, headers, strict=True)]
     )
-
-
-def headers_for(columns: list[CatalogEntry], header: HeaderType) -> list[str]:
-    """Column headers; display names that collide (with each other or ``gio_id``) get their key appended.
-    (The same rule as the DuckDB engine's ``_headers``.)"""
-    if header is HeaderType.KEY:
-        return [c.key for c in columns]
-    names = [c.name or c.key for c in columns]
-    seen: dict[str, int] = {}
-    for n in [GIO_ID, *names]:
-        seen[n.lower()] = seen.get(n.lower(), 0) + 1
-    return [n if seen[n.lower()] == 1 else f"{n} ({c.key})" for n, c in zip(names, columns, strict=True)]
 
 
 def export_query(

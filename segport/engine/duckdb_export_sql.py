@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import duckdb
 
-from segport.domain.export import ExportSpec, FileFormat, HeaderType, split_columns
-from segport.domain.keys import GIO_ID, CatalogEntry, quote_ident
+from segport.domain.export import ExportSpec, FileFormat, column_headers, split_columns
+from segport.domain.keys import CatalogEntry, quote_ident
 from segport.engine.base import Target
 from segport.engine.sql import json_value, members_table, rendered, sql_string, users_table
 from segport.errors import SegmentNotFound
@@ -81,22 +81,11 @@ def _select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool
             return "{" + fields + "}"
 
         return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"
-    headers = _headers(columns, spec.header)
+    headers = column_headers(columns, spec.header)
     parts = [gio] + [
         f"{rendered(e, excel_safe=excel_safe)} AS {_alias(h)}" for e, h in zip(columns, headers, strict=True)
     ]
     return ", ".join(parts)
-
-
-def _headers(columns: list[CatalogEntry], header: HeaderType) -> list[str]:
-    """Column headers; display names that collide (with each other or ``gio_id``) get their key appended."""
-    if header is HeaderType.KEY:
-        return [c.key for c in columns]
-    names = [c.name or c.key for c in columns]
-    seen: dict[str, int] = {}
-    for n in [GIO_ID, *names]:
-        seen[n.lower()] = seen.get(n.lower(), 0) + 1
-    return [n if seen[n.lower()] == 1 else f"{n} ({c.key})" for n, c in zip(names, columns, strict=True)]
 
 
 def _alias(name: str) -> str:
