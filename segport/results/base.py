@@ -7,6 +7,7 @@ attempt is finished (every byte stored), published (all files visible at once) o
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,12 +61,6 @@ class ResultStore(Protocol):
     def staging(self, job_id: str, attempt: int) -> Path:
         """A new, empty folder the engine writes an attempt's files into. Never served."""
 
-    def publish(self, staging: Path, job_name: str) -> None:
-        """Make a complete set of files visible under ``job_name`` atomically (all files or none)."""
-
-    def discard(self, staging: Path) -> None:
-        """Remove a failed or abandoned attempt's files."""
-
     def path(self, job_name: str, file_name: str) -> Path | None:
         """Local path of a published file, or ``None`` if it is not there."""
 
@@ -82,6 +77,15 @@ class ResultStore(Protocol):
         """Remove published files whose job ``kept(names)`` does not return (orphans). ``kept`` maps a job
         name to the ``<job id>-<attempt>`` that may own files; a store that keys files by attempt also
         removes those of other attempts."""
+
+
+def new_staging(root: Path, job_id: str, attempt: int) -> Path:
+    """``root/<job id>-<attempt>``, emptied if a previous run of this attempt left it behind."""
+    path = root / f"{job_id}-{attempt}"
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
 
 
 def media_type_of(file_name: str) -> str:

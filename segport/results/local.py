@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segport.domain.naming import JOB_NAME_RE
-from segport.results.base import Attempt
+from segport.results.base import Attempt, new_staging
 
 
 class LocalResultStore:
@@ -33,11 +33,7 @@ class LocalResultStore:
         return self.path(job_name, file_name)  # one folder per job: the attempt that published it
 
     def staging(self, job_id: str, attempt: int) -> Path:
-        path = self.staging_root / f"{job_id}-{attempt}"
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
-        return path
+        return new_staging(self.staging_root, job_id, attempt)
 
     def publish(self, staging: Path, job_name: str) -> None:
         final = self._job_dir(job_name)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from segport.domain.naming import JOB_NAME_RE
 from segport.errors import ResultStoreUnavailable
-from segport.results.base import Attempt, RemoteResult, media_type_of
+from segport.results.base import Attempt, RemoteResult, media_type_of, new_staging
 from segport.settings import Settings
 
 log = logging.getLogger("segport.results.s3")
@@ -127,17 +127,7 @@ class S3ResultStore:
 
     def staging(self, job_id: str, attempt: int) -> Path:
         """The local folder holding the attempt's FIFOs (no file data ever lands there)."""
-        path = self.staging_root / f"{job_id}-{attempt}"
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
-        return path
-
-    def publish(self, staging: Path, job_name: str) -> None:
-        raise NotImplementedError("the S3 store publishes through its Attempt")
-
-    def discard(self, staging: Path) -> None:
-        shutil.rmtree(staging, ignore_errors=True)
+        return new_staging(self.staging_root, job_id, attempt)
 
     # --- reading -----------------------------------------------------------------------------------
     def path(self, job_name: str, file_name: str) -> Path | None:

@@ -288,21 +288,6 @@ class JobQueue:
             rows = s.execute(select(JobRow.id, JobRow.attempts).where(JobRow.stage == Stage.RUNNING.value)).all()
         return {f"{job_id}-{attempts}" for job_id, attempts in rows}
 
-    def names_with_files(self, names: list[str]) -> set[str]:
-        """Those of ``names`` whose jobs may own a published folder (FINISH, or RUNNING about to finish)."""
-        found: set[str] = set()
-        with self.db.read() as s:
-            for i in range(0, len(names), 500):
-                found.update(
-                    s.scalars(
-                        select(JobRow.name).where(
-                            JobRow.name.in_(names[i : i + 500]),
-                            JobRow.stage.in_([Stage.FINISH.value, Stage.RUNNING.value]),
-                        )
-                    )
-                )
-        return found
-
     def attempts_with_files(self, names: list[str]) -> dict[str, str]:
         """Those of ``names`` whose jobs may own published files, each with the ``<job id>-<attempt>`` that
         may own them (the one that finished the job, or the running one about to)."""
