@@ -1,5 +1,5 @@
-"""Claims docs/api.md makes that no other test held: export options sent in the query string are a 400
-rather than silently ignored, and a ``limit`` written as a whole float is read as that integer."""
+"""A claim docs/api.md makes that no other test held: a ``limit`` written as a whole float is read as that
+integer. (Export options in the query string are a 400: tests/test_seed_errors.py holds that one.)"""
 
 from __future__ import annotations
 
@@ -7,14 +7,6 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import Seeded, auth
 from tests.family_helpers import SEG_USERS, SEGMENTS
-from tests.test_seed_api import EXPORT
-
-
-def test_export_options_in_the_query_string_are_a_400_naming_them(client: TestClient, seeded: Seeded) -> None:
-    r = client.post(EXPORT, headers=auth(seeded.token), params={"properties": "usr_gender"})
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["code"] == "INVALID_BODY"
-    assert "not the query string (properties)" in r.json()["error"]["message"]
 
 
 def test_limit_100_point_0_is_read_as_100(client: TestClient, seeded: Seeded) -> None:

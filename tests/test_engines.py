@@ -344,6 +344,21 @@ def test_upserts_and_refusals_agree(apps: dict[str, App], tmp_path: Path) -> Non
     assert users[3] is not None and users[3]["usr_name"] == "line1\nline2\r\nend" and users[3]["usr_big"] == "8"
 
 
+def test_every_engine_reports_the_data_version_its_export_read(apps: dict[str, App], tmp_path: Path) -> None:
+    """The job result's ``dataVersion`` comes from the engine: the version of the snapshot the file was read from."""
+    for engine, app in apps.items():
+        before = app.engine.data_version(P)
+        out = tmp_path / f"v-{engine}"
+        out.mkdir()
+        first = app.engine.export(P, Target("tag", "tag_level"), [], ExportSpec(), out, lambda n: ["a"])
+        assert first.data_version == before, engine
+        app.data.import_users(P, write_users_csv(tmp_path / f"v-{engine}.csv", [{"id_$basic_userId": "V1"}], COLS[:1]))
+        after = app.engine.data_version(P)
+        assert after > before, engine
+        second = app.engine.export(P, Target("tag", "tag_level"), [], ExportSpec(), out, lambda n: ["b"])
+        assert second.data_version == after, engine
+
+
 def test_id_list_segments_agree(apps: dict[str, App], tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_text("U1\n U3 \n\nnobody\nU1\n", encoding="utf-8")

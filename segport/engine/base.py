@@ -26,9 +26,9 @@ class Target:
 class ExportOutput:
     rows: int
     files: list[Path]
-    # the data version of the snapshot the files were read from, read in the export's own transaction;
-    # None if the engine cannot tell (the caller then brackets the export with data_version calls)
-    data_version: int | None = None
+    # the data version of the snapshot the files were read from (DuckDB: read in the export's own
+    # transaction; ClickHouse: the snapshot row the export read its tables from)
+    data_version: int
 
 
 @dataclass(frozen=True, slots=True)

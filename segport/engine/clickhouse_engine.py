@@ -370,6 +370,7 @@ class ClickHouseEngine:
             max_file_rows=max_file_rows,
             excel_safe=excel_safe,
             interrupt=interrupt,
+            data_version=snap.data_version,
         )
 
 

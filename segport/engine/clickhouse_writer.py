@@ -83,6 +83,7 @@ def write_export(
     max_file_rows: int = 0,
     excel_safe: bool = False,
     interrupt: Interrupt | None = None,
+    data_version: int,
 ) -> ExportOutput:
     client = engine.client()
     query, fmt = export_query(source, columns, spec, excel_safe=excel_safe)
@@ -95,7 +96,7 @@ def write_export(
         if not max_file_rows or total <= max_file_rows:
             path = out_dir / file_names(1)[0]
             _write(client, query, fmt, path, gzipped, stop)
-            return ExportOutput(total, [path])
+            return ExportOutput(total, [path], data_version)
         starts = [
             int(r[0])
             for r in client.query(
@@ -108,7 +109,7 @@ def write_export(
         for i, path in enumerate(paths):
             where = f"u.gio_id >= {starts[i]}" + (f" AND u.gio_id < {starts[i + 1]}" if i + 1 < len(starts) else "")
             _write(client, f"{sel} AND {where} ORDER BY u.gio_id", fmt, path, gzipped, stop)
-        return ExportOutput(total, paths)
+        return ExportOutput(total, paths, data_version)
     except (ExportFailed, StorageFull):
         raise
     except OSError as exc:

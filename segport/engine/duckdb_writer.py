@@ -43,7 +43,7 @@ def write_export(
     *,
     max_file_rows: int = 0,
     chunk_rows: int = CHUNK_ROWS,
-    version_of: Callable[[duckdb.DuckDBPyConnection], int] | None = None,
+    version_of: Callable[[duckdb.DuckDBPyConnection], int],
 ) -> ExportOutput:
     """Write the export into ``out_dir``: one file, or parts of at most ``max_file_rows`` rows (0 = one file).
 
@@ -55,7 +55,7 @@ def write_export(
     cur.execute("SET enable_progress_bar = false")  # no bars in the server's log
     cur.execute("BEGIN TRANSACTION")
     try:
-        version = version_of(cur) if version_of is not None else None  # in the snapshot the files are read from
+        version = version_of(cur)  # in the snapshot the files are read from
         total = int(cur.execute(f"SELECT count(*) FROM ({ids_query})").fetchone()[0])  # type: ignore[index]
         step = chunk_rows if can_stream else total + 1
         if total <= step and (not max_file_rows or total <= max_file_rows):

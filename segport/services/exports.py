@@ -219,20 +219,10 @@ class ExportService:
     ) -> tuple[list[str], int, int, tuple[int, datetime]]:
         """Write the job's files through ``attempt``: (file names, rows, bytes, (data version, snapshot time)).
 
-        The engine reports the version of the snapshot it read the files from (DuckDB: read in the export's
-        own transaction, so an import committing meanwhile changes neither the file nor the version). An
-        engine that cannot tell is bracketed by two ``data_version`` calls; if they differ, the later one is
-        recorded (the file holds no newer data)."""
-        before, at = self.engine.data_version(row.project_id), utcnow()
-        names, rows, size, reported = self._write_once(row, spec, attempt, interrupt)
-        if reported is not None:
-            return names, rows, size, (reported, at)
-        after = self.engine.data_version(row.project_id)
-        return names, rows, size, (after, at if after == before else utcnow())
-
-    def _write_once(
-        self, row: JobRow, spec: ExportSpec, attempt: Attempt, interrupt: Interrupt
-    ) -> tuple[list[str], int, int, int | None]:
+        The engine reports the version of the one snapshot it read the files from (DuckDB: read in the
+        export's own transaction; ClickHouse: its snapshot row), so an import committing meanwhile changes
+        neither the file nor the version; the snapshot time is when this attempt began reading."""
+        at = utcnow()
         catalog = self.meta.catalog(row.project_id)
         columns = columns_of(spec, catalog)
         ext = spec.extension
@@ -249,7 +239,7 @@ class ExportService:
         )
         sizes = attempt.finish()  # BOM prefixes are added by the store, as the bytes go in
         names = [p.name for p in output.files]
-        return names, output.rows, sum(sizes.get(name, 0) for name in names), output.data_version
+        return names, output.rows, sum(sizes.get(name, 0) for name in names), (output.data_version, at)
 
     def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
         now = utcnow()
