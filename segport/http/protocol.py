@@ -8,6 +8,11 @@ gets a 408 (the one JSON error shape) and the connection is closed. A connection
 is answered 503 and closed at once, before anything is read (the listen backlog queues the rest in the kernel).
 A request line with headers over ``MAX_HEADER_BYTES`` is a 431, and bytes that are not HTTP a JSON 400.
 Bodies are bounded by :class:`segport.http.edges.EdgeGuard`.
+
+The header bound is checked twice, because the socket decides how the bytes arrive: while headers are still
+incomplete, by the bytes received (so a client cannot make the parser buffer an endless header), and when they
+complete, by what the parser read (so headers that arrive in a single read, however large, are refused too).
+Once a connection is refused, the parser's later callbacks for it (body, next pipelined request) do nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
 
     class GuardedHttpProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
-        _header_bytes = 0
+        _header_bytes = 0  # received while the headers are incomplete
+        _parsed_header_bytes = 0  # request line and headers as the parser read them
         _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -68,28 +74,64 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
             super().data_received(data)
             if self._header_timer is not None:  # still reading a request line and headers
                 self._header_bytes += len(data)
-                if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                    self._disarm()
-                    message = f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes"
-                    self._refuse(431, "Request Header Fields Too Large", "HEADERS_TOO_LARGE", message)
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self._headers_too_large()
 
         def send_400_response(self, msg: str) -> None:
             """Not HTTP/1.1 at all: the one JSON error shape instead of uvicorn's plain text."""
             self._refuse(400, "Bad Request", "BAD_REQUEST", "the request is not valid HTTP/1.1")
 
         def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+            if self._refused or self.transport.is_closing():
+                return
             self._refused = True
+            self._disarm()
             self.transport.write(raw_error(status, reason, code, message))
             self.transport.close()
 
+        def _headers_too_large(self) -> None:
+            message = f"the request line and headers are larger than {MAX_HEADER_BYTES} bytes"
+            self._refuse(431, "Request Header Fields Too Large", "HEADERS_TOO_LARGE", message)
+
+        # The parser's callbacks. After a refusal the parser may still be walking the rest of the bytes it was
+        # fed (the body, a pipelined request): none of it reaches the application.
+
         def on_message_begin(self) -> None:
+            if self._refused:
+                return
             super().on_message_begin()
+            self._parsed_header_bytes = 0
             self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            if self._refused:
+                return
+            self._parsed_header_bytes += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if self._refused:
+                return
+            self._parsed_header_bytes += len(name) + len(value) + 4  # "name: value\r\n"
+            super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._disarm()
             self._header_bytes = 0
+            if self._refused:
+                return
+            if self._parsed_header_bytes > MAX_HEADER_BYTES:
+                self._headers_too_large()
+                return
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._refused:
+                super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -113,8 +155,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
                 return
             log.info("request headers not received within %s s: connection closed", header_timeout_s)
             message = f"the request headers did not arrive within {header_timeout_s:g} s"
-            self.transport.write(raw_error(408, "Request Timeout", "REQUEST_TIMEOUT", message))
-            self.transport.close()
+            self._refuse(408, "Request Timeout", "REQUEST_TIMEOUT", message)
 
     return GuardedHttpProtocol
 
