@@ -301,18 +301,22 @@ class DuckDBEngine:
             with self._cursor() as cur:
                 if interrupt is not None:  # cancel / lost lease: abort the running COPY from another thread
                     interrupt.bind(cur.interrupt)
-                src = _source(cur, project_id, target)
-                select_list, options = _select_list(columns, spec, excel_safe), _copy_options(spec)
-                return duckdb_writer.write_export(
-                    cur,
-                    lambda where: (_query(select_list, src, where), options),
-                    _ids_query(src, project_id, target),
-                    out_dir,
-                    file_names,
-                    max_file_rows=max_file_rows,
-                    chunk_rows=self.chunk_rows,
-                    version_of=lambda c: _version(c, project_id),
-                )
+                try:
+                    src = _source(cur, project_id, target)
+                    select_list, options = _select_list(columns, spec, excel_safe), _copy_options(spec)
+                    return duckdb_writer.write_export(
+                        cur,
+                        lambda where: (_query(select_list, src, where), options),
+                        _ids_query(src, project_id, target),
+                        out_dir,
+                        file_names,
+                        max_file_rows=max_file_rows,
+                        chunk_rows=self.chunk_rows,
+                        version_of=lambda c: _version(c, project_id),
+                    )
+                finally:
+                    if interrupt is not None:  # before the cursor closes: a cancel now finds nothing to abort
+                        interrupt.unbind()
         except duckdb.InterruptException as exc:
             raise ExportFailed("the export was interrupted (cancelled or taken over)") from exc
         except duckdb.IOException as exc:
@@ -322,9 +326,6 @@ class DuckDBEngine:
             raise ExportFailed(f"writing the result failed: {engine_words(exc)}") from exc
         except duckdb.Error as exc:
             raise ExportFailed(f"the export query failed: {engine_words(exc)}") from exc
-        finally:
-            if interrupt is not None:
-                interrupt.unbind()
 
 
 def _version(cur: duckdb.DuckDBPyConnection, project_id: str) -> int:

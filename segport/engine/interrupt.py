@@ -2,13 +2,17 @@
 
 The service creates one per running job and passes it to :meth:`ProfileEngine.export`; the engine binds the
 function that aborts its statement (DuckDB: ``cursor.interrupt()``). Firing before the engine bound anything
-still counts: the bind then aborts at once.
+still counts: the bind then aborts at once. An abort that fails (the statement ended, its connection closed
+a moment before) is logged and dropped: firing never fails the caller, a cancel request or a lease check.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger("segport.exports")
 
 
 class Interrupt:
@@ -28,7 +32,7 @@ class Interrupt:
             self._abort = abort
             fired = self._fired
         if fired:
-            abort()
+            _abort(abort, self.reason)
 
     def unbind(self) -> None:
         with self._lock:
@@ -43,4 +47,11 @@ class Interrupt:
             self.reason = reason
             abort = self._abort
         if abort is not None:
-            abort()
+            _abort(abort, reason)
+
+
+def _abort(abort: Callable[[], object], reason: str) -> None:
+    try:
+        abort()
+    except Exception as exc:  # the engine's own error type: the statement has already ended
+        log.info("stopping the export (%s) found nothing to stop: %s", reason, exc)
