@@ -17,6 +17,7 @@ from segport.settings import Settings
 
 log = logging.getLogger("segport.roles")
 ENGINE_START_S = 120.0  # longer than any engine start (it opens the DuckDB file, replaying its WAL)
+ENGINE_KEEP_ALIVE_S = 300  # idle connections from API processes: theirs expire after 5 s, so they close first
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -113,11 +114,16 @@ def run_engine(
         if check_results:
             app.results.check()
         asgi = create_engine_app(app, run_workers=settings.serve_workers)
+        # The API processes' clients drop an idle connection after 5 s (httpx's keepalive_expiry). Were the
+        # engine to close it first (uvicorn's default is also 5 s), a call sent on it in that instant would
+        # meet the close and the user a 503: the engine keeps idle connections far longer, so the client
+        # always closes first.
+        keep = {"timeout_keep_alive": ENGINE_KEEP_ALIVE_S}
         if uds:
-            serve_asgi(asgi, sockets=[unix_socket(Path(uds))])
+            serve_asgi(asgi, sockets=[unix_socket(Path(uds))], **keep)
         else:
             assert sock is not None
-            serve_asgi(asgi, sockets=[sock])
+            serve_asgi(asgi, sockets=[sock], **keep)
     finally:
         app.close()
         if uds:

@@ -15,6 +15,7 @@ import pytest
 from segport.domain.jobs import Stage, TargetKind
 from segport.engine.interrupt import Interrupt
 from segport.services.exports import ExportRequest
+from segport.store.queue import LeaseLost
 from tests.conftest import PROJECT, SEGMENT, Seeded
 
 
@@ -74,3 +75,36 @@ def test_the_engine_lets_go_of_its_abort_before_its_connection_closes(seeded: Se
     app.exports.run(row, "probe", probe)
     assert probe.outcomes == ["ok"]
     assert app.queue.get(job.id).stage == Stage.FINISH.value
+
+
+class FiresWhenAsked(Interrupt):
+    """A cancel that lands while the engine is between two statements: at the ``on_ask``-th time the engine
+    asks whether it was stopped, it fires (and ``cursor.interrupt()`` then finds no statement running)."""
+
+    def __init__(self, on_ask: int) -> None:
+        super().__init__()
+        self.on_ask, self.asked = on_ask, 0
+
+    @property
+    def fired(self) -> bool:
+        self.asked += 1
+        if self.asked == self.on_ask:
+            self.fire("cancelled")
+        return self._fired
+
+
+@pytest.mark.parametrize("on_ask", [1, 4], ids=["before-the-first-statement", "between-two-chunks"])
+def test_an_export_stopped_between_statements_stops_there(seeded: Seeded, on_ask: int) -> None:
+    app = seeded.app
+    if not hasattr(app.engine, "chunk_rows"):
+        pytest.skip("the chunked writer is DuckDB's")
+    app.engine.chunk_rows = 1  # type: ignore[attr-defined]  # a chunk per member: asks 1, 2 = snapshot, plan; 3.. = chunks
+    who = app.meta.authenticate(seeded.token)
+    job = app.exports.submit(who, PROJECT, TargetKind.SEGMENT, SEGMENT, ExportRequest(["id_$basic_userId"]))
+    row = app.queue.claim("probe", app.settings.lease_s)
+    assert row is not None
+    interrupt = FiresWhenAsked(on_ask)
+    with pytest.raises(LeaseLost):
+        app.exports.run(row, "probe", interrupt)
+    assert interrupt.asked == on_ask + 1  # no statement asked again: the service asked once, to report it
+    assert app.queue.get(job.id).stage == Stage.RUNNING.value  # nothing published (the cancel records ERROR)

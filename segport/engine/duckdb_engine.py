@@ -313,6 +313,7 @@ class DuckDBEngine:
                         max_file_rows=max_file_rows,
                         chunk_rows=self.chunk_rows,
                         version_of=lambda c: _version(c, project_id),
+                        stopped=(lambda: interrupt.fired) if interrupt is not None else lambda: False,
                     )
                 finally:
                     if interrupt is not None:  # before the cursor closes: a cancel now finds nothing to abort

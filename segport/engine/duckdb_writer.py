@@ -9,7 +9,8 @@ re-read, and memory stays flat however large the segment. Parts (``max_file_rows
 exact row counts, each part its own file with its own header.
 
 Everything runs in one read transaction, so all chunks and parts come from one snapshot even while an import
-commits. Chunk and part starts are read from the target's ``gio_id`` list alone (for a segment: its
+commits. A cancel aborts the running statement (``cursor.interrupt()``), which does nothing between two
+statements: so ``stopped`` is asked before each one, and an export cancelled between chunks stops there. Chunk and part starts are read from the target's ``gio_id`` list alone (for a segment: its
 membership table, ints only), which is cheap next to the export itself.
 """
 
@@ -28,8 +29,21 @@ from segport.engine.sql import sql_string
 CHUNK_ROWS = 200_000  # one chunk's sort fits well inside a 256MB DuckDB memory limit, even for JSON
 
 
-def copy_to(cur: duckdb.DuckDBPyConnection, query: str, path: Path | str, options: str) -> int:
+def _never() -> bool:
+    return False
+
+
+def check(stopped: Callable[[], bool]) -> None:
+    """Raise DuckDB's own interrupt error if the export was stopped (the engine reports both alike)."""
+    if stopped():
+        raise duckdb.InterruptException("the export was stopped between two statements")
+
+
+def copy_to(
+    cur: duckdb.DuckDBPyConnection, query: str, path: Path | str, options: str, stopped: Callable[[], bool] = _never
+) -> int:
     """``COPY (query) TO path (options)``; returns the rows written."""
+    check(stopped)
     row = cur.execute(f"COPY ({query}) TO {sql_string(str(path))} ({options})").fetchone()
     return int(row[0]) if row else 0
 
@@ -44,31 +58,34 @@ def write_export(
     max_file_rows: int = 0,
     chunk_rows: int = CHUNK_ROWS,
     version_of: Callable[[duckdb.DuckDBPyConnection], int],
+    stopped: Callable[[], bool] = _never,
 ) -> ExportOutput:
     """Write the export into ``out_dir``: one file, or parts of at most ``max_file_rows`` rows (0 = one file).
 
     ``query_for(where)`` gives the export's query and ``COPY`` options, narrowed by ``where`` (a condition on
     ``u.gio_id``; empty = all). ``ids_query`` selects the ``gio_id`` of every member. A single part keeps the
-    plain file name (``file_names(1)``).
+    plain file name (``file_names(1)``). ``stopped()`` true: stop before the next statement.
     """
     can_stream = hasattr(os, "mkfifo")
     cur.execute("SET enable_progress_bar = false")  # no bars in the server's log
     cur.execute("BEGIN TRANSACTION")
     try:
+        check(stopped)
         version = version_of(cur)  # in the snapshot the files are read from
         total = int(cur.execute(f"SELECT count(*) FROM ({ids_query})").fetchone()[0])  # type: ignore[index]
         step = chunk_rows if can_stream else total + 1
         if total <= step and (not max_file_rows or total <= max_file_rows):
             path = out_dir / file_names(1)[0]
             if can_stream and _gzipped(query_for("")[1]):
-                return ExportOutput(_write_file(cur, query_for, path, [(None, None)]), [path], version)
+                return ExportOutput(_write_file(cur, query_for, path, [(None, None)], stopped), [path], version)
             query, options = query_for("")
-            return ExportOutput(copy_to(cur, query, path, options), [path], version)
+            return ExportOutput(copy_to(cur, query, path, options, stopped), [path], version)
+        check(stopped)
         files = _plan(cur, ids_query, step, max_file_rows)
         paths = [out_dir / name for name in file_names(len(files))]
         rows = 0
         for path, chunks in zip(paths, files, strict=True):
-            rows += _write_file(cur, query_for, path, chunks)
+            rows += _write_file(cur, query_for, path, chunks, stopped)
         return ExportOutput(rows, paths, version)
     finally:
         cur.execute("ROLLBACK")  # a read-only transaction: ending it is all there is to do
@@ -108,6 +125,7 @@ def _write_file(
     query_for: Callable[[str], tuple[str, str]],
     path: Path,
     chunks: list[tuple[int | None, int | None]],
+    stopped: Callable[[], bool] = _never,
 ) -> int:
     """One result file: a single ``COPY`` for one chunk, else every chunk streamed through a FIFO into it.
 
@@ -117,7 +135,7 @@ def _write_file(
     gzipped = _gzipped(query_for("")[1])
     if len(chunks) == 1 and not gzipped:
         query, options = query_for(_range(*chunks[0]))
-        return copy_to(cur, query, path, options)
+        return copy_to(cur, query, path, options, stopped)
     rows = 0
     with fifo_into(path, gzipped=gzipped) as pump:
         for i, chunk in enumerate(chunks):
@@ -127,5 +145,5 @@ def _write_file(
             options = options.replace("COMPRESSION gzip", "COMPRESSION uncompressed")
             if i:
                 options = options.replace("HEADER", "HEADER false")
-            rows += copy_to(cur, query, pump.path, options)
+            rows += copy_to(cur, query, pump.path, options, stopped)
     return rows

@@ -71,7 +71,13 @@ class EngineClient:
             return
         t, base = transport(url)
         # no read timeout: an import or a recompute takes as long as it takes (the caller waits, as in-process)
-        self.http = httpx.Client(transport=t, base_url=base, timeout=httpx.Timeout(None, connect=5.0))
+        # an idle connection is dropped after 5 s, well before the engine would close it (ENGINE_KEEP_ALIVE_S)
+        self.http = httpx.Client(
+            transport=t,
+            base_url=base,
+            timeout=httpx.Timeout(None, connect=5.0),
+            limits=httpx.Limits(keepalive_expiry=5.0),
+        )
 
     def call(self, name: str, body: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         if self.http is None:
