@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from segport.app import App, build
+from segport.engine import duckdb_writer
 from segport.http.server import create_app
 from segport.settings import Settings
 from segport.worker import Worker
@@ -238,9 +239,10 @@ def test_cli_imports_through_a_running_server(tmp_path: Path) -> None:
 
 
 def test_export_running_across_an_import_writes_the_pre_import_data(
-    app: App, client: TestClient, tmp_path: Path
+    app: App, client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    n = 1_000_000
+    n = 60_000
+    app.engine.chunk_rows = 10_000  # type: ignore[attr-defined]  # six COPYs in one read transaction
     app.meta.create_project(PROJECT, "示例项目")
     app.data.import_catalog_csv(PROJECT, "key,name,type\nid_$basic_userId,ID,string\nusr_city,城市,string\n")
     import duckdb  # writes the input fast; the expected bytes below are built in Python
@@ -268,16 +270,27 @@ def test_export_running_across_an_import_writes_the_pre_import_data(
         headers=auth(token),
         json={"properties": [ID, "usr_city"]},
     ).json()
+    # the export holds after its first chunk (its read transaction open) until the import has committed
+    first_chunk_written, imported = threading.Event(), threading.Event()
+    real_copy_to = duckdb_writer.copy_to
+
+    def copy_then_hold(*args: object, **kwargs: object) -> int:
+        rows = real_copy_to(*args, **kwargs)  # type: ignore[arg-type]
+        if not first_chunk_written.is_set():
+            first_chunk_written.set()
+            assert imported.wait(60), "the import did not commit"
+        return rows
+
+    monkeypatch.setattr(duckdb_writer, "copy_to", copy_then_hold)
     worker = Worker(app, threads=1)
     runner = threading.Thread(target=worker.run_until_empty)
     runner.start()
-    staging = app.settings.data_dir / "results" / ".staging"
-    deadline = time.monotonic() + 60
-    while not any(p.is_file() for p in staging.rglob("*")):  # the COPY has started writing
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    app.data.import_users(PROJECT, change)
-    stage_after_import = app.queue.get(job["id"]).stage
+    try:
+        assert first_chunk_written.wait(60), "the export did not start"
+        app.data.import_users(PROJECT, change)
+        stage_after_import = app.queue.get(job["id"]).stage
+    finally:
+        imported.set()
     runner.join(60)
     res = client.get(f"/v1/api/job/result/{job['id']}", headers=auth(token)).json()
     assert res["stage"] == "FINISH", res

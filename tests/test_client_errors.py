@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,7 @@ from segport.client.errors import BY_CODE
 from segport.errors import SegportError, all_error_classes
 from segport.http.server import create_app
 from segport.settings import Settings
+from segport.store.models import utcnow
 from segport.worker import Worker
 from tests.client_support import BASE, FAST, InProcess
 from tests.conftest import OTHER_PROJECT, PROJECT, SEGMENT, Seeded, seed_project
@@ -124,21 +126,20 @@ def test_wait_gives_up_after_its_timeout(idle: InProcess) -> None:
         started = time.monotonic()
         with pytest.raises(WaitTimeout) as exc:
             client.wait(job, timeout=0.5)
-    assert 0.5 <= time.monotonic() - started < 2.0
+    assert 0.5 <= time.monotonic() - started < 5.0  # it gave up (the bound a slow machine can stretch)
     assert exc.value.result is not None and exc.value.result.stage == "NONE"
     assert exc.value.exit_code == 7
 
 
 def test_expired_job_is_job_expired(tmp_path: Path) -> None:
-    app = make_app(tmp_path, result_ttl_s=1)
+    app = make_app(tmp_path, result_ttl_s=3600)  # a slow machine cannot expire it before it is seen finished
     try:
         seeded = seed_project(app, tmp_path)
         with TestClient(create_app(app, run_workers=False)) as tc, InProcess(tc, seeded.token).client() as client:
             job = client.submit_segment_export(PROJECT, SEGMENT, KEYS)
             Worker(app, threads=1).run_until_empty()
             (uri,) = client.wait(job, timeout=10).uris
-            time.sleep(1.1)
-            assert app.exports.expire() == 1
+            assert app.exports.expire(now=utcnow() + timedelta(seconds=3601)) == 1  # the janitor, an hour later
             with pytest.raises(JobExpired) as exc:
                 client.job_result(job)
             assert exc.value.status == 410

@@ -57,7 +57,7 @@ def test_wait_honours_retry_after_on_429() -> None:
     t = stub.times("/v1/api/job/result/kqQeWeGr")
     assert len(t) == 3
     assert t[1] - t[0] >= 1.0  # the server's Retry-After, though the backoff alone would wait ~0.02 s
-    assert t[2] - t[1] < 0.5  # afterwards the (fast) backoff applies again
+    assert t[2] - t[1] < 0.9  # afterwards the (fast) backoff applies again, not the 1 s Retry-After
 
 
 def test_retry_after_as_an_http_date_is_honoured() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -114,8 +115,13 @@ def test_sigkill_mid_export_then_restart_finishes_the_job_with_the_right_bytes(t
         running = job_result(server, token, job["id"])
         assert running["stage"] == "RUNNING" and running["uris"] == []
     finally:
+        kids = psutil.Process(server.process.pid).children(recursive=True)
         server.process.send_signal(signal.SIGKILL)  # mid-export, no chance to clean up
         server.process.wait(10)
+        # its API and engine processes follow it (parent-death signal), a moment later: the restart below must
+        # not find the old engine still holding the DuckDB file
+        _, alive = psutil.wait_procs(kids, timeout=15)
+        assert not alive, alive
     assert isinstance(partial, Path) and partial.exists()  # the kill left a partial file behind
     uri = quote(f"/jobs/results/{job['name']}/{partial.name}", safe="")
 

@@ -19,14 +19,20 @@ TTL_S = 1
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def ttl_s() -> int:
+    """The result TTL; a test that must not see its result expire while it runs parametrizes it longer."""
+    return TTL_S
+
+
+@pytest.fixture
+def settings(tmp_path: Path, ttl_s: int) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         serve_workers=False,
         heartbeat_s=0.1,
         lease_s=5,
         poll_interval_s=0.1,
-        result_ttl_s=TTL_S,
+        result_ttl_s=ttl_s,
         cleanup_interval_s=0.1,
     )
 
@@ -94,6 +100,7 @@ def test_expired_job_of_another_project_is_still_404(
     assert r.status_code == 404
 
 
+@pytest.mark.parametrize("ttl_s", [3600])  # the kept result must not expire while the test runs
 def test_cleanup_removes_files_no_job_owns(app: App, client: TestClient, worker: Worker, seeded: Seeded) -> None:
     kept = finished_job(client, worker, seeded.token, {"properties": ["usr_city"]})
     root = app.settings.data_dir / "results"

@@ -350,9 +350,10 @@ def test_a_claim_skips_a_job_another_transaction_holds_instead_of_waiting(db: Da
 def test_a_lapsed_lease_is_reclaimed_and_the_old_owner_is_refused(db: Database) -> None:
     queue = JobQueue(db, max_attempts=2)
     job, _ = queue.submit(job_maker())
-    assert queue.claim("A", 0.3) is not None
+    lease = 1.5  # long enough that a stalled machine cannot let it lapse between the next two statements
+    assert queue.claim("A", lease) is not None
     assert queue.claim("B", 60) is None  # A's lease is live
-    time.sleep(0.4)
+    time.sleep(lease + 0.2)
     again = queue.claim("B", 60)
     assert again is not None and (again.id, again.attempts, again.lease_owner) == (job.id, 2, "B")
     with pytest.raises(LeaseLost):
@@ -360,7 +361,7 @@ def test_a_lapsed_lease_is_reclaimed_and_the_old_owner_is_refused(db: Database) 
     with pytest.raises(LeaseLost):
         queue.transition(job.id, Stage.FINISH, owner="A")
     queue.heartbeat(job.id, "B", 0.3)
-    time.sleep(0.4)  # B dies too: its second attempt was the last one
+    time.sleep(0.5)  # B dies too: its second attempt was the last one
     assert queue.claim("C", 60) is None
     gone = queue.get(job.id)
     assert (gone.stage, gone.error_code, gone.lease_owner) == (Stage.ERROR.value, "EXPORT_FAILED", None)
