@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, quote_ident
 from segport.domain.rules import compile_rule
-from segport.engine import clickhouse_import, clickhouse_writer
+from segport.engine import clickhouse_import, clickhouse_writer, schema
 from segport.engine import clickhouse_snapshots as snaps
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
 from segport.engine.clickhouse_sql import ClickHouseRules, column_type, page_select_list, present, rule_parameters
@@ -107,34 +107,64 @@ class ClickHouseEngine:
 
     # --- schema ------------------------------------------------------------------------------------
     def ensure_project(self, project_id: str, catalog: Catalog) -> None:
+        """Create the project if new; a column for every key (metadata only: readers never ask for a new column).
+        A column left by an earlier life of a key (another type or case) is replaced: never inherited."""
         with self._writer:
-            client = self.client()
-            snap = snaps.read_current(client, self.db, project_id)
-            if snap is None:
-                snap = snaps.Snapshot(project_id, 1, 0, 1, f"u_{project_id}_1")
-                client.command(
-                    f"CREATE TABLE IF NOT EXISTS {self.table(snap.users)} (gio_id Int64) "
-                    "ENGINE = MergeTree ORDER BY gio_id"
-                )
-                snaps.publish(client, self.db, snap)
-            have = set(self.columns(snap.users))
-            for entry in catalog.entries.values():
-                if entry.key not in have:  # metadata only: readers of this table never ask for a new column
-                    client.command(
-                        f"ALTER TABLE {self.table(snap.users)} ADD COLUMN IF NOT EXISTS "
-                        f"{quote_ident(entry.key)} {column_type(entry)}"
-                    )
+            self._align(self.client(), project_id, catalog, prune=False)
 
-    def columns(self, table: str) -> list[str]:
-        rows = (
-            self.client()
-            .query(
-                "SELECT name FROM system.columns WHERE database = {d:String} AND table = {t:String} ORDER BY position",
-                parameters={"d": self.db_name, "t": table},
-            )
-            .result_rows
-        )
-        return [r[0] for r in rows]
+    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
+        """Make every project's current users table hold exactly its catalogue's columns (start-up repair after
+        a kill between a catalogue change and its ``ALTER TABLE``). One read when nothing differs; a change
+        publishes the next snapshot with ``data_version`` + 1. Every statement is ``IF [NOT] EXISTS`` and a
+        publish that lost to another process is tried again on what that one published, so processes starting
+        together are harmless. Returns what was changed, as log lines."""
+        client = self.client()
+        have = snaps.current_columns(client, self.db, self.db_name)
+        changes: list[str] = []
+        for project_id, catalog in catalogs.items():
+            want = {GIO_ID: "Int64", **{e.key: column_type(e) for e in catalog.entries.values()}}
+            if have.get(project_id, {} if catalog.entries else want) == want:
+                continue
+            for attempt in range(3):
+                try:
+                    with self._writer:
+                        snap, steps = self._align(client, project_id, catalog, prune=True)
+                        if steps:
+                            self.publish(snap.next(data_version=snap.data_version + 1))
+                    break
+                except snaps.PublishConflict:
+                    if attempt == 2:
+                        raise
+            changes += [f"project {project_id}: {step.note}" for step in steps if step.note]
+        return changes
+
+    def _align(
+        self, client: Any, project_id: str, catalog: Catalog, *, prune: bool
+    ) -> tuple[snaps.Snapshot, list[schema.Step]]:
+        """:func:`segport.engine.schema.column_steps` applied to the current users table (made first for a new
+        project: its first snapshot, published). Returns the snapshot and the steps taken."""
+        snap = snaps.read_current(client, self.db, project_id)
+        new = snap is None
+        if snap is None:
+            snap = snaps.Snapshot(project_id, 1, 0, 1, f"u_{project_id}_1")
+        table = self.table(snap.users)
+        have = self.column_types(snap.users)
+        if not have:  # a new project, or (repair) a snapshot whose table is gone: an empty one
+            client.command(f"CREATE TABLE IF NOT EXISTS {table} (gio_id Int64) ENGINE = MergeTree ORDER BY gio_id")
+        if new:
+            with contextlib.suppress(snaps.PublishConflict):  # another process made it first: the same table
+                snaps.publish(client, self.db, snap)
+        want = {e.key: column_type(e) for e in catalog.entries.values()}
+        steps = schema.column_steps(have, want, prune=prune)
+        for step in steps:
+            if step.drop:
+                client.command(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {quote_ident(step.column)}")
+            else:
+                client.command(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote_ident(step.column)} {step.kind}")
+        return snap, steps
+
+    def column_types(self, table: str) -> dict[str, str]:
+        return snaps.columns(self.client(), self.db_name, table)
 
     def drop_column(self, project_id: str, key: str) -> None:
         with self._writer:
@@ -277,15 +307,7 @@ class ClickHouseEngine:
         return name, ComputeResult(total, unmatched)
 
     def _is_multi(self, users: str, key: str) -> bool:
-        rows = (
-            self.client()
-            .query(
-                "SELECT type FROM system.columns WHERE database = {d:String} AND table = {t:String} AND name = {c:String}",
-                parameters={"d": self.db_name, "t": users, "c": key},
-            )
-            .result_rows
-        )
-        return bool(rows) and str(rows[0][0]).startswith("Array")
+        return self.column_types(users).get(key, "").startswith("Array")
 
     # --- reading -----------------------------------------------------------------------------------
     def source(self, snap: snaps.Snapshot, target: Target) -> str:

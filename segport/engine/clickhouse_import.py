@@ -137,7 +137,7 @@ def _merge(
         f"(SELECT gio_id, {m} FROM {old} WHERE {m} IN (SELECT {m} FROM {stage})) AS o ON o.{m} = s.{m}"
     )
     updated = int(client.query(f"SELECT count() FROM {known}").result_rows[0][0])
-    have = engine.columns(snap.users)
+    have = list(engine.column_types(snap.users))
     by_key = {e.key: e for e in entries}
     cols = ", ".join(quote_ident(c) for c in have)
     # unchanged users, as they are

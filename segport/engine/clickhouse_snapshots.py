@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS {db}.segport_snapshots (
 ) ENGINE = MergeTree ORDER BY (project, seq)"""
 
 
+class PublishConflict(RuntimeError):
+    """Another writer published the ``seq`` this one meant to."""
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One published state of a project: its tables and counters."""
@@ -65,11 +69,38 @@ def read_current(client: Any, db: str, project: str) -> Snapshot | None:
     return Snapshot(project, int(seq), int(version), int(next_id), users, dict(members), dict(idlists))
 
 
+def columns(client: Any, db_name: str, table: str) -> dict[str, str]:
+    """A table's columns in order, as name -> ClickHouse type (``{}``: no such table)."""
+    rows = client.query(
+        "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String} ORDER BY position",
+        parameters={"d": db_name, "t": table},
+    ).result_rows
+    return {str(name): str(kind) for name, kind in rows}
+
+
+def current_columns(client: Any, db: str, db_name: str) -> dict[str, dict[str, str]]:
+    """Every project's current users table as column name -> ClickHouse type (``{}`` if the table is
+    missing), in one read."""
+    rows = client.query(
+        f"SELECT s.project, c.name, c.type FROM (SELECT project, argMax(users, seq) AS users "
+        f"FROM {db}.segport_snapshots GROUP BY project) AS s "
+        "LEFT JOIN (SELECT table, name, type, position FROM system.columns WHERE database = {d:String}) AS c "
+        "ON c.table = s.users ORDER BY s.project, c.position",
+        parameters={"d": db_name},
+    ).result_rows
+    out: dict[str, dict[str, str]] = {}
+    for project, name, kind in rows:
+        columns = out.setdefault(str(project), {})
+        if name:  # no match in a LEFT JOIN: the default, ''
+            columns[str(name)] = str(kind)
+    return out
+
+
 def publish(client: Any, db: str, snap: Snapshot) -> None:
     """The commit: one row, inserted atomically. Refuses if another writer published this ``seq`` first."""
     current = read_current(client, db, snap.project)
     if current is not None and current.seq != snap.seq - 1:
-        raise RuntimeError(f"project {snap.project}: snapshot {snap.seq - 1} was replaced by another writer")
+        raise PublishConflict(f"project {snap.project}: snapshot {snap.seq - 1} was replaced by another writer")
     client.insert(
         f"{db}.segport_snapshots",
         [
