@@ -54,11 +54,11 @@ class Settings(BaseSettings):
         0, ge=0, description="API processes `segport serve` runs on its one port; 0 = one per core."
     )
     engine_nice: int = Field(
-        0,
+        10,
         ge=0,
         le=19,
-        description="Niceness added to the engine process of `segport serve` (exports then yield the CPU to API "
-        "requests); 0 = same priority.",
+        description="Niceness added to the engine process of `segport serve`: under CPU contention exports yield "
+        "the CPU to API requests (see docs/processes.md); 0 = same priority.",
     )
     engine_url: str = Field(
         "",
