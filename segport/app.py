@@ -17,6 +17,7 @@ from segport.settings import Settings
 from segport.store.db import Database
 from segport.store.meta import MetaStore
 from segport.store.queue import JobQueue
+from segport.wake import Wake
 
 
 @dataclass
@@ -29,7 +30,7 @@ class App:
     results: ResultStore
     exports: ExportService
     data: DataService
-    wake: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=Wake)
 
     def close(self) -> None:
         self.engine.close()
@@ -48,7 +49,7 @@ def build(settings: Settings | None = None, *, with_engine: bool = True, api_pro
     db.migrate()
     meta = MetaStore(db)
     queue = JobQueue(db, max_attempts=settings.max_attempts)
-    wake = threading.Event()
+    wake: threading.Event = Wake()
     engine: ProfileEngine
     if api_process:
         engine, wake = _api_engine(settings)
@@ -90,7 +91,7 @@ def _remote_wake(settings: Settings) -> threading.Event:
     """Workers of a shared engine still run elsewhere (`segport worker`): wake them there if told where."""
     from segport.engine.remote import EngineClient
 
-    return RemoteWake(EngineClient(settings.engine_url)) if settings.engine_url else threading.Event()
+    return RemoteWake(EngineClient(settings.engine_url)) if settings.engine_url else Wake()
 
 
 def _engine(settings: Settings) -> ProfileEngine:
