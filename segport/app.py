@@ -60,8 +60,8 @@ def build(settings: Settings | None = None, *, with_engine: bool = True, api_pro
     if isinstance(wake, RemoteWake):
         exports.remote_interrupt = wake.interrupt
     data = DataService(meta, engine)
-    if with_engine:  # the owner of the engine closes any gap a kill left between catalogue and columns
-        data.repair()
+    if with_engine and not api_process:  # the engine's owners (not API processes, even on a shared engine)
+        data.repair()  # close any gap a kill left between catalogue and columns
     return App(settings, db, meta, queue, engine, results, exports, data, wake)
 
 

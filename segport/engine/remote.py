@@ -125,6 +125,10 @@ class RemoteEngine:
     def drop_column(self, project_id: str, key: str) -> None:
         self.client.call("drop_column", {"project": project_id, "key": key})
 
+    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
+        """Nothing here: API processes do not repair; the engine process does when it starts."""
+        return []
+
     def import_users(
         self,
         project_id: str,

@@ -97,11 +97,8 @@ class DataService:
     def repair(self) -> list[str]:
         """Close any gap between the catalogues and the engine's columns (see :meth:`add_catalog_entries`
         and :meth:`remove_catalog_key`); logged, and returned for the tests."""
-        reconcile = getattr(self.engine, "reconcile", None)
-        if reconcile is None:  # an engine without the check: nothing to compare with
-            return []
         catalogs = {p.id: self.meta.catalog(p.id) for p in self.meta.projects()}
-        changes: list[str] = reconcile(catalogs)
+        changes = self.engine.reconcile(catalogs)
         for change in changes:
             log.warning("catalogue and profile database differed, repaired: %s", change)
         return changes
