@@ -385,3 +385,44 @@ def test_clickhouse_urls_name_the_database_and_never_show_the_password(tmp_path:
     assert "secret" not in _shown("https://u:secret@ch.example:8443/profiles")
     with pytest.raises(SegportError):
         parse_url("clickhouse://ch:9000/db")
+
+
+def test_clickhouse_drops_replaced_tables_once_and_never_looks_at_them_again(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """With a tiny ``clickhouse_keep_s`` each publish drops the tables earlier snapshots used; a table dropped
+    once is not dropped again by later publishes (the history keeps its name for ever)."""
+    import time
+
+    from segport.engine import clickhouse_snapshots as snaps
+
+    folder = request.getfixturevalue("chdb_dir")
+    settings = Settings(
+        data_dir=tmp_path / "ch",
+        serve_workers=False,
+        engine="clickhouse",
+        clickhouse_url=f"chdb://{folder}?database=c_{uuid.uuid4().hex[:12]}",
+        clickhouse_keep_s=0.001,
+    )
+    app = build(settings)
+    try:
+        app.meta.create_project(P, "一致")
+        app.data.import_catalog_csv(P, CATALOG)
+        for n in range(3):  # each import publishes a new users table
+            rows = [{**AWKWARD[0], "id_$basic_userId": f"V{n}"}]
+            app.data.import_users(P, write_users_csv(tmp_path / f"v{n}.csv", rows, COLS))
+        engine: Any = app.engine
+        client = engine.client()
+
+        def users_tables() -> set[str]:
+            return {r[0] for r in client.query(f"SHOW TABLES FROM {engine.db}").result_rows if r[0].startswith("u_")}
+
+        time.sleep(0.05)  # older than keep_s: every replaced table may go now
+        present = users_tables()
+        dropped = snaps.collect(client, engine.db, P, settings.clickhouse_keep_s)
+        assert set(dropped) <= present  # only tables still there: none dropped a second time
+        current = snaps.read_current(client, engine.db, P)
+        assert current is not None and users_tables() == {current.users}
+        assert snaps.collect(client, engine.db, P, settings.clickhouse_keep_s) == []
+    finally:
+        app.close()

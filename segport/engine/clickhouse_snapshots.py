@@ -140,7 +140,15 @@ def collect(client: Any, db: str, project: str, keep_s: float) -> list[str]:
         replaced_at = rows[i + 1][4] if i + 1 < len(rows) else None
         if replaced_at is None or now - float(replaced_at) < keep_s:
             needed |= tables
-    dropped = sorted(every - needed)
+    unneeded = every - needed
+    if not unneeded:
+        return []
+    # the history keeps the names of tables dropped long ago: drop only those still there (one read)
+    present = client.query(
+        "SELECT name FROM system.tables WHERE database = {d:String} AND name IN {n:Array(String)}",
+        parameters={"d": db.strip("`"), "n": sorted(unneeded)},
+    ).result_rows
+    dropped = sorted(str(r[0]) for r in present)
     for name in dropped:
         client.command(f"DROP TABLE IF EXISTS {db}.`{name}`")
     return dropped
