@@ -178,8 +178,7 @@ class DuckDBEngine:
         if cached is not None:
             return cached
         with self._cursor() as cur:
-            row = cur.execute("SELECT data_version FROM segport_state WHERE project = ?", [project_id]).fetchone()
-        version = int(row[0]) if row else 0
+            version = _version(cur, project_id)
         with self._versions_lock:
             if self._generation == generation:  # no write ended meanwhile: the value is current
                 self._versions[project_id] = version

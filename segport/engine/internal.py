@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def sync_data_versions(app: App) -> None:
     DataService keeps the two equal; this repairs the gap a crash between an engine commit and the metadata
     update leaves (and fills the column in a data dir made before it existed)."""
     for project in app.meta.projects():
-        app.meta.set_data_version(project.id, app.engine.data_version(project.id))
+        app.data.sync_version(project.id)
 
 
 def create_engine_app(app: App, *, run_workers: bool = True, run_daily: bool = True) -> FastAPI:
@@ -116,14 +117,7 @@ def create_engine_app(app: App, *, run_workers: bool = True, run_daily: bool = T
             report = engine.import_users(
                 d["project"], catalog(d), Path(d["path"]), d["format"], d["match"], recompute, None
             )
-            return {
-                "rows_read": report.rows_read,
-                "inserted": report.inserted,
-                "updated": report.updated,
-                "elapsed_s": report.elapsed_s,
-                "segments": report.segments,
-                "unmatched": report.unmatched,
-            }
+            return asdict(report)  # every field, as RemoteEngine rebuilds it (ImportReport(**data))
 
         return await run_in_threadpool(run)
 
@@ -138,7 +132,7 @@ def create_engine_app(app: App, *, run_workers: bool = True, run_daily: bool = T
 
         def run() -> dict[str, Any]:
             result = engine.compute_segment(d["project"], definitions(d["project"], [d["key"]])[0])
-            return {"total_users": result.total_users, "unmatched": result.unmatched}
+            return asdict(result)
 
         return await run_in_threadpool(run)
 
