@@ -37,16 +37,20 @@ class App:
         self.db.close()
 
 
-def build(settings: Settings | None = None, *, with_engine: bool = True, api_process: bool = False) -> App:
+def build(
+    settings: Settings | None = None, *, with_engine: bool = True, api_process: bool = False, migrate: bool = True
+) -> App:
     """Open (and migrate) the data dir named by ``settings`` and wire every part together.
 
     With ``api_process`` (`segport api`, the API processes of `segport serve`) the App gets the engine an
     API process may use: a remote engine in the engine process at ``engine_url``, or none (engine endpoints
-    answer 503) - unless the engine is a shared server every process may open (see ``_api_engine``)."""
+    answer 503) - unless the engine is a shared server every process may open (see ``_api_engine``).
+    ``migrate=False``: the caller has brought the schema up to date (`segport serve`, before forking)."""
     settings = settings or Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_metadata_url(), settings.resolved_pool_size())
-    db.migrate()
+    if migrate:
+        db.migrate()
     meta = MetaStore(db)
     queue = JobQueue(db, max_attempts=settings.max_attempts)
     wake: threading.Event = Wake()

@@ -153,12 +153,12 @@ class Supervisor:
 
         def engine_main() -> None:
             self.sock.close()  # the public port is the API processes' alone
-            run_engine(s, uds=uds, nice=s.engine_nice, check_results=False)  # run_server checked it once
+            run_engine(s, uds=uds, nice=s.engine_nice, prepared=True)  # run_server migrated and checked
 
         def api_main() -> None:
             # at `serve`'s start, wait for the engine (requests queue in the backlog); a replacement serves at
             # once, answering 503 for engine reads if the engine happens to be down too
-            run_api(s, self.sock, wait_for_engine_s=0.0 if self._started else ENGINE_START_S, check_results=False)
+            run_api(s, self.sock, wait_for_engine_s=0.0 if self._started else ENGINE_START_S, prepared=True)
 
         engine = Child("engine", engine_main)
         apis = [Child("api", api_main) for _ in range(s.api_process_count())]

@@ -60,13 +60,11 @@ def serve_asgi(asgi: Any, *, sockets: list[socket.socket], **options: Any) -> No
     uvicorn.Server(config).run(sockets=sockets)
 
 
-def run_api(
-    settings: Settings, sock: socket.socket, *, wait_for_engine_s: float = 0.0, check_results: bool = True
-) -> None:
+def run_api(settings: Settings, sock: socket.socket, *, wait_for_engine_s: float = 0.0, prepared: bool = False) -> None:
     """An API process: the public HTTP API on ``sock``; profile reads and imports go to the engine process.
 
-    ``check_results=False`` skips the result store's start-up check (`segport serve` made it once, before
-    forking). With ``wait_for_engine_s`` it first waits (at most that long) for the engine to answer, so the first
+    ``prepared``: `segport serve` has already migrated the metadata database and checked the result store,
+    once, before forking; its children skip both. With ``wait_for_engine_s`` it first waits (at most that long) for the engine to answer, so the first
     requests queue in the socket's backlog instead of getting 503s while `segport serve` starts."""
     from segport.http.protocol import raise_descriptor_limit, uvicorn_options
     from segport.http.server import create_app
@@ -74,9 +72,9 @@ def run_api(
 
     raise_descriptor_limit(settings.max_connections + 512)  # the connections, plus the files and pools it opens
 
-    app = build(settings, api_process=True)
+    app = build(settings, api_process=True, migrate=not prepared)
     try:
-        if check_results:  # a missing bucket or refused credentials: one line now, not a failed download
+        if not prepared:  # a missing bucket or refused credentials: one line now, not a failed download
             app.results.check()
         if wait_for_engine_s and settings.engine_url:
             wait_for_engine(settings.engine_url, wait_for_engine_s)
@@ -91,12 +89,12 @@ def run_engine(
     uds: str | None = None,
     listen: str | None = None,
     nice: int = 0,
-    check_results: bool = True,
+    prepared: bool = False,
 ) -> None:
     """The engine process: owns the engine, runs workers, janitor and daily recompute, serves the internal
     API on the Unix socket ``uds`` or on ``listen`` (HOST:PORT). ``nice`` lowers its CPU priority (and that of
     DuckDB's threads, which inherit it): exports are throughput work, API requests are latency work.
-    ``check_results`` as in :func:`run_api`."""
+    ``prepared`` as in :func:`run_api`."""
     import os
 
     from segport.engine.internal import create_engine_app
@@ -109,9 +107,9 @@ def run_engine(
         if not host or not port.isdigit():
             raise InvalidParameter(f"--listen wants HOST:PORT, not {listen!r}")
         sock = listen_socket(host.strip("[]"), int(port))
-    app = build(settings)
+    app = build(settings, migrate=not prepared)
     try:
-        if check_results:
+        if not prepared:
             app.results.check()
         asgi = create_engine_app(app, run_workers=settings.serve_workers)
         # The API processes' clients drop an idle connection after 5 s (httpx's keepalive_expiry). Were the
