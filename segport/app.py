@@ -5,7 +5,6 @@ The HTTP app, the CLI, the worker and the tests all build an :class:`App` and ta
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 from segport.engine.base import ProfileEngine
@@ -30,7 +29,7 @@ class App:
     results: ResultStore
     exports: ExportService
     data: DataService
-    wake: threading.Event = field(default_factory=Wake)
+    wake: Wake = field(default_factory=Wake)
 
     def close(self) -> None:
         self.engine.close()
@@ -53,7 +52,7 @@ def build(
         db.migrate()
     meta = MetaStore(db)
     queue = JobQueue(db, max_attempts=settings.max_attempts)
-    wake: threading.Event = Wake()
+    wake = Wake()
     engine: ProfileEngine
     if api_process:
         engine, wake = _api_engine(settings)
@@ -82,7 +81,7 @@ def shared_engine(settings: Settings) -> bool:
     return settings.clickhouse_url.startswith(("http://", "https://"))
 
 
-def _api_engine(settings: Settings) -> tuple[ProfileEngine, threading.Event]:
+def _api_engine(settings: Settings) -> tuple[ProfileEngine, Wake]:
     from segport.engine.remote import RemoteEngine
 
     if shared_engine(settings):
@@ -91,7 +90,7 @@ def _api_engine(settings: Settings) -> tuple[ProfileEngine, threading.Event]:
     return remote, RemoteWake(remote.client)
 
 
-def _remote_wake(settings: Settings) -> threading.Event:
+def _remote_wake(settings: Settings) -> Wake:
     """Workers of a shared engine still run elsewhere (`segport worker`): wake them there if told where."""
     from segport.engine.remote import EngineClient
 

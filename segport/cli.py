@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -205,7 +206,7 @@ def worker(
         typer.echo(f"worker {w.node} running {w.threads} threads; Ctrl-C stops")
         try:
             while True:
-                app.wake.wait(3600)
+                time.sleep(3600)
         except KeyboardInterrupt:
             w.stop()
     finally:

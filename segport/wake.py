@@ -5,17 +5,15 @@ from __future__ import annotations
 import threading
 
 
-class Wake(threading.Event):
+class Wake:
     """What a submit sets to wake this process's idle export workers.
 
-    Several workers wait on it, so none may ``clear`` it: one worker clearing it could wipe a wake that came
-    for another, which would then sleep through a queued job until its next poll. Instead a wake is counted,
-    and a worker waits for the count to move past the one it saw before it last looked for a job (so a wake
-    that comes while it looks is never missed either). ``set`` never makes the event itself set, so ``wait``
-    on it is a plain sleep (`segport worker`'s main thread sleeps on it)."""
+    Several workers wait on it, so none may clear it: one worker clearing a shared event could wipe a wake
+    that came for another, which would then sleep through a queued job until its next poll. Instead a wake is
+    counted, and a worker waits for the count to move past the one it saw before it last looked for a job (so
+    a wake that comes while it looks is never missed either)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._changed = threading.Condition()
         self.count = 0
 

@@ -22,7 +22,6 @@ import uuid
 from segport.app import App
 from segport.engine.interrupt import Interrupt
 from segport.store.queue import LeaseLost
-from segport.wake import Wake
 
 log = logging.getLogger("segport.worker")
 
@@ -86,16 +85,13 @@ class Worker:
         poll = self.app.settings.poll_interval_s
         wake = self.app.wake
         while not self._stop.is_set():
-            seen = wake.count if isinstance(wake, Wake) else 0  # the wakes so far, before looking for a job
+            seen = wake.count  # the wakes so far, before looking for a job
             try:
                 if self.run_one(owner):
                     continue
             except Exception:  # keep the worker alive; the job's lease brings it back
                 log.exception("worker %s: unexpected error", owner)
-            if isinstance(wake, Wake):
-                wake.wait_past(seen, poll)  # returns at once if a submit came while we looked
-            else:  # wakes go elsewhere (RemoteWake): look again after the poll interval
-                self._stop.wait(poll)
+            wake.wait_past(seen, poll)  # returns at once if a submit came while we looked
 
     def _heartbeat(self, job_id: str, owner: str, stop: threading.Event, interrupt: Interrupt) -> None:
         settings = self.app.settings

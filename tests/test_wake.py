@@ -35,9 +35,18 @@ def test_one_wake_reaches_every_waiting_worker() -> None:
     assert woken == [True, True, True]
 
 
-def test_without_a_wake_a_worker_waits_its_poll_interval_and_the_event_never_reads_as_set() -> None:
+def test_a_wake_one_worker_has_seen_is_still_there_for_the_next() -> None:
+    """The lost wake of a shared, cleared event: worker A returns from its wait and (before) would clear it;
+    worker B, which looked for a job at the same moment, must still find the wake when it waits."""
     wake = Wake()
-    assert wake.wait_past(wake.count, timeout=0.05) is False
+    seen_by_a = seen_by_b = wake.count
     wake.set()
-    assert not wake.is_set()  # `segport worker`'s main thread sleeps on wake.wait(): a set must not make it spin
-    assert wake.wait(0.01) is False
+    assert wake.wait_past(seen_by_a, timeout=0.1) is True  # A wakes, takes a job
+    assert wake.wait_past(seen_by_b, timeout=0.1) is True  # B is not put to sleep for a poll interval
+
+
+def test_without_a_wake_a_worker_waits_its_poll_interval() -> None:
+    wake = Wake()
+    started = time.monotonic()
+    assert wake.wait_past(wake.count, timeout=0.2) is False
+    assert time.monotonic() - started >= 0.2

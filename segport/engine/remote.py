@@ -28,6 +28,7 @@ from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
 from segport.engine.interrupt import Interrupt
 from segport.engine.pages import MembersPage
+from segport.wake import Wake
 
 log = logging.getLogger("segport.engine.remote")
 _BY_CODE: dict[str, type[errors.SegportError]] = {}
@@ -216,8 +217,8 @@ class RemoteEngine:
         self.client.close()
 
 
-class RemoteWake(threading.Event):
-    """The ``wake`` event of an API process: setting it tells the engine's workers a job is queued.
+class RemoteWake(Wake):
+    """The wake of an API process: setting it tells the engine process's workers a job is queued.
 
     Fire and forget: a background thread sends the request, so a submit never waits for the engine (and
     many submits at once become one request). If the engine is down, its workers find the job on their

@@ -36,6 +36,7 @@ from segport.store.meta import MetaStore, Principal, iso_ms
 from segport.store.models import JobRow, utcnow
 from segport.store.queue import JobQueue, LeaseLost, job_files
 from segport.testing_hooks import pause_point
+from segport.wake import Wake
 
 log = logging.getLogger("segport.exports")
 BOM = "\ufeff".encode()
@@ -68,7 +69,7 @@ class ExportService:
         queue: JobQueue,
         engine: ProfileEngine,
         results: ResultStore,
-        wake: threading.Event,
+        wake: Wake,
     ) -> None:
         self.settings = settings
         self.meta = meta
