@@ -10,6 +10,7 @@ import gzip
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -143,8 +144,11 @@ def test_the_engine_keeps_an_idle_connection_longer_than_api_processes_do(
     sent on it in that instant would meet the engine's close (a 503 for the user). So the engine keeps it
     longer: here a connection idle for 6 s still answers its next request."""
     server, _, _ = split_server
-    wait_for(lambda: engine_pid(server), "the engine process")
+    engine = psutil.Process(int(wait_for(lambda: engine_pid(server), "the engine process")))  # type: ignore[call-overload]
+    assert engine.nice() == 10  # engine_nice's default: exports yield the CPU to the API processes
+    assert all(api.nice() == 0 for api in children(server)["api"])
     sock_path = Path(server.data_dir) / "engine.sock"
+    assert stat.S_IMODE(sock_path.stat().st_mode) == 0o600  # the engine's API is the owner's alone
     request = b"POST /engine/health HTTP/1.1\r\nHost: engine\r\nContent-Length: 2\r\n\r\n{}"
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(10)

@@ -119,7 +119,16 @@ def test_large_exports_in_s3_are_byte_identical_to_the_local_store(
             assert text.startswith(b"\xef\xbb\xbf" if body.get("bom") else b"{")
         # every upload was completed: nothing is left half-done in the bucket
         s3 = remote.app.results.client  # type: ignore[attr-defined]
-        assert s3.list_multipart_uploads(Bucket=s3_env["SEGPORT_S3_BUCKET"]).get("Uploads", []) == []
+        bucket = s3_env["SEGPORT_S3_BUCKET"]
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        # and the files are the bucket's objects, under the documented key layout (docs/results-s3.md):
+        # <prefix>results/<job name>/<job id>-<attempt>/<file>, the default prefix being segport/
+        folder = f"segport/results/{remote_result['name']}/{remote_result['id']}-1/"
+        objects = s3.list_objects_v2(Bucket=bucket, Prefix=folder).get("Contents", [])
+        assert sorted(o["Key"][len(folder) :] for o in objects) == sorted(
+            unquote(u).rsplit("/", 1)[1] for u in remote_result["uris"]
+        )
+        assert sorted(o["Size"] for o in objects) == sorted(map(len, remote_files))
         # and the local staging folder held FIFOs only, removed with the attempt
         assert not any((tmp_path / "s3" / "results" / ".staging").iterdir())
 
@@ -234,6 +243,7 @@ def test_presigned_redirect_keeps_the_file_name_and_the_gateway_serves_it(
         assert answer.status_code == 302
         location = answer.headers["location"]
         assert location.startswith(s3_env["SEGPORT_S3_ENDPOINT_URL"]) and "X-Amz-Signature=" in location
+        assert "X-Amz-Expires=60&" in location + "&"  # valid for s3_presigned_ttl_s
         assert side.client.get(url, headers=auth(other), follow_redirects=False).status_code == 404
         assert side.client.get(url, follow_redirects=False).status_code == 401
         fetched = httpx.get(location, timeout=30)  # a real GET to the gateway, no credentials but the URL's
@@ -275,8 +285,8 @@ def test_the_janitor_removes_objects_and_uploads_no_attempt_owns(
     done = remote.app.exports.cleanup()
     assert done["orphans"] == 1 and done["staging"] == 1
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
-    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert stale["UploadId"]
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert stale["UploadId"] not in {u["UploadId"] for u in uploads} and uploads == []
     again = remote.client.get("/download?file=" + result["uris"][0], headers=auth(token))
     assert again.content == content
 
