@@ -122,3 +122,18 @@ def test_a_refused_request_is_not_served_nor_is_the_request_pipelined_behind_it(
     status, body = status_and_body(answer)
     assert status == 431 and json.loads(body)["error"]["code"] == "HEADERS_TOO_LARGE"
     assert answer.count(b"HTTP/1.1 ") == 1  # one answer, then the connection closed
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+        b"\x00\x01\x02 hello\r\n\r\n",
+    ],
+    ids=["content-length-and-chunked", "negative-content-length", "not-http"],
+)
+def test_requests_that_are_not_valid_http_get_the_json_400(request_bytes: bytes) -> None:
+    """docs/limits.md: both Content-Length and chunked, and bytes that are not HTTP, are a JSON 400."""
+    status, body = status_and_body(serve_bytes(request_bytes))
+    assert status == 400 and json.loads(body)["error"]["code"] == "BAD_REQUEST"
