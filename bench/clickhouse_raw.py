@@ -20,9 +20,9 @@ from pathlib import Path
 from segport.app import build
 from segport.domain.export import build_spec, columns_of
 from segport.engine.base import Target
-from segport.engine.clickhouse_engine import ClickHouseEngine
-from segport.engine.clickhouse_sql import ch_string
-from segport.engine.clickhouse_writer import SETTINGS, export_query
+from segport.engine.clickhouse.engine import ClickHouseEngine
+from segport.engine.clickhouse.sql import ch_string
+from segport.engine.clickhouse.writer import SETTINGS, export_query
 from segport.settings import Settings
 
 BIG, SEGMENT = "BenchBig", "seg_half"

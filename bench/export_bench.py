@@ -55,7 +55,7 @@ from segport.app import build
 from segport.demo import CATALOG, generate_users
 from segport.domain.export import build_spec, columns_of
 from segport.engine.base import Target
-from segport.engine.duckdb_engine import export_query, filtered_query
+from segport.engine.duckdb.engine import export_query, filtered_query
 from segport.settings import Settings
 
 HERE = Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from segport.engine.base import ProfileEngine
-from segport.engine.remote import RemoteWake
+from segport.engine.client import RemoteWake
 from segport.results.base import ResultStore
 from segport.services.data import DataService
 from segport.services.exports import ExportService
@@ -82,7 +82,7 @@ def shared_engine(settings: Settings) -> bool:
 
 
 def _api_engine(settings: Settings) -> tuple[ProfileEngine, Wake]:
-    from segport.engine.remote import RemoteEngine
+    from segport.engine.client import RemoteEngine
 
     if shared_engine(settings):
         return _engine(settings), _remote_wake(settings)
@@ -92,14 +92,14 @@ def _api_engine(settings: Settings) -> tuple[ProfileEngine, Wake]:
 
 def _remote_wake(settings: Settings) -> Wake:
     """Workers of a shared engine still run elsewhere (`segport worker`): wake them there if told where."""
-    from segport.engine.remote import EngineClient
+    from segport.engine.client import EngineClient
 
     return RemoteWake(EngineClient(settings.engine_url)) if settings.engine_url else Wake()
 
 
 def _engine(settings: Settings) -> ProfileEngine:
     if settings.engine == "duckdb":
-        from segport.engine.duckdb_engine import DuckDBEngine
+        from segport.engine.duckdb.engine import DuckDBEngine
 
         return DuckDBEngine(
             settings.data_dir / "profiles.duckdb",
@@ -108,7 +108,7 @@ def _engine(settings: Settings) -> ProfileEngine:
             threads=settings.duckdb_threads,
         )
     if settings.engine == "clickhouse":
-        from segport.engine.clickhouse_engine import ClickHouseEngine
+        from segport.engine.clickhouse.engine import ClickHouseEngine
 
         return ClickHouseEngine(
             settings.clickhouse_url or f"chdb://{(settings.data_dir / 'clickhouse').resolve()}",

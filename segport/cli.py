@@ -139,13 +139,13 @@ def _preload() -> None:
     import uvicorn.lifespan.on  # noqa: F401
     import uvicorn.protocols.http.h11_impl  # noqa: F401
 
-    import segport.engine.internal  # noqa: F401
+    import segport.engine.server  # noqa: F401
     import segport.http.server  # noqa: F401
-    import segport.roles  # noqa: F401
+    import segport.roles.sockets  # noqa: F401
     import segport.worker  # noqa: F401
 
     if settings().engine == "duckdb":
-        import segport.engine.duckdb_engine  # noqa: F401
+        import segport.engine.duckdb.engine  # noqa: F401
 
 
 @cli.command()
@@ -155,7 +155,7 @@ def api(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
     """Serve the HTTP API alone; engine reads and imports go to SEGPORT_ENGINE_URL (a `segport worker --listen`)."""
-    from segport.roles import run_api
+    from segport.roles.sockets import run_api
 
     s = settings(host=host, port=port)
     sock = _listen(s)
@@ -168,7 +168,7 @@ def api(
 
 def _listen(s: Settings) -> socket.socket:
     """The public socket on ``s.host:s.port``; a busy or refused address is a one-line error."""
-    from segport.roles import listen_socket
+    from segport.roles.sockets import listen_socket
 
     try:
         return listen_socket(s.host, s.port)
@@ -189,7 +189,7 @@ def worker(
     from segport.worker import Worker
 
     if listen or uds:
-        from segport.roles import run_engine
+        from segport.roles.sockets import run_engine
 
         if listen:
             typer.echo(f"segport worker: engine API on http://{listen}")

@@ -147,7 +147,7 @@ class Supervisor:
 
     # --- the children --------------------------------------------------------------------------------
     def plan(self) -> list[Child]:
-        from segport.roles import ENGINE_START_S, run_api, run_engine
+        from segport.roles.sockets import ENGINE_START_S, run_api, run_engine
 
         s, uds = self.settings, str(self.settings.engine_socket())
 
@@ -235,7 +235,7 @@ class Supervisor:
 
 def engine_answers(url: str) -> bool:
     """Whether the engine's internal API at ``url`` answers its health check."""
-    from segport.engine.remote import EngineClient
+    from segport.engine.client import EngineClient
 
     client = EngineClient(url)
     try:

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from segport.app import App, build
-from segport.engine import duckdb_writer
+from segport.engine.duckdb import writer as duckdb_writer
 from segport.http.server import create_app
 from segport.settings import Settings
 from segport.worker import Worker

@@ -375,7 +375,7 @@ def test_id_list_segments_agree(apps: dict[str, App], tmp_path: Path) -> None:
 
 
 def test_clickhouse_urls_name_the_database_and_never_show_the_password(tmp_path: Path) -> None:
-    from segport.engine.clickhouse_engine import _shown, parse_url
+    from segport.engine.clickhouse.engine import _shown, parse_url
     from segport.errors import SegportError
 
     assert parse_url("https://u:secret@ch.example:8443/profiles") == ("https://u:secret@ch.example:8443", "profiles")
@@ -394,7 +394,7 @@ def test_clickhouse_drops_replaced_tables_once_and_never_looks_at_them_again(
     once is not dropped again by later publishes (the history keeps its name for ever)."""
     import time
 
-    from segport.engine import clickhouse_snapshots as snaps
+    from segport.engine.clickhouse import snapshots as snaps
 
     folder = request.getfixturevalue("chdb_dir")
     settings = Settings(

@@ -23,7 +23,7 @@ import pytest
 
 from segport.app import App
 from segport.domain.jobs import Stage, TargetKind
-from segport.engine.fifo import fifo_into
+from segport.engine.duckdb.fifo import fifo_into
 from segport.errors import SegportError
 from segport.services.exports import ExportRequest
 from segport.worker import Worker

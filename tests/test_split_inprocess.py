@@ -13,7 +13,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from segport.app import App, build
-from segport.engine.internal import create_engine_app
+from segport.engine.server import create_engine_app
 from segport.http.server import create_app
 from segport.worker import Worker
 from tests.conftest import PROJECT, SEGMENT, USERS, Seeded, auth, write_users_csv

@@ -23,7 +23,7 @@ from segport.console.web import PREFIX, Page, first, redirect
 from segport.domain.jobs import Stage
 from segport.errors import SegportError, Unauthorized
 from segport.http.files import ResultFileResponse
-from segport.http.views import job_result
+from segport.http.job_result import job_result
 from segport.services.exports import ExportRequest
 from segport.services.queries import MAX_PAGE_PROPERTIES
 from segport.store.queue import job_files

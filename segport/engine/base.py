@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
 from segport.domain.rules import CompiledRule, compile_rule
+from segport.engine.duckdb.pages import MembersPage
 from segport.engine.interrupt import Interrupt
-from segport.engine.pages import MembersPage
 
 
 @dataclass(frozen=True, slots=True)

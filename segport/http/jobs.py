@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from segport.http.auth import Who
+from segport.http.job_result import job_result
 from segport.http.schemas import ERRORS, ErrorBody, JobResult
-from segport.http.views import job_result
 
 router = APIRouter(responses=ERRORS)
 

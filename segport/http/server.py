@@ -11,8 +11,11 @@ from fastapi import FastAPI
 
 from segport import __version__, console
 from segport.app import App
-from segport.http import admin, errors, family, jobs, lookup, seed
-from segport.http.edges import EdgeGuard
+from segport.http import admin, errors, jobs
+from segport.http import exports as seed
+from segport.http import segments as family
+from segport.http import users as lookup
+from segport.http.guard import EdgeGuard
 from segport.http.limits import RequestLineLimit
 
 DESCRIPTION = """

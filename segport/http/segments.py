@@ -12,7 +12,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from segport.http.auth import Who
-from segport.http.family_schemas import (
+from segport.http.exports import BODY_DOC, Body, submit_segment_export
+from segport.http.job_result import job_result
+from segport.http.paging import PageParams, envelope, language_header, page_params, page_properties
+from segport.http.profile_schemas import (
     ComputeAnswer,
     Page,
     SegmentValue,
@@ -22,10 +25,7 @@ from segport.http.family_schemas import (
     segment_value,
     tag_value,
 )
-from segport.http.paging import PageParams, envelope, language_header, page_params, page_properties
 from segport.http.schemas import ERRORS, JobCreated, JobResult
-from segport.http.seed import BODY_DOC, Body, submit_segment_export
-from segport.http.views import job_result
 from segport.services.queries import QueryService
 from segport.store.meta import Principal
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import duckdb
 
 from segport.engine.base import ExportOutput
-from segport.engine.fifo import fifo_into
-from segport.engine.sql import sql_string
+from segport.engine.duckdb.fifo import fifo_into
+from segport.engine.duckdb.sql import sql_string
 
 CHUNK_ROWS = 200_000  # one chunk's sort fits well inside a 256MB DuckDB memory limit, even for JSON
 

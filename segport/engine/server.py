@@ -26,7 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from segport.app import App
 from segport.domain.keys import Catalog
 from segport.engine.base import Target
-from segport.engine.remote import entry_from_json
+from segport.engine.client import entry_from_json
 from segport.http import errors
 
 log = logging.getLogger("segport.engine.internal")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, ValueType, canonical_key
-from segport.engine.messages import engine_words
-from segport.engine.sql import sql_string
+from segport.engine.duckdb.messages import engine_words
+from segport.engine.duckdb.sql import sql_string
 from segport.errors import ImportRejected
 
 FORMATS = ("csv", "parquet", "jsonl")

@@ -28,7 +28,7 @@ import duckdb
 
 from segport.domain.keys import GIO_ID, Catalog, KeyKind, canonical_key, quote_ident
 from segport.engine.base import ImportReport
-from segport.engine.duckdb_import_columns import (  # noqa: F401  (detect_format, reader, FORMATS: imported from here)
+from segport.engine.duckdb.import_columns import (  # noqa: F401  (detect_format, reader, FORMATS: imported from here)
     BAD,
     CONTROL_RE,
     FORMATS,
@@ -40,7 +40,7 @@ from segport.engine.duckdb_import_columns import (  # noqa: F401  (detect_format
     quote_ident_any,
     reader,
 )
-from segport.engine.sql import sql_string, users_table
+from segport.engine.duckdb.sql import sql_string, users_table
 from segport.errors import ImportRejected
 
 

@@ -97,7 +97,7 @@ def run_engine(
     ``prepared`` as in :func:`run_api`."""
     import os
 
-    from segport.engine.internal import create_engine_app
+    from segport.engine.server import create_engine_app
 
     if nice:
         os.nice(nice)

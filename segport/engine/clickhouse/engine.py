@@ -21,12 +21,14 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, quote_ident
 from segport.domain.rules import compile_rule
-from segport.engine import clickhouse_import, clickhouse_writer, schema
-from segport.engine import clickhouse_snapshots as snaps
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
-from segport.engine.clickhouse_sql import ClickHouseRules, column_type, page_select_list, present, rule_parameters
+from segport.engine.clickhouse import importer as clickhouse_import
+from segport.engine.clickhouse import snapshots as snaps
+from segport.engine.clickhouse import writer as clickhouse_writer
+from segport.engine.clickhouse.sql import ClickHouseRules, column_type, page_select_list, present, rule_parameters
+from segport.engine.duckdb import schema
+from segport.engine.duckdb.pages import MembersPage
 from segport.engine.interrupt import Interrupt
-from segport.engine.pages import MembersPage
 from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound
 
 

@@ -26,8 +26,8 @@ from segport import errors
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
+from segport.engine.duckdb.pages import MembersPage
 from segport.engine.interrupt import Interrupt
-from segport.engine.pages import MembersPage
 from segport.wake import Wake
 
 log = logging.getLogger("segport.engine.remote")

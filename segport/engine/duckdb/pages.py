@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segport.domain.keys import CatalogEntry, KeyKind, quote_ident
-from segport.engine.sql import rendered
+from segport.engine.duckdb.sql import rendered
 
 
 @dataclass(slots=True)

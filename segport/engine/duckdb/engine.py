@@ -18,9 +18,11 @@ import duckdb
 
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
-from segport.engine import duckdb_import, duckdb_writer, pages, schema
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
-from segport.engine.duckdb_export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
+from segport.engine.duckdb import importer as duckdb_import
+from segport.engine.duckdb import pages, schema
+from segport.engine.duckdb import writer as duckdb_writer
+from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
     _copy_options,
     _ids_query,
     _query,
@@ -29,10 +31,10 @@ from segport.engine.duckdb_export_sql import (  # noqa: F401  (export_query, fil
     export_query,
     filtered_query,
 )
+from segport.engine.duckdb.messages import engine_words
+from segport.engine.duckdb.pages import MembersPage
+from segport.engine.duckdb.sql import idlist_table, members_table, sql_string, users_table
 from segport.engine.interrupt import Interrupt
-from segport.engine.messages import engine_words
-from segport.engine.pages import MembersPage
-from segport.engine.sql import idlist_table, members_table, sql_string, users_table
 from segport.errors import (
     ComputeFailed,
     EngineBusy,

@@ -26,7 +26,7 @@ from typing import Any
 from segport.domain.export import ExportSpec, FileFormat, column_headers, split_columns
 from segport.domain.keys import CatalogEntry
 from segport.engine.base import ExportOutput
-from segport.engine.clickhouse_sql import ClickHouseHandle, ch_ident, ch_string, json_value, rendered
+from segport.engine.clickhouse.sql import ClickHouseHandle, ch_ident, ch_string, json_value, rendered
 from segport.engine.interrupt import Interrupt
 from segport.errors import ExportFailed, StorageFull
 

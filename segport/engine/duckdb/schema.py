@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import duckdb
 
 from segport.domain.keys import GIO_ID, Catalog, quote_ident
-from segport.engine.sql import users_table
+from segport.engine.duckdb.sql import users_table
 
 Columns = dict[str, str]  # column name -> DuckDB type, as information_schema spells them
 

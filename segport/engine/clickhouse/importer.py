@@ -24,11 +24,11 @@ from typing import Any
 import duckdb
 
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, quote_ident
-from segport.engine import duckdb_import
 from segport.engine.base import ImportReport
-from segport.engine.clickhouse_snapshots import Snapshot
-from segport.engine.clickhouse_sql import ClickHouseHandle, column_type
-from segport.engine.sql import sql_string
+from segport.engine.clickhouse.snapshots import Snapshot
+from segport.engine.clickhouse.sql import ClickHouseHandle, column_type
+from segport.engine.duckdb import importer as duckdb_import
+from segport.engine.duckdb.sql import sql_string
 from segport.errors import ImportRejected
 
 _INSERT_SETTINGS = {"input_format_null_as_default": 1}

@@ -13,9 +13,9 @@ from segport.errors import InvalidBody
 from segport.http.auth import Who, quick
 from segport.http.errors import parse_body
 from segport.http.files import ResultFileResponse
+from segport.http.job_result import job_result
 from segport.http.remote_files import remote_response
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
-from segport.http.views import job_result
 from segport.services.exports import ExportRequest
 
 router = APIRouter(responses=ERRORS)

@@ -11,7 +11,7 @@ import duckdb
 from segport.domain.export import ExportSpec, FileFormat, column_headers, split_columns
 from segport.domain.keys import CatalogEntry, quote_ident
 from segport.engine.base import Target
-from segport.engine.sql import json_value, members_table, rendered, sql_string, users_table
+from segport.engine.duckdb.sql import json_value, members_table, rendered, sql_string, users_table
 from segport.errors import SegmentNotFound
 
 
