@@ -20,7 +20,7 @@ import typer
 
 from segport.app import App
 from segport.cli_common import ProjectOpt, catalog_cli, handled, segment_cli, settings, users_cli, with_app
-from segport.engine.duckdb.importer import detect_format
+from segport.domain.formats import detect_format
 from segport.errors import Conflict, ExportFailed
 from segport.http.admin_schemas import catalog_out, segment_out
 from segport.remote import AdminClient, admin_client, running_server

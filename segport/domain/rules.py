@@ -14,8 +14,11 @@ Semantics (written down because SQL's three-valued logic would otherwise leak th
 * On a multi-valued key (``string[]``) ``eq``/``in`` match when any value matches, ``ne``/``not_in`` when
   none does, ``contains`` when any value contains the text; order comparisons are refused.
 
-The compiler never puts a value into SQL text: values become ``?`` parameters, keys become quoted
-identifiers that the key grammar already restricts to ``[A-Za-z0-9_$]``.
+The compiler never puts a value into SQL text: values become parameters, keys become quoted identifiers that
+the key grammar already restricts to ``[A-Za-z0-9_$]``. What is written here is the validation and the semantics,
+in the SQL both engines share (``AND``/``OR``/``NOT``, ``coalesce``, ``IN``, ``BETWEEN``); each engine's own SQL
+(its parameters, its list functions) is a dialect, a subclass of :class:`RuleCompiler` that lives with the engine
+(``segport.engine.duckdb.rules``, ``segport.engine.clickhouse.rules``).
 """
 
 from __future__ import annotations
@@ -65,21 +68,23 @@ def rule_keys(rule: Any) -> set[str]:
     return set()
 
 
-def compile_rule(
-    rule: Any, catalog: Catalog, alias: str = "u", *, dialect: type[_Compiler] | None = None
-) -> CompiledRule:
-    """Validate ``rule`` against ``catalog`` and compile it to a SQL boolean expression.
-
-    ``dialect`` is a subclass of :class:`RuleCompiler` that writes another engine's SQL (the validation and
-    the semantics above are the base class's, so every engine refuses and matches alike); DuckDB's by default.
-    """
-    compiler = (dialect or _Compiler)(catalog, alias)
+def compile_rule(rule: Any, catalog: Catalog, dialect: type[RuleCompiler], alias: str = "u") -> CompiledRule:
+    """Validate ``rule`` against ``catalog`` and compile it to a SQL boolean expression in ``dialect``, a
+    subclass of :class:`RuleCompiler` that writes one engine's SQL (the validation and the semantics above are
+    the base class's, so every engine refuses and matches alike)."""
+    compiler = dialect(catalog, alias)
     sql = compiler.node(rule, "rule", 0)
     return CompiledRule(sql, compiler.params, frozenset(compiler.keys))
 
 
-class _Compiler:
-    """Walks a rule tree, validating it, and writes DuckDB SQL through the dialect methods at the end."""
+def check_rule(rule: Any, catalog: Catalog) -> None:
+    """Validate ``rule`` against ``catalog`` (raises :class:`InvalidRule`), writing no engine's SQL."""
+    compile_rule(rule, catalog, RuleCompiler)
+
+
+class RuleCompiler:
+    """Walks a rule tree, validating it, and writes SQL through the dialect methods at the end: an engine's
+    subclass writes that engine's SQL; this class itself only validates (its placeholders are no SQL to run)."""
 
     def __init__(self, catalog: Catalog, alias: str) -> None:
         self.catalog = catalog
@@ -175,32 +180,33 @@ class _Compiler:
             return f"coalesce({self.list_length(col)} > 0 AND NOT {test}, false)"
         return f"coalesce({test}, false)"
 
-    # --- the dialect: DuckDB here; an engine with another SQL overrides these (see clickhouse_rules) -----
+    # --- the dialect. Here placeholders, enough to validate a rule (check_rule); each engine's subclass
+    # (segport.engine.<engine>.rules) writes its own SQL for every one of these.
     def bind(self, value: Any, value_type: ValueType, *, typed: bool = True) -> str:
         """Keep ``value`` as the next parameter; return its placeholder (cast to ``value_type`` if ``typed``)."""
         self.params.append(value)
-        return f"CAST(? AS {value_type.sql})" if typed else "?"
+        return "?"
 
     def is_null(self, col: str, multi: bool) -> str:
-        return f"({col} IS NULL)" if not multi else f"({col} IS NULL OR len({col}) = 0)"
+        return col
 
     def not_null(self, col: str, multi: bool) -> str:
-        return f"({col} IS NOT NULL)" if not multi else f"coalesce(len({col}) > 0, false)"
+        return col
 
     def contains(self, col: str, mark: str) -> str:
-        return f"contains({col}, {mark})"
+        return col
 
     def list_has(self, col: str, mark: str) -> str:
-        return f"list_contains({col}, {mark})"
+        return col
 
     def list_has_any(self, col: str, marks: list[str]) -> str:
-        return f"list_has_any({col}, [{', '.join(marks)}])"
+        return col
 
     def list_contains_text(self, col: str, mark: str) -> str:
-        return f"len(list_filter({col}, lambda x: contains(x, {mark}))) > 0"
+        return col
 
     def list_length(self, col: str) -> str:
-        return f"len({col})"
+        return col
 
     @staticmethod
     def no_value(rule: dict[str, Any], where: str, op: str) -> None:
@@ -217,9 +223,6 @@ class _Compiler:
 
     def param(self, entry: CatalogEntry, value: Any, where: str) -> str:
         return self.bind(coerce_value(entry, value, where), entry.type)
-
-
-RuleCompiler = _Compiler  # the extension point for other engines' SQL
 
 
 def coerce_value(entry: CatalogEntry, value: Any, where: str) -> Any:

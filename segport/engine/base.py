@@ -9,8 +9,7 @@ from typing import Any, Protocol
 
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
-from segport.domain.rules import CompiledRule, compile_rule
-from segport.engine.duckdb.pages import MembersPage
+from segport.domain.rules import check_rule
 from segport.engine.interrupt import Interrupt
 
 
@@ -20,6 +19,14 @@ class Target:
 
     kind: str  # "segment" | "tag"
     key: str
+
+
+@dataclass(slots=True)
+class MembersPage:
+    """One page of a target's members and the target's total, both read from one snapshot."""
+
+    total: int
+    rows: list[dict[str, Any]]  # {"gio_id": "1", key: value, ...}; identities lists, others strings
 
 
 @dataclass(slots=True)
@@ -33,20 +40,20 @@ class ExportOutput:
 
 @dataclass(frozen=True, slots=True)
 class SegmentDefinition:
-    """What the engine needs to compute a segment: a compiled rule, or an id list matched on an identity."""
+    """What the engine needs to compute a segment: a rule tree checked against its catalogue, or an id list
+    matched on an identity. Each engine compiles the tree to its own SQL
+    (:func:`segport.domain.rules.compile_rule` with its dialect), with the same semantics."""
 
     key: str
-    rule: CompiledRule | None = None  # compiled for DuckDB
     identity: str | None = None  # column key for FROM_FILES
-    # The validated rule tree and the catalogue it was checked against: an engine with another SQL dialect
-    # compiles these itself (segport.domain.rules.compile_rule(..., dialect=...)), with the same semantics.
     rule_tree: Any = None
     catalog: Catalog | None = None
 
     @classmethod
     def from_rule(cls, key: str, tree: Any, catalog: Catalog) -> SegmentDefinition:
-        """A rule segment: validated and compiled for DuckDB now, the tree kept for other engines."""
-        return cls(key, rule=compile_rule(tree, catalog), rule_tree=tree, catalog=catalog)
+        """A rule segment, its tree validated against ``catalog`` now (raises :class:`InvalidRule`)."""
+        check_rule(tree, catalog)
+        return cls(key, rule_tree=tree, catalog=catalog)
 
 
 @dataclass(slots=True)

@@ -25,8 +25,7 @@ import httpx
 from segport import errors
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
-from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
-from segport.engine.duckdb.pages import MembersPage
+from segport.engine.base import ComputeResult, ExportOutput, ImportReport, MembersPage, SegmentDefinition, Target
 from segport.engine.interrupt import Interrupt
 from segport.wake import Wake
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from segport.engine.duckdb.importer import detect_format
+from segport.domain.formats import detect_format
 from segport.errors import Forbidden, InvalidBody, PayloadTooLarge, SegportError
 from segport.http.admin_schemas import (
     CatalogEntryBody,

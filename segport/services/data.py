@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from segport.domain.keys import CatalogEntry, KeyKind, identity_column, parse_key, parse_type
-from segport.domain.rules import compile_rule, parse_rule_text, rule_keys
+from segport.domain.rules import check_rule, parse_rule_text, rule_keys
 from segport.domain.text import bad_character, display_name_problem
 from segport.engine.base import ComputeResult, ImportReport, ProfileEngine, SegmentDefinition
 from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInUse, SegportError
@@ -202,7 +202,7 @@ class DataService:
         identity = None
         if spec.rule is not None:
             rule = parse_rule_text(spec.rule) if isinstance(spec.rule, str) else spec.rule
-            compile_rule(rule, catalog)  # validate now: a bad rule never gets stored
+            check_rule(rule, catalog)  # validate now: a bad rule never gets stored
             rule_text = json.dumps(rule, ensure_ascii=False)
             created_by, default_scheduler = "DIRECT", "DAILY"
         else:

@@ -15,8 +15,7 @@ from typing import Any
 
 from segport.domain.jobs import TargetKind
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, identity_column
-from segport.engine.base import ProfileEngine, Target
-from segport.engine.duckdb.pages import MembersPage
+from segport.engine.base import MembersPage, ProfileEngine, Target
 from segport.errors import (
     DetectorBusy,
     ProjectNotFound,

@@ -2,11 +2,11 @@
 ClickHouse's own engine in process through chdb).
 
 It answers the same :class:`segport.engine.base.ProfileEngine` as DuckDB and writes the same bytes: values are
-rendered by :mod:`segport.engine.clickhouse_sql` exactly as DuckDB renders them, rules compile to ClickHouse
+rendered by :mod:`segport.engine.clickhouse.sql` exactly as DuckDB renders them, rules compile to ClickHouse
 SQL with the same semantics, and files are written by ClickHouse's own formats (``CSVWithNames``,
 ``JSONEachRow``), streamed to the result file. Consistency comes from immutable tables and one pointer row per
-change (:mod:`segport.engine.clickhouse_snapshots`); imports are checked and staged by
-:mod:`segport.engine.clickhouse_import`, exports written by :mod:`segport.engine.clickhouse_writer`.
+change (:mod:`segport.engine.clickhouse.snapshots`); imports are checked and staged by
+:mod:`segport.engine.clickhouse.importer`, exports written by :mod:`segport.engine.clickhouse.writer`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, quote_ident
 from segport.domain.rules import compile_rule
-from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
-from segport.engine.clickhouse import importer as clickhouse_import
+from segport.engine.base import ComputeResult, ExportOutput, ImportReport, MembersPage, SegmentDefinition, Target
+from segport.engine.clickhouse import importer, writer
 from segport.engine.clickhouse import snapshots as snaps
-from segport.engine.clickhouse import writer as clickhouse_writer
-from segport.engine.clickhouse.sql import ClickHouseRules, column_type, page_select_list, present, rule_parameters
-from segport.engine.duckdb import schema
-from segport.engine.duckdb.pages import MembersPage
+from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
+from segport.engine.clickhouse.sql import column_type, page_select_list, present
+from segport.engine.columns import Step, column_steps
 from segport.engine.interrupt import Interrupt
 from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound
 
@@ -142,8 +141,8 @@ class ClickHouseEngine:
 
     def _align(
         self, client: Any, project_id: str, catalog: Catalog, *, prune: bool
-    ) -> tuple[snaps.Snapshot, list[schema.Step]]:
-        """:func:`segport.engine.schema.column_steps` applied to the current users table (made first for a new
+    ) -> tuple[snaps.Snapshot, list[Step]]:
+        """:func:`segport.engine.column_steps` applied to the current users table (made first for a new
         project: its first snapshot, published). Returns the snapshot and the steps taken."""
         snap = snaps.read_current(client, self.db, project_id)
         new = snap is None
@@ -157,7 +156,7 @@ class ClickHouseEngine:
             with contextlib.suppress(snaps.PublishConflict):  # another process made it first: the same table
                 snaps.publish(client, self.db, snap)
         want = {e.key: column_type(e) for e in catalog.entries.values()}
-        steps = schema.column_steps(have, want, prune=prune)
+        steps = column_steps(have, want, prune=prune)
         for step in steps:
             if step.drop:
                 client.command(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {quote_ident(step.column)}")
@@ -194,7 +193,7 @@ class ClickHouseEngine:
             nxt = snap.next()
             built: list[str] = []
             try:
-                report, users, inserted = clickhouse_import.import_users(
+                report, users, inserted = importer.import_users(
                     self, snap, nxt.seq, catalog, path, file_format, match, progress, built
                 )
                 members = dict(snap.members)
@@ -226,7 +225,7 @@ class ClickHouseEngine:
             snap = self.current(project_id)
             name = f"l_{project_id}_{segment_key}_{snap.seq + 1}"
             try:
-                count = clickhouse_import.load_id_list(self, name, path)
+                count = importer.load_id_list(self, name, path)
                 self.publish(snap.next(idlists={**snap.idlists, segment_key: name}))
             except BaseException:
                 self._drop([name])
@@ -275,7 +274,7 @@ class ClickHouseEngine:
         unmatched = 0
         create = f"CREATE TABLE {table} (gio_id Int64) ENGINE = MergeTree ORDER BY gio_id"
         if seg.rule_tree is not None and seg.catalog is not None:
-            rule = compile_rule(seg.rule_tree, seg.catalog, dialect=ClickHouseRules)
+            rule = compile_rule(seg.rule_tree, seg.catalog, ClickHouseRules)
             client.command(create)
             client.command(
                 f"INSERT INTO {table} SELECT u.gio_id FROM {self.table(users)} AS u WHERE {rule.sql}",
@@ -384,7 +383,7 @@ class ClickHouseEngine:
         interrupt: Interrupt | None = None,
     ) -> ExportOutput:
         snap = self.current(project_id)
-        return clickhouse_writer.write_export(
+        return writer.write_export(
             self,
             self.source(snap, target),
             columns,

@@ -2,7 +2,7 @@
 ClickHouse into a new users table (published by the caller with the snapshot that names it).
 
 The file is on the worker's disk, not the ClickHouse server's, so it is read here: by the DuckDB import itself
-(:mod:`segport.engine.duckdb_import`), run against a scratch DuckDB file holding an empty users table. That
+(:mod:`segport.engine.duckdb.importer`), run against a scratch DuckDB file holding an empty users table. That
 gives the same formats, the same checks and the same one-line errors naming row, key and value, and resolves
 repeated identities within the file the same way (the later row wins; a user's rank is its first row). Its
 result goes to ClickHouse as one Parquet file (columnar; ClickHouse parses it), and the merge runs there:
@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from segport.domain.formats import detect_format
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, quote_ident
 from segport.engine.base import ImportReport
 from segport.engine.clickhouse.snapshots import Snapshot
@@ -50,7 +51,7 @@ def _file_keys(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, path: Path, fmt: str | None, project: str
 ) -> list[str]:
     """The catalogue keys the file has columns for (checked as the import checks them)."""
-    detected = duckdb_import.detect_format(path, fmt)
+    detected = detect_format(path, fmt)
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {duckdb_import.reader(path, detected)}").fetchall()
     except duckdb.Error as exc:

@@ -1,7 +1,8 @@
-"""ClickHouse SQL for segport: column types, how values are rendered in exports and pages, and rule SQL.
+"""ClickHouse SQL for segport: column types, and how values are rendered in exports and pages (its rule SQL is
+:mod:`segport.engine.clickhouse.rules`).
 
-Every expression here mirrors one in :mod:`segport.engine.sql` / :mod:`segport.engine.pages` /
-:mod:`segport.domain.rules` for DuckDB, so that the two engines write the same bytes for the same data.
+Every expression here mirrors one in :mod:`segport.engine.duckdb.sql` / :mod:`segport.engine.duckdb.pages` for
+DuckDB, so that the two engines write the same bytes for the same data.
 Where ClickHouse renders a value differently from DuckDB (a double: ``100`` against ``100.0``) the expression
 spells DuckDB's rendering out.
 
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segport.domain.keys import CatalogEntry, KeyKind, ValueType, quote_ident
-from segport.domain.rules import RuleCompiler
 
 CH_TYPES = {ValueType.STRING: "String", ValueType.INT: "Int64", ValueType.DOUBLE: "Float64", ValueType.DATE: "Date32"}
 
@@ -81,7 +81,7 @@ def _excel(expr: str) -> str:
 
 
 def rendered(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False) -> str:
-    """Mirror of :func:`segport.engine.sql.rendered`: a ``Nullable(String)``, lists joined by ``||``."""
+    """Mirror of :func:`segport.engine.duckdb.sql.rendered`: a ``Nullable(String)``, lists joined by ``||``."""
     col = f"{alias}.{quote_ident(entry.key)}"
     if entry.multi:
         items = col if entry.type is ValueType.STRING else f"arrayMap(x -> {scalar_text(entry, 'x')}, {col})"
@@ -96,7 +96,7 @@ def rendered(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False)
 
 
 def json_value(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False) -> tuple[str, str]:
-    """Mirror of :func:`segport.engine.sql.json_value`: (expression, ClickHouse type) of a key in JSON Lines.
+    """Mirror of :func:`segport.engine.duckdb.sql.json_value`: (expression, ClickHouse type) of a key in JSON Lines.
 
     A multi-valued identity is ``Array(String)`` written as a JSON list — except an empty one, which is
     ``null``; ClickHouse cannot make an array nullable, so such a value is a ``Variant`` of the two."""
@@ -116,7 +116,7 @@ def identity_list(entry: CatalogEntry, alias: str = "u") -> str:
 
 
 def page_select_list(columns: list[CatalogEntry], alias: str = "u") -> str:
-    """Mirror of :func:`segport.engine.pages.select_list`."""
+    """Mirror of :func:`segport.engine.duckdb.pages.select_list`."""
     parts = [f"toString({alias}.gio_id)"]
     for c in columns:
         parts.append(identity_list(c, alias) if c.kind is KeyKind.IDENTITY else rendered(c, alias))
@@ -129,44 +129,8 @@ def present(entry: CatalogEntry, alias: str = "u") -> str:
     return f"notEmpty({col})" if entry.multi else f"isNotNull({col})"
 
 
-class ClickHouseRules(RuleCompiler):
-    """The rule compiler writing ClickHouse SQL: typed server-side parameters ``{pN:T}`` in place of ``?``.
-
-    Every leaf is wrapped in ``coalesce(..., false)`` by the base class, so AND/OR/NOT see only true/false and
-    the semantics written in :mod:`segport.domain.rules` hold here exactly as in DuckDB."""
-
-    def bind(self, value: Any, value_type: ValueType, *, typed: bool = True) -> str:
-        self.params.append(value)
-        return f"{{p{len(self.params) - 1}:{CH_TYPES[value_type]}}}"
-
-    def is_null(self, col: str, multi: bool) -> str:
-        return f"empty({col})" if multi else f"({col} IS NULL)"
-
-    def not_null(self, col: str, multi: bool) -> str:
-        return f"notEmpty({col})" if multi else f"({col} IS NOT NULL)"
-
-    def contains(self, col: str, mark: str) -> str:
-        return f"(position({col}, {mark}) > 0)"
-
-    def list_has(self, col: str, mark: str) -> str:
-        return f"has({col}, {mark})"
-
-    def list_has_any(self, col: str, marks: list[str]) -> str:
-        return f"hasAny({col}, [{', '.join(marks)}])"
-
-    def list_contains_text(self, col: str, mark: str) -> str:
-        return f"arrayExists(x -> position(x, {mark}) > 0, {col})"
-
-    def list_length(self, col: str) -> str:
-        return f"length({col})"
-
-
-def rule_parameters(params: list[Any]) -> dict[str, Any]:
-    return {f"p{i}": v for i, v in enumerate(params)}
-
-
 class ClickHouseHandle(Protocol):
-    """What the import and the writer use of :class:`segport.engine.clickhouse_engine.ClickHouseEngine`
+    """What the import and the writer use of :class:`segport.engine.clickhouse.engine.ClickHouseEngine`
     (described here rather than imported: the engine module imports them)."""
 
     scratch: Path

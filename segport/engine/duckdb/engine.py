@@ -18,10 +18,9 @@ import duckdb
 
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
-from segport.engine.base import ComputeResult, ExportOutput, ImportReport, SegmentDefinition, Target
-from segport.engine.duckdb import importer as duckdb_import
-from segport.engine.duckdb import pages, schema
-from segport.engine.duckdb import writer as duckdb_writer
+from segport.domain.rules import compile_rule
+from segport.engine.base import ComputeResult, ExportOutput, ImportReport, MembersPage, SegmentDefinition, Target
+from segport.engine.duckdb import importer, pages, schema, writer
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
     _copy_options,
     _ids_query,
@@ -32,7 +31,7 @@ from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, fil
     filtered_query,
 )
 from segport.engine.duckdb.messages import engine_words
-from segport.engine.duckdb.pages import MembersPage
+from segport.engine.duckdb.rules import DuckDBRules
 from segport.engine.duckdb.sql import idlist_table, members_table, sql_string, users_table
 from segport.engine.interrupt import Interrupt
 from segport.errors import (
@@ -70,7 +69,7 @@ class DuckDBEngine:
                 ) from exc
             raise ExportFailed(f"cannot open the profile database {path}: {first}") from exc
         self._memory_limit, self._import_memory_limit = memory_limit, import_memory_limit
-        self.chunk_rows = duckdb_writer.CHUNK_ROWS  # members one COPY sorts at once (see duckdb_writer)
+        self.chunk_rows = writer.CHUNK_ROWS  # members one COPY sorts at once (see writer.py)
         self._writer = threading.Lock()
         self._versions: dict[str, int] = {}
         self._versions_lock = threading.Lock()
@@ -198,7 +197,7 @@ class DuckDBEngine:
         progress: Any = None,
     ) -> ImportReport:
         with self._transaction(roomy=True) as cur:
-            report = duckdb_import.import_users(cur, project_id, catalog, path, file_format, match, progress)
+            report = importer.import_users(cur, project_id, catalog, path, file_format, match, progress)
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
             for seg in recompute:
@@ -210,7 +209,7 @@ class DuckDBEngine:
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
         with self._transaction(roomy=True) as cur:
-            return duckdb_import.load_id_list(cur, idlist_table(project_id, segment_key), path)
+            return importer.load_id_list(cur, idlist_table(project_id, segment_key), path)
 
     def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult:
         try:
@@ -305,7 +304,7 @@ class DuckDBEngine:
                 try:
                     src = _source(cur, project_id, target)
                     select_list, options = _select_list(columns, spec, excel_safe), _copy_options(spec)
-                    return duckdb_writer.write_export(
+                    return writer.write_export(
                         cur,
                         lambda where: (_query(select_list, src, where), options),
                         _ids_query(src, project_id, target),
@@ -343,11 +342,11 @@ def _compute(cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefini
     users = users_table(project_id)
     members = members_table(project_id, seg.key)
     unmatched = 0
-    if seg.rule is not None:
+    if seg.rule_tree is not None and seg.catalog is not None:
+        rule = compile_rule(seg.rule_tree, seg.catalog, DuckDBRules)
         cur.execute(
-            f"CREATE OR REPLACE TABLE {members} AS SELECT u.gio_id FROM {users} u WHERE {seg.rule.sql} "
-            "ORDER BY u.gio_id",
-            seg.rule.params,
+            f"CREATE OR REPLACE TABLE {members} AS SELECT u.gio_id FROM {users} u WHERE {rule.sql} ORDER BY u.gio_id",
+            rule.params,
         )
     elif seg.identity is not None:
         ids = idlist_table(project_id, seg.key)

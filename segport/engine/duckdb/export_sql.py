@@ -1,7 +1,7 @@
 """The export's SQL on DuckDB: the ``SELECT`` that renders a target's members (columns, headers, the JSON
 shape), its source (a segment's membership joined to the users table, or a tag's non-null users) and the
-``COPY`` options of each format. :class:`segport.engine.duckdb_engine.DuckDBEngine` writes it with
-:mod:`segport.engine.duckdb_writer`; the bench times the same statements written by DuckDB alone.
+``COPY`` options of each format. :class:`segport.engine.duckdb.engine.DuckDBEngine` writes it with
+:mod:`segport.engine.duckdb.writer`; the bench times the same statements written by DuckDB alone.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Reading an import file into typed columns: its format, its DuckDB reader, and one checked SQL expression per
-catalogue key (how a raw value becomes a typed one, and when it is invalid). Used by
-:mod:`segport.engine.duckdb_import`, which loads and merges the rows.
+"""Reading an import file into typed columns: its DuckDB reader, and one checked SQL expression per catalogue key
+(how a raw value becomes a typed one, and when it is invalid). Used by :mod:`segport.engine.duckdb.importer`,
+which loads and merges the rows (and by the ClickHouse engine, which stages its imports in DuckDB). The file's
+format is told by :func:`segport.domain.formats.detect_format`, before any engine sees the file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from segport.engine.duckdb.messages import engine_words
 from segport.engine.duckdb.sql import sql_string
 from segport.errors import ImportRejected
 
-FORMATS = ("csv", "parquet", "jsonl")
 Progress = Callable[[str], None]
 BAD = "segport: invalid value"  # raised by error() inside a load statement
 # Control characters other than tab and line breaks are refused in imported text (docs/limits.md): a NUL ends
@@ -29,28 +29,6 @@ _DATE_RE = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$"
 _TEXT_RE = {ValueType.INT: _INT_RE, ValueType.DOUBLE: _DOUBLE_RE, ValueType.DATE: _DATE_RE}
 _INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "HUGEINT"}
 _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
-
-
-def detect_format(path: Path, forced: str | None) -> str:
-    if forced:
-        fmt = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet"}.get(forced.lower(), forced.lower())
-        if fmt not in FORMATS:
-            raise ImportRejected(f"unknown format {forced!r}: expected csv, parquet or jsonl")
-        return fmt
-    name = path.name.lower()
-    for suffix, fmt in (
-        (".csv", "csv"),
-        (".csv.gz", "csv"),
-        (".parquet", "parquet"),
-        (".pq", "parquet"),
-        (".jsonl", "jsonl"),
-        (".ndjson", "jsonl"),
-        (".json", "jsonl"),
-        (".jsonl.gz", "jsonl"),
-    ):
-        if name.endswith(suffix):
-            return fmt
-    raise ImportRejected(f"cannot tell the format of {path.name!r} from its extension; pass --format")
 
 
 def reader(path: Path, fmt: str) -> str:

@@ -15,7 +15,7 @@ The caller runs this inside one DuckDB transaction; any error raised here rolls 
 Speed: values are checked while they load (a bad one aborts the statement, then a second scan names the
 row), so a first load is one ``INSERT ... SELECT`` from the file. Otherwise the checked rows are staged once,
 matched to known users with one hash join, and the table is rewritten (most users change) or updated.
-Reading the file and the per-column checks live in :mod:`segport.engine.duckdb_import_columns`.
+Reading the file and the per-column checks live in :mod:`segport.engine.duckdb.import_columns`.
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ from pathlib import Path
 
 import duckdb
 
+from segport.domain.formats import detect_format
 from segport.domain.keys import GIO_ID, Catalog, KeyKind, canonical_key, quote_ident
 from segport.engine.base import ImportReport
-from segport.engine.duckdb.import_columns import (  # noqa: F401  (detect_format, reader, FORMATS: imported from here)
+from segport.engine.duckdb.import_columns import (  # noqa: F401  (reader: imported from here)
     BAD,
     CONTROL_RE,
-    FORMATS,
     Progress,
     _Column,
     _first_line,
-    detect_format,
     plan_columns,
     quote_ident_any,
     reader,

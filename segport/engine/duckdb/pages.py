@@ -1,6 +1,6 @@
-"""SQL for the API family's reads (pages of members, one user's profile), shared by the DuckDB engine.
+"""DuckDB's SQL for the API family's reads (pages of members, one user's profile, tag counts).
 
-Values are rendered in SQL exactly as the export renders them (:func:`segport.engine.sql.rendered`), so a
+Values are rendered in SQL exactly as the export renders them (:func:`segport.engine.duckdb.sql.rendered`), so a
 page of ``/users`` and a downloaded file agree on every value: strings, numbers and dates as strings,
 multi-valued non-identity keys joined with ``||``, missing values ``NULL``. Identities are the exception the
 GrowingIO docs ask for: they come back as lists.
@@ -8,19 +8,8 @@ GrowingIO docs ask for: they come back as lists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from segport.domain.keys import CatalogEntry, KeyKind, quote_ident
 from segport.engine.duckdb.sql import rendered
-
-
-@dataclass(slots=True)
-class MembersPage:
-    """One page of a target's members and the target's total, both read from one snapshot."""
-
-    total: int
-    rows: list[dict[str, Any]]  # {"gio_id": "1", key: value, ...}; identities lists, others strings
 
 
 def identity_list(entry: CatalogEntry, alias: str = "u") -> str:
