@@ -1,27 +1,38 @@
-"""One exception hierarchy for the whole service.
+"""One exception hierarchy for the whole service, and the one reader of its wire shape.
 
 Every error a caller can cause is a :class:`SegportError` subclass carrying an HTTP status and a stable
 ``code``. The HTTP layer renders them all as ``{"error": {"code": ..., "message": ...}}``; the CLI prints the
-message on one line and exits with :attr:`SegportError.exit_code`.
+message on one line and exits with :attr:`SegportError.exit_code`. :func:`decode_error` reads that shape back
+(for the Python client, the CLI's admin client and the engine client), and :func:`class_of_code` /
+:func:`class_of_status` name the class an answer stands for.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
 class SegportError(Exception):
-    """Base of every error segport raises on purpose."""
+    """Base of every error segport raises on purpose.
+
+    ``code`` is the class's stable code; an instance made from another process's answer keeps that answer's
+    code when it is more precise than its class's (``code=``)."""
 
     status: ClassVar[int] = 500
-    code: ClassVar[str] = "INTERNAL_ERROR"
+    code: str = "INTERNAL_ERROR"
     exit_code: ClassVar[int] = 1
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, code: str | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
         self.details = details
+        if code is not None:
+            self.code = code
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
@@ -242,7 +253,7 @@ class InvalidTransition(SegportError):
 
 
 def all_error_classes() -> list[type[SegportError]]:
-    """Every concrete error class, for the test that walks them all."""
+    """Every error class, :class:`SegportError` first, each before its subclasses."""
     seen: list[type[SegportError]] = []
     stack: list[type[SegportError]] = [SegportError]
     while stack:
@@ -250,3 +261,60 @@ def all_error_classes() -> list[type[SegportError]]:
         seen.append(cls)
         stack.extend(cls.__subclasses__())
     return seen
+
+
+# --- the wire shape, read back ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WireError:
+    """An error answer as read off the wire."""
+
+    code: str | None  # None: the answer names no code (not JSON, or a shape without one)
+    message: str | None  # None: the answer carries no message
+
+
+def decode_error(body: bytes) -> WireError:
+    """Read an error answer's body: segport's ``{"error": {"code", "message"}}``, or a shape GrowingIO's servers
+    answer (``{"code", "message"}``, ``{"error": "...", "message"}``). A body that is not JSON is its own message
+    (its first 300 characters: a proxy's error page, say)."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return WireError(None, text[:300] or None)
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):  # segport's
+            return WireError(_text(err.get("code")), _text(err.get("message")))
+        if isinstance(err, str):
+            return WireError(_text(data.get("code")), _text(data.get("message")) or err)
+        if "message" in data or "code" in data:  # GrowingIO's
+            return WireError(_text(data.get("code")), _text(data.get("message")))
+    return WireError(None, None)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+_BY_CODE: dict[str, type[SegportError]] = {}
+for _cls in reversed(all_error_classes()):  # subclasses first: a class keeps its own code
+    _BY_CODE.setdefault(_cls.code, _cls)
+_BY_STATUS: dict[int, type[SegportError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: TooManyJobs,
+}
+
+
+def class_of_code(code: str) -> type[SegportError]:
+    """The class whose code ``code`` is (:class:`SegportError` for a code segport does not define)."""
+    return _BY_CODE.get(code, SegportError)
+
+
+def class_of_status(status: int) -> type[SegportError]:
+    """The general class of an HTTP status (:class:`SegportError` for any other status)."""
+    return _BY_STATUS.get(status, SegportError)

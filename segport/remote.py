@@ -23,15 +23,6 @@ from segport import errors
 from segport.settings import Settings
 
 SERVER_FILE = "server.json"
-_BY_STATUS: dict[int, type[errors.SegportError]] = {
-    400: errors.BadRequest,
-    401: errors.Unauthorized,
-    403: errors.Forbidden,
-    404: errors.NotFound,
-    409: errors.Conflict,
-    413: errors.PayloadTooLarge,
-    429: errors.TooManyJobs,
-}
 
 
 def write_server_file(settings: Settings) -> None:
@@ -93,15 +84,10 @@ class AdminClient:
         except httpx.TransportError as exc:
             raise errors.SegportError(f"cannot reach the running server at {self.http.base_url}: {exc}") from None
         if r.status_code >= 400:
-            try:
-                err = r.json()["error"]
-                code, message = err["code"], err["message"]
-            except (ValueError, KeyError, TypeError):
-                code, message = "HTTP_ERROR", r.text[:200] or f"HTTP {r.status_code}"
-            cls = _BY_STATUS.get(r.status_code, errors.SegportError)
-            exc = cls(_API_PARAMETER.sub(lambda m: f"--{m.group(1)} ", message))  # the CLI user's words
-            exc.code = code  # type: ignore[misc]  # keep the server's precise code
-            raise exc
+            wire = errors.decode_error(r.content)
+            message = _API_PARAMETER.sub(lambda m: f"--{m.group(1)} ", wire.message or f"HTTP {r.status_code}")
+            # the class by status (the CLI's exit codes follow it), the server's precise code kept
+            raise errors.class_of_status(r.status_code)(message, code=wire.code or "HTTP_ERROR")
         return r.json() if r.content else None
 
     def upload(self, path: str, file: Path, params: dict[str, Any]) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import httpx
 
 from segport.client.models import JobResult
+from segport.errors import decode_error
 
 
 class ClientError(Exception):
@@ -206,29 +207,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def error_from_response(response: httpx.Response) -> ApiError:
     """The exception for an error answer (the response body must have been read)."""
     status = response.status_code
-    code, message = _code_and_message(response)
+    wire = decode_error(response.content)
+    code, message = wire.code, wire.message or response.reason_phrase or f"HTTP {status}"
     cls = BY_CODE.get(code or "") or _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
     # a code we know under a status that contradicts it (a foreign server) still picks the class by code
     return cls(message, status=status, code=code, retry_after=parse_retry_after(response.headers.get("retry-after")))
-
-
-def _code_and_message(response: httpx.Response) -> tuple[str | None, str]:
-    reason = response.reason_phrase or f"HTTP {response.status_code}"
-    try:
-        body: Any = response.json()
-    except ValueError:
-        text = response.text.strip()
-        return None, (text[:300] or reason)
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):  # segport: {"error": {"code", "message"}}
-            return _str(err.get("code")), _str(err.get("message")) or reason
-        if isinstance(err, str):
-            return _str(body.get("code")), _str(body.get("message")) or err
-        if "message" in body or "code" in body:  # GrowingIO-style {"code", "message"}
-            return _str(body.get("code")), _str(body.get("message")) or reason
-    return None, reason
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -275,12 +275,12 @@ async def job_status(request: Request, project_id: str, job_id: str) -> Response
     session = await _session(request)
     if session is None:
         exc: SegportError = Unauthorized("the console session ended: sign in again")
-        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status)
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
     service = _service(request)
     try:
         row = await _run(service.job, session.who, project_id, job_id)
     except SegportError as exc:
-        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status)
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
     body = job_result(service.exports, row).model_dump(exclude_none=True)
     seconds = web.elapsed_s(row.created_at, row.started_at, row.finished_at)
     body["elapsed"] = web.human_elapsed(seconds)

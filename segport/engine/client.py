@@ -30,9 +30,6 @@ from segport.engine.interrupt import Interrupt
 from segport.wake import Wake
 
 log = logging.getLogger("segport.engine.remote")
-_BY_CODE: dict[str, type[errors.SegportError]] = {}
-for _cls in reversed(errors.all_error_classes()):  # base classes last: a subclass keeps its own code
-    _BY_CODE.setdefault(_cls.code, _cls)
 
 
 def entry_to_json(entry: CatalogEntry) -> dict[str, Any]:
@@ -101,16 +98,11 @@ class EngineClient:
 
 
 def _error(r: httpx.Response) -> errors.SegportError:
-    try:
-        err = r.json()["error"]
-        code, message = str(err["code"]), str(err["message"])
-    except (ValueError, KeyError, TypeError):
+    """The exception the engine raised, again: its class and its precise code."""
+    wire = errors.decode_error(r.content)
+    if wire.code is None:
         return errors.EngineUnavailable(f"the profile engine answered HTTP {r.status_code}; retry soon")
-    cls = _BY_CODE.get(code, errors.SegportError)
-    exc = cls(message)
-    if exc.code != code:
-        exc.code = code  # type: ignore[misc]  # keep the engine's precise code
-    return exc
+    return errors.class_of_code(wire.code)(wire.message or "", code=wire.code)
 
 
 class RemoteEngine:
