@@ -8,15 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from segport.engine.base import ProfileEngine
-from segport.engine.client import RemoteWake
 from segport.results.base import ResultStore
 from segport.services.data import DataService
 from segport.services.exports import ExportService
+from segport.services.runner import ExportRunner
 from segport.settings import Settings
 from segport.store.db import Database
 from segport.store.meta import MetaStore
 from segport.store.queue import JobQueue
-from segport.wake import Wake
+from segport.wake import LocalWorkers, UnlinkedWorkers, Wake, WorkerLink
 
 
 @dataclass
@@ -28,6 +28,7 @@ class App:
     engine: ProfileEngine
     results: ResultStore
     exports: ExportService
+    runner: ExportRunner
     data: DataService
     wake: Wake = field(default_factory=Wake)
 
@@ -54,18 +55,19 @@ def build(
     queue = JobQueue(db, max_attempts=settings.max_attempts)
     wake = Wake()
     engine: ProfileEngine
+    results = _results(settings)
     if api_process:
-        engine, wake = _api_engine(settings)
+        engine, link = _api_engine(settings)
+        runner = ExportRunner(settings, meta, queue, engine, results)
     else:
         engine = _engine(settings) if with_engine else _NoEngine()
-    results = _results(settings)
-    exports = ExportService(settings, meta, queue, engine, results, wake)
-    if isinstance(wake, RemoteWake):
-        exports.remote_interrupt = wake.interrupt
+        runner = ExportRunner(settings, meta, queue, engine, results)
+        link = LocalWorkers(wake, runner.stop_running)
+    exports = ExportService(settings, meta, queue, results, link)
     data = DataService(meta, engine)
     if with_engine and not api_process:  # the engine's owners (not API processes, even on a shared engine)
         data.repair()  # close any gap a kill left between catalogue and columns
-    return App(settings, db, meta, queue, engine, results, exports, data, wake)
+    return App(settings, db, meta, queue, engine, results, exports, runner, data, wake)
 
 
 # Engines that are servers of their own: any process may open them, API processes included. An embedded
@@ -81,20 +83,15 @@ def shared_engine(settings: Settings) -> bool:
     return settings.clickhouse_url.startswith(("http://", "https://"))
 
 
-def _api_engine(settings: Settings) -> tuple[ProfileEngine, Wake]:
-    from segport.engine.client import RemoteEngine
+def _api_engine(settings: Settings) -> tuple[ProfileEngine, WorkerLink]:
+    from segport.engine.client import EngineClient, RemoteEngine, RemoteWorkers
 
     if shared_engine(settings):
-        return _engine(settings), _remote_wake(settings)
+        # workers of a shared engine still run elsewhere (`segport worker`): reach them there if told where
+        link = RemoteWorkers(EngineClient(settings.engine_url)) if settings.engine_url else UnlinkedWorkers()
+        return _engine(settings), link
     remote = RemoteEngine(settings.engine_url)
-    return remote, RemoteWake(remote.client)
-
-
-def _remote_wake(settings: Settings) -> Wake:
-    """Workers of a shared engine still run elsewhere (`segport worker`): wake them there if told where."""
-    from segport.engine.client import EngineClient
-
-    return RemoteWake(EngineClient(settings.engine_url)) if settings.engine_url else Wake()
+    return remote, RemoteWorkers(remote.client)
 
 
 def _engine(settings: Settings) -> ProfileEngine:

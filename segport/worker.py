@@ -73,7 +73,7 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(row.id, owner, beat_stop, interrupt), daemon=True)
         beat.start()
         try:
-            self.app.exports.run(row, owner, interrupt)
+            self.app.runner.run(row, owner, interrupt)
         except LeaseLost:
             log.warning("job %s: no longer ours (%s), attempt dropped", row.id, interrupt.reason or "lease lost")
         finally:

@@ -72,7 +72,7 @@ def test_the_engine_lets_go_of_its_abort_before_its_connection_closes(seeded: Se
     row = app.queue.claim("probe", app.settings.lease_s)
     assert row is not None and row.id == job.id
     probe = AbortAtUnbind()
-    app.exports.run(row, "probe", probe)
+    app.runner.run(row, "probe", probe)
     assert probe.outcomes == ["ok"]
     assert app.queue.get(job.id).stage == Stage.FINISH.value
 
@@ -105,6 +105,6 @@ def test_an_export_stopped_between_statements_stops_there(seeded: Seeded, on_ask
     assert row is not None
     interrupt = FiresWhenAsked(on_ask)
     with pytest.raises(LeaseLost):
-        app.exports.run(row, "probe", interrupt)
+        app.runner.run(row, "probe", interrupt)
     assert interrupt.asked == on_ask + 1  # no statement asked again: the service asked once, to report it
     assert app.queue.get(job.id).stage == Stage.RUNNING.value  # nothing published (the cancel records ERROR)

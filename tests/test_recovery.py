@@ -77,10 +77,10 @@ def test_worker_that_lost_its_lease_does_not_publish(app: App, client: TestClien
     fresh = app.queue.claim("fresh-worker", 30)
     assert slow is not None and fresh is not None and fresh.id == slow.id == job["id"]
     with pytest.raises(LeaseLost):
-        app.exports.run(slow, "slow-worker")
+        app.runner.run(slow, "slow-worker")
     assert not (app.settings.data_dir / "results" / fresh.name).exists()
     assert client.get(f"/v1/api/job/result/{job['id']}", headers=auth(seeded.token)).json()["stage"] == "RUNNING"
-    app.exports.run(fresh, "fresh-worker")
+    app.runner.run(fresh, "fresh-worker")
     result = client.get(f"/v1/api/job/result/{job['id']}", headers=auth(seeded.token)).json()
     assert result["stage"] == "FINISH" and result["attempts"] == 2
     assert not any((app.settings.data_dir / "results" / ".staging").iterdir())

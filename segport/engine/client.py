@@ -27,7 +27,6 @@ from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import ComputeResult, ExportOutput, ImportReport, MembersPage, SegmentDefinition, Target
 from segport.engine.interrupt import Interrupt
-from segport.wake import Wake
 
 log = logging.getLogger("segport.engine.remote")
 
@@ -208,21 +207,20 @@ class RemoteEngine:
         self.client.close()
 
 
-class RemoteWake(Wake):
-    """The wake of an API process: setting it tells the engine process's workers a job is queued.
+class RemoteWorkers:
+    """The link of an API process to the engine process's workers (a :class:`segport.wake.WorkerLink`).
 
-    Fire and forget: a background thread sends the request, so a submit never waits for the engine (and
-    many submits at once become one request). If the engine is down, its workers find the job on their
-    next poll, or at start."""
+    ``wake`` is fire and forget: a background thread sends the request, so a submit never waits for the engine
+    (and many submits at once become one request). If the engine is down, its workers find the job on their next
+    poll, or at start."""
 
     def __init__(self, client: EngineClient) -> None:
-        super().__init__()
         self._client = client
         self._pending = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def set(self) -> None:
+    def wake(self) -> None:
         self._pending.set()
         with self._lock:
             if self._thread is None and self._client.http is not None:

@@ -96,7 +96,7 @@ def create_engine_app(app: App, *, run_workers: bool = True, run_daily: bool = T
     @api.post("/engine/interrupt")
     async def interrupt(request: Request) -> dict[str, Any]:
         d = await body(request)
-        return {"stopped": app.exports.stop_running(str(d["job"]), str(d.get("reason") or "cancelled"))}
+        return {"stopped": app.runner.stop_running(str(d["job"]), str(d.get("reason") or "cancelled"))}
 
     @api.post("/engine/ensure_project")
     async def ensure_project(request: Request) -> None:

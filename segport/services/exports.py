@@ -1,45 +1,31 @@
-"""Export jobs: submit, look up, run, download, expire."""
+"""Export jobs: submit, look up, download, cancel, expire."""
 
 from __future__ import annotations
 
-import errno
-import gzip
-import json
-import logging
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from segport.domain.export import ExportSpec, FileFormat, build_spec, columns_of
+from segport.domain.export import build_spec
 from segport.domain.jobs import Stage, TargetKind
 from segport.domain.keys import KeyKind, canonical_key
-from segport.domain.naming import new_job_id, new_job_name, parse_result_path, result_file_names, result_uri
-from segport.engine.base import ProfileEngine, Target
-from segport.engine.interrupt import Interrupt
+from segport.domain.naming import new_job_id, new_job_name, parse_result_path, result_uri
 from segport.errors import (
-    ExportFailed,
     FileNotFound,
     JobExpired,
     JobNotFound,
     ProjectNotFound,
     SegportError,
-    StorageFull,
     TagNotFound,
 )
-from segport.results.base import Attempt, RemoteResult, ResultStore
+from segport.results.base import RemoteResult, ResultStore
 from segport.results.base import media_type_of as _media_type
 from segport.settings import Settings
 from segport.store.meta import MetaStore, Principal, iso_ms
 from segport.store.models import JobRow, utcnow
-from segport.store.queue import JobQueue, LeaseLost, job_files
-from segport.testing_hooks import pause_point
-from segport.wake import Wake
-
-log = logging.getLogger("segport.exports")
-BOM = "\ufeff".encode()
+from segport.store.queue import JobQueue, job_files
+from segport.wake import WorkerLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,25 +48,22 @@ class Download:
 
 
 class ExportService:
+    """Export jobs as callers see them: submit, look up, download, cancel; and their expiry. Running them is
+    :class:`segport.services.runner.ExportRunner`'s, in the processes that run workers."""
+
     def __init__(
         self,
         settings: Settings,
         meta: MetaStore,
         queue: JobQueue,
-        engine: ProfileEngine,
         results: ResultStore,
-        wake: Wake,
+        link: WorkerLink,
     ) -> None:
         self.settings = settings
         self.meta = meta
         self.queue = queue
-        self.engine = engine
         self.results = results
-        self.wake = wake
-        self._lock = threading.Lock()
-        self._running: dict[str, Interrupt] = {}  # jobs this process is exporting now
-        # an API process sets this: a cancel then stops the export in the engine process at once
-        self.remote_interrupt: Callable[[str, str], None] | None = None
+        self.link = link  # how a submit and a cancel reach the workers, wherever they run
 
     # --- submit ------------------------------------------------------------------------------------
     def submit(self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest) -> JobRow:
@@ -134,7 +117,7 @@ class ExportService:
             retry_after_s=self.settings.retry_after_s,
         )
         if created:
-            self.wake.set()
+            self.link.wake()
         return row
 
     # --- look up -----------------------------------------------------------------------------------
@@ -169,102 +152,6 @@ class ExportService:
             return Download(found, file_name, _media_type(file_name))
         return Download(None, file_name, _media_type(file_name), remote=found)
 
-    # --- run (worker side) -------------------------------------------------------------------------
-    def run(self, row: JobRow, owner: str, interrupt: Interrupt | None = None) -> None:
-        """Run one claimed job to FINISH or ERROR. Raises :class:`LeaseLost` if the job was taken away
-        (cancelled, or its lease lapsed and another worker claimed it); its partial files are removed."""
-        interrupt = interrupt or Interrupt()
-        with self._lock:
-            self._running[row.id] = interrupt
-        attempt: Attempt | None = None
-        try:
-            spec = ExportSpec.from_json(row.spec)
-            attempt = self.results.begin(row.id, row.attempts, row.name, prefix=_prefix(spec))
-            pause_point("export-started")  # tests stop a worker here (RUNNING, its upload begun) to kill it
-            names, rows, size, snapshot = self._write(row, spec, attempt, interrupt)
-            self.queue.heartbeat(row.id, owner, self.settings.lease_s)  # still ours? then publish
-            attempt.publish()
-        except BaseException as exc:
-            stored = attempt.failure() if attempt is not None else None  # the store's error explains a broken pipe
-            if attempt is not None:
-                attempt.discard()
-            if interrupt.fired or isinstance(exc, LeaseLost):
-                raise LeaseLost(row.id) from exc
-            if not isinstance(exc, Exception):
-                raise
-            self._fail(row, owner, *_failure(row, stored if isinstance(stored, Exception) else exc))
-            return
-        finally:
-            with self._lock:
-                self._running.pop(row.id, None)
-        now = utcnow()
-        try:
-            self.queue.transition(
-                row.id,
-                Stage.FINISH,
-                owner=owner,
-                files=json.dumps(names, ensure_ascii=False),
-                rows=rows,
-                bytes=size,
-                finished_at=now,
-                expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
-                data_version=snapshot[0],
-                data_version_at=snapshot[1],
-            )
-        except LeaseLost:
-            attempt.discard()
-            raise
-
-    def _write(
-        self, row: JobRow, spec: ExportSpec, attempt: Attempt, interrupt: Interrupt
-    ) -> tuple[list[str], int, int, tuple[int, datetime]]:
-        """Write the job's files through ``attempt``: (file names, rows, bytes, (data version, snapshot time)).
-
-        The engine reports the version of the one snapshot it read the files from (DuckDB: read in the
-        export's own transaction; ClickHouse: its snapshot row), so an import committing meanwhile changes
-        neither the file nor the version; the snapshot time is when this attempt began reading."""
-        at = utcnow()
-        catalog = self.meta.catalog(row.project_id)
-        columns = columns_of(spec, catalog)
-        ext = spec.extension
-        output = self.engine.export(
-            row.project_id,
-            Target(row.target_kind, row.target_key),
-            columns,
-            spec,
-            attempt.folder,
-            lambda parts: _prepared(attempt, result_file_names(row.target_name, row.file_day, ext, parts)),
-            max_file_rows=self.settings.max_file_rows,
-            excel_safe=self.settings.excel_safe,
-            interrupt=interrupt,
-        )
-        sizes = attempt.finish()  # BOM prefixes are added by the store, as the bytes go in
-        names = [p.name for p in output.files]
-        return names, output.rows, sum(sizes.get(name, 0) for name in names), (output.data_version, at)
-
-    def _fail(self, row: JobRow, owner: str, code: str, message: str) -> None:
-        now = utcnow()
-        self.queue.transition(
-            row.id,
-            Stage.ERROR,
-            owner=owner,
-            error_code=code,
-            error_message=message,
-            finished_at=now,
-            expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
-        )
-
-    def stop_running(self, job_id: str, reason: str) -> bool:
-        """Abort the export of ``job_id`` if this process is running it (its lease is gone)."""
-        with self._lock:
-            interrupt = self._running.get(job_id)
-        if interrupt is None:
-            if self.remote_interrupt is not None:
-                self.remote_interrupt(job_id, reason)
-            return False
-        interrupt.fire(reason)
-        return True
-
     # --- cancel ------------------------------------------------------------------------------------
     def cancel(self, who: Principal, job_id: str) -> JobRow:
         """Stop a queued or running job the caller may see; its partial files are removed."""
@@ -275,8 +162,8 @@ class ExportService:
             message="the export was cancelled at the caller's request",
         )
         if was_running:
-            # in this process: abort now; elsewhere, the worker sees its lease gone at its next heartbeat
-            self.stop_running(job_id, "cancelled")
+            # stop it now wherever it runs; a worker the link does not reach sees its lease gone at its next heartbeat
+            self.link.interrupt(job_id, "cancelled")
         return row
 
     # --- expiry and cleanup ------------------------------------------------------------------------
@@ -303,17 +190,6 @@ class ExportService:
         }
 
 
-def _failure(row: JobRow, exc: Exception) -> tuple[str, str]:
-    """(error code, message) recorded on a job that failed with ``exc``."""
-    if isinstance(exc, SegportError):
-        return exc.code, exc.message
-    if isinstance(exc, OSError):
-        code = StorageFull.code if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ExportFailed.code
-        return code, f"writing the result failed: {exc.strerror or exc}"
-    log.exception("export %s failed", row.id, exc_info=exc)  # a bug: record it on the job rather than lose it
-    return ExportFailed.code, f"export failed: an internal error (job {row.id}; the server log has the details)"
-
-
 def _check_not_expired(row: JobRow) -> None:
     """410 for a job whose results were deleted, or are due to be (the janitor may not have run yet)."""
     due = (
@@ -323,19 +199,6 @@ def _check_not_expired(row: JobRow) -> None:
     )
     if row.stage == Stage.EXPIRED.value or due:
         raise JobExpired(f"the results of job {row.id} expired at {_iso(row.expires_at)} and were deleted")
-
-
-def _prefix(spec: ExportSpec) -> bytes:
-    """What every file of the export starts with: the UTF-8 BOM for ``bom`` CSV. A gzip file gets it as a
-    gzip member of its own: gzip readers concatenate members, so the file still decompresses to BOM + CSV."""
-    if not (spec.bom and spec.file_format is FileFormat.CSV):
-        return b""
-    return gzip.compress(BOM, mtime=0) if spec.compression.value == "gzip" else BOM
-
-
-def _prepared(attempt: Attempt, names: list[str]) -> list[str]:
-    attempt.prepare(names)
-    return names
 
 
 def _local_day(now: datetime, tz: str) -> str:
