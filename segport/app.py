@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from segport.engine.base import ProfileEngine
 from segport.results.base import ResultStore
-from segport.services.data import DataService
+from segport.services.data import DataService, repair
 from segport.services.exports import ExportService
 from segport.services.runner import ExportRunner
 from segport.settings import Settings
@@ -66,7 +66,7 @@ def build(
     exports = ExportService(settings, meta, queue, results, link)
     data = DataService(meta, engine)
     if with_engine and not api_process:  # the engine's owners (not API processes, even on a shared engine)
-        data.repair()  # close any gap a kill left between catalogue and columns
+        repair(meta, engine)  # close any gap a kill left between catalogue and columns
     return App(settings, db, meta, queue, engine, results, exports, runner, data, wake)
 
 
@@ -90,8 +90,8 @@ def _api_engine(settings: Settings) -> tuple[ProfileEngine, WorkerLink]:
         # workers of a shared engine still run elsewhere (`segport worker`): reach them there if told where
         link = RemoteWorkers(EngineClient(settings.engine_url)) if settings.engine_url else UnlinkedWorkers()
         return _engine(settings), link
-    remote = RemoteEngine(settings.engine_url)
-    return remote, RemoteWorkers(remote.client)
+    client = EngineClient(settings.engine_url)
+    return RemoteEngine(client), RemoteWorkers(client)
 
 
 def _engine(settings: Settings) -> ProfileEngine:

@@ -4,10 +4,10 @@ The supervisor binds the public socket, then starts:
 
 * one **engine process** (what `segport worker --uds <data dir>/engine.sock` runs): it owns the profile engine
   (the DuckDB file), runs the export workers, the janitor and the daily recompute, and answers the profile
-  reads and imports of the API processes on its internal API (segport/engine/internal.py);
+  reads and imports of the API processes on its internal API (segport/engine/server.py);
 * ``api_processes`` **API processes** (what `segport api` runs), all accepting on the one inherited socket.
   They read and write the metadata store, read result files for downloads and call the engine process for
-  the rest (segport/engine/remote.py).
+  the rest (segport/engine/client.py).
 
 A child that exits is started again: an API process at once, the engine process after a backoff that
 doubles up to ``_MAX_BACKOFF_S`` while it keeps dying young (its running jobs come back under the lease
@@ -31,8 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-import httpx
-
+from segport.engine.client import engine_answers
 from segport.errors import SegportError
 from segport.settings import Settings
 
@@ -231,30 +230,3 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(_GRACE_S)
-
-
-def engine_answers(url: str) -> bool:
-    """Whether the engine's internal API at ``url`` answers its health check."""
-    from segport.engine.client import EngineClient
-
-    client = EngineClient(url)
-    try:
-        client.call("health", timeout=2.0)
-        return True
-    except (SegportError, httpx.HTTPError):
-        return False
-    finally:
-        client.close()
-
-
-def wait_for_engine(url: str, timeout_s: float) -> bool:
-    """Wait until the engine answers (True) or ``timeout_s`` passed (False: serve anyway, engine reads 503).
-
-    Connections wait in the shared socket's backlog meanwhile, so clients see a slow first answer rather
-    than a 503 while `segport serve` starts."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if engine_answers(url):
-            return True
-        time.sleep(0.05)
-    return False

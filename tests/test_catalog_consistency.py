@@ -20,7 +20,7 @@ import pytest
 from segport.app import build
 from segport.domain.export import ExportSpec, FileFormat
 from segport.engine.base import Target
-from segport.services.data import SegmentSpec, catalog_entry
+from segport.services.data import SegmentSpec, catalog_entry, repair
 from segport.settings import Settings
 from tests.conftest import PROJECT
 
@@ -189,7 +189,7 @@ def test_kill_between_catalogue_add_and_alter_is_repaired_at_start(profiles: Pro
     assert "usr_score" in profiles.catalogue() and "usr_score" not in profiles.columns()  # the gap the kill left
     app = build(profiles.settings)  # start-up closes it
     try:
-        assert app.data.repair() == []  # nothing left to do on the next look
+        assert repair(app.meta, app.engine) == []  # nothing left to do on the next look
     finally:
         app.close()
     assert profiles.columns()["usr_score"] == profiles.type_of("double")
@@ -246,7 +246,7 @@ def test_nothing_to_repair_changes_nothing(profiles: Profiles) -> None:
     version = profiles.version()
     app = build(profiles.settings)  # its start-up repair found nothing either
     try:
-        assert app.data.repair() == []
+        assert repair(app.meta, app.engine) == []
     finally:
         app.close()
     assert profiles.version() == version  # no new snapshot, no new data version

@@ -1,4 +1,4 @@
-"""The engine Protocol: the one seam between segport and the database that holds profiles."""
+"""The engine Protocols, the one seam between segport and the database that holds profiles, and what they answer."""
 
 from __future__ import annotations
 
@@ -72,17 +72,16 @@ class ImportReport:
     unmatched: dict[str, int] = field(default_factory=dict)  # ... and, for id lists, ids matching no user
 
 
-class ProfileEngine(Protocol):
-    """Everything segport asks of a profile engine. Backends raise only :mod:`segport.errors` types."""
+class ProfileAccess(Protocol):
+    """What any process may ask of the profiles. An API process asks the engine process
+    (:class:`segport.engine.client.RemoteEngine`): each method here is one operation of
+    :mod:`segport.engine.protocol`, its parameters the request and its return type the answer.
+    Backends raise only :mod:`segport.errors` types."""
 
     def ensure_project(self, project_id: str, catalog: Catalog) -> None:
         """Create the project's tables if needed and add a column for every catalogue key."""
 
     def drop_column(self, project_id: str, key: str) -> None: ...
-
-    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
-        """Start-up repair: make each project's columns exactly its catalogue's (add what a catalogue key
-        lacks, drop what no key owns); returns what changed. Cheap when nothing differs."""
 
     def import_users(
         self,
@@ -94,7 +93,8 @@ class ProfileEngine(Protocol):
         recompute: list[SegmentDefinition],
         progress: Any = None,
     ) -> ImportReport:
-        """Upsert users from a file and recompute ``recompute`` in the same transaction: all or nothing."""
+        """Upsert users from a file and recompute ``recompute`` in the same transaction: all or nothing.
+        ``progress`` (phase lines) is called in the process that owns the engine only."""
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
         """Store an uploaded id list for a FROM_FILES segment; returns the number of distinct ids."""
@@ -105,6 +105,32 @@ class ProfileEngine(Protocol):
 
     def data_version(self, project_id: str) -> int:
         """A number that changes whenever profiles or memberships of the project change."""
+
+    def count(self, project_id: str, target: Target) -> int: ...
+
+    def members_page(
+        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
+    ) -> MembersPage:
+        """The target's total and one page of members by ``gio_id``, both from one snapshot."""
+
+    def lookup_user(
+        self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
+    ) -> dict[str, Any] | None:
+        """One user's every catalogue value (identities as lists, the rest as strings), or ``None``."""
+
+    def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:
+        """Users holding a non-null value, per tag."""
+
+    def close(self) -> None: ...
+
+
+class ProfileEngine(ProfileAccess, Protocol):
+    """A profile engine itself (a backend, in the one process that owns it): everything of
+    :class:`ProfileAccess`, and what only its owner does: repair at start-up, and write exports."""
+
+    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
+        """Start-up repair: make each project's columns exactly its catalogue's (add what a catalogue key
+        lacks, drop what no key owns); returns what changed. Cheap when nothing differs."""
 
     def export(
         self,
@@ -123,20 +149,3 @@ class ProfileEngine(Protocol):
 
         With ``interrupt``, the engine binds a function that aborts the running statement, so a cancel or a
         lost lease stops the work at once instead of at the end."""
-
-    def count(self, project_id: str, target: Target) -> int: ...
-
-    def members_page(
-        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
-    ) -> MembersPage:
-        """The target's total and one page of members by ``gio_id``, both from one snapshot."""
-
-    def lookup_user(
-        self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
-    ) -> dict[str, Any] | None:
-        """One user's every catalogue value (identities as lists, the rest as strings), or ``None``."""
-
-    def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:
-        """Users holding a non-null value, per tag."""
-
-    def close(self) -> None: ...

@@ -1,12 +1,13 @@
-"""The profile engine as seen from an API process: every :class:`ProfileEngine` call is one HTTP request to
-the engine process (segport/engine/internal.py), over a Unix socket in the data dir (``unix:PATH``) or TCP
-(``http://HOST:PORT``, a ``segport worker --listen``).
+"""The engine process as seen from the others: every :class:`segport.engine.base.ProfileAccess` call is one HTTP
+request to it (:mod:`segport.engine.server`), over a Unix socket in the data dir (``unix:PATH``) or TCP
+(``http://HOST:PORT``, a ``segport worker --listen``). The calls are the operations of
+:mod:`segport.engine.protocol`; :class:`RemoteEngine` has one method per operation, made from that table.
 
-Arguments and answers are JSON. Files travel by path: ``segport serve`` runs both halves on one data dir, so
-an upload spooled by an API process is read by the engine process where it lies. The engine answers errors
-in the one error shape and this class raises the same :mod:`segport.errors` class again, so services and
-handlers cannot tell a remote engine from a local one. An engine that cannot be reached (down, restarting,
-not configured) is :class:`EngineUnavailable`: HTTP 503 with ``Retry-After``, never a 500.
+Arguments and answers are JSON (:mod:`segport.engine.wire`). Files travel by path: ``segport serve`` runs both
+halves on one data dir, so an upload spooled by an API process is read by the engine process where it lies. The
+engine answers errors in the one error shape and the client raises the same :mod:`segport.errors` class again,
+so services and handlers cannot tell a remote engine from a local one. An engine that cannot be reached (down,
+restarting, not configured) is :class:`EngineUnavailable`: HTTP 503 with ``Retry-After``, never a 500.
 
 Exports never go through here: they run in the engine process, next to the file they read.
 """
@@ -15,35 +16,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from segport import errors
-from segport.domain.export import ExportSpec
-from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
-from segport.engine.base import ComputeResult, ExportOutput, ImportReport, MembersPage, SegmentDefinition, Target
-from segport.engine.interrupt import Interrupt
+from segport.engine.base import ProfileAccess
+from segport.engine.protocol import HEALTH, INTERRUPT, PROFILE_OPS, WAKE, Op
 
-log = logging.getLogger("segport.engine.remote")
-
-
-def entry_to_json(entry: CatalogEntry) -> dict[str, Any]:
-    return asdict(entry)
-
-
-def entry_from_json(data: dict[str, Any]) -> CatalogEntry:
-    return CatalogEntry(
-        key=data["key"],
-        kind=KeyKind(data["kind"]),
-        name=data["name"],
-        type=ValueType(data["type"]),
-        multi=bool(data["multi"]),
-        description=data.get("description", ""),
-    )
+log = logging.getLogger("segport.engine.client")
 
 
 def transport(url: str) -> tuple[httpx.HTTPTransport, str]:
@@ -75,21 +58,23 @@ class EngineClient:
             limits=httpx.Limits(keepalive_expiry=5.0),
         )
 
-    def call(self, name: str, body: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+    def call(self, op: Op, *args: Any, **kwargs: Any) -> Any:
+        """Run ``op`` in the engine process with these arguments; its result, or the engine's error raised again."""
         if self.http is None:
             raise errors.EngineUnavailable(
                 "no profile engine is configured for this API process (set SEGPORT_ENGINE_URL)", retry_after_s=30
             )
+        body = op.request(args, kwargs)
         try:
-            extra = {} if timeout is None else {"timeout": timeout}
-            r = self.http.post(f"/engine/{name}", json=body or {}, **extra)  # type: ignore[arg-type]
+            extra = {} if op.deadline_s is None else {"timeout": op.deadline_s}
+            r = self.http.post(f"/engine/{op.name}", json=body, **extra)  # type: ignore[arg-type]
         except httpx.TransportError as exc:
             raise errors.EngineUnavailable(
                 f"the profile engine is not reachable ({type(exc).__name__}); retry soon"
             ) from None
         if r.status_code >= 400:
             raise _error(r)
-        return r.json()
+        return op.result(r.json())
 
     def close(self) -> None:
         if self.http is not None:
@@ -104,107 +89,28 @@ def _error(r: httpx.Response) -> errors.SegportError:
     return errors.class_of_code(wire.code)(wire.message or "", code=wire.code)
 
 
-class RemoteEngine:
-    """A :class:`segport.engine.base.ProfileEngine` whose every call runs in the engine process."""
+class RemoteEngine(ProfileAccess):
+    """:class:`ProfileAccess` in the engine process: each method is one operation of
+    :data:`segport.engine.protocol.PROFILE_OPS`, sent by :class:`EngineClient` (made from the table below)."""
 
-    def __init__(self, url: str) -> None:
-        self.client = EngineClient(url)
-
-    def ensure_project(self, project_id: str, catalog: Catalog) -> None:
-        self.client.call("ensure_project", {"project": project_id, "catalog": _catalog(catalog)})
-
-    def drop_column(self, project_id: str, key: str) -> None:
-        self.client.call("drop_column", {"project": project_id, "key": key})
-
-    def reconcile(self, catalogs: dict[str, Catalog]) -> list[str]:
-        """Nothing here: API processes do not repair; the engine process does when it starts."""
-        return []
-
-    def import_users(
-        self,
-        project_id: str,
-        catalog: Catalog,
-        path: Path,
-        file_format: str,
-        match: str,
-        recompute: list[SegmentDefinition],
-        progress: Any = None,
-    ) -> ImportReport:
-        # segment definitions go by key: the engine process compiles them from the same metadata store
-        data = self.client.call(
-            "import_users",
-            {
-                "project": project_id,
-                "catalog": _catalog(catalog),
-                "path": str(Path(path).resolve()),
-                "format": file_format,
-                "match": match,
-                "recompute": [d.key for d in recompute],
-            },
-        )
-        return ImportReport(**data)
-
-    def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
-        body = {"project": project_id, "key": segment_key, "path": str(Path(path).resolve())}
-        return int(self.client.call("load_member_ids", body))
-
-    def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult:
-        return ComputeResult(**self.client.call("compute_segment", {"project": project_id, "key": segment.key}))
-
-    def drop_segment(self, project_id: str, segment_key: str) -> None:
-        self.client.call("drop_segment", {"project": project_id, "key": segment_key})
-
-    def data_version(self, project_id: str) -> int:
-        return int(self.client.call("data_version", {"project": project_id}))
-
-    def export(
-        self,
-        project_id: str,
-        target: Target,
-        columns: list[CatalogEntry],
-        spec: ExportSpec,
-        out_dir: Path,
-        file_names: Callable[[int], list[str]],
-        *,
-        max_file_rows: int = 0,
-        excel_safe: bool = False,
-        interrupt: Interrupt | None = None,
-    ) -> ExportOutput:
-        raise RuntimeError("exports run in the engine process, not through a remote engine")
-
-    def count(self, project_id: str, target: Target) -> int:
-        return int(self.client.call("count", {"project": project_id, "target": _target(target)}))
-
-    def members_page(
-        self, project_id: str, target: Target, columns: list[CatalogEntry], limit: int, offset: int
-    ) -> MembersPage:
-        body = {
-            "project": project_id,
-            "target": _target(target),
-            "columns": [entry_to_json(c) for c in columns],
-            "limit": limit,
-            "offset": offset,
-        }
-        return MembersPage(**self.client.call("members_page", body))
-
-    def lookup_user(
-        self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
-    ) -> dict[str, Any] | None:
-        body = {
-            "project": project_id,
-            "catalog": _catalog(catalog),
-            "identity": entry_to_json(identity),
-            "value": value,
-        }
-        found: dict[str, Any] | None = self.client.call("lookup_user", body)
-        return found
-
-    def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:
-        data = self.client.call("tag_counts", {"project": project_id, "tags": [entry_to_json(t) for t in tags]})
-        return {k: int(v) for k, v in data.items()}
+    def __init__(self, client: EngineClient) -> None:
+        self.client = client
 
     def close(self) -> None:
         self.client.close()
+
+
+def _remote(op: Op) -> Callable[..., Any]:
+    def method(self: RemoteEngine, *args: Any, **kwargs: Any) -> Any:
+        return self.client.call(op, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = op.name
+    method.__doc__ = op.method.__doc__
+    return method
+
+
+for _op in PROFILE_OPS:
+    setattr(RemoteEngine, _op.name, _remote(_op))
 
 
 class RemoteWorkers:
@@ -232,21 +138,38 @@ class RemoteWorkers:
             self._pending.wait()
             self._pending.clear()
             try:
-                self._client.call("wake", timeout=2.0)
+                self._client.call(WAKE)
             except errors.SegportError as exc:
                 log.debug("wake not delivered: %s", exc.message)
 
     def interrupt(self, job_id: str, reason: str) -> None:
         """Stop ``job_id`` now if the engine is running it (a cancel); otherwise its heartbeat will."""
         try:
-            self._client.call("interrupt", {"job": job_id, "reason": reason}, timeout=2.0)
+            self._client.call(INTERRUPT, job_id, reason)
         except errors.SegportError as exc:
             log.info("interrupt of job %s not delivered (%s); its heartbeat will stop it", job_id, exc.message)
 
 
-def _catalog(catalog: Catalog) -> list[dict[str, Any]]:
-    return [entry_to_json(e) for e in catalog.entries.values()]
+def engine_answers(url: str) -> bool:
+    """Whether the engine process at ``url`` answers its health check."""
+    client = EngineClient(url)
+    try:
+        client.call(HEALTH)
+        return True
+    except (errors.SegportError, httpx.HTTPError):
+        return False
+    finally:
+        client.close()
 
 
-def _target(target: Target) -> dict[str, str]:
-    return {"kind": target.kind, "key": target.key}
+def wait_for_engine(url: str, timeout_s: float) -> bool:
+    """Wait until the engine answers (True) or ``timeout_s`` passed (False: serve anyway, engine reads 503).
+
+    Connections wait in the shared socket's backlog meanwhile, so clients see a slow first answer rather
+    than a 503 while `segport serve` starts."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if engine_answers(url):
+            return True
+        time.sleep(0.05)
+    return False

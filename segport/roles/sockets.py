@@ -66,9 +66,9 @@ def run_api(settings: Settings, sock: socket.socket, *, wait_for_engine_s: float
     ``prepared``: `segport serve` has already migrated the metadata database and checked the result store,
     once, before forking; its children skip both. With ``wait_for_engine_s`` it first waits (at most that long) for the engine to answer, so the first
     requests queue in the socket's backlog instead of getting 503s while `segport serve` starts."""
+    from segport.engine.client import wait_for_engine
     from segport.http.protocol import raise_descriptor_limit, uvicorn_options
     from segport.http.server import create_app
-    from segport.processes import wait_for_engine
 
     raise_descriptor_limit(settings.max_connections + 512)  # the connections, plus the files and pools it opens
 

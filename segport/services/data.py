@@ -15,7 +15,7 @@ from typing import Any
 from segport.domain.keys import CatalogEntry, KeyKind, identity_column, parse_key, parse_type
 from segport.domain.rules import check_rule, parse_rule_text, rule_keys
 from segport.domain.text import bad_character, display_name_problem
-from segport.engine.base import ComputeResult, ImportReport, ProfileEngine, SegmentDefinition
+from segport.engine.base import ComputeResult, ImportReport, ProfileAccess, ProfileEngine, SegmentDefinition
 from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInUse, SegportError
 from segport.store.meta import MetaStore
 from segport.store.models import SegmentRow, utcnow
@@ -38,7 +38,9 @@ class SegmentSpec:
 
 
 class DataService:
-    def __init__(self, meta: MetaStore, engine: ProfileEngine) -> None:
+    """Catalogue, profile imports and segments: each change to the metadata store and to the engine as one unit."""
+
+    def __init__(self, meta: MetaStore, engine: ProfileAccess) -> None:
         self.meta = meta
         self.engine = engine
 
@@ -81,7 +83,7 @@ class DataService:
 
         The two live in different databases. If the engine refuses its ``ALTER TABLE``, the keys this call
         added are taken out of the catalogue again (a compensating step); if the process dies between the
-        two commits, :meth:`repair` (run when the app starts) adds the missing columns.
+        two commits, :func:`repair` (run when the engine's owner starts) adds the missing columns.
         """
         before = set(self.meta.catalog(project_id).entries)
         result = self.meta.upsert_catalog(project_id, entries)
@@ -93,15 +95,6 @@ class DataService:
                 self.meta.delete_catalog_key(project_id, key)
             raise
         return result
-
-    def repair(self) -> list[str]:
-        """Close any gap between the catalogues and the engine's columns (see :meth:`add_catalog_entries`
-        and :meth:`remove_catalog_key`); logged, and returned for the tests."""
-        catalogs = {p.id: self.meta.catalog(p.id) for p in self.meta.projects()}
-        changes = self.engine.reconcile(catalogs)
-        for change in changes:
-            log.warning("catalogue and profile database differed, repaired: %s", change)
-        return changes
 
     def update_catalog_entry(
         self, project_id: str, key: str, *, name: str | None = None, description: str | None = None
@@ -134,7 +127,7 @@ class DataService:
         if users:
             raise KeyInUse(f"key {key!r} is used by segment(s) {', '.join(users)}; change or delete them first")
         # catalogue first: a kill before the DROP COLUMN leaves a column no key owns, which nothing reads
-        # and :meth:`repair` drops; a key with no column would break every export naming it
+        # and :func:`repair` drops; a key with no column would break every export naming it
         self.meta.delete_catalog_key(project_id, key)
         pause_point("catalog-removed")
         try:
@@ -319,10 +312,6 @@ class DataService:
         rows, _ = self.meta.segments(project_id)
         return [(self._definition(r), r) for r in rows if not only_daily or r.scheduler == "DAILY"]
 
-    def definition_of(self, project_id: str, key: str) -> SegmentDefinition:
-        """What the engine needs to compute a stored segment (the engine process compiles remote calls' here)."""
-        return self._definition(self.meta.segment(project_id, key))
-
     def _definition(self, row: SegmentRow) -> SegmentDefinition:
         if row.rule:
             tree, catalog = json.loads(row.rule), self.meta.catalog(row.project_id)
@@ -331,6 +320,17 @@ class DataService:
             except InvalidRule as exc:
                 raise InvalidRule(f"segment {row.key}: {exc.message}") from None
         return SegmentDefinition(row.key, identity=row.identity)
+
+
+def repair(meta: MetaStore, engine: ProfileEngine) -> list[str]:
+    """Close any gap between the catalogues and the engine's columns that a kill between two commits left (see
+    :meth:`DataService.add_catalog_entries` and :meth:`DataService.remove_catalog_key`); run by the process that
+    owns the engine when it starts. Logged, and returned for the tests."""
+    catalogs = {p.id: meta.catalog(p.id) for p in meta.projects()}
+    changes = engine.reconcile(catalogs)
+    for change in changes:
+        log.warning("catalogue and profile database differed, repaired: %s", change)
+    return changes
 
 
 def catalog_entry(key: str, name: str, type_text: str = "string", description: str = "") -> CatalogEntry:

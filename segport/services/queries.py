@@ -15,7 +15,7 @@ from typing import Any
 
 from segport.domain.jobs import TargetKind
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, identity_column
-from segport.engine.base import MembersPage, ProfileEngine, Target
+from segport.engine.base import MembersPage, ProfileAccess, Target
 from segport.errors import (
     DetectorBusy,
     ProjectNotFound,
@@ -57,7 +57,7 @@ class UserPage:
 class QueryService:
     """The family's read and recompute use cases. Cheap to build: it only holds references."""
 
-    def __init__(self, meta: MetaStore, engine: ProfileEngine, data: DataService, exports: ExportService) -> None:
+    def __init__(self, meta: MetaStore, engine: ProfileAccess, data: DataService, exports: ExportService) -> None:
         self.meta = meta
         self.engine = engine
         self.data = data
