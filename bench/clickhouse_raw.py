@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from segport.app import build
+from segport.app import open_stores
 from segport.domain.export import build_spec, columns_of
 from segport.engine.base import Target
 from segport.engine.clickhouse.engine import ClickHouseEngine
@@ -30,11 +30,11 @@ FORMATS = {"csv+key": ("csv", "key"), "csv+name": ("csv", "name"), "json": ("jso
 
 
 def _query(data_dir: Path, engine: ClickHouseEngine, name: str, keys: list[str]) -> tuple[str, str]:
-    app = build(Settings(data_dir=data_dir), with_engine=False)
+    stores = open_stores(Settings(data_dir=data_dir))
     try:
-        catalog = app.meta.catalog(BIG)
+        catalog = stores.meta.catalog(BIG)
     finally:
-        app.close()
+        stores.close()
     fmt, header = FORMATS[name]
     spec = build_spec(keys, fmt, header, catalog, 60)
     source = engine.source(engine.current(BIG), Target("segment", SEGMENT))

@@ -51,7 +51,7 @@ import duckdb
 import httpx
 import psutil
 
-from segport.app import build
+from segport.app import open_stores
 from segport.demo import CATALOG, generate_users
 from segport.domain.export import build_spec, columns_of
 from segport.engine.base import Target
@@ -169,11 +169,11 @@ def direct_queries(data_dir: Path, db: Path, keys: list[str], *, plain: bool = F
     """The exact SELECT (and COPY options) segport runs for each format, built by segport's own code; with
     ``plain``, the same columns read from the users table with ``WHERE usr_age <= 41`` instead of the
     segment's membership (the same rows: the segment was computed from that rule)."""
-    app = build(Settings(data_dir=data_dir), with_engine=False)
+    stores = open_stores(Settings(data_dir=data_dir))
     try:
-        catalog = app.meta.catalog(BIG)
+        catalog = stores.meta.catalog(BIG)
     finally:
-        app.close()
+        stores.close()
     con = duckdb.connect(str(db), read_only=True)
     try:
         queries = {}

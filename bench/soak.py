@@ -65,9 +65,8 @@ def serve(data_dir: Path, port: int, import_every_s: float, users: int, chunk_ro
     """Run the API with workers (as `segport serve` does) and land an import every ``import_every_s``."""
     import uvicorn
 
-    from segport.app import build
     from segport.demo import generate_users
-    from segport.http.server import create_app
+    from segport.roles.inline import build, create_app
     from segport.settings import Settings
 
     app = build(Settings(data_dir=data_dir, host="127.0.0.1", port=port))
@@ -114,8 +113,8 @@ def fd_kinds(pid: int) -> dict[str, int]:
 
 
 def build_data(data_dir: Path, users: int) -> str:
-    from segport.app import build
     from segport.demo import build_demo
+    from segport.roles.inline import build
     from segport.settings import Settings
 
     app = build(Settings(data_dir=data_dir))

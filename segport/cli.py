@@ -21,9 +21,11 @@ from typing import Annotated
 import typer
 
 from segport import cli_data  # noqa: F401 - registers the catalog/users/segment commands
-from segport.app import build
-from segport.cli_common import State, cli, fail, handled, jobs_cli, project_cli, settings, token_cli, with_app
+from segport.app import open_stores
+from segport.cli_common import State, cli, fail, handled, jobs_cli, project_cli, settings, token_cli, with_stores
 from segport.client.cli import register
+from segport.roles import inline
+from segport.roles.parts import open_results
 from segport.settings import Settings
 
 __all__ = ["cli", "main", "run_server"]
@@ -38,7 +40,7 @@ def project_create(
     timezone: Annotated[str, typer.Option(help="IANA timezone for job names and file dates.")] = "Asia/Shanghai",
 ) -> None:
     """Create a project."""
-    row = with_app(lambda app: app.meta.create_project(project_id, name, timezone), engine=False)
+    row = with_stores(lambda stores: stores.meta.create_project(project_id, name, timezone))
     typer.echo(f"created project {row.id} ({row.name}, {row.timezone})")
 
 
@@ -46,7 +48,7 @@ def project_create(
 @handled
 def project_list() -> None:
     """List projects."""
-    for p in with_app(lambda app: app.meta.projects(), engine=False):
+    for p in with_stores(lambda stores: stores.meta.projects()):
         typer.echo(f"{p.id}\t{p.name}\t{p.timezone}")
 
 
@@ -61,7 +63,7 @@ def token_create(
     label: Annotated[str, typer.Option(help="A note on what the token is for.")] = "",
 ) -> None:
     """Create a token; it is printed once, as the last line."""
-    token_id, raw = with_app(lambda app: app.meta.create_token(project or [], admin=admin, label=label), engine=False)
+    token_id, raw = with_stores(lambda stores: stores.meta.create_token(project or [], admin=admin, label=label))
     scope = "admin" if admin else ", ".join(project or [])
     typer.echo(f"token {token_id} for {scope} (shown once; only its hash is stored):")
     typer.echo(raw)
@@ -71,7 +73,7 @@ def token_create(
 @handled
 def token_revoke(token: Annotated[str, typer.Argument(help="The token, or its numeric id.")]) -> None:
     """Revoke a token; it stops working at once."""
-    with_app(lambda app: app.meta.revoke_token(token), engine=False)
+    with_stores(lambda stores: stores.meta.revoke_token(token))
     typer.echo("revoked")
 
 
@@ -79,7 +81,7 @@ def token_revoke(token: Annotated[str, typer.Argument(help="The token, or its nu
 @handled
 def token_list() -> None:
     """List tokens (id, first characters, scope, state)."""
-    for row, projects in with_app(lambda app: app.meta.tokens(), engine=False):
+    for row, projects in with_stores(lambda stores: stores.meta.tokens()):
         state = "revoked" if row.revoked_at else "active"
         scope = "admin" if row.admin else ",".join(projects)
         typer.echo(f"{row.id}\t{row.hint}…\t{scope}\t{state}\t{row.label}")
@@ -93,7 +95,7 @@ def token_list() -> None:
 @handled
 def jobs_list(project: Annotated[str | None, typer.Option("--project", "-P")] = None) -> None:
     """List recent export jobs."""
-    for j in with_app(lambda app: app.queue.list(project), engine=False):
+    for j in with_stores(lambda stores: stores.queue.list(project)):
         typer.echo(f"{j.id}\t{j.name}\t{j.project_id}\t{j.target_key}\t{j.stage}\t{j.rows or ''}")
 
 
@@ -119,11 +121,8 @@ def run_server(s: Settings) -> None:
 
     raise_descriptor_limit(s.max_connections + 512)  # the connections, plus the files and pools the app opens
     try:
-        meta_only = build(s, with_engine=False)  # migrate once here, not in every child at the same moment
-        try:
-            meta_only.results.check()  # a missing bucket or refused credentials: one line now, not a failed export
-        finally:
-            meta_only.close()
+        open_stores(s).close()  # migrate once here, not in every child at the same moment
+        open_results(s).check()  # a missing bucket or refused credentials: one line now, not a failed export
         _preload()
         sweep_uploads(s.data_dir)
         write_server_file(s)
@@ -139,10 +138,8 @@ def _preload() -> None:
     import uvicorn.lifespan.on  # noqa: F401
     import uvicorn.protocols.http.h11_impl  # noqa: F401
 
-    import segport.engine.server  # noqa: F401
-    import segport.http.server  # noqa: F401
-    import segport.roles.sockets  # noqa: F401
-    import segport.worker  # noqa: F401
+    import segport.roles.api  # noqa: F401
+    import segport.roles.engine  # noqa: F401
 
     if settings().engine == "duckdb":
         import segport.engine.duckdb.engine  # noqa: F401
@@ -155,13 +152,13 @@ def api(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
 ) -> None:
     """Serve the HTTP API alone; engine reads and imports go to SEGPORT_ENGINE_URL (a `segport worker --listen`)."""
-    from segport.roles.sockets import run_api
+    from segport.roles import api
 
     s = settings(host=host, port=port)
     sock = _listen(s)
     typer.echo(f"segport api on {s.base_url()} (engine: {s.engine_url or 'none: engine endpoints answer 503'})")
     try:
-        run_api(s, sock)
+        api.run(s, sock)
     finally:
         sock.close()
 
@@ -186,16 +183,15 @@ def worker(
     uds: Annotated[str | None, typer.Option(help="Serve the engine's internal API on this Unix socket.")] = None,
 ) -> None:
     """Run export workers without the HTTP API (the engine process: with --listen/--uds, API processes use it)."""
+    from segport.roles import engine
     from segport.worker import Worker
 
     if listen or uds:
-        from segport.roles.sockets import run_engine
-
         if listen:
             typer.echo(f"segport worker: engine API on http://{listen}")
-        run_engine(settings(), uds=uds, listen=listen)
+        engine.run(settings(), uds=uds, listen=listen)
         return
-    app = build(settings())
+    app = engine.build(settings())
     try:
         app.results.check()
         w = Worker(app)
@@ -227,7 +223,7 @@ def demo(
     s = settings(host=host, port=port)
     if State.data_dir is None:
         s = s.model_copy(update={"data_dir": Path("demo-data")})
-    app = build(s)
+    app = inline.build(s)
     try:
         typer.echo(f"building the demo in {s.data_dir} ({users} users)…")
         token = build_demo(app, users)

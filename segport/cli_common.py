@@ -1,5 +1,5 @@
 """What segport's command modules share: the typer app and its groups, the global options, and the helpers
-every command uses (settings(), handled, with_app, fail). segport/cli.py is the entry that imports the command
+every command uses (settings(), handled, with_app, with_stores, fail). segport/cli.py is the entry that imports the command
 modules (cli.py's own commands, cli_data.py's, the client's); none of them imports it back.
 """
 
@@ -15,8 +15,9 @@ import typer
 import typer.core
 from pydantic import ValidationError
 
-from segport.app import App, build
+from segport.app import EngineApp, Stores, open_stores
 from segport.errors import InvalidParameter, SegportError
+from segport.roles import inline
 from segport.settings import Settings
 
 _option_type: Callable[[typer.core.TyperOption, Any], str | None] | None = getattr(
@@ -111,9 +112,19 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def with_app(fn: Callable[[App], Any], *, engine: bool = True) -> Any:
-    app = build(settings(), with_engine=engine)
+def with_app(fn: Callable[[EngineApp], Any]) -> Any:
+    """Run ``fn`` with the data dir open in this process, the engine included (the one-process form)."""
+    app = inline.build(settings())
     try:
         return fn(app)
     finally:
         app.close()
+
+
+def with_stores(fn: Callable[[Stores], Any]) -> Any:
+    """Run ``fn`` with the metadata store alone open (projects, tokens, jobs: no engine needed)."""
+    stores = open_stores(settings())
+    try:
+        return fn(stores)
+    finally:
+        stores.close()

@@ -18,8 +18,17 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from segport.app import App
-from segport.cli_common import ProjectOpt, catalog_cli, handled, segment_cli, settings, users_cli, with_app
+from segport.app import App, Stores
+from segport.cli_common import (
+    ProjectOpt,
+    catalog_cli,
+    handled,
+    segment_cli,
+    settings,
+    users_cli,
+    with_app,
+    with_stores,
+)
 from segport.domain.formats import detect_format
 from segport.errors import Conflict, ExportFailed
 from segport.http.admin_schemas import catalog_out, segment_out
@@ -137,11 +146,11 @@ def catalog_remove(project: ProjectOpt, key: KeyArg) -> None:
 def catalog_list(project: ProjectOpt) -> None:
     """List a project's keys: key, display name, type, description."""
 
-    def read(app: App) -> Any:
-        app.meta.project(project)
-        return app.meta.catalog(project)
+    def read(stores: Stores) -> Any:
+        stores.meta.project(project)
+        return stores.meta.catalog(project)
 
-    for e in with_app(read, engine=False).entries.values():
+    for e in with_stores(read).entries.values():
         typer.echo(f"{e.key}\t{e.name}\t{e.type.value}{'[]' if e.multi else ''}\t{e.description}")
 
 
@@ -284,11 +293,11 @@ def segment_create(
 def segment_list(project: ProjectOpt) -> None:
     """List segments: key, name, createdBy, scheduler, detector stage, total users, detectedAt."""
 
-    def read(app: App) -> Any:
-        app.meta.project(project)
-        return app.meta.segments(project)[0]
+    def read(stores: Stores) -> Any:
+        stores.meta.project(project)
+        return stores.meta.segments(project)[0]
 
-    for r in with_app(read, engine=False):
+    for r in with_stores(read):
         d = segment_out(r)
         typer.echo(
             f"{r.key}\t{r.name}\t{r.created_by}\t{r.scheduler}\t{r.detector_stage}\t{r.total_users}\t"
@@ -300,7 +309,7 @@ def segment_list(project: ProjectOpt) -> None:
 @handled
 def segment_show(project: ProjectOpt, key: SegmentArg) -> None:
     """Show one segment as JSON (definition and detector)."""
-    row = with_app(lambda app: app.meta.segment(project, key), engine=False)
+    row = with_stores(lambda stores: stores.meta.segment(project, key))
     typer.echo(json.dumps(segment_out(row).model_dump(), ensure_ascii=False, indent=2))
 
 

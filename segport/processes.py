@@ -2,12 +2,12 @@
 
 The supervisor binds the public socket, then starts:
 
-* one **engine process** (what `segport worker --uds <data dir>/engine.sock` runs): it owns the profile engine
-  (the DuckDB file), runs the export workers, the janitor and the daily recompute, and answers the profile
-  reads and imports of the API processes on its internal API (segport/engine/server.py);
-* ``api_processes`` **API processes** (what `segport api` runs), all accepting on the one inherited socket.
-  They read and write the metadata store, read result files for downloads and call the engine process for
-  the rest (segport/engine/client.py).
+* one **engine process** (segport/roles/engine.py; what `segport worker --uds <data dir>/engine.sock` runs): it
+  owns the profile engine (the DuckDB file), runs the export workers, the janitor and the daily recompute, and
+  answers the profile reads and imports of the API processes (the operations of segport/engine/protocol.py);
+* ``api_processes`` **API processes** (segport/roles/api.py; what `segport api` runs), all accepting on the one
+  inherited socket. They read and write the metadata store, read result files for downloads and call the
+  engine process for the rest (segport/engine/client.py).
 
 A child that exits is started again: an API process at once, the engine process after a backoff that
 doubles up to ``_MAX_BACKOFF_S`` while it keeps dying young (its running jobs come back under the lease
@@ -40,10 +40,11 @@ _PR_SET_PDEATHSIG = 1
 _MIN_BACKOFF_S, _MAX_BACKOFF_S = 0.5, 10.0
 _HEALTHY_AFTER_S = 30.0  # a child that lived this long starts its backoff over
 _GRACE_S = 10.0
+ENGINE_START_S = 120.0  # longer than any engine start (it opens the DuckDB file, replaying its WAL)
 
 
 def die_with_parent() -> None:
-    """Run in the child between fork and exec: SIGKILL when the supervisor goes, however it goes."""
+    """Run in a forked child first thing: SIGKILL when the supervisor goes, however it goes."""
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -146,18 +147,19 @@ class Supervisor:
 
     # --- the children --------------------------------------------------------------------------------
     def plan(self) -> list[Child]:
-        from segport.roles.sockets import ENGINE_START_S, run_api, run_engine
+        from segport.roles import api
+        from segport.roles import engine as engine_role
 
         s, uds = self.settings, str(self.settings.engine_socket())
 
         def engine_main() -> None:
             self.sock.close()  # the public port is the API processes' alone
-            run_engine(s, uds=uds, nice=s.engine_nice, prepared=True)  # run_server migrated and checked
+            engine_role.run(s, uds=uds, nice=s.engine_nice, prepared=True)  # run_server migrated and checked
 
         def api_main() -> None:
             # at `serve`'s start, wait for the engine (requests queue in the backlog); a replacement serves at
             # once, answering 503 for engine reads if the engine happens to be down too
-            run_api(s, self.sock, wait_for_engine_s=0.0 if self._started else ENGINE_START_S, prepared=True)
+            api.run(s, self.sock, wait_for_engine_s=0.0 if self._started else ENGINE_START_S, prepared=True)
 
         engine = Child("engine", engine_main)
         apis = [Child("api", api_main) for _ in range(s.api_process_count())]
@@ -166,7 +168,7 @@ class Supervisor:
     def run(self) -> None:
         """Start the children and keep them running until SIGTERM/SIGINT.
 
-        All start at once (each API process waits for the engine before it accepts: see `roles.run_api`).
+        All start at once (each API process waits for the engine before it accepts: see `roles.api.run`).
         An engine that exits before it ever answered (the data dir is locked, a bad setting) ends `serve`
         with its exit code, its error line already on stderr, rather than restarting forever."""
         for sig in (signal.SIGTERM, signal.SIGINT):

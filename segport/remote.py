@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from segport import errors
+from segport.app import Stores, open_stores
 from segport.settings import Settings
 
 SERVER_FILE = "server.json"
@@ -112,28 +113,25 @@ def admin_client(settings: Settings, url: str) -> Iterator[AdminClient]:
     """A client for the server at ``url``, with ``SEGPORT_ADMIN_TOKEN`` or a one-off admin token."""
     token = os.environ.get("SEGPORT_ADMIN_TOKEN", "")
     one_off: int | None = None
-    meta = None
+    stores = None
     if not token:
-        from segport.app import build
-
-        meta_app = build(settings, with_engine=False)
-        meta = meta_app
-        one_off, token = meta_app.meta.create_token([], admin=True, label="cli one-off")
+        stores = open_stores(settings)
+        one_off, token = stores.meta.create_token([], admin=True, label="cli one-off")
     client = AdminClient(url, token)
     try:
         yield client
     finally:
         client.close()
-        if meta is not None and one_off is not None:
-            _delete_token(meta, one_off)
-            meta.close()
+        if stores is not None and one_off is not None:
+            _delete_token(stores, one_off)
+            stores.close()
 
 
-def _delete_token(app: Any, token_id: int) -> None:
+def _delete_token(stores: Stores, token_id: int) -> None:
     from sqlalchemy import delete
 
     from segport.store.models import Token, TokenProject
 
-    with app.db.write() as s:
+    with stores.db.write() as s:
         s.execute(delete(TokenProject).where(TokenProject.token_id == token_id))
         s.execute(delete(Token).where(Token.id == token_id))

@@ -19,7 +19,7 @@ import socket
 import threading
 import uuid
 
-from segport.app import App
+from segport.app import EngineApp
 from segport.engine.interrupt import Interrupt
 from segport.store.queue import LeaseLost
 
@@ -27,7 +27,7 @@ log = logging.getLogger("segport.worker")
 
 
 class Worker:
-    def __init__(self, app: App, threads: int | None = None) -> None:
+    def __init__(self, app: EngineApp, threads: int | None = None) -> None:
         self.app = app
         self.threads = threads or app.settings.max_running_jobs
         self.node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

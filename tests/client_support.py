@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from segport.app import App
 from segport.client import Backoff, Client
-from segport.http.server import create_app
+from segport.roles.inline import create_app
 from tests.conftest import free_port
 
 FAST = Backoff(initial_s=0.02, factor=2.0, max_s=0.2, jitter=0.5)

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from segport.app import App, build
-from segport.http.server import create_app
+from segport.app import App
+from segport.roles.inline import build, create_app
 from segport.services.data import SegmentSpec
 from segport.settings import Settings
 from segport.worker import Worker

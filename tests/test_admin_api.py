@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from segport.app import App, build
+from segport.app import App
 from segport.engine.duckdb import writer as duckdb_writer
-from segport.http.server import create_app
+from segport.roles.inline import build, create_app
 from segport.settings import Settings
 from segport.worker import Worker
 from tests.conftest import PROJECT, SEGMENT, Seeded, auth, csv_rows, start_server, stop_server, write_users_csv

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from segport.app import App, build
-from segport.http.server import create_app
+from segport.app import App
+from segport.roles.inline import build, create_app
 from segport.settings import Settings
 from tests.conftest import CATALOG_CSV, OTHER_PROJECT, SEGMENT, Seeded, auth, seed_project
 from tests.family_helpers import OTHER, SEG_USERS, SEGMENTS, TAG_USERS, TAGS, P

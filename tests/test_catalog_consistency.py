@@ -17,9 +17,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from segport.app import build
+from segport.app import open_stores
 from segport.domain.export import ExportSpec, FileFormat
 from segport.engine.base import Target
+from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry, repair
 from segport.settings import Settings
 from tests.conftest import PROJECT
@@ -106,11 +107,11 @@ class Profiles:
 
     def catalogue(self) -> dict[str, str]:
         """The catalogue's keys with their type names (string, int, double)."""
-        app = build(self.settings, with_engine=False)  # no engine: no repair either
+        stores = open_stores(self.settings)  # no engine: no repair either
         try:
-            return {e.key: e.type_name for e in app.meta.catalog(PROJECT).entries.values()}
+            return {e.key: e.type_name for e in stores.meta.catalog(PROJECT).entries.values()}
         finally:
-            app.close()
+            stores.close()
 
     def consistent(self) -> bool:
         want = {k: self.type_of(t) for k, t in self.catalogue().items()}

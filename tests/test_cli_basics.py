@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from segport.app import build
+from segport.app import open_stores
 from segport.cli import cli
 from segport.engine.base import Target
+from segport.roles.inline import build
 from segport.services.data import SegmentSpec
 from segport.settings import Settings
 from tests.conftest import CATALOG_CSV, PROJECT, USERS, write_users_csv
@@ -38,11 +39,11 @@ def test_token_create_prints_the_token_last_and_it_works(data: Path) -> None:
     code, out, _ = run(data, "token", "create", "--project", PROJECT)
     assert code == 0
     token = out.strip().splitlines()[-1]
-    app = build(Settings(data_dir=data), with_engine=False)
+    stores = open_stores(Settings(data_dir=data))
     try:
-        assert app.meta.authenticate(token).can_see(PROJECT)
+        assert stores.meta.authenticate(token).can_see(PROJECT)
     finally:
-        app.close()
+        stores.close()
 
 
 def test_project_create_rejects_a_bad_id_in_one_line(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 import segport.client as client_pkg
 from segport.client import AsyncClient, Client, ClientError, Job, Progress
-from segport.http.server import create_app
+from segport.roles.inline import create_app
 from tests.client_support import InProcess
 from tests.conftest import PROJECT, SEGMENT, SEGMENT_NAME, Seeded
 from tests.expected import expected_csv, expected_jsonl, parse_jsonl

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from segport.client import AsyncClient, JobFailed, Progress, SegmentNotFound, Unauthorized
-from segport.http.server import create_app
+from segport.roles.inline import create_app
 from segport.worker import Worker
 from tests.client_support import BASE, FAST, AsyncCutDownloads
 from tests.conftest import PROJECT, SEGMENT, Seeded

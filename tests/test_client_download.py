@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from segport.app import build
 from segport.client import Client, DownloadFailed
-from segport.http.server import create_app
+from segport.roles.inline import build, create_app
 from segport.settings import Settings
 from tests.client_support import BASE, FAST, CutDownloads, DroppingProxy, InProcess
 from tests.conftest import PROJECT, SEGMENT, Seeded, seed_project, start_server, stop_server

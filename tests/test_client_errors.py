@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from segport.app import App, build
+from segport.app import App
 from segport.client import (
     ApiError,
     Client,
@@ -34,7 +34,7 @@ from segport.client import (
 )
 from segport.client.errors import BY_CODE
 from segport.errors import SegportError, all_error_classes
-from segport.http.server import create_app
+from segport.roles.inline import build, create_app
 from segport.settings import Settings
 from segport.store.models import utcnow
 from segport.worker import Worker

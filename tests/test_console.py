@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from segport.console.i18n import from_accept_language
-from segport.http.server import create_app
+from segport.roles.inline import create_app
 from segport.worker import Worker
 from tests.conftest import OTHER_PROJECT, PROJECT, SEGMENT, Seeded, auth
 from tests.expected import expected_csv

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from segport.app import build
+from segport.roles.inline import build
 from segport.settings import Settings
 from tests.conftest import OTHER_PROJECT, PROJECT, SEGMENT, LiveServer, seed_project, start_server, stop_server
 from tests.expected import expected_csv

@@ -17,8 +17,8 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from segport.app import build
 from segport.demo import CATALOG, generate_users
+from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.settings import Settings
 from tests.conftest import PROJECT, LiveServer, auth, start_server, stop_server

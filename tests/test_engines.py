@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from segport.app import App, build
+from segport.app import App
 from segport.domain.export import Compression, ExportSpec, FileFormat, HeaderType
 from segport.engine.base import Target
 from segport.errors import ImportRejected
+from segport.roles.inline import build
 from segport.services.data import SegmentSpec
 from segport.settings import Settings
 from tests.conftest import ENGINES, write_users_csv

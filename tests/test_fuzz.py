@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
 
 from segport.app import App
-from segport.http.server import create_app
+from segport.roles.inline import create_app
 from tests.conftest import Seeded, auth
 
 EXAMPLES_PER_OPERATION = 25

@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from segport.app import App, build
+from segport.app import App, open_stores
 from segport.errors import MetadataBusy
+from segport.roles.inline import build
 from segport.settings import Settings
 from segport.store.db import DEFAULT_POOL_SIZE
 from segport.worker import Worker
@@ -168,12 +169,12 @@ def test_the_pool_is_sized_by_the_documented_formula(tmp_path) -> None:  # noqa:
     assert s.resolved_pool_size() == 7 + 2 * 3 + 3
     assert Settings(data_dir=tmp_path, metadata_pool_size=5).resolved_pool_size() == 5
     assert Settings(data_dir=tmp_path).resolved_pool_size() == DEFAULT_POOL_SIZE
-    app = build(s, with_engine=False)
+    stores = open_stores(s)
     try:
-        assert app.db.engine.pool.size() == 16
-        assert app.db.engine.pool._max_overflow == 0  # type: ignore[attr-defined]
+        assert stores.db.engine.pool.size() == 16
+        assert stores.db.engine.pool._max_overflow == 0  # type: ignore[attr-defined]
     finally:
-        app.close()
+        stores.close()
 
 
 def test_a_full_pool_is_a_503_with_retry_after_not_a_500_or_a_new_connection(tmp_path, monkeypatch) -> None:  # noqa: ANN001
@@ -196,7 +197,7 @@ def test_a_full_pool_is_a_503_with_retry_after_not_a_500_or_a_new_connection(tmp
             t.start()
         held.wait()
         try:
-            from segport.http.server import create_app
+            from segport.roles.inline import create_app
 
             with TestClient(create_app(app, run_workers=False), raise_server_exceptions=False) as client:
                 r = client.get(f"/v1/api/projects/{PROJECT}/segment_profiles", headers=auth(token))

@@ -286,7 +286,7 @@ def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) ->
             break
     proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
-    from segport.app import build
+    from segport.roles.inline import build
 
     again = build(app.settings)
     try:

@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 from fastapi.testclient import TestClient
 
-from segport.app import build
+from segport.app import open_stores
 from segport.domain.jobs import Stage, TargetKind
-from segport.http.server import create_app
+from segport.roles.inline import build, create_app
 from segport.services.exports import ExportRequest
 from segport.settings import Settings
 from segport.store.models import JobRow
@@ -96,11 +96,11 @@ def test_two_worker_processes_run_each_of_40_jobs_exactly_once(tmp_path: Path, p
     ran = [int(re.fullmatch(r"ran (\d+) jobs\n", out).group(1)) for out, _ in outputs]  # type: ignore[union-attr]
     assert sum(ran) == 40, ran
 
-    app = build(Settings(data_dir=tmp_path / "reader", metadata_url=pg_url), with_engine=False)
+    stores = open_stores(Settings(data_dir=tmp_path / "reader", metadata_url=pg_url))
     try:
-        rows = [app.queue.get(j.id) for j in jobs]
+        rows = [stores.queue.get(j.id) for j in jobs]
     finally:
-        app.close()
+        stores.close()
     assert {(r.stage, r.attempts) for r in rows} == {(Stage.FINISH.value, 1)}
     for r in rows:  # each job's files were published by one worker only
         holders = [d for d in dirs if (d / "results" / r.name).is_dir()]

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from segport.app import App
 from segport.demo import build_demo
-from segport.http.server import create_app
+from segport.roles.inline import create_app
 from segport.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -87,7 +87,7 @@ def test_worker_that_lost_its_lease_does_not_publish(app: App, client: TestClien
 
 
 def test_jobs_and_tokens_survive_a_restart(app: App, client: TestClient, seeded: Seeded, settings: Settings) -> None:
-    from segport.app import build
+    from segport.roles.inline import build
 
     job = submit(client, seeded.token)
     app.close()

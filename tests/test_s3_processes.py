@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from segport.app import build
 from segport.demo import CATALOG, generate_users
+from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.settings import Settings
 from tests.conftest import PROJECT, auth, free_port, start_server, stop_server

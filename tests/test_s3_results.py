@@ -17,9 +17,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from segport.app import App, build
+from segport.app import App
 from segport.errors import ResultStoreUnavailable
-from segport.http.server import create_app
+from segport.roles.inline import build, create_app
 from segport.services.data import SegmentSpec
 from segport.settings import Settings
 from segport.store.models import utcnow

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from segport.app import App, build
+from segport.app import App
 from segport.cli import cli
 from segport.domain.text import bad_character
 from segport.errors import InvalidParameter
-from segport.http.server import create_app
+from segport.roles.inline import build, create_app
 from segport.services.data import SegmentSpec
 from segport.settings import Settings
 from segport.worker import Worker

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from segport.app import App
 from segport.errors import ComputeFailed, InvalidParameter, InvalidRule, KeyInUse, SegmentNotFound
-from segport.http.server import create_app
+from segport.roles.inline import create_app
 from segport.scheduler import DailyRecompute
 from segport.services.data import SegmentSpec
 from tests.conftest import PROJECT, write_users_csv

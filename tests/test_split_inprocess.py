@@ -12,9 +12,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from segport.app import App, build
-from segport.engine.server import create_engine_app
-from segport.http.server import create_app
+from segport.app import App
+from segport.roles import api
+from segport.roles.engine import create_engine_app
+from segport.roles.inline import create_app
 from segport.worker import Worker
 from tests.conftest import PROJECT, SEGMENT, USERS, Seeded, auth, write_users_csv
 
@@ -24,8 +25,8 @@ USERS_PAGE = f"/v1/api/projects/{PROJECT}/segment_profiles/{SEGMENT}/users"
 
 def api_client(app: App, **overrides: object) -> TestClient:
     """An API process's App on the same data dir (it never opens the DuckDB file)."""
-    api = build(app.settings.model_copy(update=overrides), api_process=True)
-    return TestClient(create_app(api, run_workers=False), raise_server_exceptions=False)
+    api_app = api.build(app.settings.model_copy(update=overrides))
+    return TestClient(api.create_app(api_app), raise_server_exceptions=False)
 
 
 @pytest.fixture

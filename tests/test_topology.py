@@ -24,8 +24,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from segport.app import build
 from segport.domain.jobs import TargetKind
+from segport.roles.inline import build
 from segport.services.data import SegmentSpec
 from segport.services.exports import ExportRequest
 from segport.settings import Settings

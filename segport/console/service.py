@@ -14,7 +14,7 @@ from segport.app import App
 from segport.domain.jobs import TargetKind
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind
 from segport.services.exports import Download, ExportRequest
-from segport.services.queries import MAX_PAGE_PROPERTIES, QueryService, UserPage
+from segport.services.queries import MAX_PAGE_PROPERTIES, UserPage
 from segport.store.meta import Principal
 from segport.store.models import JobRow, Project, SegmentRow
 
@@ -41,7 +41,7 @@ class ConsoleService:
     def __init__(self, app: App) -> None:
         self.app = app
         self.exports = app.exports
-        self.queries = QueryService(app.meta, app.engine, app.data, app.exports)
+        self.queries = app.queries
 
     def projects(self, who: Principal) -> list[Project]:
         return [p for p in self.app.meta.projects() if who.can_see(p.id)]

@@ -7,79 +7,21 @@ engine compiles itself, but may read any project), so it listens on a socket onl
 an address the operator keeps private. Errors are rendered in the one error shape
 (segport/http/errors.py), which :mod:`segport.engine.client` turns back into the same exception classes.
 
-The process also runs the export workers, the janitor and the daily recompute (see :func:`create_engine_app`).
+The routes are made from the table of operations; the engine process's role (segport/roles/engine.py) builds
+the app around them, with the error renderer and the workers that run while it serves.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from segport.app import App
 from segport.engine.base import ProfileAccess
-from segport.engine.protocol import PROCESS_OPS, PROFILE_OPS, EngineProcess, Health, Op
-from segport.http import errors
-
-log = logging.getLogger("segport.engine.server")
-
-
-def sync_data_versions(app: App) -> None:
-    """Copy every project's data version from the engine into the metadata store, where submits read it.
-
-    DataService keeps the two equal; this repairs the gap a crash between an engine commit and the metadata
-    update leaves (and fills the column in a data dir made before it existed)."""
-    for project in app.meta.projects():
-        app.data.sync_version(project.id)
-
-
-def create_engine_app(app: App, *, run_workers: bool = True, run_daily: bool = True) -> FastAPI:
-    """The internal ASGI app around an :class:`App` that owns the real engine."""
-
-    @asynccontextmanager
-    async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(sync_data_versions, app)
-        worker = daily = None
-        if run_workers:
-            from segport.worker import Worker
-
-            worker = Worker(app)
-            worker.start()
-        if run_daily:
-            from segport.scheduler import DailyRecompute
-
-            daily = DailyRecompute(app.data, app.settings.recompute_interval_s)
-            daily.start()
-        log.info("engine process %s ready", os.getpid())
-        try:
-            yield
-        finally:
-            if daily is not None:
-                daily.stop()
-            if worker is not None:
-                worker.stop()
-
-    api = FastAPI(title="segport engine (internal)", lifespan=lifespan, openapi_url=None, docs_url=None)
-    errors.install(api)
-
-    class Process:
-        def health(self) -> Health:
-            return Health(os.getpid(), run_workers)
-
-        def wake(self) -> None:
-            app.wake.set()
-
-        def interrupt(self, job_id: str, reason: str) -> bool:
-            return app.runner.stop_running(job_id, reason)
-
-    api.include_router(engine_router(app.engine, Process()))
-    return api
+from segport.engine.protocol import PROCESS_OPS, PROFILE_OPS, EngineProcess, Op
 
 
 def engine_router(engine: ProfileAccess, process: EngineProcess) -> APIRouter:

@@ -37,9 +37,9 @@ Properties = Annotated[list[str], Depends(page_properties)]
 
 
 def queries(request: Request) -> QueryService:
-    """FastAPI dependency: the family's use cases over the app's stores."""
-    app = request.app.state.segport
-    return QueryService(app.meta, app.engine, app.data, app.exports)
+    """FastAPI dependency: the family's use cases, of the app the role built."""
+    queries: QueryService = request.app.state.segport.queries
+    return queries
 
 
 Queries = Annotated[QueryService, Depends(queries)]

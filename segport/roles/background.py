@@ -1,0 +1,29 @@
+"""What runs in the background of a process that owns the engine, for as long as it serves: the export workers
+(with their janitor) and the daily recompute."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from segport.app import EngineApp
+from segport.scheduler import DailyRecompute
+from segport.worker import Worker
+
+
+@contextmanager
+def background_work(app: EngineApp, *, workers: bool, daily: bool) -> Iterator[None]:
+    """Start the workers (if ``workers``) and the daily recompute (if ``daily``); stop them when the block ends."""
+    worker = Worker(app) if workers else None
+    recompute = DailyRecompute(app.data, app.settings.recompute_interval_s) if daily else None
+    if worker is not None:
+        worker.start()
+    if recompute is not None:
+        recompute.start()
+    try:
+        yield
+    finally:
+        if recompute is not None:
+            recompute.stop()
+        if worker is not None:
+            worker.stop()
