@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from segport.app import build  # noqa: E402
 from segport.demo import CATALOG, generate_users  # noqa: E402
 from segport.domain.jobs import TargetKind  # noqa: E402
+from segport.roles.inline import build  # noqa: E402
 from segport.services.data import SegmentSpec, catalog_entry  # noqa: E402
 from segport.services.exports import ExportRequest  # noqa: E402
 from segport.settings import Settings  # noqa: E402
