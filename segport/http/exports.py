@@ -1,21 +1,22 @@
-"""The seed's three endpoints: submit an export job, poll its result, download its file."""
+"""Export submissions: the body every export takes, and the endpoints that submit one: the seed's segment export
+(项目-群体画像用户列表下载), the address one doc copy writes for it, and tag exports (E8, E9).
+
+The job is then polled through segport/http/jobs.py and its files fetched through segport/http/downloads.py.
+"""
 
 from __future__ import annotations
 
 import codecs
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Depends, Request
 
 from segport.domain.jobs import TargetKind
 from segport.errors import InvalidBody
-from segport.http.auth import Who, quick
+from segport.http.auth import Who
+from segport.http.dependencies import FAMILY_ROUTE, Queries
 from segport.http.errors import parse_body
-from segport.http.files import ResultFileResponse
-from segport.http.job_result import job_result
-from segport.http.remote_files import remote_response
-from segport.http.schemas import ERRORS, ExportJobBody, JobCreated, JobResult
+from segport.http.schemas import ERRORS, ExportJobBody, JobCreated
 from segport.services.exports import ExportRequest
 
 router = APIRouter(responses=ERRORS)
@@ -60,31 +61,41 @@ def submit_segment_export(project_ID: str, segment_key: str, request: Request, w
     return JobCreated(id=job.id, name=job.name)
 
 
-@router.get(
-    "/v1/api/job/result/{id}",
-    response_model=JobResult,
-    response_model_exclude_none=True,
-    tags=["jobs"],
-    summary="Poll an export job",
+@router.post(
+    "/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users/export_jobs",
+    response_model=JobCreated,
+    tags=["segments"],
+    summary="Submit a segment export (the address one doc copy writes)",
+    openapi_extra=BODY_DOC,
+    **FAMILY_ROUTE,
 )
-async def get_job_result(id: str, request: Request, who: Who) -> JobResult:
-    exports = request.app.state.segport.exports
-    return job_result(exports, await quick(exports.queue.db, exports.job, who, id))
+def submit_segment_export_variant(
+    project_ID: str, segment_key: str, request: Request, who: Who, body: Body
+) -> JobCreated:
+    return submit_segment_export(project_ID, segment_key, request, who, body)
 
 
-@router.get(
-    "/download",
-    response_class=FileResponse,
-    tags=["jobs"],
-    summary="Download a result file",
-    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}, "application/gzip": {}}}},
+@router.post(
+    "/v1/api/user_tags/{tag_key}/export_jobs",
+    response_model=JobCreated,
+    tags=["tags"],
+    summary="Submit a tag export (E8, platform level)",
+    openapi_extra=BODY_DOC,
+    **FAMILY_ROUTE,
 )
-def download(request: Request, who: Who, file: Annotated[str, Query(max_length=1024)]) -> Response:
-    found = request.app.state.segport.exports.download(who, file)
-    if found.remote is not None:  # object storage: streamed from it, or a redirect to it
-        return remote_response(found.remote, media_type=found.media_type, filename=found.file_name)
-    return ResultFileResponse(found.path, media_type=found.media_type, filename=found.file_name)
+def submit_tag_export_platform(tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
+    job = q.export_tag(who, None, tag_key, body)
+    return JobCreated(id=job.id, name=job.name)
 
 
-# HEAD answers what GET would, without the body (curl -I, download managers checking the size first)
-router.head("/download", include_in_schema=False)(download)
+@router.post(
+    "/v1/api/projects/{project_ID}/user_tags/{tag_key}/export_jobs",
+    response_model=JobCreated,
+    tags=["tags"],
+    summary="Submit a tag export (E9)",
+    openapi_extra=BODY_DOC,
+    **FAMILY_ROUTE,
+)
+def submit_tag_export(project_ID: str, tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
+    job = q.export_tag(who, project_ID, tag_key, body)
+    return JobCreated(id=job.id, name=job.name)

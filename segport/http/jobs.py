@@ -1,4 +1,5 @@
-"""segport's extensions to the job API: cancel a job."""
+"""Export jobs: poll one (the seed's address, and the project-scoped one of the 4.x docs), and cancel one (a
+segport extension)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,37 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from segport.http.auth import Who
+from segport.http.auth import Who, quick
+from segport.http.dependencies import FAMILY_ROUTE
 from segport.http.job_result import job_result
 from segport.http.schemas import ERRORS, ErrorBody, JobResult
 
 router = APIRouter(responses=ERRORS)
+
+
+@router.get(
+    "/v1/api/job/result/{id}",
+    response_model=JobResult,
+    response_model_exclude_none=True,
+    tags=["jobs"],
+    summary="Poll an export job",
+)
+async def get_job_result(id: str, request: Request, who: Who) -> JobResult:
+    exports = request.app.state.segport.exports
+    return job_result(exports, await quick(exports.queue.db, exports.job, who, id))
+
+
+@router.get(
+    "/v1/api/projects/{project_ID}/job/result/{id}",
+    response_model=JobResult,
+    response_model_exclude_none=True,
+    tags=["jobs"],
+    summary="Poll an export job through its project (4.x address)",
+    **FAMILY_ROUTE,
+)
+def get_project_job_result(project_ID: str, id: str, request: Request, who: Who) -> JobResult:
+    exports = request.app.state.segport.exports
+    return job_result(exports, exports.job(who, id, project_id=project_ID))
 
 
 @router.post(

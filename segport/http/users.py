@@ -10,10 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from segport.http.auth import Who
+from segport.http.dependencies import Queries
+from segport.http.family_schemas import UserValue, looked_up_user
 from segport.http.paging import language_header
-from segport.http.profile_schemas import UserValue, looked_up_user
 from segport.http.schemas import ERRORS
-from segport.http.segments import Queries
 
 router = APIRouter(responses=ERRORS, dependencies=[Depends(language_header)])
 

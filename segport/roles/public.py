@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from segport import __version__, console
 from segport.app import App
-from segport.http import admin, errors, exports, jobs, segments, users
+from segport.http import admin, downloads, errors, exports, jobs, segments, tags, users
 from segport.http.guard import EdgeGuard
 from segport.http.limits import BodyLimit, RequestLineLimit
 
@@ -45,11 +45,8 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
     )
     api.state.segport = app
     errors.install(api)
-    api.include_router(exports.router)
-    api.include_router(segments.router)
-    api.include_router(users.router)
-    api.include_router(jobs.router)
-    api.include_router(admin.router)
+    for routes in (exports, jobs, downloads, segments, tags, users, admin):
+        api.include_router(routes.router)
     console.install(api, app)
     api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307
     api.add_middleware(
