@@ -30,7 +30,7 @@ from segport.store.queue import job_files
 
 T = TypeVar("T")
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-FINAL = (Stage.FINISH.value, Stage.ERROR.value, Stage.EXPIRED.value)
+FINAL = (Stage.FINISH, Stage.ERROR, Stage.EXPIRED)
 
 
 def _sessions(request: Request) -> SessionStore:
@@ -261,7 +261,7 @@ async def _job_page(
         status=error.status if error else 200,
         project=project,
         job=row,
-        files=list(zip(service.uris(row), job_files(row), strict=False)) if row.stage == Stage.FINISH.value else [],
+        files=list(zip(service.uris(row), job_files(row), strict=False)) if row.stage == Stage.FINISH else [],
         final=row.stage in FINAL,
         elapsed=web.human_elapsed(elapsed),
         error=error,

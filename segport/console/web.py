@@ -46,7 +46,7 @@ class CsrfRefused(SegportError):
 
 
 class SecurityHeaders:
-    """What console and docs answers carry beyond :class:`segport.http.edges.EdgeGuard`'s common headers.
+    """What console and docs answers carry beyond :class:`segport.http.guard.EdgeGuard`'s common headers.
 
     EdgeGuard (outermost) adds ``nosniff`` and ``no-store`` to every answer; this adds the console's tighter
     policy and the frame and referrer headers (pages, redirects, static files, errors alike)."""

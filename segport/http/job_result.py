@@ -11,9 +11,9 @@ from segport.store.models import JobRow
 
 def job_result(exports: ExportService, row: JobRow) -> JobResult:
     error = None
-    if row.stage == Stage.ERROR.value:
+    if row.stage == Stage.ERROR:
         error = ErrorDetail(code=row.error_code or "EXPORT_FAILED", message=row.error_message or "export failed")
-    finished = row.stage == Stage.FINISH.value
+    finished = row.stage == Stage.FINISH
     return JobResult(
         stage=row.stage,  # type: ignore[arg-type]
         uris=exports.uris(row),

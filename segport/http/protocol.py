@@ -7,7 +7,8 @@ connection opened, or after the first byte of the next request on a keep-alive c
 gets a 408 (the one JSON error shape) and the connection is closed. A connection beyond ``max_connections``
 is answered 503 and closed at once, before anything is read (the listen backlog queues the rest in the kernel).
 A request line with headers over ``MAX_HEADER_BYTES`` is a 431, and bytes that are not HTTP a JSON 400.
-Bodies are bounded by :class:`segport.http.edges.EdgeGuard`.
+Bodies are bounded in size by :class:`segport.http.limits.BodyLimit` and in time by
+:class:`segport.http.guard.EdgeGuard`.
 
 The header bound is checked twice, because the socket decides how the bytes arrive: while headers are still
 incomplete, by the bytes received (so a client cannot make the parser buffer an endless header), and when they

@@ -25,8 +25,6 @@ class LocalResultStore:
         """Nothing to check: the folder was created above."""
 
     def begin(self, job_id: str, attempt: int, job_name: str, *, prefix: bytes = b"") -> Attempt:
-        from segport.results.attempt import LocalAttempt
-
         return LocalAttempt(self, job_id, attempt, job_name, prefix)
 
     def locate(self, job_name: str, job_id: str, attempt: int, file_name: str) -> Path | None:
@@ -82,6 +80,43 @@ class LocalResultStore:
         return self.root / job_name
 
 
+class LocalAttempt:
+    """An export attempt written into a staging folder, published by the store's one ``rename``."""
+
+    def __init__(self, store: LocalResultStore, job_id: str, attempt: int, job_name: str, prefix: bytes) -> None:
+        self.store = store
+        self.job_name = job_name
+        self.prefix = prefix
+        self.folder = store.staging(job_id, attempt)
+        self.names: list[str] = []
+        self.published = False
+
+    def prepare(self, names: list[str]) -> None:
+        self.names = list(names)
+
+    def finish(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for name in self.names:
+            path = self.folder / name
+            if self.prefix:
+                _prepend(path, self.prefix)
+            sizes[name] = path.stat().st_size
+        return sizes
+
+    def failure(self) -> BaseException | None:
+        return None  # a local write fails in the engine itself, with its own error
+
+    def publish(self) -> None:
+        self.store.publish(self.folder, self.job_name)
+        self.published = True
+
+    def discard(self) -> None:
+        if self.published:  # published, then the lease was lost before FINISH
+            self.store.delete(self.job_name)
+        else:
+            self.store.discard(self.folder)
+
+
 def _remove(entry: Path) -> None:
     if entry.is_dir() and not entry.is_symlink():
         shutil.rmtree(entry, ignore_errors=True)
@@ -95,3 +130,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _prepend(path: Path, prefix: bytes) -> None:
+    """Put ``prefix`` before the file's bytes (a rewrite: local files are not streamed anywhere)."""
+    tmp = path.with_name(path.name + ".prefix")
+    with open(tmp, "wb") as out, open(path, "rb") as src:
+        out.write(prefix)
+        shutil.copyfileobj(src, out, 1 << 20)
+    os.replace(tmp, path)

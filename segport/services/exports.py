@@ -130,7 +130,7 @@ class ExportService:
         return row
 
     def uris(self, row: JobRow) -> list[str]:
-        if row.stage != Stage.FINISH.value:
+        if row.stage != Stage.FINISH:
             return []
         return [result_uri(row.name, f) for f in job_files(row)]
 
@@ -143,7 +143,7 @@ class ExportService:
         if row is None or not who.can_see(row.project_id):
             raise FileNotFound("no such result file")
         _check_not_expired(row)
-        if row.stage != Stage.FINISH.value or file_name not in job_files(row):
+        if row.stage != Stage.FINISH or file_name not in job_files(row):
             raise FileNotFound("no such result file (the job may not be finished yet)")
         found = self.results.locate(row.name, row.id, row.attempts, file_name)
         if found is None:
@@ -192,12 +192,8 @@ class ExportService:
 
 def _check_not_expired(row: JobRow) -> None:
     """410 for a job whose results were deleted, or are due to be (the janitor may not have run yet)."""
-    due = (
-        row.stage in (Stage.FINISH.value, Stage.ERROR.value)
-        and row.expires_at is not None
-        and row.expires_at <= utcnow()
-    )
-    if row.stage == Stage.EXPIRED.value or due:
+    due = row.stage in (Stage.FINISH, Stage.ERROR) and row.expires_at is not None and row.expires_at <= utcnow()
+    if row.stage == Stage.EXPIRED or due:
         raise JobExpired(f"the results of job {row.id} expired at {_iso(row.expires_at)} and were deleted")
 
 

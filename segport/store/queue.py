@@ -181,7 +181,7 @@ class JobQueue:
                 )
                 if row is None:
                     return None
-                if row.stage == Stage.NONE.value and max_running_per_project is not None and not self.db.is_sqlite:
+                if row.stage == Stage.NONE and max_running_per_project is not None and not self.db.is_sqlite:
                     # PostgreSQL claims run side by side: take turns per project and count again, so two
                     # workers cannot both take the project's last running slot (SQLite runs one claim at a
                     # time, so the query above already counted right)
@@ -197,7 +197,7 @@ class JobQueue:
                     )
                     if (running or 0) >= max_running_per_project:
                         return None
-                if row.stage == Stage.RUNNING.value:
+                if row.stage == Stage.RUNNING:
                     # lease lapsed: the worker died; the attempt it used counts
                     if row.attempts >= self.max_attempts:
                         self._apply(
@@ -226,7 +226,7 @@ class JobQueue:
         """Extend our lease; raise :class:`LeaseLost` if the job is no longer ours."""
         with self.db.write() as s:
             row = s.get(JobRow, job_id, with_for_update=True)  # PostgreSQL: a claim may be changing it
-            if row is None or row.stage != Stage.RUNNING.value or row.lease_owner != owner:
+            if row is None or row.stage != Stage.RUNNING or row.lease_owner != owner:
                 raise LeaseLost(job_id)
             row.lease_expires_at = utcnow() + timedelta(seconds=lease_s)
 
@@ -236,7 +236,7 @@ class JobQueue:
             row = s.get(JobRow, job_id, with_for_update=True)  # the owner check holds until we commit
             if row is None:
                 raise JobNotFound(f"job {job_id!r} not found")
-            if owner is not None and (row.stage != Stage.RUNNING.value or row.lease_owner != owner):
+            if owner is not None and (row.stage != Stage.RUNNING or row.lease_owner != owner):
                 raise LeaseLost(job_id)
             self._apply(row, dst, utcnow(), **fields)
             return row
@@ -266,11 +266,11 @@ class JobQueue:
             row = s.get(JobRow, job_id, with_for_update=True)  # PostgreSQL: a claim may be changing it
             if row is None:
                 raise JobNotFound(f"job {job_id!r} not found")
-            if row.stage == Stage.ERROR.value and row.error_code == JobCancelled.code:
+            if row.stage == Stage.ERROR and row.error_code == JobCancelled.code:
                 return row, False
-            if row.stage not in (Stage.NONE.value, Stage.RUNNING.value):
+            if row.stage not in (Stage.NONE, Stage.RUNNING):
                 raise Conflict(f"job {job_id} is {row.stage} and can no longer be cancelled")
-            was_running = row.stage == Stage.RUNNING.value
+            was_running = row.stage == Stage.RUNNING
             now = utcnow()
             self._apply(
                 row,
