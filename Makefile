@@ -24,11 +24,13 @@ test: $(STAMP)
 	@test -x "$${SEGPORT_CHROMIUM:-/usr/bin/chromium}" || echo "note: the web console's browser tests will be skipped: \
 	they need Chromium; install it with: sudo apt-get update && sudo apt-get install -y chromium"
 	$(BIN)/ruff check segport tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check segport tests bench
 	$(BIN)/ruff format --check segport tests bench
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(BIN)/python bench/export_bench.py
