@@ -7,7 +7,8 @@ The job is then polled through segport/http/jobs.py and its files fetched throug
 from __future__ import annotations
 
 import codecs
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 
@@ -18,8 +19,10 @@ from segport.http.dependencies import FAMILY_ROUTE, Queries
 from segport.http.errors import parse_body
 from segport.http.schemas import ERRORS, ExportJobBody, JobCreated
 from segport.services.exports import ExportRequest
+from segport.store.models import JobRow
 
 router = APIRouter(responses=ERRORS)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 async def export_body(request: Request) -> ExportRequest:
@@ -49,25 +52,36 @@ BODY_DOC = {
 }
 
 
-@router.post(
-    "/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/export_jobs",
-    response_model=JobCreated,
-    tags=["segments"],
-    summary="Submit a segment export job (项目-群体画像用户列表下载)",
-    openapi_extra=BODY_DOC,
-)
-def submit_segment_export(project_ID: str, segment_key: str, request: Request, who: Who, body: Body) -> JobCreated:
-    job = request.app.state.segport.exports.submit(who, project_ID, TargetKind.SEGMENT, segment_key, body)
+def _submits(path: str, tag: str, summary: str, *, family: bool = True) -> Callable[[F], F]:
+    """The route of an export submission: the export body, a :class:`JobCreated` answer; ``family``: a route of
+    the API family around the seed (not the seed's own)."""
+    family_settings = FAMILY_ROUTE if family else {}
+    return router.post(
+        path, response_model=JobCreated, tags=[tag], summary=summary, openapi_extra=BODY_DOC, **family_settings
+    )
+
+
+def _created(job: JobRow) -> JobCreated:
     return JobCreated(id=job.id, name=job.name)
 
 
-@router.post(
-    "/v1/api/projects/{project_ID}/segment_profiles/{segment_key}/users/export_jobs",
-    response_model=JobCreated,
-    tags=["segments"],
-    summary="Submit a segment export (the address one doc copy writes)",
-    openapi_extra=BODY_DOC,
-    **FAMILY_ROUTE,
+P = "/v1/api/projects/{project_ID}"
+
+
+@_submits(
+    f"{P}/segment_profiles/{{segment_key}}/export_jobs",
+    "segments",
+    "Submit a segment export job (项目-群体画像用户列表下载)",
+    family=False,
+)
+def submit_segment_export(project_ID: str, segment_key: str, request: Request, who: Who, body: Body) -> JobCreated:
+    return _created(request.app.state.segport.exports.submit(who, project_ID, TargetKind.SEGMENT, segment_key, body))
+
+
+@_submits(
+    f"{P}/segment_profiles/{{segment_key}}/users/export_jobs",
+    "segments",
+    "Submit a segment export (the address one doc copy writes)",
 )
 def submit_segment_export_variant(
     project_ID: str, segment_key: str, request: Request, who: Who, body: Body
@@ -75,27 +89,11 @@ def submit_segment_export_variant(
     return submit_segment_export(project_ID, segment_key, request, who, body)
 
 
-@router.post(
-    "/v1/api/user_tags/{tag_key}/export_jobs",
-    response_model=JobCreated,
-    tags=["tags"],
-    summary="Submit a tag export (E8, platform level)",
-    openapi_extra=BODY_DOC,
-    **FAMILY_ROUTE,
-)
+@_submits("/v1/api/user_tags/{tag_key}/export_jobs", "tags", "Submit a tag export (E8, platform level)")
 def submit_tag_export_platform(tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
-    job = q.export_tag(who, None, tag_key, body)
-    return JobCreated(id=job.id, name=job.name)
+    return _created(q.export_tag(who, None, tag_key, body))
 
 
-@router.post(
-    "/v1/api/projects/{project_ID}/user_tags/{tag_key}/export_jobs",
-    response_model=JobCreated,
-    tags=["tags"],
-    summary="Submit a tag export (E9)",
-    openapi_extra=BODY_DOC,
-    **FAMILY_ROUTE,
-)
+@_submits(f"{P}/user_tags/{{tag_key}}/export_jobs", "tags", "Submit a tag export (E9)")
 def submit_tag_export(project_ID: str, tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
-    job = q.export_tag(who, project_ID, tag_key, body)
-    return JobCreated(id=job.id, name=job.name)
+    return _created(q.export_tag(who, project_ID, tag_key, body))

@@ -3,7 +3,7 @@ segport extension)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
@@ -13,15 +13,11 @@ from segport.http.job_result import job_result
 from segport.http.schemas import ERRORS, ErrorBody, JobResult
 
 router = APIRouter(responses=ERRORS)
+# every route here answers the job as its result reads (the seed's shape, extra fields left out when empty)
+ANSWERS_THE_JOB: dict[str, Any] = {"response_model": JobResult, "response_model_exclude_none": True, "tags": ["jobs"]}
 
 
-@router.get(
-    "/v1/api/job/result/{id}",
-    response_model=JobResult,
-    response_model_exclude_none=True,
-    tags=["jobs"],
-    summary="Poll an export job",
-)
+@router.get("/v1/api/job/result/{id}", summary="Poll an export job", **ANSWERS_THE_JOB)
 async def get_job_result(id: str, request: Request, who: Who) -> JobResult:
     exports = request.app.state.segport.exports
     return job_result(exports, await quick(exports.queue.db, exports.job, who, id))
@@ -29,10 +25,8 @@ async def get_job_result(id: str, request: Request, who: Who) -> JobResult:
 
 @router.get(
     "/v1/api/projects/{project_ID}/job/result/{id}",
-    response_model=JobResult,
-    response_model_exclude_none=True,
-    tags=["jobs"],
     summary="Poll an export job through its project (4.x address)",
+    **ANSWERS_THE_JOB,
     **FAMILY_ROUTE,
 )
 def get_project_job_result(project_ID: str, id: str, request: Request, who: Who) -> JobResult:
@@ -42,14 +36,12 @@ def get_project_job_result(project_ID: str, id: str, request: Request, who: Who)
 
 @router.post(
     "/v1/api/job/{id}/cancel",
-    response_model=JobResult,
-    response_model_exclude_none=True,
-    tags=["jobs"],
     summary="Cancel a queued or running export job (segport extension)",
     description="Stops the job and removes its partial files. The job then reads `stage: ERROR` with "
     "`error.code: JOB_CANCELLED`. Cancelling it again answers the same; a job that already finished or failed "
     "is a 409.",
     responses={409: {"model": ErrorBody, "description": "The job already finished or failed"}},
+    **ANSWERS_THE_JOB,
 )
 def cancel_job(id: Annotated[str, Path(max_length=64)], request: Request, who: Who) -> JobResult:
     exports = request.app.state.segport.exports
