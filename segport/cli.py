@@ -24,8 +24,6 @@ from segport import cli_data  # noqa: F401 - registers the catalog/users/segment
 from segport.app import open_stores
 from segport.cli_common import State, cli, fail, handled, jobs_cli, project_cli, settings, token_cli, with_stores
 from segport.client.cli import register
-from segport.roles import inline
-from segport.roles.parts import open_results
 from segport.settings import Settings
 
 __all__ = ["cli", "main", "run_server"]
@@ -115,6 +113,7 @@ def run_server(s: Settings) -> None:
     from segport.http.admin import sweep_uploads
     from segport.processes import Supervisor
     from segport.remote import remove_server_file, write_server_file
+    from segport.roles.parts import open_results
 
     sock = _listen(s)  # bind first: a busy port is a one-line error before anything is opened
     from segport.http.protocol import raise_descriptor_limit
@@ -219,6 +218,7 @@ def demo(
 ) -> None:
     """Build a demo data dir (project WlGk4Daj, segment seg_51activity), print a token and curl lines, serve."""
     from segport.demo import build_demo, curl_examples
+    from segport.roles import inline
 
     s = settings(host=host, port=port)
     if State.data_dir is None:

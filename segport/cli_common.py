@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from segport.app import EngineApp, Stores, open_stores
 from segport.errors import InvalidParameter, SegportError
-from segport.roles import inline
 from segport.settings import Settings
 
 _option_type: Callable[[typer.core.TyperOption, Any], str | None] | None = getattr(
@@ -114,6 +113,8 @@ def handled(fn: F) -> F:
 
 def with_app(fn: Callable[[EngineApp], Any]) -> Any:
     """Run ``fn`` with the data dir open in this process, the engine included (the one-process form)."""
+    from segport.roles import inline  # the engine and its role: not for the commands that never open it
+
     app = inline.build(settings())
     try:
         return fn(app)
