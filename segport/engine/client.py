@@ -104,7 +104,7 @@ def _remote(op: Op) -> Callable[..., Any]:
     def method(self: RemoteEngine, *args: Any, **kwargs: Any) -> Any:
         return self.client.call(op, *args, **kwargs)
 
-    method.__name__ = method.__qualname__ = op.name
+    method.__name__, method.__qualname__ = op.name, f"RemoteEngine.{op.name}"
     method.__doc__ = op.method.__doc__
     return method
 
