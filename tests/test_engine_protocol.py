@@ -11,14 +11,18 @@ from typing import Any
 
 import pytest
 
+from segport.domain.events import EventAttribute
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import (
     ComputeResult,
+    EventImportReport,
+    EventScan,
     ImportReport,
     MembersPage,
     ProfileAccess,
     SegmentDefinition,
     Target,
+    UserEvents,
 )
 from segport.engine.client import EngineClient, RemoteEngine
 from segport.engine.protocol import HEALTH, INTERRUPT, PROCESS_OPS, PROFILE_OPS, WAKE, Health, Op
@@ -63,6 +67,15 @@ CALLS: dict[str, tuple[tuple[Any, ...], Any]] = {
     ),
     "lookup_user": (("WlGk4Daj", CATALOG, CATALOG.entries["id_$basic_userId"], "C001"), {"gio_id": "1"}),
     "tag_counts": (("WlGk4Daj", [CATALOG.entries["tag_rfm"]]), {"tag_rfm": 3}),
+    "import_events": (
+        ("WlGk4Daj", CATALOG, [EventAttribute("amount", "金额", ValueType.INT)], Path("/data/ev.csv"), "csv"),
+        EventImportReport(3, 3, 1, [EventAttribute("city", "city")], {"buy": ["amount", "city"]}, [7], 0.5),
+    ),
+    "user_events": (
+        ("WlGk4Daj", CATALOG.entries["id_$basic_userId"], "C001", 0, 10**12, 10, 0, True),
+        UserEvents(1, [{"time": 1, "event": "buy", "type": "CUSTOM", "attrs": {"amount": 3}, "std": {}}], False),
+    ),
+    "count_events": (("WlGk4Daj", 0, 10**12), EventScan(5, 8192)),
     "health": ((), Health(1234, True)),
     "wake": ((), None),
     "interrupt": (("kqQeWeGr", "cancelled"), True),

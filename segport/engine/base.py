@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from segport.domain.events import EventAttribute
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
 from segport.domain.rules import check_rule
@@ -72,6 +73,37 @@ class ImportReport:
     unmatched: dict[str, int] = field(default_factory=dict)  # ... and, for id lists, ids matching no user
 
 
+@dataclass(slots=True)
+class EventImportReport:
+    """What a load of events did: rows stored, users created for identities seen first, the attribute keys
+    met for the first time (with the type they were stored as), and each event name's attribute keys."""
+
+    rows_read: int
+    stored: int
+    users_created: int = 0
+    new_attributes: list[EventAttribute] = field(default_factory=list)
+    events: dict[str, list[str]] = field(default_factory=dict)  # event name -> attribute keys it carried
+    batches_skipped: list[int] = field(default_factory=list)  # spool batches the store already held
+    elapsed_s: float = 0.0
+
+
+@dataclass(slots=True)
+class UserEvents:
+    """One page of a user's events (``gio_id`` 0: no such user) and whether more follow within the bounds."""
+
+    gio_id: int
+    rows: list[dict[str, Any]]  # {"time": ms, "event": name, "type": ..., "attrs": {...}, "std": {...}}
+    has_next: bool
+
+
+@dataclass(slots=True)
+class EventScan:
+    """A time-bounded count, and how many stored rows the engine read to answer it."""
+
+    events: int
+    rows_read: int
+
+
 class ProfileAccess(Protocol):
     """What any process may ask of the profiles. An API process asks the engine process
     (:class:`segport.engine.client.RemoteEngine`): each method here is one operation of
@@ -120,6 +152,30 @@ class ProfileAccess(Protocol):
 
     def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:
         """Users holding a non-null value, per tag."""
+
+    def import_events(
+        self, project_id: str, catalog: Catalog, attributes: list[EventAttribute], path: Path, file_format: str
+    ) -> EventImportReport:
+        """Load an event file (:mod:`segport.domain.events`) into the project's event store: every row checked
+        first (a bad one refuses the file, naming its row), identities resolved to ``gio_id`` (an identity seen
+        for the first time becomes a new user), then the rows stored at once. Rows with a ``$batch`` column
+        whose batch the store already holds are skipped, so the loader may load a spool batch twice."""
+
+    def user_events(
+        self,
+        project_id: str,
+        identity: CatalogEntry,
+        value: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int,
+        descending: bool,
+    ) -> UserEvents:
+        """One user's events with ``start_ms <= time < end_ms``, by time (then by storage order)."""
+
+    def count_events(self, project_id: str, start_ms: int, end_ms: int) -> EventScan:
+        """The project's events with ``start_ms <= time < end_ms``, and the stored rows read to count them."""
 
     def close(self) -> None: ...
 

@@ -100,6 +100,9 @@ PROFILE_OPS: tuple[Op, ...] = (
     Op(ProfileAccess.members_page),
     Op(ProfileAccess.lookup_user),
     Op(ProfileAccess.tag_counts),
+    Op(ProfileAccess.import_events),
+    Op(ProfileAccess.user_events),
+    Op(ProfileAccess.count_events),
 )
 
 # What the engine process answers about itself: quick, so a caller never waits long for them.

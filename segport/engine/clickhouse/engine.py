@@ -13,16 +13,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
+from segport.domain.events import EventAttribute
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, quote_ident
 from segport.domain.rules import compile_rule
-from segport.engine.base import ComputeResult, ExportOutput, ImportReport, MembersPage, SegmentDefinition, Target
-from segport.engine.clickhouse import importer, writer
+from segport.engine.base import (
+    ComputeResult,
+    EventImportReport,
+    EventScan,
+    ExportOutput,
+    ImportReport,
+    MembersPage,
+    SegmentDefinition,
+    Target,
+    UserEvents,
+)
+from segport.engine.clickhouse import events, importer, writer
 from segport.engine.clickhouse import snapshots as snaps
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
@@ -367,6 +379,32 @@ class ClickHouseEngine:
         counts = ", ".join(f"countIf({present(t)})" for t in tags)
         row = self.client().query(f"SELECT {counts} FROM {self.table(snap.users)} AS u").result_rows[0]
         return {t.key: int(n) for t, n in zip(tags, row, strict=True)}
+
+    # --- events ------------------------------------------------------------------------------------
+    def import_events(
+        self, project_id: str, catalog: Catalog, attributes: list[EventAttribute], path: Path, file_format: str
+    ) -> EventImportReport:
+        with self._writer:
+            self._align(self.client(), project_id, catalog, prune=False)
+            return events.import_events(
+                self, project_id, catalog, attributes, path, file_format, int(time.time() * 1000)
+            )
+
+    def user_events(
+        self,
+        project_id: str,
+        identity: CatalogEntry,
+        value: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int,
+        descending: bool,
+    ) -> UserEvents:
+        return events.user_events(self, project_id, identity, value, start_ms, end_ms, limit, offset, descending)
+
+    def count_events(self, project_id: str, start_ms: int, end_ms: int) -> EventScan:
+        return events.count_events(self, project_id, start_ms, end_ms)
 
     # --- export ------------------------------------------------------------------------------------
     def export(

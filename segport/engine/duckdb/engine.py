@@ -9,6 +9,7 @@ memberships is one DuckDB transaction, so an export â€” one ``COPY`` statement â
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +17,23 @@ from typing import Any
 
 import duckdb
 
+from segport.domain.events import EventAttribute
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
 from segport.domain.rules import compile_rule
-from segport.engine.base import ComputeResult, ExportOutput, ImportReport, MembersPage, SegmentDefinition, Target
-from segport.engine.duckdb import importer, pages, schema, writer
+from segport.engine.base import (
+    ComputeResult,
+    EventImportReport,
+    EventScan,
+    ExportOutput,
+    ImportReport,
+    MembersPage,
+    SegmentDefinition,
+    Target,
+    UserEvents,
+)
+from segport.engine.duckdb import event_reads, importer, pages, schema, writer
+from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
     _copy_options,
     _ids_query,
@@ -38,6 +51,7 @@ from segport.errors import (
     ComputeFailed,
     EngineBusy,
     ExportFailed,
+    ImportRejected,
     SchemaChangeFailed,
     StorageFull,
 )
@@ -283,6 +297,68 @@ class DuckDBEngine:
             row = cur.execute(pages.tag_counts_sql(users_table(project_id), tags)).fetchone()
         return {t.key: int(n) for t, n in zip(tags, row or [0] * len(tags), strict=True)}
 
+    # --- events ------------------------------------------------------------------------------------
+    def import_events(
+        self, project_id: str, catalog: Catalog, attributes: list[EventAttribute], path: Path, file_format: str
+    ) -> EventImportReport:
+        """Check and stage the file, resolve identities (new users for identities seen first), store the rows
+        in time order and record the spool batches they came from: one transaction."""
+        started = time.perf_counter()
+        try:
+            with self._transaction(roomy=True) as cur:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
+                cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
+                declared = ev.declared_types(attributes, ev.store_columns(cur, project_id))
+                staged = ev.stage(cur, catalog, declared, path, file_format or None, project_id, _now_ms())
+                ev.ensure_store(cur, project_id, staged.columns)
+                skipped = ev.skip_loaded_batches(cur, project_id)
+                added = ev.resolve_identities(cur, catalog, staged, users_table(project_id), project_id)
+                names, select = ev.final_rows(staged)
+                stored = cur.execute(
+                    f"INSERT INTO {ev.events_table(project_id)} ({', '.join(ev.q(n) for n in names)}) {select}"
+                ).fetchone()
+                cur.execute(
+                    'INSERT INTO segport_event_batches SELECT DISTINCT ?, "$batch" FROM ev_stage '
+                    'WHERE "$batch" IS NOT NULL',
+                    [project_id],
+                )
+                events = ev.event_names(cur, staged)
+                for table in ("ev_stage", "ev_map"):
+                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+                if added:
+                    _bump(cur, project_id)
+        except duckdb.Error as exc:
+            raise ImportRejected(f"the events of {path.name} could not be stored: {engine_words(exc)}") from exc
+        return EventImportReport(
+            staged.rows,
+            int(stored[0]) if stored else 0,
+            added,
+            staged.new_attributes,
+            events,
+            skipped,
+            time.perf_counter() - started,
+        )
+
+    def user_events(
+        self,
+        project_id: str,
+        identity: CatalogEntry,
+        value: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int,
+        descending: bool,
+    ) -> UserEvents:
+        with self._cursor() as cur:
+            return event_reads.user_events(
+                cur, project_id, identity, value, start_ms, end_ms, limit, offset, descending
+            )
+
+    def count_events(self, project_id: str, start_ms: int, end_ms: int) -> EventScan:
+        with self._cursor() as cur:
+            return event_reads.count_events(cur, project_id, start_ms, end_ms)
+
     # --- export ------------------------------------------------------------------------------------
     def export(
         self,
@@ -327,6 +403,10 @@ class DuckDBEngine:
             raise ExportFailed(f"writing the result failed: {engine_words(exc)}") from exc
         except duckdb.Error as exc:
             raise ExportFailed(f"the export query failed: {engine_words(exc)}") from exc
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _version(cur: duckdb.DuckDBPyConnection, project_id: str) -> int:

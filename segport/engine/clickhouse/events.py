@@ -1,0 +1,262 @@
+"""Events in ClickHouse: ``events_<project>``, a MergeTree partitioned by month and ordered by time, so a scan
+bounded by ``$time`` reads only the parts (and the granules within them) of that time.
+
+A file is read, checked and staged exactly as the DuckDB engine does it (:mod:`segport.engine.duckdb.events`),
+in a scratch DuckDB file; identities are resolved against the project's current users table here, and the
+rows go to ClickHouse as one Parquet file in one ``INSERT``. Identities seen for the first time become users:
+their ``gio_id`` range is reserved first (a snapshot with ``next_gio_id`` moved on and ``data_version`` + 1,
+pointing at the same users table), then the new users are appended to that table. They hold only an
+identity, so no export target (a segment's snapshot, the users holding a tag) changes; a crash after the
+reservation leaves a gap in the numbers, never a number given twice. ClickHouse has no transaction across the
+users and the events: if the final ``INSERT`` fails, the new users stay (holding only their identity).
+Spool batches already stored (their ``$batch`` in the table) are skipped.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from segport.domain.events import BATCH_COLUMN, EventAttribute
+from segport.domain.keys import Catalog, CatalogEntry
+from segport.engine.base import EventImportReport, EventScan, UserEvents
+from segport.engine.clickhouse import snapshots as snaps
+from segport.engine.clickhouse.importer import _scratch_duckdb
+from segport.engine.clickhouse.sql import ch_ident, ch_string
+from segport.engine.duckdb import events as ev
+from segport.engine.duckdb.event_reads import MAX_MS, shape
+from segport.engine.duckdb.sql import sql_string
+from segport.errors import ImportRejected
+
+_CH = {"VARCHAR": "String", "BIGINT": "Int64", "DOUBLE": "Float64", "DATE": "Date32"}
+_DUCK = {f"Nullable({v})": k for k, v in _CH.items()}
+
+
+def events_table(engine: Any, project_id: str) -> str:
+    return engine.table(f"events_{project_id}")
+
+
+def store_columns(engine: Any, project_id: str) -> dict[str, str]:
+    """The event table's columns as DuckDB types (as :func:`segport.engine.duckdb.events.store_columns`)."""
+    have = snaps.columns(engine.client(), engine.db_name, f"events_{project_id}")
+    return {name: _DUCK.get(kind, kind) for name, kind in have.items()}
+
+
+def _ensure_store(engine: Any, project_id: str, columns: dict[str, str]) -> None:
+    client, table = engine.client(), events_table(engine, project_id)
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {table} (gio_id Int64, `$time` DateTime64(3, 'UTC'), `$event` String, "
+        f"`$type` String, `{BATCH_COLUMN}` Nullable(Int64)) ENGINE = MergeTree "
+        "PARTITION BY toYYYYMM(`$time`) ORDER BY (`$time`, gio_id)"
+    )
+    have = store_columns(engine, project_id)
+    for name, sql in columns.items():
+        if name not in have:
+            client.command(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {ch_ident(name)} Nullable({_CH[sql]})")
+
+
+def _fetch(engine: Any, con: duckdb.DuckDBPyConnection, folder: Path, query: str, into: str) -> None:
+    """Run ``query`` in ClickHouse and insert its rows into the scratch table ``into`` (through Parquet)."""
+    data = engine.client().raw_query(query, fmt="Parquet")
+    if not data:
+        return
+    part = folder / "fetched.parquet"
+    part.write_bytes(data)
+    con.execute(f"INSERT INTO {into} SELECT * FROM read_parquet({sql_string(str(part))})")
+
+
+def _send(engine: Any, table: str, columns: list[str], path: Path) -> None:
+    with open(path, "rb") as f:
+        engine.client().raw_insert(table, columns, f, fmt="Parquet", settings={"input_format_null_as_default": 1})
+
+
+def import_events(
+    engine: Any,
+    project_id: str,
+    catalog: Catalog,
+    attributes: list[EventAttribute],
+    path: Path,
+    file_format: str,
+    now_ms: int,
+) -> EventImportReport:
+    started = time.perf_counter()
+    snap = engine.current(project_id)
+    client = engine.client()
+    with _scratch_duckdb(engine) as (con, folder):
+        declared = ev.declared_types(attributes, store_columns(engine, project_id))
+        staged = ev.stage(con, catalog, declared, path, file_format or None, project_id, now_ms)
+        _ensure_store(engine, project_id, staged.columns)
+        table = events_table(engine, project_id)
+        batches = [
+            int(r[0])
+            for r in con.execute(
+                f'SELECT DISTINCT "{BATCH_COLUMN}" FROM ev_stage WHERE "{BATCH_COLUMN}" IS NOT NULL'
+            ).fetchall()
+        ]
+        skipped: list[int] = []
+        if batches:
+            skipped = sorted(
+                int(r[0])
+                for r in client.query(
+                    f"SELECT DISTINCT `{BATCH_COLUMN}` FROM {table} WHERE `{BATCH_COLUMN}` IN {{b:Array(Int64)}}",
+                    parameters={"b": batches},
+                ).result_rows
+            )
+            if skipped:
+                con.execute(f'DELETE FROM ev_stage WHERE "{BATCH_COLUMN}" IN (SELECT unnest(?::BIGINT[]))', [skipped])
+        users = engine.table(snap.users)
+        gios = [int(r[0]) for r in con.execute("SELECT DISTINCT _gio FROM ev_stage WHERE _gio IS NOT NULL").fetchall()]
+        if gios:
+            known = {
+                int(r[0])
+                for r in client.query(
+                    f"SELECT gio_id FROM {users} WHERE gio_id IN {{g:Array(Int64)}}", parameters={"g": gios}
+                ).result_rows
+            }
+            bad = con.execute(
+                "SELECT _row, _gio FROM ev_stage WHERE _gio IS NOT NULL AND NOT list_contains(?::BIGINT[], _gio) "
+                "ORDER BY _row LIMIT 1",
+                [sorted(known)],
+            ).fetchone()
+            if bad is not None:
+                raise ImportRejected(f"row {bad[0]}: gio_id {bad[1]} is not a user of project {project_id}")
+        con.execute("CREATE TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
+        added = 0
+        if staged.identities:
+            ids = folder / "ids.parquet"
+            con.execute(
+                "COPY (SELECT DISTINCT _idcol, _idval FROM ev_stage WHERE _idcol IS NOT NULL) "
+                f"TO {sql_string(str(ids))} (FORMAT PARQUET)"
+            )
+            probe = engine.table(f"ei_{project_id}_{snap.seq}")
+            client.command(f"DROP TABLE IF EXISTS {probe}")
+            client.command(f"CREATE TABLE {probe} (_idcol String, _idval String) ENGINE = MergeTree ORDER BY _idval")
+            try:
+                _send(engine, probe, ["_idcol", "_idval"], ids)
+                for col in staged.identities:
+                    entry = catalog.get(col)
+                    assert entry is not None
+                    value = f"arrayJoin({ch_ident(col)})" if entry.multi else ch_ident(col)
+                    _fetch(
+                        engine,
+                        con,
+                        folder,
+                        f"SELECT i._idcol, i._idval, toInt64(min(u.gio_id)) FROM {probe} AS i INNER JOIN "
+                        f"(SELECT gio_id, {value} AS v FROM {users}) AS u ON u.v = i._idval "
+                        f"WHERE i._idcol = {ch_string(col)} GROUP BY i._idcol, i._idval",
+                        "ev_map",
+                    )
+            finally:
+                client.command(f"DROP TABLE IF EXISTS {probe}")
+            added = _add_users(engine, con, folder, catalog, staged, snap, users)
+        names, select = ev.final_rows(staged)
+        rows = folder / "events.parquet"
+        con.execute(f"COPY ({select}) TO {sql_string(str(rows))} (FORMAT PARQUET)")
+        stored = int(con.execute(f"SELECT count(*) FROM read_parquet({sql_string(str(rows))})").fetchone()[0])  # type: ignore[index]
+        if stored:
+            _send(engine, table, names, rows)
+        events = ev.event_names(con, staged)
+    return EventImportReport(
+        staged.rows, stored, added, staged.new_attributes, events, skipped, time.perf_counter() - started
+    )
+
+
+def _add_users(
+    engine: Any,
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    catalog: Catalog,
+    staged: ev.Staged,
+    snap: snaps.Snapshot,
+    users: str,
+) -> int:
+    """New users for the identities no user holds: their numbers reserved by a published snapshot first, then
+    appended to the current users table."""
+    con.execute(
+        f"CREATE TABLE ev_new AS SELECT _idcol, _idval, {snap.next_gio_id - 1} + row_number() OVER (ORDER BY "
+        "min(_row)) AS gio_id FROM ev_stage s WHERE _idcol IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ev_map m "
+        "WHERE m._idcol = s._idcol AND m._idval = s._idval) GROUP BY _idcol, _idval"
+    )
+    added = int(con.execute("SELECT count(*) FROM ev_new").fetchone()[0])  # type: ignore[index]
+    if not added:
+        return 0
+    engine.publish(snap.next(data_version=snap.data_version + 1, next_gio_id=snap.next_gio_id + added))
+    for col in staged.identities:
+        entry: CatalogEntry | None = catalog.get(col)
+        assert entry is not None
+        value = "[_idval]" if entry.multi else "_idval"
+        part = Path(tempfile.mkstemp(suffix=".parquet", dir=folder)[1])
+        con.execute(
+            f"COPY (SELECT gio_id, {value} AS {ev.q(col)} FROM ev_new WHERE _idcol = {sql_string(col)} ORDER BY gio_id) "
+            f"TO {sql_string(str(part))} (FORMAT PARQUET)"
+        )
+        _send(engine, users, ["gio_id", col], part)
+    con.execute("INSERT INTO ev_map SELECT * FROM ev_new")
+    return added
+
+
+def user_events(
+    engine: Any,
+    project_id: str,
+    identity: CatalogEntry,
+    value: str,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+    offset: int,
+    descending: bool,
+) -> UserEvents:
+    snap = snaps.read_current(engine.client(), engine.db, project_id)
+    if snap is None:
+        return UserEvents(0, [], False)
+    col = f"u.{ch_ident(identity.key)}"
+    test = f"has({col}, {{v:String}})" if identity.multi else f"{col} = {{v:String}}"
+    client = engine.client()
+    try:
+        found = client.query(
+            f"SELECT u.gio_id FROM {engine.table(snap.users)} AS u WHERE {test} ORDER BY u.gio_id LIMIT 1",
+            parameters={"v": value},
+        ).result_rows
+    except Exception:  # no such column yet: no such user
+        found = []
+    gio_id = int(found[0][0]) if found else 0
+    have = store_columns(engine, project_id)
+    if not gio_id or not have:
+        return UserEvents(gio_id, [], False)
+    extra = [c for c in have if c not in ev.FIXED]
+    shown = [f"toString({ch_ident(c)})" if have[c] == "DATE" else ch_ident(c) for c in extra]
+    way = "DESC" if descending else "ASC"
+    rows = client.query(
+        f"SELECT toInt64(toUnixTimestamp64Milli(`$time`)), `$event`, `$type`{''.join(', ' + s for s in shown)} "
+        f"FROM {events_table(engine, project_id)} WHERE gio_id = {{g:Int64}} AND `$time` >= "
+        f"fromUnixTimestamp64Milli({{s:Int64}}, 'UTC') AND `$time` < fromUnixTimestamp64Milli({{e:Int64}}, 'UTC') "
+        f"ORDER BY `$time` {way}, `$event` {way}, _part {way}, _part_offset {way} LIMIT {{n:UInt64}} OFFSET {{o:UInt64}}",
+        parameters={"g": gio_id, "s": _clamp(start_ms), "e": _clamp(end_ms), "n": limit + 1, "o": offset},
+    ).result_rows
+    return UserEvents(gio_id, [shape(tuple(r), extra) for r in rows[:limit]], len(rows) > limit)
+
+
+def _clamp(ms: int) -> int:
+    return max(0, min(ms, MAX_MS))
+
+
+def count_events(engine: Any, project_id: str, start_ms: int, end_ms: int) -> EventScan:
+    if not store_columns(engine, project_id):
+        return EventScan(0, 0)
+    where = (
+        f"FROM {events_table(engine, project_id)} WHERE `$time` >= fromUnixTimestamp64Milli({{s:Int64}}, 'UTC') "
+        "AND `$time` < fromUnixTimestamp64Milli({e:Int64}, 'UTC')"
+    )
+    bounds = {"s": _clamp(start_ms), "e": _clamp(end_ms)}
+    client = engine.client()
+    count = client.query(f"SELECT count() {where}", parameters=bounds).result_rows[0][0]
+    # the rows ClickHouse's plan reads after pruning partitions and primary-key granules
+    plan = client.query(f"EXPLAIN ESTIMATE SELECT count() {where}", parameters=bounds, settings=_NO_SHORTCUT)
+    return EventScan(int(count), sum(int(r[3]) for r in plan.result_rows))
+
+
+_NO_SHORTCUT = {"optimize_trivial_count_query": 0, "force_primary_key": 1}

@@ -1,0 +1,379 @@
+"""Event files into rows: read and check an event file in DuckDB and stage its rows (used by both engines: the
+DuckDB engine stages in its own transaction, the ClickHouse engine in a scratch DuckDB file), then resolve the
+identities and store the rows in DuckDB's event store.
+
+The event store is one table per project, ``events_<project>``: ``gio_id``, ``$time`` (``TIMESTAMP``, UTC),
+``$event``, ``$type``, ``$batch`` (the spool batch a row came from; null for files), one text column per
+standard field (``$path`` …) and one typed column per attribute key. Each load is inserted in time order, so the
+zone maps DuckDB keeps per row group (min/max of every column, 122,880 rows a group) let a scan bounded by
+``$time`` skip the row groups outside its bounds. ``segport_event_batches`` holds the spool batches stored, in
+the same transaction as their rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from segport.domain.events import (
+    ATTRIBUTE_KEY_RE,
+    BATCH_COLUMN,
+    DEFAULT_TYPE,
+    DEVICE_ID,
+    DEVICE_IDENTITY,
+    EVENT_COLUMN,
+    EVENT_NAME_RE,
+    GIO_ID_COLUMN,
+    LOGIN_IDENTITY,
+    MIN_TIME_MS,
+    RESERVED_COLUMNS,
+    STANDARD_RE,
+    TIME_COLUMN,
+    TYPE_COLUMN,
+    USER_ID,
+    USER_KEY,
+    EventAttribute,
+)
+from segport.domain.formats import detect_format
+from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
+from segport.engine.duckdb.import_columns import (
+    _FLOAT_TYPES,
+    _INT_TYPES,
+    CONTROL_RE,
+    _first_line,
+    _scalar_plan,
+    _text,
+    quote_ident_any,
+    reader,
+)
+from segport.engine.duckdb.sql import sql_string
+from segport.errors import ImportRejected
+
+FUTURE_SKEW_MS = 24 * 3600 * 1000  # a time further ahead of the engine's clock is refused
+_ISO_RE = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?\s*(Z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$"
+_MS_RE = r"^\s*[0-9]{1,15}\s*$"
+FIXED = ("gio_id", "$time", "$event", "$type", BATCH_COLUMN)
+
+
+def events_table(project_id: str) -> str:
+    return f'"events_{project_id}"'
+
+
+def q(name: str) -> str:
+    return quote_ident_any(name)
+
+
+@dataclass(slots=True)
+class Staged:
+    """The checked rows of one file, in the temp table ``ev_stage``: ``_row``, ``_idcol`` / ``_idval`` (the
+    identity column key and its value), ``_gio`` (a ``gio_id`` given in the file), the fixed columns and one
+    column per standard field and attribute, with its SQL type."""
+
+    rows: int
+    columns: dict[str, str]  # standard fields and attributes: name -> DuckDB type
+    new_attributes: list[EventAttribute] = field(default_factory=list)
+    identities: list[str] = field(default_factory=list)  # identity column keys the rows resolve on
+
+
+def _label(fmt: str) -> str:
+    return {"csv": "line {n} (row {r})", "jsonl": "line {n}", "parquet": "row {r}"}[fmt]
+
+
+def stage(
+    cur: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    declared: dict[str, ValueType],
+    path: Path,
+    file_format: str | None,
+    project_id: str,
+    now_ms: int,
+) -> Staged:
+    """Check every row of the file and stage them in ``ev_stage``; the first bad row refuses the file with a
+    message naming its line (CSV: the header is line 1; JSON Lines: line N is the Nth record) or row."""
+    if not path.is_file():
+        raise ImportRejected(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise ImportRejected(f"{path.name} is empty: it needs at least a header (CSV) or one record")
+    fmt = detect_format(path, file_format)
+    src = reader(path, fmt)
+    try:
+        described = cur.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
+    except duckdb.Error as exc:
+        raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
+    numbered = fmt == "parquet"
+    cols = {str(r[0]): str(r[1]) for r in described if not (numbered and r[0] == "file_row_number")}
+    for need in (EVENT_COLUMN, TIME_COLUMN):
+        if need not in cols:
+            raise ImportRejected(f"{path.name} has no column {need!r}: every event needs a name and a time")
+    if not any(c in cols for c in (USER_ID, DEVICE_ID, GIO_ID_COLUMN)):
+        raise ImportRejected(f"{path.name} has none of the identity columns userId, deviceId, gio_id")
+
+    def text(name: str) -> str:
+        if name not in cols:
+            return "NULL::VARCHAR"
+        expr, _ = _text(f"r.{q(name)}", cols[name])
+        return f"NULLIF(trim({expr}), '')"
+
+    event, user_id, user_key, device_id = text(EVENT_COLUMN), text(USER_ID), text(USER_KEY), text(DEVICE_ID)
+    time_ms = _time_ms(f"r.{q(TIME_COLUMN)}", cols[TIME_COLUMN])
+    gio = f"TRY_CAST({text(GIO_ID_COLUMN)} AS BIGINT)" if GIO_ID_COLUMN in cols else "NULL::BIGINT"
+    known = {e.identity for e in catalog.of_kind(KeyKind.IDENTITY)}
+    idents = "[" + ", ".join(sql_string(i) for i in sorted(known)) + "]::VARCHAR[]"
+    idcol = (
+        f"CASE WHEN {user_id} IS NOT NULL THEN coalesce({user_key}, {sql_string(LOGIN_IDENTITY)}) "
+        f"WHEN {device_id} IS NOT NULL THEN {sql_string(DEVICE_IDENTITY)} END"
+    )
+    problems = [
+        (f"{event} IS NULL", "'event is empty'"),
+        (
+            f"NOT regexp_full_match({event}, {sql_string(EVENT_NAME_RE.pattern)})",
+            f"'event name ' || {_shown(event)} || ' is not valid (letters, digits, _ and $, not starting with a digit, "
+            "at most 100 characters)'",
+        ),
+        (
+            f"{time_ms} IS NULL",
+            f"'time ' || {_shown(_raw_text(TIME_COLUMN, cols))} || ' is not ISO 8601 with an offset "
+            "(2026-05-01T10:00:00+08:00) or milliseconds since the epoch'",
+        ),
+        (f"{time_ms} < {MIN_TIME_MS}", "'time is before 2000-01-01'"),
+        (f"{time_ms} > {now_ms + FUTURE_SKEW_MS}", "'time is more than 24 hours in the future'"),
+        (
+            f"{user_id} IS NULL AND {device_id} IS NULL AND {text(GIO_ID_COLUMN)} IS NOT NULL AND {gio} IS NULL",
+            f"'gio_id ' || {_shown(text(GIO_ID_COLUMN))} || ' is not a number'",
+        ),
+        (
+            f"{user_id} IS NULL AND {device_id} IS NULL AND {gio} IS NULL",
+            "'no identity: userId, deviceId or gio_id is needed'",
+        ),
+        (f"{user_key} IS NOT NULL AND {user_id} IS NULL", "'userKey without userId'"),
+        (
+            f"{idcol} IS NOT NULL AND NOT list_contains({idents}, {idcol})",
+            f"'identity ' || {_shown(idcol)} || ' is not an identity in the catalogue of project {project_id} "
+            "(add it with segport catalog add)'",
+        ),
+        (
+            f"regexp_matches(concat({event}, {user_id}, {user_key}, {device_id}), '{CONTROL_RE}')",
+            "'event, userId, userKey or deviceId holds a control character'",
+        ),
+    ]
+    select = {
+        "_idcol": f"CASE WHEN {idcol} IS NOT NULL THEN 'id_' || {idcol} END",
+        "_idval": f"coalesce({user_id}, {device_id})",
+        "_gio": f"CASE WHEN {user_id} IS NULL AND {device_id} IS NULL THEN {gio} END",
+        "$time": f"epoch_ms(({time_ms})::BIGINT)",
+        "$event": event,
+        "$type": f"coalesce({text(TYPE_COLUMN)}, '{DEFAULT_TYPE}')" if TYPE_COLUMN in cols else f"'{DEFAULT_TYPE}'",
+        BATCH_COLUMN: f"TRY_CAST({text(BATCH_COLUMN)} AS BIGINT)" if BATCH_COLUMN in cols else "NULL::BIGINT",
+    }
+    columns: dict[str, str] = {}
+    new: list[EventAttribute] = []
+    for name, dtype in cols.items():
+        if name in RESERVED_COLUMNS or name in (TYPE_COLUMN, BATCH_COLUMN):
+            continue
+        raw = f"r.{q(name)}"
+        if name.startswith("$"):
+            if not STANDARD_RE.match(name) or name in FIXED:
+                raise ImportRejected(f"column {name!r} is not a standard field ($ and letters, digits, _)")
+            expr, not_scalar = _text(raw, dtype)
+            select[name], columns[name] = expr, "VARCHAR"
+            if not_scalar:
+                problems.append((f"{raw} IS NOT NULL AND {not_scalar}", f"'{name} is not a single value'"))
+            problems.append((f"regexp_matches({expr}, '{CONTROL_RE}')", f"'{name} holds a control character'"))
+            continue
+        if not ATTRIBUTE_KEY_RE.match(name):
+            raise ImportRejected(
+                f"column {name[:40]!r} is not a valid event attribute key (letters, digits and _, not starting with "
+                "a digit, at most 100 characters)"
+            )
+        vtype = declared.get(name)
+        if vtype is None:
+            vtype = _inferred(dtype)
+            new.append(EventAttribute(name, name, vtype))
+        value, bad = _scalar_plan(raw, dtype, CatalogEntry(name, KeyKind.PROPERTY, name, vtype))
+        select[name], columns[name] = value, vtype.sql
+        if bad:
+            problems.append(
+                (bad, f"'attribute {name}: value ' || {_shown(f'CAST({raw} AS VARCHAR)')} || ' is not a valid {vtype}'")
+            )
+        if vtype is ValueType.STRING:
+            problems.append(
+                (f"regexp_matches({value}, '{CONTROL_RE}')", f"'attribute {name} holds a control character'")
+            )
+    label = _label(fmt).replace("{n}", "' || (_row + 1) || '" if fmt == "csv" else "' || _row || '")
+    label = label.replace("{r}", "' || _row || '")
+    problem = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in problems) + " END"
+    rowno = "(r.file_row_number + 1)" if numbered else "row_number() OVER ()"
+    try:
+        bad_row = cur.execute(
+            f"SELECT '{label}: ' || _problem FROM (SELECT {rowno} AS _row, {problem} AS _problem FROM {src} r) "
+            "WHERE _problem IS NOT NULL ORDER BY _row LIMIT 1"
+        ).fetchone()
+        if bad_row is not None:
+            raise ImportRejected(f"{path.name}: {bad_row[0]}")
+        body = ", ".join(f"{expr} AS {q(name)}" for name, expr in select.items())
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE ev_stage AS SELECT {rowno} AS _row, {body} FROM {src} r")
+    except duckdb.Error as exc:
+        raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
+    rows = int(cur.execute("SELECT count(*) FROM ev_stage").fetchone()[0])  # type: ignore[index]
+    identities = [r[0] for r in cur.execute("SELECT DISTINCT _idcol FROM ev_stage WHERE _idcol IS NOT NULL").fetchall()]
+    return Staged(rows, columns, new, sorted(identities))
+
+
+def _raw_text(name: str, cols: dict[str, str]) -> str:
+    expr, _ = _text(f"r.{q(name)}", cols[name])
+    return expr
+
+
+def _shown(expr: str) -> str:
+    """A value in a message: quoted, cut at 40 characters, 'null' when missing."""
+    return f"coalesce('''' || left({expr}, 40) || '''', 'null')"
+
+
+def _time_ms(raw: str, dtype: str) -> str:
+    """Milliseconds since the epoch of a ``time`` value (NULL when it is not one)."""
+    if dtype in _INT_TYPES:
+        return f"CAST({raw} AS BIGINT)"
+    if dtype == "TIMESTAMP WITH TIME ZONE":
+        return f"epoch_ms({raw})"
+    if dtype.startswith("TIMESTAMP"):  # a Parquet timestamp without a zone is read as UTC
+        return f"epoch_ms(CAST({raw} AS TIMESTAMP))"
+    text, _ = _text(raw, dtype)
+    return (
+        f"(CASE WHEN regexp_full_match({text}, '{_MS_RE}') THEN TRY_CAST(trim({text}) AS BIGINT) "
+        f"WHEN regexp_full_match({text}, '{_ISO_RE}') THEN epoch_ms(TRY_CAST(trim({text}) AS TIMESTAMPTZ)) END)"
+    )
+
+
+def _inferred(dtype: str) -> ValueType:
+    """The type an attribute met for the first time is stored as: numbers and dates the file types as such
+    (Parquet, JSON) keep their type; everything else, and every CSV column, is a string."""
+    if dtype in _INT_TYPES:
+        return ValueType.INT
+    if dtype in _FLOAT_TYPES or dtype.startswith("DECIMAL"):
+        return ValueType.DOUBLE
+    if dtype == "DATE":
+        return ValueType.DATE
+    return ValueType.STRING
+
+
+def event_names(cur: duckdb.DuckDBPyConnection, staged: Staged) -> dict[str, list[str]]:
+    """Each staged event name and the attribute keys its rows carry."""
+    attrs = [c for c in staged.columns if not c.startswith("$")]
+    counts = ", ".join(f"count({q(a)})" for a in attrs)
+    rows = cur.execute(
+        f'SELECT "$event"{", " + counts if counts else ""} FROM ev_stage GROUP BY 1 ORDER BY 1'
+    ).fetchall()
+    return {r[0]: [a for a, n in zip(attrs, r[1:], strict=True) if n] for r in rows}
+
+
+def store_columns(cur: duckdb.DuckDBPyConnection, project_id: str) -> dict[str, str]:
+    """The event table's columns and their DuckDB types (empty when the project has none yet)."""
+    rows = cur.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'",
+        [f"events_{project_id}"],
+    ).fetchall()
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def declared_types(attributes: list[EventAttribute], have: dict[str, str]) -> dict[str, ValueType]:
+    """The type each attribute is stored as: the store's column where there is one, else the catalogue's."""
+    by_sql = {t.sql: t for t in ValueType}
+    out = {a.key: a.type for a in attributes}
+    for name, sql in have.items():
+        if name not in FIXED and not name.startswith("$") and sql in by_sql:
+            out[name] = by_sql[sql]
+    return out
+
+
+def ensure_store(cur: duckdb.DuckDBPyConnection, project_id: str, columns: dict[str, str]) -> None:
+    """The project's event table, with a column for each of ``columns`` it lacks."""
+    table = events_table(project_id)
+    cur.execute(
+        f'CREATE TABLE IF NOT EXISTS {table} (gio_id BIGINT NOT NULL, "$time" TIMESTAMP NOT NULL, '
+        f'"$event" VARCHAR NOT NULL, "$type" VARCHAR NOT NULL, "{BATCH_COLUMN}" BIGINT)'
+    )
+    cur.execute(
+        "CREATE TABLE IF NOT EXISTS segport_event_batches (project VARCHAR NOT NULL, batch BIGINT NOT NULL, "
+        "PRIMARY KEY (project, batch))"
+    )
+    have = store_columns(cur, project_id)
+    for name, sql in columns.items():
+        if name not in have:
+            cur.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {sql}")
+
+
+def skip_loaded_batches(cur: duckdb.DuckDBPyConnection, project_id: str) -> list[int]:
+    """Drop the staged rows of spool batches the store already holds; returns those batches."""
+    done = [
+        int(r[0])
+        for r in cur.execute(
+            f'SELECT DISTINCT s."{BATCH_COLUMN}" FROM ev_stage s JOIN segport_event_batches b '
+            f'ON b.project = ? AND b.batch = s."{BATCH_COLUMN}" ORDER BY 1',
+            [project_id],
+        ).fetchall()
+    ]
+    if done:
+        cur.execute(f'DELETE FROM ev_stage WHERE "{BATCH_COLUMN}" IN (SELECT unnest(?::BIGINT[]))', [done])
+    return done
+
+
+def resolve_identities(
+    cur: duckdb.DuckDBPyConnection, catalog: Catalog, staged: Staged, users: str, project_id: str
+) -> int:
+    """Map every staged identity to a ``gio_id`` in ``ev_map(_idcol, _idval, gio_id)``, adding a user for each
+    identity value no user holds yet, numbered in the order of their first rows. Returns the users added."""
+    bad = cur.execute(
+        f"SELECT s._row, s._gio FROM ev_stage s WHERE s._gio IS NOT NULL AND s._gio NOT IN (SELECT gio_id FROM {users}) "
+        "ORDER BY s._row LIMIT 1"
+    ).fetchone()
+    if bad is not None:
+        raise ImportRejected(f"row {bad[0]}: gio_id {bad[1]} is not a user of project {project_id}")
+    cur.execute("CREATE OR REPLACE TEMP TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
+    for col in staged.identities:
+        entry = catalog.get(col)
+        assert entry is not None  # the rows were checked against the catalogue
+        c = q(col)
+        held = (
+            f"(SELECT gio_id, unnest({c}) AS v FROM {users})"
+            if entry.multi
+            else f"(SELECT gio_id, {c} AS v FROM {users})"
+        )
+        cur.execute(
+            f"INSERT INTO ev_map SELECT ?, i._idval, min(u.gio_id) FROM (SELECT DISTINCT _idval FROM ev_stage "
+            f"WHERE _idcol = ?) i JOIN {held} u ON u.v = i._idval GROUP BY i._idval",
+            [col, col],
+        )
+    nxt = int(cur.execute("SELECT next_gio_id FROM segport_state WHERE project = ?", [project_id]).fetchone()[0])  # type: ignore[index]
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE ev_new AS SELECT _idcol, _idval, {nxt - 1} + row_number() OVER (ORDER BY "
+        "min(_row)) AS gio_id FROM ev_stage s WHERE _idcol IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ev_map m "
+        "WHERE m._idcol = s._idcol AND m._idval = s._idval) GROUP BY _idcol, _idval"
+    )
+    added = int(cur.execute("SELECT count(*) FROM ev_new").fetchone()[0])  # type: ignore[index]
+    if added:
+        for col in staged.identities:
+            entry = catalog.get(col)
+            assert entry is not None
+            value = "[_idval]" if entry.multi else "_idval"
+            cur.execute(
+                f"INSERT INTO {users} (gio_id, {q(col)}) SELECT gio_id, {value} FROM ev_new WHERE _idcol = ? "
+                "ORDER BY gio_id",
+                [col],
+            )
+        cur.execute("INSERT INTO ev_map SELECT * FROM ev_new")
+        cur.execute("UPDATE segport_state SET next_gio_id = next_gio_id + ? WHERE project = ?", [added, project_id])
+    cur.execute("DROP TABLE ev_new")
+    return added
+
+
+def final_rows(staged: Staged) -> tuple[list[str], str]:
+    """(the event table's columns, the SELECT of the staged rows with their ``gio_id``, in time order)."""
+    names = [*FIXED, *staged.columns]
+    values = ["coalesce(s._gio, m.gio_id) AS gio_id", *(f"s.{q(n)}" for n in names[1:])]
+    sql = (
+        f"SELECT {', '.join(values)} FROM ev_stage s LEFT JOIN ev_map m ON m._idcol = s._idcol AND m._idval = s._idval "
+        'ORDER BY s."$time", s._row'
+    )
+    return names, sql
