@@ -160,6 +160,10 @@ class TokenNotFound(NotFound):
     code = "TOKEN_NOT_FOUND"
 
 
+class DataSourceNotFound(NotFound):
+    code = "DATA_SOURCE_NOT_FOUND"
+
+
 class JobExpired(SegportError):
     status = 410
     code = "JOB_EXPIRED"

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -55,6 +56,10 @@ class Project(Base):
     # the engine's data version, mirrored here by DataService so a submit never asks the engine (dedupe)
     data_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     data_version_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # what the SDKs call the product id / project key; made by the first `segport datasources add`
+    collect_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    __table_args__ = (Index("ux_projects_collect_key", "collect_key", unique=True),)
 
 
 class Token(Base):
@@ -161,6 +166,38 @@ class ConsoleSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class DataSourceRow(Base):
+    """A data source of a project: the ``dataSourceId`` an SDK sends with the project's collection key."""
+
+    __tablename__ = "datasources"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class EventBatchRow(Base):
+    """The spool: one accepted collect request (gzip of the JSON list of its normalized events), kept until
+    the engine has loaded it and the deduplication window has passed."""
+
+    __tablename__ = "event_batches"
+    # SQLite: only INTEGER PRIMARY KEY is the auto-numbered rowid (BIGINT would be a plain, NOT NULL column)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    datasource_id: Mapped[str] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    n_events: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("ux_event_batches_dedup", "project_id", "dedup_key", unique=True),
+        Index("ix_event_batches_loaded", "loaded_at", "id"),
+    )
+
+
 # What a table's rows are called in the message of a too-long value.
 _ROW_NAMES = {
     "projects": "project",
@@ -168,6 +205,7 @@ _ROW_NAMES = {
     "catalog": "catalogue entry",
     "segments": "segment",
     "jobs": "job",
+    "datasources": "data source",
 }
 
 

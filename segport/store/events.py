@@ -1,0 +1,258 @@
+"""Data sources and the event spool in the metadata store.
+
+A collect request is accepted only for a project's collection key and one of its data sources that is not
+revoked (:class:`DataSources`). An accepted batch is committed to the spool (:class:`EventSpool`) before the
+API answers 200; the engine role loads pending batches into its event store and marks them loaded. A spool row
+outlives its load by :data:`DEDUP_WINDOW` so a retried request that arrives late is still recognised.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from segport.domain.text import display_name_problem
+from segport.errors import DataSourceNotFound, InvalidParameter, ProjectNotFound
+from segport.store.db import Database
+from segport.store.models import DataSourceRow, EventBatchRow, Project, utcnow
+
+# A retried batch (same key) is stored once while its spool row exists: pending, and for this long after the
+# engine loaded it (the engine prunes with ``prune(utcnow() - DEDUP_WINDOW)``).
+DEDUP_WINDOW = timedelta(hours=24)
+GZIP_LEVEL = 1  # the payload is read once, by the loader: speed over size
+
+_PROJECTS, _SOURCES, _BATCHES = Project.__table__, DataSourceRow.__table__, EventBatchRow.__table__
+_RESOLVE = (
+    select(_PROJECTS.c.id, _SOURCES.c.id.label("source"), _SOURCES.c.revoked_at)
+    .select_from(
+        _PROJECTS.outerjoin(
+            _SOURCES, (_SOURCES.c.project_id == _PROJECTS.c.id) & (_SOURCES.c.id == bindparam("datasource_id"))
+        )
+    )
+    .where(_PROJECTS.c.collect_key == bindparam("project_key"))
+)
+_INSERT = insert(_BATCHES)
+
+
+@dataclass(frozen=True, slots=True)
+class DataSource:
+    id: str
+    project_id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a collection key and a dataSourceId name: the project, or why a request for them is refused."""
+
+    project_id: str | None
+    problem: str | None  # "key" (unknown collection key), "source" (unknown here) or "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolBatch:
+    id: int
+    project_id: str
+    events: list[dict[str, Any]]
+    datasource_id: str = ""
+    received_at: datetime | None = None
+
+
+def _database(meta: Any) -> Database:
+    """A :class:`Database` from itself or from a store that holds one (``MetaStore(db).db``)."""
+    return meta if isinstance(meta, Database) else meta.db
+
+
+def new_collect_key() -> str:
+    """16 lowercase hex digits, the shape of GrowingIO's project keys."""
+    return secrets.token_hex(8)
+
+
+def new_datasource_id() -> str:
+    """16 lowercase hex digits, the shape of GrowingIO's dataSourceIds."""
+    return secrets.token_hex(8)
+
+
+class DataSources:
+    def __init__(self, meta: Any) -> None:
+        self.db = _database(meta)
+
+    def add(self, project_id: str, name: str = "") -> tuple[str, str]:
+        """A new data source of ``project_id``: ``(collection key, dataSourceId)``. The project's collection
+        key is made on its first data source and stays the same after."""
+        if name:
+            problem = display_name_problem(name)
+            if problem:
+                raise InvalidParameter(f"data source name {name[:40]!r} is refused: {problem}")
+        with self.db.write() as s:
+            project = s.get(Project, project_id)
+            if project is None:
+                raise ProjectNotFound(f"project {project_id!r} not found")
+            if project.collect_key is None:
+                project.collect_key = new_collect_key()
+            source = DataSourceRow(id=new_datasource_id(), project_id=project_id, name=name, created_at=utcnow())
+            s.add(source)
+            return project.collect_key, source.id
+
+    def collect_key(self, project_id: str) -> str | None:
+        with self.db.read() as s:
+            project = s.get(Project, project_id)
+        if project is None:
+            raise ProjectNotFound(f"project {project_id!r} not found")
+        return project.collect_key
+
+    def list(self, project_id: str) -> list[DataSource]:
+        with self.db.read() as s:
+            if s.get(Project, project_id) is None:
+                raise ProjectNotFound(f"project {project_id!r} not found")
+            rows = s.scalars(
+                select(DataSourceRow)
+                .where(DataSourceRow.project_id == project_id)
+                .order_by(DataSourceRow.created_at, DataSourceRow.id)
+            ).all()
+        return [DataSource(r.id, r.project_id, r.name, r.created_at, r.revoked_at) for r in rows]
+
+    def get(self, datasource_id: str) -> DataSource:
+        with self.db.read() as s:
+            r = s.get(DataSourceRow, datasource_id)
+        if r is None:
+            raise DataSourceNotFound(f"data source {datasource_id!r} not found")
+        return DataSource(r.id, r.project_id, r.name, r.created_at, r.revoked_at)
+
+    def revoke(self, datasource_id: str) -> DataSource:
+        """Refuse the data source's requests from now on (revoking twice keeps the first time)."""
+        with self.db.write() as s:
+            r = s.get(DataSourceRow, datasource_id)
+            if r is None:
+                raise DataSourceNotFound(f"data source {datasource_id!r} not found")
+            if r.revoked_at is None:
+                r.revoked_at = utcnow()
+            return DataSource(r.id, r.project_id, r.name, r.created_at, r.revoked_at)
+
+    def check(self, project_key: str, datasource_id: str) -> Resolution:
+        with self.db.connect() as conn:
+            row = conn.execute(_RESOLVE, {"project_key": project_key, "datasource_id": datasource_id}).first()
+        if row is None:
+            return Resolution(None, "key")
+        if row.source is None:
+            return Resolution(None, "source")
+        if row.revoked_at is not None:
+            return Resolution(None, "revoked")
+        return Resolution(row.id, None)
+
+    def resolve(self, project_key: str, datasource_id: str) -> str | None:
+        """The project of a collection key, if ``datasource_id`` is one of its data sources and not revoked."""
+        return self.check(project_key, datasource_id).project_id
+
+
+def encode_payload(events: Sequence[dict[str, Any]]) -> bytes:
+    return gzip.compress(json.dumps(events, ensure_ascii=False, separators=(",", ":")).encode(), GZIP_LEVEL)
+
+
+def decode_payload(payload: bytes) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = json.loads(gzip.decompress(payload))
+    return events
+
+
+class EventSpool:
+    def __init__(self, meta: Any) -> None:
+        self.db = _database(meta)
+
+    def append(
+        self,
+        project_id: str,
+        datasource_id: str,
+        dedup_key: str,
+        events: Sequence[dict[str, Any]],
+        *,
+        payload: bytes | None = None,
+    ) -> bool:
+        """Commit one batch; False (and nothing written) if a batch with this key is already in the spool.
+
+        ``payload`` is the batch already encoded by :func:`encode_payload` (the caller may do that outside
+        the write lock)."""
+        row = {
+            "project_id": project_id,
+            "datasource_id": datasource_id,
+            "dedup_key": dedup_key,
+            "received_at": utcnow(),
+            "n_events": len(events),
+            "payload": payload if payload is not None else encode_payload(events),
+            "loaded_at": None,
+        }
+        try:
+            with self.db.write() as s:
+                s.execute(_INSERT, row)
+        except IntegrityError:
+            if self.contains(project_id, dedup_key):
+                return False
+            raise
+        return True
+
+    def contains(self, project_id: str, dedup_key: str) -> bool:
+        with self.db.connect() as conn:
+            found = conn.execute(
+                select(_BATCHES.c.id).where(_BATCHES.c.project_id == project_id, _BATCHES.c.dedup_key == dedup_key)
+            ).first()
+        return found is not None
+
+    def pending(self, limit: int = 100) -> list[SpoolBatch]:
+        """Batches not loaded yet, oldest first."""
+        query = (
+            select(
+                _BATCHES.c.id,
+                _BATCHES.c.project_id,
+                _BATCHES.c.payload,
+                _BATCHES.c.datasource_id,
+                _BATCHES.c.received_at,
+            )
+            .where(_BATCHES.c.loaded_at.is_(None))
+            .order_by(_BATCHES.c.id)
+            .limit(limit)
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            SpoolBatch(r.id, r.project_id, decode_payload(r.payload), r.datasource_id, _aware(r.received_at))
+            for r in rows
+        ]
+
+    def mark_loaded(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self.db.write() as s:
+            s.execute(
+                update(_BATCHES)
+                .where(_BATCHES.c.id.in_(ids), _BATCHES.c.loaded_at.is_(None))
+                .values(loaded_at=utcnow())
+            )
+
+    def prune(self, loaded_before: datetime) -> int:
+        """Delete the batches loaded before ``loaded_before``; how many went."""
+        with self.db.write() as s:
+            result = s.execute(
+                delete(_BATCHES).where(_BATCHES.c.loaded_at.is_not(None), _BATCHES.c.loaded_at < loaded_before)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    def count(self, project_id: str | None = None) -> int:
+        query = select(func.count()).select_from(_BATCHES)
+        if project_id is not None:
+            query = query.where(_BATCHES.c.project_id == project_id)
+        with self.db.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))

@@ -1,0 +1,116 @@
+"""Data sources and the event spool in the metadata store, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from segport.errors import DataSourceNotFound, InvalidParameter, ProjectNotFound
+from segport.store.db import MIGRATIONS, Database
+from segport.store.events import DataSources, EventSpool
+from segport.store.meta import MetaStore
+from segport.store.models import Base, utcnow
+
+P, Q = "Evproj01", "Evproj02"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'm.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    database = Database(url)
+    database.migrate()
+    MetaStore(database).create_project(P, "events")
+    MetaStore(database).create_project(Q, "other")
+    yield database
+    database.close()
+
+
+def _event(i: int) -> dict[str, object]:
+    return {"t": 1764806400000 + i, "type": "CUSTOM", "event": "buy", "user_id": f"u{i}", "user_key": None,
+            "device_id": None, "attrs": {"price": "9.5"}, "std": {"platform": "python"}}  # fmt: skip
+
+
+def test_migration_builds_the_models_schema_and_downgrades(db: Database) -> None:
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "data_versions")
+    tables = inspect(db.engine).get_table_names()
+    assert "event_batches" not in tables and "datasources" not in tables
+    db.migrate()
+    assert {"event_batches", "datasources"} <= set(inspect(db.engine).get_table_names())
+
+
+def test_data_sources_add_list_revoke_resolve(db: Database) -> None:
+    sources = DataSources(db)
+    key, ds1 = sources.add(P, "web")
+    key2, ds2 = sources.add(P)
+    assert key == key2 and len(key) == 16 and ds1 != ds2
+    other_key, ds3 = sources.add(Q, "app")
+    assert other_key != key
+    assert [s.id for s in sources.list(P)] == [ds1, ds2]
+    assert sources.list(P)[0].name == "web"
+    assert sources.resolve(key, ds1) == P
+    assert sources.resolve(key, ds3) is None  # registered, but to another project
+    assert sources.check(key, ds3).problem == "source"
+    assert sources.check("0" * 16, ds1).problem == "key"
+    first = sources.revoke(ds1)
+    assert first.revoked_at is not None
+    assert sources.revoke(ds1).revoked_at == first.revoked_at
+    assert sources.resolve(key, ds1) is None and sources.check(key, ds1).problem == "revoked"
+    assert sources.resolve(key, ds2) == P
+    with pytest.raises(DataSourceNotFound):
+        sources.revoke("nope")
+    with pytest.raises(ProjectNotFound):
+        sources.add("Nosuch01")
+    with pytest.raises(InvalidParameter):
+        sources.add(P, "bad\x00name")
+
+
+def test_spool_appends_once_per_key_and_hands_out_pending_batches_in_order(db: Database) -> None:
+    spool = EventSpool(MetaStore(db))
+    assert spool.append(P, "ds", "k1", [_event(1), _event(2)]) is True
+    assert spool.append(P, "ds", "k1", [_event(9)]) is False  # a retry: stored once
+    assert spool.append(Q, "ds", "k1", [_event(3)]) is True  # the key is per project
+    assert spool.append(P, "ds", "k2", [_event(4)]) is True
+    batches = spool.pending(10)
+    assert [(b.project_id, len(b.events)) for b in batches] == [(P, 2), (Q, 1), (P, 1)]
+    assert batches[0].events == [_event(1), _event(2)]
+    assert batches[0].datasource_id == "ds" and batches[0].received_at is not None
+    assert [b.id for b in spool.pending(1)] == [batches[0].id]
+    spool.mark_loaded([batches[0].id, batches[1].id])
+    assert [b.id for b in spool.pending(10)] == [batches[2].id]
+    assert spool.append(P, "ds", "k1", [_event(1)]) is False  # loaded, still inside the window
+    assert spool.prune(utcnow() - timedelta(hours=1)) == 0
+    assert spool.prune(utcnow() + timedelta(seconds=1)) == 2
+    assert spool.count() == 1
+    assert spool.append(P, "ds", "k1", [_event(1)]) is True  # past the window: a new batch
+
+
+def test_concurrent_appends_of_one_key_store_it_once(db: Database) -> None:
+    spool = EventSpool(db)
+    results: list[bool] = []
+
+    def send() -> None:
+        results.append(spool.append(P, "ds", "same", [_event(1)]))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [False] * 7 + [True]
+    assert spool.count(P) == 1
