@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     recompute_interval_s: float = Field(
         86400.0, ge=0, description="`segport serve` recomputes DAILY segments this often (0: only after imports)."
     )
+    event_load_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="The engine process loads the event spool's pending batches this often (0: never; see docs/events.md).",
+    )
     duckdb_threads: int = Field(0, ge=0, description="DuckDB worker threads; 0 = one per core.")
     console_session_ttl_s: int = Field(
         12 * 3600, ge=60, description="How long a web console sign-in lasts (its session cookie and row)."

@@ -39,7 +39,7 @@ from segport.services.data import SegmentSpec, catalog_entry
 from segport.store.meta import Principal
 
 PREFIX = "/admin/v1"
-UPLOAD_PATHS = (PREFIX + "/projects/", ("/users/import", "/segments/from_file"))
+UPLOAD_PATHS = (PREFIX + "/projects/", ("/users/import", "/segments/from_file", "/events/import"))
 router = APIRouter(prefix=PREFIX, responses=ERRORS, tags=["admin"])
 
 

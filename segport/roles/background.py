@@ -7,22 +7,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from segport.app import EngineApp
+from segport.loader import EventLoader
 from segport.scheduler import DailyRecompute
+from segport.services.events import EventService
+from segport.store.events import EventSpool
 from segport.worker import Worker
 
 
 @contextmanager
 def background_work(app: EngineApp, *, workers: bool, daily: bool) -> Iterator[None]:
-    """Start the workers (if ``workers``) and the daily recompute (if ``daily``); stop them when the block ends."""
+    """Start the workers (if ``workers``) and the daily recompute (if ``daily``), and the event loader; stop
+    them when the block ends."""
     worker = Worker(app) if workers else None
     recompute = DailyRecompute(app.data, app.settings.recompute_interval_s) if daily else None
+    loader = EventLoader(
+        EventService(app.meta, app.engine, app.data),
+        EventSpool(app.meta),
+        app.settings.data_dir / "tmp" / "events",
+        app.settings.event_load_interval_s,
+    )
     if worker is not None:
         worker.start()
     if recompute is not None:
         recompute.start()
+    loader.start()
     try:
         yield
     finally:
+        loader.stop()
         if recompute is not None:
             recompute.stop()
         if worker is not None:

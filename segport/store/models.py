@@ -232,3 +232,30 @@ def check_lengths(obj: object) -> None:
         if limit is not None and isinstance(value, str) and len(value) > limit:
             what = _ROW_NAMES.get(table.name, table.name)
             raise InvalidParameter(f"{what} {column.key} is too long: at most {limit} characters (got {len(value)})")
+
+
+class EventAttributeRow(Base):
+    """A key of a project's event attribute catalogue: declared (CLI, admin API) or recorded on first sight."""
+
+    __tablename__ = "event_attributes"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(110), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(16), default="string")
+    description: Mapped[str] = mapped_column(Text, default="")
+    declared: Mapped[bool] = mapped_column(Boolean, default=False)  # False: recorded with an inferred type
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EventNameRow(Base):
+    """An event name a project's store holds, and the attribute keys its events carried (JSON list)."""
+
+    __tablename__ = "event_names"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(110), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    attrs: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -123,7 +123,7 @@ def import_events(
                 [sorted(known)],
             ).fetchone()
             if bad is not None:
-                raise ImportRejected(f"row {bad[0]}: gio_id {bad[1]} is not a user of project {project_id}")
+                raise ImportRejected(f"{staged.at(int(bad[0]))}: gio_id {bad[1]} is not a user of project {project_id}")
         con.execute("CREATE TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
         added = 0
         if staged.identities:

@@ -75,6 +75,12 @@ class Staged:
     columns: dict[str, str]  # standard fields and attributes: name -> DuckDB type
     new_attributes: list[EventAttribute] = field(default_factory=list)
     identities: list[str] = field(default_factory=list)  # identity column keys the rows resolve on
+    file: str = ""
+    fmt: str = "csv"
+
+    def at(self, row: int) -> str:
+        """Where row ``row`` (1-based) is in the file, as messages name it."""
+        return f"{self.file}: " + _label(self.fmt).format(n=row + 1 if self.fmt == "csv" else row, r=row)
 
 
 def _label(fmt: str) -> str:
@@ -175,7 +181,7 @@ def stage(
         raw = f"r.{q(name)}"
         if name.startswith("$"):
             if not STANDARD_RE.match(name) or name in FIXED:
-                raise ImportRejected(f"column {name!r} is not a standard field ($ and letters, digits, _)")
+                raise ImportRejected(f"{path.name}: column {name!r} is not a standard field ($ and letters, digits, _)")
             expr, not_scalar = _text(raw, dtype)
             select[name], columns[name] = expr, "VARCHAR"
             if not_scalar:
@@ -184,7 +190,7 @@ def stage(
             continue
         if not ATTRIBUTE_KEY_RE.match(name):
             raise ImportRejected(
-                f"column {name[:40]!r} is not a valid event attribute key (letters, digits and _, not starting with "
+                f"{path.name}: column {name[:40]!r} is not a valid event attribute key (letters, digits and _, not starting with "
                 "a digit, at most 100 characters)"
             )
         vtype = declared.get(name)
@@ -218,7 +224,7 @@ def stage(
         raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
     rows = int(cur.execute("SELECT count(*) FROM ev_stage").fetchone()[0])  # type: ignore[index]
     identities = [r[0] for r in cur.execute("SELECT DISTINCT _idcol FROM ev_stage WHERE _idcol IS NOT NULL").fetchall()]
-    return Staged(rows, columns, new, sorted(identities))
+    return Staged(rows, columns, new, sorted(identities), path.name, fmt)
 
 
 def _raw_text(name: str, cols: dict[str, str]) -> str:
@@ -329,7 +335,7 @@ def resolve_identities(
         "ORDER BY s._row LIMIT 1"
     ).fetchone()
     if bad is not None:
-        raise ImportRejected(f"row {bad[0]}: gio_id {bad[1]} is not a user of project {project_id}")
+        raise ImportRejected(f"{staged.at(int(bad[0]))}: gio_id {bad[1]} is not a user of project {project_id}")
     cur.execute("CREATE OR REPLACE TEMP TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
     for col in staged.identities:
         entry = catalog.get(col)

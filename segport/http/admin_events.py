@@ -1,0 +1,116 @@
+"""The admin API's events (``/admin/v1/projects/{p}/events/...``): history from a file, and the event attribute
+catalogue. Admin tokens only, as the rest of :mod:`segport.http.admin`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from segport.domain.events import EventAttribute
+from segport.domain.formats import detect_format
+from segport.engine.base import EventImportReport
+from segport.http.admin import PREFIX, Admin, _app, _json_body, _spool, api_words
+from segport.http.schemas import ERRORS
+from segport.services.events import EventService
+
+router = APIRouter(prefix=PREFIX, responses=ERRORS, tags=["admin"])
+
+
+class EventKeyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(max_length=110)
+    name: str = Field("", max_length=200)
+    type: str = Field("string", max_length=16, description="string, int, double or date")
+    description: str = Field("", max_length=2000)
+
+
+class EventKeyOut(BaseModel):
+    key: str
+    name: str
+    type: str
+    description: str
+    declared: bool
+
+
+class EventImportOut(BaseModel):
+    file: str | None = None
+    rowsRead: int
+    stored: int
+    usersCreated: int
+    newAttributes: list[str]
+    events: dict[str, list[str]]
+    elapsedSeconds: float
+
+
+def _events(request: Request) -> EventService:
+    app = _app(request)
+    return EventService(app.meta, app.engine, app.data)
+
+
+def import_out(report: EventImportReport, filename: str | None) -> EventImportOut:
+    return EventImportOut(
+        file=filename,
+        rowsRead=report.rows_read,
+        stored=report.stored,
+        usersCreated=report.users_created,
+        newAttributes=[a.key for a in report.new_attributes],
+        events=report.events,
+        elapsedSeconds=round(report.elapsed_s, 3),
+    )
+
+
+@router.post(
+    "/projects/{project_id}/events/import",
+    response_model=EventImportOut,
+    summary="Import events (the raw file as the body); all or nothing",
+    openapi_extra={
+        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    },
+)
+async def import_events(
+    project_id: str,
+    request: Request,
+    _who: Admin,
+    format: Annotated[
+        str | None,
+        Query(
+            description="csv, parquet or jsonl (default: by `filename`'s extension)",
+            pattern="^(csv|parquet|jsonl|json|ndjson)$",
+        ),
+    ] = None,
+    filename: Annotated[str, Query(max_length=200, description="Original file name (for messages).")] = "",
+) -> EventImportOut:
+    app = _app(request)
+    app.meta.project(project_id)
+    with api_words(None, filename):
+        format = detect_format(Path(filename), format)
+    path = await _spool(request, "." + format + (".gz" if filename.lower().endswith(".gz") else ""))
+    try:
+        with api_words(path, filename):
+            report = await run_in_threadpool(_events(request).import_events, project_id, path, file_format=format)
+    finally:
+        path.unlink(missing_ok=True)
+    return import_out(report, filename or None)
+
+
+@router.get("/projects/{project_id}/events/keys", response_model=list[EventKeyOut], summary="List event attributes")
+def list_event_keys(project_id: str, request: Request, _who: Admin) -> list[EventKeyOut]:
+    ev = _events(request)
+    ev.meta.project(project_id)
+    return [key_out(a.attribute, a.declared) for a in ev.catalog.attribute_rows(project_id)]
+
+
+@router.post("/projects/{project_id}/events/keys", response_model=EventKeyOut, summary="Declare an event attribute")
+async def add_event_key(project_id: str, request: Request, _who: Admin) -> EventKeyOut:
+    body: EventKeyBody = await _json_body(request, EventKeyBody)
+    ev = _events(request)
+    attribute = await run_in_threadpool(ev.declare, project_id, body.key, body.name, body.type, body.description)
+    return key_out(attribute, True)
+
+
+def key_out(a: EventAttribute, declared: bool) -> EventKeyOut:
+    return EventKeyOut(key=a.key, name=a.name, type=a.type.value, description=a.description, declared=declared)

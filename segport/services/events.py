@@ -1,0 +1,276 @@
+"""Events: history from files, the loader from the spool, the attribute catalogue, and reading events back.
+
+The engine stores events (:meth:`segport.engine.base.ProfileAccess.import_events`); this service keeps the
+metadata store's side (the attribute catalogue, the event names, the identities events resolve on) in step.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segport.domain.events import (
+    BATCH_COLUMN,
+    DEFAULT_TYPE,
+    DEVICE_IDENTITY,
+    LOGIN_IDENTITY,
+    TYPE_COLUMN,
+    EventAttribute,
+    check_attribute_key,
+    identity_of_user_key,
+)
+from segport.domain.keys import KEY_RE, CatalogEntry, KeyKind, ValueType, identity_column, parse_type
+from segport.domain.text import bad_character, display_name_problem
+from segport.engine.base import EventImportReport, ProfileAccess, UserEvents
+from segport.errors import ImportRejected, InvalidParameter, KeyInUse, SegportError, UnknownKey
+from segport.services.data import DataService
+from segport.store.event_catalog import EventCatalog
+from segport.store.meta import MetaStore
+
+log = logging.getLogger("segport.events")
+USER_PROPERTY_TYPES = ("LOGIN_USER_ATTRIBUTES", "VISITOR_ATTRIBUTES")
+MAX_EVENTS_LIMIT = 1000
+_FITS = {
+    ValueType.INT: re.compile(r"^\s*[+-]?[0-9]{1,18}\s*$"),
+    ValueType.DOUBLE: re.compile(r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"),
+    ValueType.DATE: re.compile(r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$"),
+}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_IDENTITIES = (
+    CatalogEntry(identity_column(LOGIN_IDENTITY), KeyKind.IDENTITY, "登录用户ID"),
+    CatalogEntry(identity_column(DEVICE_IDENTITY), KeyKind.IDENTITY, "匿名用户ID", multi=True),
+)
+
+
+@dataclass(slots=True)
+class LoadRound:
+    """What one round of the loader did."""
+
+    batches: int = 0
+    events: int = 0
+    set_aside: int = 0
+
+
+class EventService:
+    def __init__(self, meta: MetaStore, engine: ProfileAccess, data: DataService) -> None:
+        self.meta = meta
+        self.engine = engine
+        self.data = data
+        self.catalog = EventCatalog(meta)
+
+    # --- history from files ------------------------------------------------------------------------
+    def import_events(self, project_id: str, path: Path, *, file_format: str | None = None) -> EventImportReport:
+        """Load an event file into the project's event store: all or nothing (see docs/events.md)."""
+        self.meta.project(project_id)
+        self._ensure_identities(project_id)
+        catalog = self.meta.catalog(project_id)
+        try:
+            report = self.engine.import_events(
+                project_id, catalog, self.catalog.attributes(project_id), path, file_format or ""
+            )
+        finally:
+            self.data.sync_version(project_id)
+        self.catalog.record(project_id, report.new_attributes, report.events)
+        return report
+
+    def _ensure_identities(self, project_id: str) -> None:
+        """Events resolve on the login id and the device id: both are identities of every project with events."""
+        catalog = self.meta.catalog(project_id)
+        missing = [e for e in _IDENTITIES if e.key not in catalog]
+        if missing:
+            self.data.add_catalog_entries(project_id, missing)
+
+    # --- the attribute catalogue -------------------------------------------------------------------
+    def declare(
+        self, project_id: str, key: str, name: str = "", type_text: str = "string", description: str = ""
+    ) -> EventAttribute:
+        """Declare (or rename, re-describe) an event attribute. Its type cannot change once declared or seen."""
+        self.meta.project(project_id)
+        key = check_attribute_key(key.strip())
+        value_type, multi = parse_type(type_text or "string")
+        if multi:
+            raise InvalidParameter(f"event attribute {key!r}: event attributes hold one value (no [] types)")
+        if len(name) > 200 or len(description) > 2000:
+            raise InvalidParameter(f"event attribute {key!r}: a name has at most 200 characters, a description 2000")
+        problem = display_name_problem(name) if name else None
+        if problem:
+            raise InvalidParameter(f"event attribute {key!r}: display name {name[:40]!r} is refused: {problem}")
+        bad = bad_character(description, allow_line_breaks=True)
+        if bad:
+            raise InvalidParameter(f"event attribute {key!r}: the description holds the control character {bad}")
+        have = {a.key: a for a in self.catalog.attributes(project_id)}
+        if key in have and have[key].type is not value_type:
+            raise KeyInUse(f"event attribute {key!r} is stored as {have[key].type.value}; a stored type never changes")
+        attribute = EventAttribute(key, (name or key).strip(), value_type, description.strip())
+        self.catalog.declare(project_id, [attribute])
+        return attribute
+
+    # --- reading back ------------------------------------------------------------------------------
+    def user_events(
+        self,
+        project_id: str,
+        identity_key: str,
+        value: str,
+        start_ms: int,
+        end_ms: int,
+        limit: int,
+        offset: int,
+        order: str,
+    ) -> UserEvents:
+        catalog = self.meta.catalog(project_id)
+        column = identity_column(identity_key.strip())
+        entry = catalog.get(column)
+        if entry is None or entry.kind is not KeyKind.IDENTITY:
+            known = ", ".join(e.identity for e in catalog.identities()) or "none"
+            raise UnknownKey(f"unknown identity key {identity_key!r} in project {project_id} (known: {known})")
+        if order.lower() not in ("asc", "desc"):
+            raise InvalidParameter(f"order must be asc or desc, not {order[:20]!r}")
+        if not 1 <= limit <= MAX_EVENTS_LIMIT:
+            raise InvalidParameter(f"limit must be 1 to {MAX_EVENTS_LIMIT}, not {limit}")
+        if offset < 0 or start_ms < 0 or end_ms < 0:
+            raise InvalidParameter("offset, startTime and endTime cannot be negative")
+        if end_ms <= start_ms:
+            raise InvalidParameter(f"endTime ({end_ms}) must be after startTime ({start_ms})")
+        return self.engine.user_events(
+            project_id, entry, value, start_ms, end_ms, limit, offset, order.lower() == "desc"
+        )
+
+    # --- the loader --------------------------------------------------------------------------------
+    def load_pending(self, spool: Any, scratch: Path, limit: int = 100) -> LoadRound:
+        """One round of the loader: the spool's pending batches (oldest first) loaded into the event store,
+        then marked loaded. The engine records each batch id with its rows in the same transaction, so a crash
+        between that commit and ``mark_loaded`` makes the next round skip what is already stored."""
+        done = LoadRound()
+        batches = spool.pending(limit)
+        by_project: dict[str, list[Any]] = {}
+        for batch in batches:
+            by_project.setdefault(batch.project_id, []).append(batch)
+        for project_id, group in by_project.items():
+            try:
+                done.events += self._load(project_id, group, scratch)
+            except ImportRejected as exc:  # one batch the engine refuses must not hold up the others
+                log.warning("loading %d batches of %s failed, loading them one by one: %s", len(group), project_id, exc)
+                for batch in group:
+                    try:
+                        done.events += self._load(project_id, [batch], scratch)
+                    except ImportRejected as one:
+                        log.error(
+                            "spool batch %s of %s set aside, its events not stored: %s", batch.id, project_id, one
+                        )
+                        done.set_aside += 1
+            spool.mark_loaded([b.id for b in group])
+            done.batches += len(group)
+        return done
+
+    def _load(self, project_id: str, batches: list[Any], scratch: Path) -> int:
+        self._ensure_identities(project_id)
+        declared = {a.key: a.type for a in self.catalog.attributes(project_id)}
+        rows, profiles = _rows(batches, declared)
+        if not rows:
+            return 0
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="spool-", dir=scratch) as folder:
+            path = Path(folder) / "events.csv"
+            _write_csv(path, rows)
+            self.import_events(project_id, path, file_format="csv")
+            self._set_user_properties(project_id, profiles, Path(folder))
+        return len(rows)
+
+    def _set_user_properties(self, project_id: str, profiles: dict[str, list[dict[str, Any]]], folder: Path) -> None:
+        """LOGIN_USER_ATTRIBUTES: the login user's ``usr_`` properties (new keys added to the catalogue as
+        strings), later events winning. Applied after the events, on every load of the batch (idempotent)."""
+        for column, items in profiles.items():
+            keys = sorted({k for item in items for k in item if k != column})
+            catalog = self.meta.catalog(project_id)
+            new = [CatalogEntry(k, KeyKind.PROPERTY, k) for k in keys if k not in catalog]
+            try:
+                if new:
+                    self.data.add_catalog_entries(project_id, new)
+                catalog = self.meta.catalog(project_id)
+                fits = [k for k in keys if catalog.get(k) is not None and not catalog.get(k).multi]  # type: ignore[union-attr]
+                path = folder / "profiles.csv"
+                with open(path, "w", encoding="utf-8", newline="") as f:
+                    out = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+                    out.writerow([column, *fits])
+                    for item in items:
+                        out.writerow([item[column], *(_fit(item.get(k), catalog.get(k).type) for k in fits)])  # type: ignore[union-attr]
+                self.data.import_users(project_id, path, file_format="csv", match=column)
+            except SegportError as exc:
+                log.error("user properties of %d events of %s not set: %s", len(items), project_id, exc.message)
+
+
+def _fit(value: Any, value_type: ValueType) -> Any:
+    """A string value as its declared type takes it, or None (stored as null) when it does not fit."""
+    if value is None:
+        return None
+    text = str(value)
+    if _CONTROL.search(text):
+        return None
+    pattern = _FITS.get(value_type)
+    if pattern is not None and not pattern.match(text):
+        return None
+    return text
+
+
+def _rows(
+    batches: list[Any], declared: dict[str, ValueType]
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The spool's normalized events as event-file rows (and the login users' properties, per identity)."""
+    rows: list[dict[str, Any]] = []
+    profiles: dict[str, list[dict[str, Any]]] = {}
+    for batch in batches:
+        for e in batch.events:
+            kind = e.get("type") or DEFAULT_TYPE
+            name = e.get("event") if kind == DEFAULT_TYPE else (e.get("event") or "$" + kind.lower())
+            row: dict[str, Any] = {
+                "event": name,
+                "time": int(e["t"]),
+                "userId": e.get("user_id"),
+                "userKey": e.get("user_key"),
+                "deviceId": e.get("device_id"),
+                TYPE_COLUMN: kind,
+                BATCH_COLUMN: batch.id,
+            }
+            for k, v in (e.get("std") or {}).items():
+                row["$" + k] = None if v is None else str(v)
+            attrs = e.get("attrs") or {}
+            if kind in USER_PROPERTY_TYPES:
+                if kind == "LOGIN_USER_ATTRIBUTES" and e.get("user_id"):
+                    column = identity_column(identity_of_user_key(e.get("user_key")))
+                    item = {column: e["user_id"]}
+                    for k, v in attrs.items():
+                        key = "usr_" + k
+                        if KEY_RE.match(key):
+                            item[key] = v
+                    profiles.setdefault(column, []).append(item)
+            else:
+                for k, v in attrs.items():
+                    try:
+                        check_attribute_key(k)
+                    except SegportError:
+                        continue  # the intake refuses such keys; never one the store cannot hold
+                    row[k] = _fit(v, declared.get(k, ValueType.STRING))
+            rows.append(row)
+    return rows, profiles
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """CSV, so every value is read as text and typed by the catalogue (strings quoted; a missing value is an
+    empty unquoted field, which the reader takes as null)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+        out.writerow(columns)
+        for row in rows:
+            out.writerow([_cell(row.get(c)) for c in columns])
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, int):
+        return value
+    return str(value)
