@@ -20,7 +20,10 @@ from typing import Annotated
 
 import typer
 
-from segport import cli_data  # noqa: F401 - registers the catalog/users/segment commands
+from segport import (
+    cli_data,  # noqa: F401 - registers the catalog/users/segment commands
+    cli_datasources,  # noqa: F401 - registers the datasources commands
+)
 from segport.app import open_stores
 from segport.cli_common import State, cli, fail, handled, jobs_cli, project_cli, settings, token_cli, with_stores
 from segport.client.cli import register
