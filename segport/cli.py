@@ -22,6 +22,7 @@ import typer
 
 from segport import (
     cli_data,  # noqa: F401 - registers the catalog/users/segment commands
+    cli_datasources,  # noqa: F401 - registers the datasources commands
     cli_events,  # noqa: F401 - registers the events commands
 )
 from segport.app import open_stores

@@ -73,6 +73,12 @@ class ImportRejected(BadRequest):
     code = "IMPORT_REJECTED"
 
 
+class InvalidEvent(BadRequest):
+    """An event of a collect request is refused (its message names the event's index); the batch is not stored."""
+
+    code = "INVALID_EVENT"
+
+
 class ProjectRequired(BadRequest):
     """A platform-level path was called with a token that does not see exactly one project."""
 
@@ -129,6 +135,12 @@ class Forbidden(SegportError):
     exit_code = 3
 
 
+class DataSourceRefused(Forbidden):
+    """A collect request's dataSourceId is not one of the project's data sources, or it is revoked."""
+
+    code = "DATA_SOURCE_REFUSED"
+
+
 # --- 404/410: what is asked for ------------------------------------------------------------------
 class NotFound(SegportError):
     status = 404
@@ -162,6 +174,12 @@ class TokenNotFound(NotFound):
 
 class DataSourceNotFound(NotFound):
     code = "DATA_SOURCE_NOT_FOUND"
+
+
+class CollectKeyNotFound(NotFound):
+    """A collect request names a collection key no project has."""
+
+    code = "COLLECT_KEY_NOT_FOUND"
 
 
 class JobExpired(SegportError):

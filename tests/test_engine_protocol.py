@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from segport.domain.events import EventAttribute
+from segport.domain.event_files import EventAttribute
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import (
     ComputeResult,

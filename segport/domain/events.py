@@ -1,61 +1,573 @@
-"""Events: the columns of an event file, the grammar of event names and attribute keys, and the attribute
-catalogue's entries.
+"""Events as GrowingIO's SDKs send them (collection protocol v3), and the normalized form segport keeps.
 
-An event file (``segport events import``) and the spool's batches (turned into the same rows by the loader)
-have these columns:
+:func:`decode_body` turns a collect request's body (JSON or protobuf, maybe gzip, snappy and XOR) into a list of
+wire events; :func:`normalize_events` checks each one and returns the normalized events the spool stores::
 
-* ``event``: the event name (:data:`EVENT_NAME_RE`);
-* ``time``: ISO 8601 with an offset (``2026-05-01T10:00:00+08:00``, ``…Z``), or milliseconds since the epoch;
-* an identity: ``userId`` (with an optional ``userKey``: absent or empty means ``$basic_userId``), or
-  ``deviceId`` (``$anonymous_user``), or ``gio_id`` (a user segport already knows);
-* ``$``-prefixed standard fields (``$type``, ``$path``, ``$domain``, …), stored as text;
-* every other column is an event attribute of that name (:data:`ATTRIBUTE_KEY_RE`).
+    {"t": ms since the epoch, "type": "CUSTOM" | ..., "event": name or None, "user_id": str or None,
+     "user_key": str or None, "device_id": str or None, "attrs": {key: str}, "std": {field: str | int}}
+
+A batch is all or nothing: the first bad event raises :class:`InvalidEvent` naming its index (0-based) and the
+reason. The limits and the grammar below are documented in docs/events.md.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from segport.domain.keys import ValueType
-from segport.errors import InvalidKey
+import cramjam
+from pydantic_core import from_json
 
-EVENT_COLUMN, TIME_COLUMN = "event", "time"
-USER_ID, USER_KEY, DEVICE_ID, GIO_ID_COLUMN = "userId", "userKey", "deviceId", "gio_id"
-RESERVED_COLUMNS = (EVENT_COLUMN, TIME_COLUMN, USER_ID, USER_KEY, DEVICE_ID, GIO_ID_COLUMN)
-BATCH_COLUMN = "$batch"  # the spool batch a row came from (the loader's rows only)
-TYPE_COLUMN = "$type"
-DEFAULT_TYPE = "CUSTOM"
-LOGIN_IDENTITY, DEVICE_IDENTITY = "$basic_userId", "$anonymous_user"
+from segport.errors import InvalidBody, InvalidEvent, PayloadTooLarge
 
-MAX_NAME_LEN = 100
-EVENT_NAME_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,99}$")
-ATTRIBUTE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
-STANDARD_RE = re.compile(r"^\$[A-Za-z][A-Za-z0-9_]{0,99}$")
-USER_KEY_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,99}$")
-MIN_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: earlier times are refused
+# --- limits (docs/events.md) ---------------------------------------------------------------------------
+MAX_DECODED_BYTES = 16 * 1024 * 1024  # a body after gzip / snappy
+MAX_EVENTS = 2000  # per request: BufferedConsumer's own cap
+MAX_ATTRIBUTES = 256  # per event
+MAX_NAME_CHARS = 100  # event names, attribute keys, item keys
+MAX_VALUE_CHARS = 4096  # attribute values, std strings, ids
+MIN_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
+
+# letters, digits and '_', not starting with a digit ('$' is kept for segport's own standard columns)
+NAME_RE = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_NAME_CHARS - 1}}}")
+USER_KEY_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,99}")
+# what a value may not hold: C0/C1 controls except tab and line breaks, unpaired surrogates, U+2028/9
+_BAD_VALUE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_BAD_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+EVENT_TYPES = (
+    "VISIT",
+    "CUSTOM",
+    "VISITOR_ATTRIBUTES",
+    "LOGIN_USER_ATTRIBUTES",
+    "CONVERSION_VARIABLES",
+    "APP_CLOSED",
+    "PAGE",
+    "PAGE_ATTRIBUTES",
+    "VIEW_CLICK",
+    "VIEW_CHANGE",
+    "FORM_SUBMIT",
+)  # in the order of the protobuf enum EventType
+_TYPES = frozenset(EVENT_TYPES)
+ITEM = "ITEM"  # the type of an item (collect/item) in the spool
+
+# standard fields: the JSON wire name (also the name under "std") and whether it is an integer
+STD_STRINGS = (
+    "sessionId", "platform", "domain", "path", "query", "title", "referralPage", "language", "sdkVersion",
+    "appVersion", "protocolType", "textValue", "xpath", "hyperlink", "urlScheme", "appState", "networkState",
+    "appChannel", "pageName", "platformVersion", "deviceBrand", "deviceModel", "deviceType", "operatingSystem",
+    "appName", "imei", "androidId", "oaid", "googleAdvertisingId", "idfa", "idfv", "orientation",
+)  # fmt: skip
+STD_INTS = (
+    "globalSequenceId", "eventSequenceId", "screenHeight", "screenWidth", "pageShowTimestamp", "index", "sendTime",
+)  # fmt: skip
+STD_DOUBLES = ("latitude", "longitude")  # kept as their decimal text
+_STD_STRINGS, _STD_INTS, _STD_DOUBLES = frozenset(STD_STRINGS), frozenset(STD_INTS), frozenset(STD_DOUBLES)
 
 
 @dataclass(frozen=True, slots=True)
-class EventAttribute:
-    """One key of a project's event attribute catalogue: its stored type decides how values are kept."""
+class Encoding:
+    """How a body is encoded: from the request's Content-Type and X-Compress-Codec / X-Crypt-Codec /
+    Content-Encoding headers, and its ``stm`` query parameter."""
 
-    key: str
-    name: str
-    type: ValueType = ValueType.STRING
-    description: str = ""
+    protobuf: bool = False
+    gzip: bool = False
+    snappy: bool = False
+    xor: bool = False
+    stm: int | None = None
 
 
-def check_attribute_key(key: str) -> str:
-    """``key`` if it is a valid event attribute key, else :class:`InvalidKey`."""
-    if not ATTRIBUTE_KEY_RE.match(key) or key in RESERVED_COLUMNS:
-        raise InvalidKey(
-            f"invalid event attribute key {key[:40]!r}: letters, digits and '_', not starting with a digit, at "
-            f"most {MAX_NAME_LEN} characters, and none of {', '.join(RESERVED_COLUMNS)}"
+def encoding_of(
+    content_type: str | None,
+    compress: str | None,
+    crypt: str | None,
+    content_encoding: str | None,
+    stm: str | None,
+) -> Encoding:
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media in ("application/json", "text/plain", ""):
+        protobuf = False
+    elif media in ("application/protobuf", "application/x-protobuf"):
+        protobuf = True
+    else:
+        raise InvalidBody(f"unsupported Content-Type {media[:60]!r}: send application/json or application/protobuf")
+    stm_ms = None
+    if stm is not None and stm != "":
+        if not stm.isascii() or not stm.isdigit() or len(stm) > 15:
+            raise InvalidBody(f"stm must be the send time in milliseconds since the epoch; got {stm[:40]!r}")
+        stm_ms = int(stm)
+    compress = (compress or "0").strip()
+    if compress not in ("0", "2"):
+        raise InvalidBody(f"unsupported X-Compress-Codec {compress[:20]!r}: 2 (snappy) or none")
+    crypt = (crypt or "0").strip()
+    if crypt not in ("0", "1"):
+        raise InvalidBody(f"unsupported X-Crypt-Codec {crypt[:20]!r}: 1 (XOR with stm & 0xff) or none")
+    if crypt == "1" and stm_ms is None:
+        raise InvalidBody("X-Crypt-Codec: 1 needs the stm query parameter (the XOR key is stm & 0xff)")
+    coding = (content_encoding or "identity").strip().lower()
+    if coding not in ("identity", "gzip"):
+        raise InvalidBody(f"unsupported Content-Encoding {coding[:20]!r}: gzip or none")
+    return Encoding(protobuf, coding == "gzip", compress == "2", crypt == "1", stm_ms)
+
+
+# --- the body ------------------------------------------------------------------------------------------
+def unwrap(body: bytes, enc: Encoding) -> bytes:
+    """The body without its transport layers: gzip, then XOR, then snappy (the SDK applies them in reverse)."""
+    if enc.gzip:
+        body = _gunzip(body)
+    if enc.xor:
+        assert enc.stm is not None
+        key = enc.stm & 0xFF
+        body = body.translate(bytes(i ^ key for i in range(256)))
+    if enc.snappy:
+        body = _unsnappy(body, enc.xor)
+    return body
+
+
+def _gunzip(body: bytes) -> bytes:
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(body, MAX_DECODED_BYTES + 1)
+    except zlib.error as exc:
+        raise InvalidBody(f"the body is not valid gzip ({exc})") from None
+    if len(out) > MAX_DECODED_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_DECODED_BYTES} bytes once decompressed")
+    if not d.eof:
+        raise InvalidBody("the body is not valid gzip (it ends before the gzip stream does)")
+    return out
+
+
+def _unsnappy(body: bytes, xored: bool) -> bytes:
+    hint = " (or its XOR key, stm & 0xff, does not match)" if xored else ""
+    size, shift, pos = 0, 0, 0
+    while True:  # the raw snappy format starts with the uncompressed length as a varint
+        if pos >= len(body) or pos > 4:
+            raise InvalidBody(f"the body is not valid snappy{hint}")
+        byte = body[pos]
+        size |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            break
+    if size > MAX_DECODED_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_DECODED_BYTES} bytes once decompressed")
+    try:
+        return bytes(cramjam.snappy.decompress_raw(body))
+    except Exception as exc:  # cramjam raises its own DecompressionError (and ValueError on some input)
+        raise InvalidBody(f"the body is not valid snappy{hint}: {str(exc)[:120]}") from None
+
+
+def decode_json_list(raw: bytes, what: str) -> list[Any]:
+    try:
+        value = from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise InvalidBody(f"the body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(value, list):
+        raise InvalidBody(f"the body must be a JSON array of {what}")
+    return value
+
+
+# --- protobuf (proto3 wire format, the field numbers of the SDK's event_v3.proto) -----------------------
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _Malformed("a varint runs past its end")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of a message: an int for varints and fixed, bytes for LEN."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise _Malformed("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise _Malformed("a length-delimited field runs past its end")
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 1:
+            if pos + 8 > end:
+                raise _Malformed("a fixed64 field runs past its end")
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 5:
+            if pos + 4 > end:
+                raise _Malformed("a fixed32 field runs past its end")
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise _Malformed(f"wire type {wire} (groups are not used by event_v3.proto)")
+        yield number, wire, value
+
+
+def _text(value: Any, wire: int) -> str:
+    if wire != 2:
+        raise _Malformed("a string field with a non-string wire type")
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Malformed("a string field that is not UTF-8") from None
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _map(value: bytes, wire: int) -> tuple[str, str]:
+    if wire != 2:
+        raise _Malformed("a map entry with a non-message wire type")
+    key = val = ""
+    for number, w, v in _fields(value):
+        if number == 1:
+            key = _text(v, w)
+        elif number == 2:
+            val = _text(v, w)
+    return key, val
+
+
+_PB_STRINGS = {
+    1: "deviceId", 2: "userId", 4: "sessionId", 5: "dataSourceId", 7: "platform", 9: "domain", 10: "path",
+    11: "query", 12: "title", 13: "referralPage", 18: "language", 19: "sdkVersion", 20: "appVersion",
+    22: "eventName", 26: "protocolType", 27: "textValue", 28: "xpath", 30: "hyperlink", 31: "urlScheme",
+    32: "appState", 33: "networkState", 34: "appChannel", 35: "pageName", 36: "platformVersion",
+    37: "deviceBrand", 38: "deviceModel", 39: "deviceType", 40: "operatingSystem", 42: "appName", 46: "imei",
+    47: "androidId", 48: "oaid", 49: "googleAdvertisingId", 50: "idfa", 51: "idfv", 52: "orientation",
+    53: "projectKey", 55: "userKey",
+}  # fmt: skip
+_PB_INTS = {8: "timestamp", 14: "globalSequenceId", 15: "eventSequenceId", 16: "screenHeight", 17: "screenWidth",
+            23: "pageShowTimestamp", 29: "index", 54: "sendTime"}  # fmt: skip
+_PB_DOUBLES = {44: "latitude", 45: "longitude"}
+
+
+def _pb_event(buf: bytes) -> dict[str, Any]:
+    """One EventV3Dto as the JSON wire object it stands for (proto3: a field left at its default is absent)."""
+    event: dict[str, Any] = {"eventType": "VISIT"}  # proto3: enum value 0 is not sent
+    attrs: dict[str, str] = {}
+    for number, wire, value in _fields(buf):
+        if number in _PB_STRINGS:
+            event[_PB_STRINGS[number]] = _text(value, wire)
+        elif number in _PB_INTS:
+            if wire != 0:
+                raise _Malformed(f"field {number} is an integer")
+            event[_PB_INTS[number]] = _signed(value)
+        elif number in _PB_DOUBLES:
+            if wire != 1:
+                raise _Malformed(f"field {number} is a double")
+            event[_PB_DOUBLES[number]] = struct.unpack("<d", value)[0]
+        elif number == 6:
+            if wire != 0:
+                raise _Malformed("event_type is an enum")
+            if value >= len(EVENT_TYPES):
+                event["eventType"] = f"#{value}"
+            else:
+                event["eventType"] = EVENT_TYPES[value]
+        elif number == 24:
+            k, v = _map(value, wire)
+            attrs[k] = v
+        elif number == 25:
+            if wire != 2:
+                raise _Malformed("resource_item is a message")
+            for n, w, v in _fields(value):
+                if n == 1:
+                    event["resourceItemId"] = _text(v, w)
+                elif n == 2:
+                    event["resourceItemKey"] = _text(v, w)
+        # 3 (gio_id: assigned by segport, not the client), 21 (extra_sdk) and unknown fields are skipped
+    if attrs:
+        event["attributes"] = attrs
+    return event
+
+
+def _pb_item(buf: bytes) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    attrs: dict[str, str] = {}
+    for number, wire, value in _fields(buf):
+        if number == 1:
+            item["id"] = _text(value, wire)
+        elif number == 2:
+            item["key"] = _text(value, wire)
+        elif number == 3:
+            k, v = _map(value, wire)
+            attrs[k] = v
+        elif number == 4:
+            item["dataSourceId"] = _text(value, wire)
+        elif number == 5:
+            item["projectKey"] = _text(value, wire)
+    if attrs:
+        item["attributes"] = attrs
+    return item
+
+
+def _pb_list(raw: bytes, field: int, one: Callable[[bytes], dict[str, Any]], what: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    try:
+        for number, wire, value in _fields(raw):
+            if number == field and wire == 2:
+                if len(out) >= MAX_EVENTS:
+                    raise PayloadTooLarge(f"a batch holds at most {MAX_EVENTS} {what}")
+                out.append(one(value))
+            elif number == field:
+                raise _Malformed(f"field {field} must hold messages")
+    except _Malformed as exc:
+        at = f" (in {what[:-1]} {len(out)})" if out else ""
+        raise InvalidBody(f"the body is not a valid protobuf {_PB_NAMES[what]}{at}: {exc}") from None
+    return out
+
+
+_PB_NAMES = {"events": "EventV3List", "items": "ItemDtoList"}
+
+
+def decode_events(body: bytes, enc: Encoding) -> list[Any]:
+    raw = unwrap(body, enc)
+    if enc.protobuf:
+        return _pb_list(raw, 1, _pb_event, "events")
+    return decode_json_list(raw, "events")
+
+
+def decode_items(body: bytes, enc: Encoding) -> list[Any]:
+    raw = unwrap(body, enc)
+    if enc.protobuf:
+        return _pb_list(raw, 2, _pb_item, "items")  # ItemDtoList's values are field 2
+    return decode_json_list(raw, "items")
+
+
+# --- normalizing -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The normalized events of one request, and the one data source and project key they name."""
+
+    events: list[dict[str, Any]]
+    datasource_id: str
+
+
+def _bad(index: int, reason: str, what: str = "event") -> InvalidEvent:
+    return InvalidEvent(f"{what} {index}: {reason}", index=index)
+
+
+def _name(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string")
+    if NAME_RE.fullmatch(value) is None:
+        if _BAD_NAME.search(value):
+            raise ValueError(f"{field} holds a control character")
+        raise ValueError(
+            f"{field} {value[:40]!r} is outside the grammar: letters, digits and '_', not starting with a digit, "
+            f"at most {MAX_NAME_CHARS} characters"
         )
-    return key
+    return value
 
 
-def identity_of_user_key(user_key: str | None) -> str:
-    """The identity a ``userKey`` names (none: the login id ``$basic_userId``)."""
-    return user_key if user_key else LOGIN_IDENTITY
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string")
+    if len(value) > MAX_VALUE_CHARS:
+        raise ValueError(f"{field} is longer than {MAX_VALUE_CHARS} characters")
+    if _BAD_VALUE.search(value):
+        raise ValueError(f"{field} holds a control character")
+    return value
+
+
+def _optional_id(value: Any, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    return _string(value, field)
+
+
+def _attr_value(value: Any, key: str) -> str | None:
+    if isinstance(value, str):
+        return _string(value, f"attribute {key!r}")
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"attribute {key!r} is not a finite number")
+        return repr(value)
+    if isinstance(value, list):  # the SDKs join lists with "||" themselves; a raw list is joined the same way
+        parts = [_attr_value(v, key) for v in value if not isinstance(v, (list, dict))]
+        return _string("||".join(p for p in parts if p), f"attribute {key!r}")
+    raise ValueError(f"attribute {key!r} must be a string, a number or a list")
+
+
+def _attributes(value: Any, field: str = "attributes") -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{field} must be an object")
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"{field} holds {len(value)} keys; at most {MAX_ATTRIBUTES}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        _name(key, "attribute key")
+        text = _attr_value(item, key)
+        if text is not None:
+            out[key] = text
+    return out
+
+
+def _time(value: Any, now_ms: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("timestamp must be an integer (milliseconds since the epoch)")
+    if value < MIN_TIME_MS:
+        raise ValueError(f"timestamp {value} is before 2000-01-01 (it must be milliseconds since the epoch)")
+    if value > now_ms + MAX_FUTURE_SKEW_MS:
+        raise ValueError(f"timestamp {value} is more than {MAX_FUTURE_SKEW_MS // 3_600_000} h in the future")
+    return value
+
+
+def _std(raw: dict[str, Any]) -> dict[str, Any]:
+    std: dict[str, Any] = {}
+    for field, value in raw.items():
+        if value is None:
+            continue
+        if field in _STD_STRINGS:
+            if value != "":
+                std[field] = _string(value, field)
+        elif field in _STD_INTS:
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 1 << 63:
+                raise ValueError(f"{field} must be an integer")
+            std[field] = value
+        elif field in _STD_DOUBLES:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{field} must be a number")
+            std[field] = repr(float(value))
+        elif field in ("resourceItemId", "resourceItemKey"):
+            std[field] = _string(value, field)
+        elif field == "resourceItem":  # JSON: {"id": ..., "key": ...}
+            if not isinstance(value, dict):
+                raise ValueError("resourceItem must be an object")
+            for sub, name in (("id", "resourceItemId"), ("key", "resourceItemKey")):
+                if value.get(sub) not in (None, ""):
+                    std[name] = _string(value[sub], f"resourceItem.{sub}")
+    return std
+
+
+def _source(raw: dict[str, Any], project_key: str) -> str:
+    source = raw.get("dataSourceId")
+    if not isinstance(source, str) or not source:
+        raise ValueError("dataSourceId is missing (the SDK sends it with every event)")
+    key = raw.get("projectKey")
+    if key not in (None, "", project_key):
+        raise ValueError(f"projectKey {str(key)[:40]!r} is not the one in the path")
+    return source
+
+
+def normalize_events(raw: list[Any], project_key: str, now_ms: int | None = None) -> Batch:
+    """Check and normalize a batch of wire events (JSON objects, or protobuf decoded to the same names)."""
+    if len(raw) > MAX_EVENTS:
+        raise PayloadTooLarge(f"a batch holds at most {MAX_EVENTS} events; this one holds {len(raw)}")
+    if not raw:
+        raise InvalidBody("the batch holds no events")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    out: list[dict[str, Any]] = []
+    source = ""
+    for i, ev in enumerate(raw):
+        if not isinstance(ev, dict):
+            raise _bad(i, "must be a JSON object")
+        try:
+            this = _source(ev, project_key)
+            if source and this != source:
+                raise ValueError(f"dataSourceId {this[:40]!r} differs from the batch's first one")
+            source = this
+            kind = ev.get("eventType")
+            if kind not in _TYPES:
+                raise ValueError(f"eventType {str(kind)[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
+            name = None
+            if kind == "CUSTOM":
+                name = _name(ev.get("eventName"), "eventName")
+            user_id = _optional_id(ev.get("userId"), "userId")
+            device_id = _optional_id(ev.get("deviceId"), "deviceId")
+            user_key = None
+            if user_id is not None:
+                raw_key = ev.get("userKey")
+                if raw_key not in (None, ""):
+                    if not isinstance(raw_key, str) or USER_KEY_RE.fullmatch(raw_key) is None:
+                        raise ValueError(
+                            f"userKey {str(raw_key)[:40]!r} is outside the grammar: letters, digits, '_' and '$', "
+                            "not starting with a digit, at most 100 characters"
+                        )
+                    user_key = raw_key
+            if user_id is None and device_id is None:
+                raise ValueError("it names nobody: userId or deviceId is needed")
+            if kind == "LOGIN_USER_ATTRIBUTES" and user_id is None:
+                raise ValueError("LOGIN_USER_ATTRIBUTES needs userId")
+            if kind == "VISITOR_ATTRIBUTES" and device_id is None:
+                raise ValueError("VISITOR_ATTRIBUTES needs deviceId")
+            out.append(
+                {
+                    "t": _time(ev.get("timestamp"), now),
+                    "type": kind,
+                    "event": name,
+                    "user_id": user_id,
+                    "user_key": user_key,
+                    "device_id": device_id,
+                    "attrs": _attributes(ev.get("attributes")),
+                    "std": _std(ev),
+                }
+            )
+        except ValueError as exc:
+            raise _bad(i, str(exc)) from None
+    return Batch(out, source)
+
+
+def normalize_items(raw: list[Any], project_key: str, now_ms: int | None = None) -> Batch:
+    """Items (``key``, ``id``, attributes) in the spool's event shape: type ``ITEM``, the time they arrived,
+    ``std`` = ``{"itemKey": key, "itemId": id}``, their attributes as ``attrs``."""
+    if len(raw) > MAX_EVENTS:
+        raise PayloadTooLarge(f"a batch holds at most {MAX_EVENTS} items; this one holds {len(raw)}")
+    if not raw:
+        raise InvalidBody("the batch holds no items")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    out: list[dict[str, Any]] = []
+    source = ""
+    for i, it in enumerate(raw):
+        if not isinstance(it, dict):
+            raise _bad(i, "must be a JSON object", "item")
+        try:
+            this = _source(it, project_key)
+            if source and this != source:
+                raise ValueError(f"dataSourceId {this[:40]!r} differs from the batch's first one")
+            source = this
+            key = _name(it.get("key"), "key")
+            item_id = it.get("id")
+            if isinstance(item_id, int) and not isinstance(item_id, bool):
+                item_id = str(item_id)
+            if not item_id:
+                raise ValueError("id is missing")
+            out.append(
+                {
+                    "t": now,
+                    "type": ITEM,
+                    "event": None,
+                    "user_id": None,
+                    "user_key": None,
+                    "device_id": None,
+                    "attrs": _attributes(it.get("attributes")),
+                    "std": {"itemKey": key, "itemId": _string(item_id, "id")},
+                }
+            )
+        except ValueError as exc:
+            raise _bad(i, str(exc), "item") from None
+    return Batch(out, source)

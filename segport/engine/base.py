@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from segport.domain.events import EventAttribute
+from segport.domain.event_files import EventAttribute
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
 from segport.domain.rules import check_rule

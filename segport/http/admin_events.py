@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from segport.domain.events import EventAttribute
+from segport.domain.event_files import EventAttribute
 from segport.domain.formats import detect_format
 from segport.engine.base import EventImportReport
 from segport.http.admin import PREFIX, Admin, _app, _json_body, _spool, api_words

@@ -14,7 +14,20 @@ from fastapi import FastAPI
 
 from segport import __version__, console
 from segport.app import App
-from segport.http import admin, admin_events, downloads, errors, events, exports, jobs, segments, tags, users
+from segport.http import (
+    admin,
+    admin_datasources,
+    admin_events,
+    collect,
+    downloads,
+    errors,
+    events,
+    exports,
+    jobs,
+    segments,
+    tags,
+    users,
+)
 from segport.http.guard import EdgeGuard
 from segport.http.limits import BodyLimit, RequestLineLimit
 
@@ -55,6 +68,8 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
         users,
         admin,
         admin_events,
+        admin_datasources,
+        collect,
     ):  # events before users: E11's path
         api.include_router(routes.router)
     console.install(api, app)

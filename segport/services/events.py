@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segport.domain.events import (
+from segport.domain.event_files import (
     BATCH_COLUMN,
     DEFAULT_TYPE,
     DEVICE_IDENTITY,
@@ -183,23 +183,33 @@ class EventService:
 
     def _set_user_properties(self, project_id: str, profiles: dict[str, list[dict[str, Any]]], folder: Path) -> None:
         """LOGIN_USER_ATTRIBUTES: the login user's ``usr_`` properties (new keys added to the catalogue as
-        strings), later events winning. Applied after the events, on every load of the batch (idempotent)."""
+        strings), a later event winning key by key; a key an event does not name is left as it was. Applied after
+        the events, on every load of the batch (the same values again: idempotent)."""
         for column, items in profiles.items():
-            keys = sorted({k for item in items for k in item if k != column})
-            catalog = self.meta.catalog(project_id)
-            new = [CatalogEntry(k, KeyKind.PROPERTY, k) for k in keys if k not in catalog]
+            merged: dict[str, dict[str, Any]] = {}
+            for item in items:  # in time order
+                merged.setdefault(item[column], {}).update({k: v for k, v in item.items() if k != column})
+            keys = sorted({k for values in merged.values() for k in values})
             try:
+                catalog = self.meta.catalog(project_id)
+                new = [CatalogEntry(k, KeyKind.PROPERTY, k) for k in keys if k not in catalog]
                 if new:
                     self.data.add_catalog_entries(project_id, new)
                 catalog = self.meta.catalog(project_id)
-                fits = [k for k in keys if catalog.get(k) is not None and not catalog.get(k).multi]  # type: ignore[union-attr]
-                path = folder / "profiles.csv"
-                with open(path, "w", encoding="utf-8", newline="") as f:
-                    out = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
-                    out.writerow([column, *fits])
-                    for item in items:
-                        out.writerow([item[column], *(_fit(item.get(k), catalog.get(k).type) for k in fits)])  # type: ignore[union-attr]
-                self.data.import_users(project_id, path, file_format="csv", match=column)
+                # one file per set of keys: a file's columns overwrite, so each user's row names only its own keys
+                by_keys: dict[tuple[str, ...], list[tuple[str, dict[str, Any]]]] = {}
+                for who, values in merged.items():
+                    fits = tuple(k for k in sorted(values) if (e := catalog.get(k)) is not None and not e.multi)
+                    if fits:
+                        by_keys.setdefault(fits, []).append((who, values))
+                for n, (fits, users) in enumerate(by_keys.items()):
+                    path = folder / f"profiles-{n}.csv"
+                    with open(path, "w", encoding="utf-8", newline="") as f:
+                        out = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
+                        out.writerow([column, *fits])
+                        for who, values in users:
+                            out.writerow([who, *(_fit(values[k], catalog.entries[k].type) for k in fits)])
+                    self.data.import_users(project_id, path, file_format="csv", match=column)
             except SegportError as exc:
                 log.error("user properties of %d events of %s not set: %s", len(items), project_id, exc.message)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from segport.domain.events import EventAttribute
+from segport.domain.event_files import EventAttribute
 from segport.domain.keys import ValueType
 from segport.store.db import Database
 from segport.store.models import EventAttributeRow, EventNameRow, utcnow

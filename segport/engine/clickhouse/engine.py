@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
-from segport.domain.events import EventAttribute
+from segport.domain.event_files import EventAttribute
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, quote_ident
 from segport.domain.rules import compile_rule

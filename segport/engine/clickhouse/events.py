@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from segport.domain.events import BATCH_COLUMN, EventAttribute
+from segport.domain.event_files import BATCH_COLUMN, EventAttribute
 from segport.domain.keys import Catalog, CatalogEntry
 from segport.engine.base import EventImportReport, EventScan, UserEvents
 from segport.engine.clickhouse import snapshots as snaps

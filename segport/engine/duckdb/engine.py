@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from segport.domain.events import EventAttribute
+from segport.domain.event_files import EventAttribute
 from segport.domain.export import ExportSpec
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, quote_ident
 from segport.domain.rules import compile_rule

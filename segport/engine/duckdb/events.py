@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from segport.domain.events import (
+from segport.domain.event_files import (
     ATTRIBUTE_KEY_RE,
     BATCH_COLUMN,
     DEFAULT_TYPE,

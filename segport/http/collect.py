@@ -1,0 +1,76 @@
+"""The collect endpoints GrowingIO's SDKs send to (collection protocol v3; docs/events.md).
+
+``POST /v3/projects/{projectKey}/collect?stm=`` takes a batch of events, ``POST /projects/{projectKey}/collect/item``
+a batch of items: JSON or protobuf, maybe gzip (``Content-Encoding``), snappy (``X-Compress-Codec: 2``) and XOR
+(``X-Crypt-Codec: 1``). No bearer token: the collection key in the path and the ``dataSourceId`` the events carry
+must name a data source that is not revoked. The answer is 200 only once the batch is committed to the spool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from segport.domain.events import encoding_of
+from segport.http.schemas import ERRORS
+from segport.services.collect import CollectService
+from segport.store.events import DataSources, EventSpool
+
+router = APIRouter(responses=ERRORS, tags=["collect"])
+
+_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/protobuf": {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
+
+
+def _service(request: Request) -> CollectService:
+    state = request.app.state
+    service: CollectService | None = getattr(state, "segport_collect", None)
+    if service is None:
+        db = state.segport.db
+        service = CollectService(DataSources(db), EventSpool(db))
+        state.segport_collect = service
+    return service
+
+
+async def _collect(request: Request, project_key: str, *, items: bool) -> Response:
+    headers = request.headers
+    enc = encoding_of(
+        headers.get("content-type"),
+        headers.get("x-compress-codec"),
+        headers.get("x-crypt-codec"),
+        headers.get("content-encoding"),
+        request.query_params.get("stm"),
+    )
+    body = await request.body()
+    service = _service(request)
+    done: Any = await run_in_threadpool(service.collect, project_key, body, enc, items=items)
+    return Response(
+        b'{"accepted":%d,"duplicate":%s}' % (done.events, b"true" if done.duplicate else b"false"),
+        media_type="application/json",
+    )
+
+
+@router.post(
+    "/v3/projects/{projectKey}/collect",
+    summary="Collect a batch of events (GrowingIO v3 collection protocol; no token)",
+    openapi_extra=_BODY,
+)
+async def collect_events(projectKey: str, request: Request) -> Response:
+    return await _collect(request, projectKey, items=False)
+
+
+@router.post(
+    "/projects/{projectKey}/collect/item",
+    summary="Collect a batch of items (key, id, attributes; no token)",
+    openapi_extra=_BODY,
+)
+async def collect_items(projectKey: str, request: Request) -> Response:
+    return await _collect(request, projectKey, items=True)

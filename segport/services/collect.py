@@ -1,0 +1,65 @@
+"""Accepting a collect request: decode, check, normalize, deduplicate, commit to the spool.
+
+Runs in API processes and never opens the engine: the engine role loads the spool. A batch is committed in one
+transaction before the caller answers 200, or not at all.
+
+Deduplication: the key is SHA-256 over the endpoint, the ``stm`` query parameter, the encoding headers and the
+raw body bytes. The SDKs resend a failed request with the same body and the same ``stm`` (protobuf requests carry
+no ``stm``), so a retry has the key of the first try and is stored once, for as long as the first one is in the
+spool (:data:`segport.store.events.DEDUP_WINDOW` after it was loaded). Two genuinely different sends of identical
+events differ in ``stm`` (JSON, snappy); two protobuf bodies that are byte-identical are one batch to us.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from segport.domain.events import (
+    Batch,
+    Encoding,
+    decode_events,
+    decode_items,
+    normalize_events,
+    normalize_items,
+)
+from segport.errors import CollectKeyNotFound, DataSourceRefused
+from segport.store.events import DataSources, EventSpool, encode_payload
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    events: int
+    duplicate: bool
+
+
+class CollectService:
+    def __init__(self, sources: DataSources, spool: EventSpool) -> None:
+        self.sources = sources
+        self.spool = spool
+
+    def collect(self, project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> Accepted:
+        """Store the batch of ``body`` (events, or items with ``items``); raise a 4xx error if any of it is bad."""
+        raw = decode_items(body, enc) if items else decode_events(body, enc)
+        batch: Batch = normalize_items(raw, project_key) if items else normalize_events(raw, project_key)
+        found = self.sources.check(project_key, batch.datasource_id)
+        if found.project_id is None:
+            if found.problem == "key":
+                raise CollectKeyNotFound(f"no project has the collection key {project_key[:40]!r}")
+            reason = "is revoked" if found.problem == "revoked" else "is not a data source of this project"
+            raise DataSourceRefused(f"dataSourceId {batch.datasource_id[:40]!r} {reason}")
+        key = dedup_key(project_key, body, enc, items=items)
+        payload = encode_payload(batch.events)
+        stored = self.spool.append(found.project_id, batch.datasource_id, key, batch.events, payload=payload)
+        return Accepted(len(batch.events), not stored)
+
+
+def dedup_key(project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> str:
+    h = hashlib.sha256()
+    head = (
+        f"{'items' if items else 'events'}\0{project_key}\0{enc.stm if enc.stm is not None else ''}\0"
+        f"{int(enc.protobuf)}{int(enc.gzip)}{int(enc.snappy)}{int(enc.xor)}\0"
+    )
+    h.update(head.encode())
+    h.update(body)
+    return h.hexdigest()

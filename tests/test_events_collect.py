@@ -1,0 +1,322 @@
+"""The collect endpoints over HTTP (in process): what each encoding and each bad input gets, what is stored.
+
+The real SDK sends to a real served segport in tests/test_events_sdk.py; these tests build the bodies the way the
+SDK's encoders do (JSON, snappy via cramjam, XOR, gzip, protobuf by hand) to cover every refusal.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cramjam
+import pytest
+from fastapi.testclient import TestClient
+
+from segport.app import App
+from segport.domain.events import MAX_ATTRIBUTES, MAX_DECODED_BYTES, MAX_EVENTS
+from segport.roles.inline import create_app
+from segport.store.events import DataSources, EventSpool
+from tests.conftest import auth
+
+P = "Evproj01"
+NOW = int(time.time() * 1000)
+
+
+@pytest.fixture
+def setup(app: App) -> Iterator[tuple[TestClient, str, str]]:
+    app.meta.create_project(P, "events")
+    key, source = DataSources(app.db).add(P, "web")
+    with TestClient(create_app(app, run_workers=False), raise_server_exceptions=False) as c:
+        yield c, key, source
+
+
+def event(source: str, key: str, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "eventType": "CUSTOM",
+        "sdkVersion": "1.0.5",
+        "platform": "python",
+        "timestamp": NOW,
+        "eventName": "buy",
+        "deviceId": "dev-1",
+        "userId": "u-1",
+        "attributes": {"price": "9.5", "items": "a||b"},
+        "dataSourceId": source,
+        "projectKey": key,
+    }
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def post(c: TestClient, key: str, body: bytes, stm: int | None = NOW, **headers: str) -> Any:
+    url = f"/v3/projects/{key}/collect" + (f"?stm={stm}" if stm is not None else "")
+    sent = {"content-type": "application/json", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    return c.post(url, content=body, headers=sent)
+
+
+def pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pb_field(number: int, value: bytes | int) -> bytes:
+    if isinstance(value, int):
+        return pb_varint(number << 3) + pb_varint(value)
+    return pb_varint(number << 3 | 2) + pb_varint(len(value)) + value
+
+
+def pb_event(source: str, key: str, name: str = "buy", ts: int = NOW, attrs: dict[str, str] | None = None) -> bytes:
+    body = pb_field(1, b"dev-1") + pb_field(2, b"u-1") + pb_field(5, source.encode()) + pb_field(6, 1)
+    body += pb_field(7, b"python") + pb_field(8, ts) + pb_field(22, name.encode()) + pb_field(53, key.encode())
+    for k, v in (attrs or {"price": "9.5"}).items():
+        body += pb_field(24, pb_field(1, k.encode()) + pb_field(2, v.encode()))
+    return body
+
+
+def stored(app: App) -> list[list[dict[str, Any]]]:
+    return [b.events for b in EventSpool(app.db).pending(1000)]
+
+
+# --- what is accepted ------------------------------------------------------------------------------------
+def test_json_batch_is_stored_normalized(app: App, setup: tuple[TestClient, str, str]) -> None:
+    c, key, source = setup
+    batch = [
+        event(source, key, attributes={"price": 9.5, "n": 3, "ok": True, "tags": ["a", "b"], "gone": None}),
+        event(source, key, eventType="PAGE", eventName=..., userId=..., path="/home", title="首页", index=2),
+        event(source, key, eventType="LOGIN_USER_ATTRIBUTES", eventName=..., userKey="$email", userId="a@b.c"),
+    ]
+    r = post(c, key, json.dumps(batch).encode())
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 3, "duplicate": False}
+    [events] = stored(app)
+    assert events[0] == {
+        "t": NOW,
+        "type": "CUSTOM",
+        "event": "buy",
+        "user_id": "u-1",
+        "user_key": None,
+        "device_id": "dev-1",
+        "attrs": {"price": "9.5", "n": "3", "ok": "true", "tags": "a||b"},
+        "std": {"platform": "python", "sdkVersion": "1.0.5"},
+    }
+    assert events[1]["type"] == "PAGE" and events[1]["event"] is None and events[1]["user_id"] is None
+    assert events[1]["std"] == {
+        "platform": "python",
+        "sdkVersion": "1.0.5",
+        "path": "/home",
+        "title": "首页",
+        "index": 2,
+    }
+    assert events[2]["type"] == "LOGIN_USER_ATTRIBUTES" and events[2]["user_key"] == "$email"
+
+
+@pytest.mark.parametrize("codec", ["snappy", "snappy+xor", "gzip", "snappy+xor+gzip", "protobuf", "protobuf+gzip"])
+def test_every_encoding_gives_the_same_events(app: App, setup: tuple[TestClient, str, str], codec: str) -> None:
+    c, key, source = setup
+    headers: dict[str, str] = {}
+    if codec.startswith("protobuf"):
+        body = pb_field(1, pb_event(source, key)) + pb_field(1, pb_event(source, key, name="pay"))
+        headers["content-type"] = "application/protobuf"
+        stm = None
+    else:
+        body = json.dumps(
+            [
+                event(source, key, attributes={"price": "9.5"}),
+                event(source, key, eventName="pay", attributes={"price": "9.5"}),
+            ]
+        )
+        body = body.encode()
+        stm = NOW + 7
+        if "snappy" in codec:
+            body = bytes(cramjam.snappy.compress_raw(body))
+            headers["x-compress-codec"] = "2"
+        if "xor" in codec:
+            body = bytes(b ^ (stm & 0xFF) for b in body)
+            headers["x-crypt-codec"] = "1"
+    if "gzip" in codec:
+        body = gzip.compress(body)
+        headers["content-encoding"] = "gzip"
+    r = post(c, key, body, stm=stm, **headers)
+    assert r.status_code == 200, r.text
+    [events] = stored(app)
+    assert [(e["event"], e["user_id"], e["device_id"], e["attrs"]) for e in events] == [
+        ("buy", "u-1", "dev-1", {"price": "9.5"}),
+        ("pay", "u-1", "dev-1", {"price": "9.5"}),
+    ]
+    assert events[0]["std"]["platform"] == "python"
+
+
+def test_the_same_request_twice_is_stored_once_and_a_new_stm_is_a_new_batch(
+    app: App, setup: tuple[TestClient, str, str]
+) -> None:
+    c, key, source = setup
+    body = json.dumps([event(source, key)]).encode()
+    assert post(c, key, body).json() == {"accepted": 1, "duplicate": False}
+    assert post(c, key, body).json() == {"accepted": 1, "duplicate": True}
+    assert post(c, key, body, stm=NOW + 1).json() == {"accepted": 1, "duplicate": False}
+    pb = pb_field(1, pb_event(source, key))
+    assert post(c, key, pb, stm=None, content_type="application/protobuf").json()["duplicate"] is False
+    assert post(c, key, pb, stm=None, content_type="application/protobuf").json()["duplicate"] is True
+    assert len(stored(app)) == 3
+
+
+def test_items_json_and_protobuf(app: App, setup: tuple[TestClient, str, str]) -> None:
+    c, key, source = setup
+    items = [{"key": "product", "id": "p1", "attributes": {"color": "red"}, "dataSourceId": source, "projectKey": key}]
+    r = c.post(f"/projects/{key}/collect/item?stm={NOW}", json=items)
+    assert r.status_code == 200, r.text
+    pb = pb_field(2, pb_field(1, b"p2") + pb_field(2, b"product") + pb_field(4, source.encode()))
+    r = c.post(f"/projects/{key}/collect/item", content=pb, headers={"content-type": "application/protobuf"})
+    assert r.status_code == 200, r.text
+    first, second = stored(app)
+    assert first[0]["type"] == "ITEM" and first[0]["std"] == {"itemKey": "product", "itemId": "p1"}
+    assert first[0]["attrs"] == {"color": "red"}
+    assert second[0]["std"] == {"itemKey": "product", "itemId": "p2"} and second[0]["attrs"] == {}
+
+
+# --- what is refused --------------------------------------------------------------------------------------
+def _bad_cases(key: str, source: str) -> list[tuple[str, bytes, dict[str, Any], int, str, str]]:
+    """(id, body, request options, status, code, words in the message)"""
+
+    def j(*events: Any) -> bytes:
+        return json.dumps(list(events)).encode()
+
+    ok = event(source, key)
+    big_attrs = {f"k{i}": "v" for i in range(MAX_ATTRIBUTES + 1)}
+    return [
+        ("malformed-json", b'[{"eventType": "CUSTOM",', {}, 400, "INVALID_BODY", "not valid JSON"),
+        ("not-an-array", b'{"eventType": "CUSTOM"}', {}, 400, "INVALID_BODY", "JSON array"),
+        ("empty", b"[]", {}, 400, "INVALID_BODY", "no events"),
+        ("not-an-object", j(ok, 5), {}, 400, "INVALID_EVENT", "event 1: must be a JSON object"),
+        ("malformed-protobuf", b"\x0a\xff\xff", {"ct": "application/protobuf"}, 400, "INVALID_BODY", "protobuf"),
+        ("protobuf-bad-utf8", pb_field(1, pb_field(22, b"\xff\xfe")), {"ct": "application/protobuf"}, 400,
+         "INVALID_BODY", "UTF-8"),
+        ("malformed-snappy", b"\x20\xff\xff\xff\xffxx", {"snappy": True}, 400, "INVALID_BODY", "snappy"),
+        ("wrong-xor", bytes(b ^ 0x55 for b in bytes(cramjam.snappy.compress_raw(j(ok)))), {"snappy": True, "xor": True},
+         400, "INVALID_BODY", "XOR"),
+        ("xor-without-stm", j(ok), {"xor": True, "stm": None}, 400, "INVALID_BODY", "stm"),
+        ("malformed-gzip", b"\x1f\x8b\x08\x00garbage", {"gzip": True}, 400, "INVALID_BODY", "gzip"),
+        ("unknown-codec", j(ok), {"codec": "7"}, 400, "INVALID_BODY", "X-Compress-Codec"),
+        ("content-type", j(ok), {"ct": "text/csv"}, 400, "INVALID_BODY", "Content-Type"),
+        ("bad-stm", j(ok), {"stm": "soon"}, 400, "INVALID_BODY", "stm"),
+        ("gzip-bomb", gzip.compress(b"[" + b" " * (MAX_DECODED_BYTES + 10) + b"]"), {"gzip": True}, 413,
+         "PAYLOAD_TOO_LARGE", "decompressed"),
+        ("snappy-bomb", bytes(cramjam.snappy.compress_raw(b" " * (MAX_DECODED_BYTES + 10))), {"snappy": True}, 413,
+         "PAYLOAD_TOO_LARGE", "decompressed"),
+        ("too-many-events", j(*[ok] * (MAX_EVENTS + 1)), {}, 413, "PAYLOAD_TOO_LARGE", str(MAX_EVENTS)),
+        ("too-many-attributes", j(ok, event(source, key, attributes=big_attrs)), {}, 400, "INVALID_EVENT",
+         f"event 1: attributes holds {MAX_ATTRIBUTES + 1} keys"),
+        ("before-2000", j(ok, event(source, key, timestamp=946684799999)), {}, 400, "INVALID_EVENT",
+         "event 1: timestamp 946684799999 is before 2000"),
+        ("seconds-not-ms", j(event(source, key, timestamp=NOW // 1000)), {}, 400, "INVALID_EVENT", "before 2000"),
+        ("future", j(event(source, key, timestamp=NOW + 25 * 3600 * 1000)), {}, 400, "INVALID_EVENT", "future"),
+        ("timestamp-text", j(event(source, key, timestamp="now")), {}, 400, "INVALID_EVENT", "timestamp"),
+        ("no-timestamp", j(event(source, key, timestamp=...)), {}, 400, "INVALID_EVENT", "timestamp"),
+        ("nul-in-name", j(event(source, key, eventName="buy\x00")), {}, 400, "INVALID_EVENT", "control character"),
+        ("control-in-key", j(event(source, key, attributes={"a\x07": "1"})), {}, 400, "INVALID_EVENT",
+         "control character"),
+        ("nul-in-value", j(event(source, key, attributes={"a": "x\x00y"})), {}, 400, "INVALID_EVENT",
+         "attribute 'a' holds a control character"),
+        ("name-grammar", j(ok, ok, event(source, key, eventName="1buy")), {}, 400, "INVALID_EVENT",
+         "event 2: eventName '1buy' is outside the grammar"),
+        ("key-grammar", j(event(source, key, attributes={"a-b": "1"})), {}, 400, "INVALID_EVENT",
+         "attribute key 'a-b' is outside the grammar"),
+        ("long-name", j(event(source, key, eventName="e" * 101)), {}, 400, "INVALID_EVENT", "grammar"),
+        ("unknown-type", j(event(source, key, eventType="CLICK")), {}, 400, "INVALID_EVENT", "eventType 'CLICK'"),
+        ("custom-without-name", j(event(source, key, eventName=...)), {}, 400, "INVALID_EVENT", "eventName"),
+        ("nobody", j(event(source, key, userId=..., deviceId=...)), {}, 400, "INVALID_EVENT", "userId or deviceId"),
+        ("no-source", j(event(source, key, dataSourceId=...)), {}, 400, "INVALID_EVENT", "dataSourceId is missing"),
+        ("mixed-sources", j(ok, event(source, key, dataSourceId="other")), {}, 400, "INVALID_EVENT", "differs"),
+        ("other-project-key", j(event(source, key, projectKey="x")), {}, 400, "INVALID_EVENT", "projectKey"),
+        ("unknown-source", j(event("feedfeedfeedfeed", key)), {}, 403, "DATA_SOURCE_REFUSED", "not a data source"),
+        ("unknown-key", j(event(source, key, projectKey=...)), {"key": "0000000000000000"}, 404, "COLLECT_KEY_NOT_FOUND", "collection key"),
+    ]  # fmt: skip
+
+
+def _send(c: TestClient, key: str, body: bytes, opts: dict[str, Any]) -> Any:
+    headers = {"content-type": opts.get("ct", "application/json")}
+    stm = opts.get("stm", NOW)
+    if opts.get("snappy"):
+        headers["x-compress-codec"] = "2"
+    if opts.get("codec"):
+        headers["x-compress-codec"] = opts["codec"]
+    if opts.get("xor"):
+        headers["x-crypt-codec"] = "1"
+    if opts.get("gzip"):
+        headers["content-encoding"] = "gzip"
+    url = f"/v3/projects/{opts.get('key', key)}/collect" + ("" if stm is None else f"?stm={stm}")
+    return c.post(url, content=body, headers=headers)
+
+
+def test_bad_input_is_a_4xx_naming_the_reason_and_nothing_is_stored(
+    app: App, setup: tuple[TestClient, str, str]
+) -> None:
+    c, key, source = setup
+    failures = []
+    for name, body, opts, status, code, words in _bad_cases(key, source):
+        r = _send(c, key, body, opts)
+        got = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
+        if r.status_code != status or got.get("code") != code or words not in got.get("message", ""):
+            failures.append(f"{name}: {r.status_code} {r.text[:300]}")
+    assert not failures, "\n".join(failures)
+    assert stored(app) == []
+    r = post(c, key, json.dumps([event(source, key)]).encode())  # the server keeps serving
+    assert r.status_code == 200 and len(stored(app)) == 1
+
+
+def test_a_body_over_the_limit_is_413(app: App, setup: tuple[TestClient, str, str]) -> None:
+    c, key, _ = setup
+    r = post(c, key, b"[" + b" " * app.settings.max_body_bytes + b"]")
+    assert r.status_code == 413 and r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_a_revoked_data_source_is_refused(app: App, setup: tuple[TestClient, str, str]) -> None:
+    c, key, source = setup
+    body = json.dumps([event(source, key)]).encode()
+    assert post(c, key, body).status_code == 200
+    DataSources(app.db).revoke(source)
+    r = post(c, key, body, stm=NOW + 1)
+    assert r.status_code == 403 and "revoked" in r.json()["error"]["message"]
+    assert len(stored(app)) == 1
+
+
+def test_a_source_of_another_project_is_refused(app: App, setup: tuple[TestClient, str, str]) -> None:
+    c, key, _ = setup
+    app.meta.create_project("Evproj02", "other")
+    other_key, other_source = DataSources(app.db).add("Evproj02")
+    assert post(c, key, json.dumps([event(other_source, key)]).encode()).status_code == 403
+    assert post(c, other_key, json.dumps([event(other_source, other_key)]).encode()).status_code == 200
+
+
+# --- the admin API ------------------------------------------------------------------------------------------
+def test_admin_api_adds_lists_and_revokes_data_sources(app: App, setup: tuple[TestClient, str, str]) -> None:
+    c, key, first = setup
+    _, admin = app.meta.create_token([], admin=True)
+    _, project_token = app.meta.create_token([P])
+    base = f"/admin/v1/projects/{P}/datasources"
+    r = c.post(base, json={"name": "app"}, headers=auth(admin))
+    assert r.status_code == 201, r.text
+    assert r.json()["projectKey"] == key
+    new = r.json()["dataSourceId"]
+    listed = c.get(base, headers=auth(admin)).json()
+    assert listed["projectKey"] == key
+    assert [(s["dataSourceId"], s["name"], s["revokedAt"]) for s in listed["dataSources"]] == [
+        (first, "web", None),
+        (new, "app", None),
+    ]
+    r = c.post(f"{base}/{new}/revoke", headers=auth(admin))
+    assert r.status_code == 200 and r.json()["revokedAt"] is not None
+    assert c.post(f"{base}/nope/revoke", headers=auth(admin)).status_code == 404
+    assert c.get(base, headers=auth(project_token)).status_code == 403
+    assert c.get(base).status_code == 401
+    assert c.get("/admin/v1/projects/Nope0000/datasources", headers=auth(admin)).status_code == 404
+    assert c.post(base, json={"name": "a\x00"}, headers=auth(admin)).status_code == 400
+    assert c.post(base, json={"nope": 1}, headers=auth(admin)).status_code == 400
