@@ -138,6 +138,29 @@ async def segments(request: Request, project_id: str, q: Annotated[str, Query(ma
     return page.render("segments.html", project=project, segments=rows, q=q, time=web.local_time)
 
 
+@router.get("/p/{project_id}/events")
+async def events(request: Request, project_id: str) -> Response:
+    session = await _session(request)
+    if session is None:
+        return _to_signin(request)
+    page = Page(request, session)
+    service = _service(request)
+    try:
+        project = await _run(service.project, session.who, project_id)
+        names, attributes, collect_key, sources = await _run(service.events, session.who, project_id)
+    except SegportError as exc:
+        return page.error(exc)
+    return page.render(
+        "events.html",
+        project=project,
+        names=names,
+        attributes=attributes,
+        collect_key=collect_key,
+        sources=sources,
+        time=web.local_time,
+    )
+
+
 @router.get("/p/{project_id}/segments/{key}")
 async def segment(request: Request, project_id: str, key: str) -> Response:
     session = await _session(request)

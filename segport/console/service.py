@@ -15,6 +15,8 @@ from segport.domain.jobs import TargetKind
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind
 from segport.services.exports import Download, ExportRequest
 from segport.services.queries import MAX_PAGE_PROPERTIES, UserPage
+from segport.store.event_catalog import AttributeInfo, EventCatalog, EventName
+from segport.store.events import DataSource, DataSources
 from segport.store.meta import Principal
 from segport.store.models import JobRow, Project, SegmentRow
 
@@ -72,6 +74,19 @@ class ConsoleService:
 
     def export(self, who: Principal, project_id: str, key: str, request: ExportRequest) -> JobRow:
         return self.exports.submit(who, project_id, TargetKind.SEGMENT, key, request)
+
+    def events(
+        self, who: Principal, project_id: str
+    ) -> tuple[list[EventName], list[AttributeInfo], str | None, list[DataSource]]:
+        """The project's event names, attribute catalogue, collection key and data sources."""
+        self.project(who, project_id)
+        catalog, sources = EventCatalog(self.app.meta), DataSources(self.app.meta)
+        return (
+            catalog.names(project_id),
+            catalog.attribute_rows(project_id),
+            sources.collect_key(project_id),
+            sources.list(project_id),
+        )
 
     def jobs(self, who: Principal, project_id: str) -> list[JobRow]:
         self.queries.project(who, project_id)
