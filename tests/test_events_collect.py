@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from segport.app import App
 from segport.domain.events import MAX_ATTRIBUTES, MAX_DECODED_BYTES, MAX_EVENTS
 from segport.roles.inline import create_app
+from segport.services.collect import RESOLVE_TTL_S
 from segport.store.events import DataSources, EventSpool
 from tests.conftest import auth
 
@@ -283,6 +284,7 @@ def test_a_revoked_data_source_is_refused(app: App, setup: tuple[TestClient, str
     body = json.dumps([event(source, key)]).encode()
     assert post(c, key, body).status_code == 200
     DataSources(app.db).revoke(source)
+    time.sleep(RESOLVE_TTL_S + 0.1)  # an API process looks an accepted data source up again after this long
     r = post(c, key, body, stm=NOW + 1)
     assert r.status_code == 403 and "revoked" in r.json()["error"]["message"]
     assert len(stored(app)) == 1

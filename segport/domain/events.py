@@ -336,11 +336,12 @@ def _pb_list(raw: bytes, field: int, one: Callable[[bytes], dict[str, Any]], wha
 _PB_NAMES = {"events": "EventV3List", "items": "ItemDtoList"}
 
 
-def decode_events(body: bytes, enc: Encoding) -> list[Any]:
+def decode_events(body: bytes, enc: Encoding) -> tuple[list[Any], bool]:
+    """The wire events of a body, and whether it was a JSON text :func:`json_is_clean` holds for."""
     raw = unwrap(body, enc)
     if enc.protobuf:
-        return _pb_list(raw, 1, _pb_event, "events")
-    return decode_json_list(raw, "events")
+        return _pb_list(raw, 1, _pb_event, "events"), False
+    return decode_json_list(raw, "events"), json_is_clean(raw)
 
 
 def decode_items(body: bytes, enc: Encoding) -> list[Any]:
@@ -474,57 +475,137 @@ def _source(raw: dict[str, Any], project_key: str) -> str:
     return source
 
 
-def normalize_events(raw: list[Any], project_key: str, now_ms: int | None = None) -> Batch:
-    """Check and normalize a batch of wire events (JSON objects, or protobuf decoded to the same names)."""
+# In a JSON text a control character can only be an escape (RFC 8259), and C1 controls and U+2028/9 are these
+# UTF-8 sequences: a body without any of them holds no string that the value rules refuse, and its values need
+# no check of their own (a false alarm, such as an escaped backslash before "b", only takes the slow path).
+_SUSPECT = re.compile(rb"\\u00[0-1]|\\u007[fF]|\\u00[89]|\\u202[89]|\\[bf]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+_GOOD_NAMES: set[str] = set()  # names and keys already checked (bounded: cleared when it grows past 50,000)
+_STD_KIND = {**dict.fromkeys(STD_STRINGS, 1), **dict.fromkeys(STD_INTS, 2), **dict.fromkeys(STD_DOUBLES, 3)}
+_STD_KIND.update(resourceItemId=4, resourceItemKey=4, resourceItem=4)
+_STD_FIELDS = frozenset(_STD_KIND)
+
+
+def json_is_clean(raw: bytes) -> bool:
+    """Whether no string of the JSON text ``raw`` can hold a character the value rules refuse."""
+    return _SUSPECT.search(raw) is None
+
+
+def _known_name(value: Any, field: str) -> str:
+    if type(value) is str and value in _GOOD_NAMES:
+        return value
+    _name(value, field)
+    if len(_GOOD_NAMES) > 50_000:
+        _GOOD_NAMES.clear()
+    _GOOD_NAMES.add(value)
+    return value  # type: ignore[no-any-return]
+
+
+def _fast_attributes(value: Any, clean: bool) -> dict[str, str]:
+    """The attributes as they came when every value is already a string that passes (most batches); else
+    the full check, which converts numbers and lists and names what is wrong."""
+    if value is None:
+        return {}
+    if type(value) is not dict or len(value) > MAX_ATTRIBUTES:
+        return _attributes(value)
+    for key, item in value.items():
+        if key not in _GOOD_NAMES:
+            _known_name(key, "attribute key")
+        if type(item) is not str or len(item) > MAX_VALUE_CHARS or (not clean and _BAD_VALUE.search(item)):
+            return _attributes(value)
+    return value
+
+
+def _fast_std(ev: dict[str, Any], clean: bool) -> dict[str, Any]:
+    std: dict[str, Any] = {}
+    for field in _STD_FIELDS.intersection(ev):  # in C: only the few standard fields an event has
+        value, kind = ev[field], _STD_KIND[field]
+        if value is None:
+            continue
+        if (
+            kind == 1
+            and type(value) is str
+            and len(value) <= MAX_VALUE_CHARS
+            and (clean or not _BAD_VALUE.search(value))
+        ):
+            if value:
+                std[field] = value
+        elif kind == 2 and type(value) is int and -(1 << 63) <= value < 1 << 63:
+            std[field] = value
+        else:
+            return _std(ev)  # the full check: converts or names what is wrong
+    return std
+
+
+def _fast_id(value: Any, field: str, clean: bool) -> str | None:
+    if value is None or value == "":
+        return None
+    if type(value) is str and len(value) <= MAX_VALUE_CHARS and (clean or not _BAD_VALUE.search(value)):
+        return value
+    return _string(value, field)
+
+
+def normalize_events(raw: list[Any], project_key: str, now_ms: int | None = None, *, clean: bool = False) -> Batch:
+    """Check and normalize a batch of wire events (JSON objects, or protobuf decoded to the same names).
+
+    ``clean``: the batch was parsed from a JSON text for which :func:`json_is_clean` holds."""
     if len(raw) > MAX_EVENTS:
         raise PayloadTooLarge(f"a batch holds at most {MAX_EVENTS} events; this one holds {len(raw)}")
     if not raw:
         raise InvalidBody("the batch holds no events")
     now = int(time.time() * 1000) if now_ms is None else now_ms
+    latest = now + MAX_FUTURE_SKEW_MS
     out: list[dict[str, Any]] = []
+    append = out.append
     source = ""
     for i, ev in enumerate(raw):
-        if not isinstance(ev, dict):
+        if type(ev) is not dict:
             raise _bad(i, "must be a JSON object")
         try:
-            this = _source(ev, project_key)
-            if source and this != source:
-                raise ValueError(f"dataSourceId {this[:40]!r} differs from the batch's first one")
-            source = this
+            this = ev.get("dataSourceId")
+            if this != source or not source:
+                this = _source(ev, project_key)
+                if source and this != source:
+                    raise ValueError(f"dataSourceId {this[:40]!r} differs from the batch's first one")
+                source = this
+            else:
+                key = ev.get("projectKey")
+                if key is not None and key != project_key and key != "":
+                    _source(ev, project_key)
             kind = ev.get("eventType")
             if kind not in _TYPES:
                 raise ValueError(f"eventType {str(kind)[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
-            name = None
-            if kind == "CUSTOM":
-                name = _name(ev.get("eventName"), "eventName")
-            user_id = _optional_id(ev.get("userId"), "userId")
-            device_id = _optional_id(ev.get("deviceId"), "deviceId")
+            name = _known_name(ev.get("eventName"), "eventName") if kind == "CUSTOM" else None
+            user_id = _fast_id(ev.get("userId"), "userId", clean)
+            device_id = _fast_id(ev.get("deviceId"), "deviceId", clean)
             user_key = None
             if user_id is not None:
                 raw_key = ev.get("userKey")
-                if raw_key not in (None, ""):
-                    if not isinstance(raw_key, str) or USER_KEY_RE.fullmatch(raw_key) is None:
+                if raw_key is not None and raw_key != "":
+                    if type(raw_key) is not str or USER_KEY_RE.fullmatch(raw_key) is None:
                         raise ValueError(
                             f"userKey {str(raw_key)[:40]!r} is outside the grammar: letters, digits, '_' and '$', "
                             "not starting with a digit, at most 100 characters"
                         )
                     user_key = raw_key
-            if user_id is None and device_id is None:
+            elif device_id is None:
                 raise ValueError("it names nobody: userId or deviceId is needed")
             if kind == "LOGIN_USER_ATTRIBUTES" and user_id is None:
                 raise ValueError("LOGIN_USER_ATTRIBUTES needs userId")
             if kind == "VISITOR_ATTRIBUTES" and device_id is None:
                 raise ValueError("VISITOR_ATTRIBUTES needs deviceId")
-            out.append(
+            t = ev.get("timestamp")
+            if type(t) is not int or t < MIN_TIME_MS or t > latest:
+                t = _time(t, now)
+            append(
                 {
-                    "t": _time(ev.get("timestamp"), now),
+                    "t": t,
                     "type": kind,
                     "event": name,
                     "user_id": user_id,
                     "user_key": user_key,
                     "device_id": device_id,
-                    "attrs": _attributes(ev.get("attributes")),
-                    "std": _std(ev),
+                    "attrs": _fast_attributes(ev.get("attributes"), clean),
+                    "std": _fast_std(ev, clean),
                 }
             )
         except ValueError as exc:

@@ -13,6 +13,7 @@ events differ in ``stm`` (JSON, snappy); two protobuf bodies that are byte-ident
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 
 from segport.domain.events import (
@@ -26,6 +27,10 @@ from segport.domain.events import (
 from segport.errors import CollectKeyNotFound, DataSourceRefused
 from segport.store.events import DataSources, EventSpool, encode_payload
 
+# An accepted (collection key, dataSourceId) is looked up again after this long: a revoke reaches every API
+# process within it (docs/events.md).
+RESOLVE_TTL_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -34,24 +39,44 @@ class Accepted:
 
 
 class CollectService:
-    def __init__(self, sources: DataSources, spool: EventSpool) -> None:
+    def __init__(self, sources: DataSources, spool: EventSpool, *, resolve_ttl_s: float = RESOLVE_TTL_S) -> None:
         self.sources = sources
         self.spool = spool
+        self.resolve_ttl_s = resolve_ttl_s
+        self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
 
     def collect(self, project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> Accepted:
         """Store the batch of ``body`` (events, or items with ``items``); raise a 4xx error if any of it is bad."""
-        raw = decode_items(body, enc) if items else decode_events(body, enc)
-        batch: Batch = normalize_items(raw, project_key) if items else normalize_events(raw, project_key)
-        found = self.sources.check(project_key, batch.datasource_id)
+        batch: Batch
+        if items:
+            batch = normalize_items(decode_items(body, enc), project_key)
+        else:
+            raw, clean = decode_events(body, enc)
+            batch = normalize_events(raw, project_key, clean=clean)
+        project_id = self._project(project_key, batch.datasource_id)
+        key = dedup_key(project_key, body, enc, items=items)
+        payload = encode_payload(batch.events)
+        stored = self.spool.append(project_id, batch.datasource_id, key, batch.events, payload=payload)
+        return Accepted(len(batch.events), not stored)
+
+    def _project(self, project_key: str, datasource_id: str) -> str:
+        """The project of an accepted (key, data source); an answer is reused for ``resolve_ttl_s``."""
+        cache_key = (project_key, datasource_id)
+        now = time.monotonic()
+        hit = self._resolved.get(cache_key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        found = self.sources.check(project_key, datasource_id)
         if found.project_id is None:
+            self._resolved.pop(cache_key, None)
             if found.problem == "key":
                 raise CollectKeyNotFound(f"no project has the collection key {project_key[:40]!r}")
             reason = "is revoked" if found.problem == "revoked" else "is not a data source of this project"
-            raise DataSourceRefused(f"dataSourceId {batch.datasource_id[:40]!r} {reason}")
-        key = dedup_key(project_key, body, enc, items=items)
-        payload = encode_payload(batch.events)
-        stored = self.spool.append(found.project_id, batch.datasource_id, key, batch.events, payload=payload)
-        return Accepted(len(batch.events), not stored)
+            raise DataSourceRefused(f"dataSourceId {datasource_id[:40]!r} {reason}")
+        if len(self._resolved) > 10_000:
+            self._resolved.clear()
+        self._resolved[cache_key] = (found.project_id, now + self.resolve_ttl_s)
+        return found.project_id
 
 
 def dedup_key(project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -156,7 +157,8 @@ class DataSources:
 
 
 def encode_payload(events: Sequence[dict[str, Any]]) -> bytes:
-    return gzip.compress(json.dumps(events, ensure_ascii=False, separators=(",", ":")).encode(), GZIP_LEVEL)
+    """gzip of the events' UTF-8 JSON (compact)."""
+    return gzip.compress(to_json(events), GZIP_LEVEL)
 
 
 def decode_payload(payload: bytes) -> list[dict[str, Any]]:
@@ -191,8 +193,8 @@ class EventSpool:
             "loaded_at": None,
         }
         try:
-            with self.db.write() as s:
-                s.execute(_INSERT, row)
+            with self.db.write_core() as conn:
+                conn.execute(_INSERT, row)
         except IntegrityError:
             if self.contains(project_id, dedup_key):
                 return False

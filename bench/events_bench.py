@@ -1,0 +1,278 @@
+"""Collect throughput: segport's collect endpoint against the HTTP stack's own ceiling, measured in one run.
+
+Two servers, each one process of the same HTTP stack (uvicorn with segport's protocol options, FastAPI, segport's
+edge middlewares and error renderer):
+
+* **segport**: `segport serve` with one API process (and its engine process), a project and a data source;
+  ``POST /v3/projects/{key}/collect`` checks, normalizes and commits each batch to the spool before its 200;
+* **bare**: the same stack with one route at the same path that reads the body and answers 200.
+
+The client runs in a process of its own (``--client``): ``--connections`` keep-alive connections post JSON
+batches of ``--events`` events (each request a distinct batch and ``stm``, as an SDK sends them) for
+``--seconds``. The two targets are measured in turns (bare, segport, bare, segport) and the better round of each
+is kept. Prints one JSON object: requests/s and events/s of each, their ratio, p50/p99 latency, the API
+process's RSS, and the batches found in the spool.
+
+    .venv/bin/python bench/events_bench.py [--seconds 10] [--connections 8] [--events 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from fastapi import FastAPI, Request, Response
+
+P = "Benchev1"
+
+
+# --- the client (its own process) -------------------------------------------------------------------------
+def batch_body(source: str, key: str, seq: int, events: int, now: int) -> bytes:
+    return json.dumps(
+        [
+            {
+                "eventType": "CUSTOM",
+                "sdkVersion": "1.0.5",
+                "platform": "python",
+                "timestamp": now - j,
+                "eventName": "buy",
+                "deviceId": f"dev-{seq % 5000}-{j % 7}",
+                "userId": f"u-{(seq * 31 + j) % 100000}",
+                "attributes": {"price": str(j * 1.5), "seq": str(seq), "sku": f"sku-{j}", "tags": "a||b"},
+                "dataSourceId": source,
+                "projectKey": key,
+            }
+            for j in range(events)
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
+async def _connection(
+    host: str, port: int, path: str, bodies: list[bytes], deadline: float, lat: list[float], counts: dict[str, int]
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    i = 0
+    base = int(time.time() * 1000)
+    while time.monotonic() < deadline:
+        body = bodies[i % len(bodies)]
+        stm = base + counts["sent"]
+        counts["sent"] += 1
+        i += 1
+        head = (
+            f"POST {path}?stm={stm} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        started = time.perf_counter()
+        writer.write(head + body)
+        status_line = await reader.readline()
+        length = 0
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        lat.append((time.perf_counter() - started) * 1000)
+        counts["ok" if status_line.split()[1] == b"200" else "error"] += 1
+    writer.close()
+
+
+def client(args: argparse.Namespace) -> None:
+    bodies = [batch_body(args.source, args.key, seq, args.events, int(time.time() * 1000)) for seq in range(200)]
+    lat: list[float] = []
+    counts = {"sent": 0, "ok": 0, "error": 0}
+
+    async def main() -> float:
+        started = time.monotonic()
+        deadline = started + args.seconds
+        await asyncio.gather(
+            *(
+                _connection(args.host, args.port, args.path, bodies[c :: args.connections], deadline, lat, counts)
+                for c in range(args.connections)
+            )
+        )
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(main())
+    lat.sort()
+    print(
+        json.dumps(
+            {
+                "requests_per_s": round(counts["ok"] / elapsed, 1),
+                "events_per_s": round(counts["ok"] * args.events / elapsed),
+                "ok": counts["ok"],
+                "errors": counts["error"],
+                "p50_ms": round(lat[len(lat) // 2], 2) if lat else None,
+                "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2) if lat else None,
+            }
+        )
+    )
+
+
+# --- the bare server (its own process) ----------------------------------------------------------------------
+def bare_server(args: argparse.Namespace) -> None:
+    from segport.http import errors
+    from segport.http.guard import EdgeGuard
+    from segport.http.limits import BodyLimit, RequestLineLimit
+    from segport.http.protocol import uvicorn_options
+    from segport.roles.sockets import listen_socket, serve_asgi
+    from segport.settings import Settings
+
+    settings = Settings(data_dir=Path(args.data))
+    api = FastAPI()
+    errors.install(api)
+
+    @api.post("/v3/projects/{projectKey}/collect")
+    async def bare(projectKey: str, request: Request) -> Response:
+        await request.body()
+        return Response(b'{"accepted":0,"duplicate":false}', media_type="application/json")
+
+    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, is_upload=lambda _p: False)
+    api.add_middleware(RequestLineLimit)
+    api.add_middleware(
+        EdgeGuard, read_timeout_s=settings.request_read_timeout_s, is_upload=lambda _p: False, native_head=frozenset()
+    )
+    serve_asgi(api, sockets=[listen_socket("127.0.0.1", args.port)], **uvicorn_options(settings))
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early ({proc.returncode})")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def run_client(args: argparse.Namespace, port: int, key: str, source: str) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--client", "--port", str(port), "--key", key, "--source", source]
+    cmd += ["--seconds", str(args.seconds), "--connections", str(args.connections), "--events", str(args.events)]
+    cmd += ["--path", f"/v3/projects/{key}/collect"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
+    if done.returncode != 0:
+        raise SystemExit(f"the client failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def api_rss_mb(supervisor: int) -> float:
+    """The RSS of the API process: the child of `segport serve` without the DuckDB file open."""
+    best = 0.0
+    for child in psutil.Process(supervisor).children():
+        try:
+            files = {Path(f.path).name for f in child.open_files()}
+            if "profiles.duckdb" not in files:
+                best = max(best, child.memory_info().rss / 2**20)
+        except psutil.Error:
+            continue
+    return round(best, 1)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    from segport.app import open_stores
+    from segport.settings import Settings
+    from segport.store.events import DataSources, EventSpool
+
+    data = Path(tempfile.mkdtemp(prefix="events-bench-")) / "data"
+    stores = open_stores(Settings(data_dir=data))
+    stores.meta.create_project(P, "bench")
+    key, source = DataSources(stores.db).add(P, "bench")
+    stores.close()
+
+    env = {**os.environ, "SEGPORT_DATA_DIR": str(data), "SEGPORT_API_PROCESSES": "1"}
+    seg_port, bare_port = free_port(), free_port()
+    log = open(data.parent / "server.log", "ab")  # noqa: SIM115 - the children's log
+    seg = subprocess.Popen(
+        [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(seg_port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    bare = subprocess.Popen(
+        [sys.executable, __file__, "--bare-server", "--port", str(bare_port), "--data", str(data)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_up(f"http://127.0.0.1:{seg_port}/openapi.json", seg)
+        wait_up(f"http://127.0.0.1:{bare_port}/openapi.json", bare)
+        rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "segport": []}
+        for _ in range(args.rounds):
+            rounds["bare"].append(run_client(args, bare_port, key, source))
+            rounds["segport"].append(run_client(args, seg_port, key, source))
+        best = {name: max(rs, key=lambda r: r["requests_per_s"]) for name, rs in rounds.items()}
+        rss = api_rss_mb(seg.pid)
+        spool = EventSpool(open_stores(Settings(data_dir=data), migrate=False).db)
+        return {
+            "events_per_batch": args.events,
+            "connections": args.connections,
+            "seconds": args.seconds,
+            "bare": best["bare"],
+            "segport": best["segport"],
+            "ratio": round(best["segport"]["requests_per_s"] / best["bare"]["requests_per_s"], 3),
+            "segport_p99_ms": best["segport"]["p99_ms"],
+            "api_rss_mb": rss,
+            "batches_in_spool": spool.count(),
+            "acknowledged": sum(r["ok"] for r in rounds["segport"]),
+            "cpus": os.cpu_count(),
+        }
+    finally:
+        for proc in (seg, bare):
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--events", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--key", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--source", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--path", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--data", default="", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+if __name__ == "__main__":
+    ns = parse()
+    if ns.client:
+        client(ns)
+    elif ns.bare_server:
+        bare_server(ns)
+    else:
+        print(json.dumps(main(ns), indent=2))
