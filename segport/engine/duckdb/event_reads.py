@@ -27,7 +27,7 @@ def _gio_id(cur: duckdb.DuckDBPyConnection, project_id: str, identity: CatalogEn
         row = cur.execute(
             f"SELECT u.gio_id FROM {users_table(project_id)} u WHERE {test} ORDER BY u.gio_id LIMIT 1", [value]
         ).fetchone()
-    except duckdb.CatalogException:  # no users table, or no such column yet: no such user
+    except (duckdb.CatalogException, duckdb.BinderException):  # no users table or no such column yet: no user
         return 0
     return int(row[0]) if row else 0
 
