@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +113,21 @@ def test_collected_events_reach_the_store_and_survive_an_engine_restart(
             for v in got  # type: ignore[union-attr]
         ]
     )
+
+
+def test_a_cli_events_import_while_serving_goes_through_the_engine_process(
+    served: tuple[LiveServer, str, str, str], tmp_path: Path
+) -> None:
+    server, token, _, _ = served
+    history = tmp_path / "history.csv"
+    history.write_text("event,time,userId,amount\nbuy,2026-05-01T10:00:00+08:00,H1,3\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "segport.cli", "--data-dir", str(server.data_dir), "events", "import"]
+        + ["--project", P, str(history)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "running server" in done.stderr and "1 of 1 events stored" in done.stdout
+    assert [(v["event"], v["attributes"]) for v in events_of(server, token, "H1")] == [("buy", {"amount": "3"})]
