@@ -211,17 +211,32 @@ def stage(
     label = label.replace("{r}", "' || _row || '")
     problem = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in problems) + " END"
     rowno = "(r.file_row_number + 1)" if numbered else "row_number() OVER ()"
+    body = ", ".join(f"{expr} AS {q(name)}" for name, expr in select.items())
+    diagnose = (
+        f"SELECT '{label}: ' || _problem FROM (SELECT {rowno} AS _row, {problem} AS _problem FROM {src} r) "
+        "WHERE _problem IS NOT NULL ORDER BY _row LIMIT 1"
+    )
+    # one pass: the rows are staged with their first problem beside them, then the staged problems are read
     try:
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE ev_stage AS SELECT {rowno} AS _row, {problem} AS _problem, {body} "
+            f"FROM {src} r"
+        )
         bad_row = cur.execute(
-            f"SELECT '{label}: ' || _problem FROM (SELECT {rowno} AS _row, {problem} AS _problem FROM {src} r) "
-            "WHERE _problem IS NOT NULL ORDER BY _row LIMIT 1"
+            f"SELECT '{label}: ' || _problem FROM ev_stage WHERE _problem IS NOT NULL ORDER BY _row LIMIT 1"
         ).fetchone()
-        if bad_row is not None:
-            raise ImportRejected(f"{path.name}: {bad_row[0]}")
-        body = ", ".join(f"{expr} AS {q(name)}" for name, expr in select.items())
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE ev_stage AS SELECT {rowno} AS _row, {body} FROM {src} r")
     except duckdb.Error as exc:
-        raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
+        # a value the staging could not even convert: name its row from the file (on a connection of its own,
+        # as the failed statement may have aborted the caller's transaction)
+        try:
+            with cur.cursor() as diag:
+                bad_row = diag.execute(diagnose).fetchone()
+        except duckdb.Error:
+            bad_row = None
+        if bad_row is None:
+            raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
+    if bad_row is not None:
+        raise ImportRejected(f"{path.name}: {bad_row[0]}")
     rows = int(cur.execute("SELECT count(*) FROM ev_stage").fetchone()[0])  # type: ignore[index]
     identities = [r[0] for r in cur.execute("SELECT DISTINCT _idcol FROM ev_stage WHERE _idcol IS NOT NULL").fetchall()]
     return Staged(rows, columns, new, sorted(identities), path.name, fmt)
