@@ -10,13 +10,16 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cramjam
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from segport.app import App
+from segport.cli import cli
 from segport.domain.events import MAX_ATTRIBUTES, MAX_DECODED_BYTES, MAX_EVENTS
 from segport.roles.inline import create_app
 from segport.services.collect import RESOLVE_TTL_S
@@ -322,3 +325,29 @@ def test_admin_api_adds_lists_and_revokes_data_sources(app: App, setup: tuple[Te
     assert c.get("/admin/v1/projects/Nope0000/datasources", headers=auth(admin)).status_code == 404
     assert c.post(base, json={"name": "a\x00"}, headers=auth(admin)).status_code == 400
     assert c.post(base, json={"nope": 1}, headers=auth(admin)).status_code == 400
+
+
+# --- the CLI ----------------------------------------------------------------------------------------------
+def test_cli_datasources_add_list_revoke(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = str(tmp_path / "data")
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, ["--data-dir", data, *args])
+
+    assert run("project", "create", P, "--name", "events").exit_code == 0
+    listed = json.loads(run("datasources", "list", "--project", P, "--json").stdout)
+    assert listed == {"projectKey": None, "dataSources": []}
+    made = json.loads(run("datasources", "add", "--project", P, "--json").stdout)
+    assert set(made) == {"projectKey", "dataSourceId"} and len(made["projectKey"]) == 16
+    plain = run("datasources", "add", "--project", P, "--name", "web").stdout
+    assert f"projectKey:   {made['projectKey']}" in plain and "dataSourceId: " in plain
+    second = plain.split("dataSourceId: ")[1].split()[0]
+    assert run("datasources", "revoke", made["dataSourceId"]).exit_code == 0
+    table = run("datasources", "list", "--project", P).stdout
+    assert f"projectKey: {made['projectKey']}" in table
+    assert f"{made['dataSourceId']}\t\t" in table and "revoked" in table
+    assert f"{second}\tweb\t" in table and "active" in table
+    missing = run("datasources", "revoke", "nope")
+    assert missing.exit_code == 4 and "not found" in missing.stderr
+    assert run("datasources", "add", "--project", "Nope0000").exit_code == 4

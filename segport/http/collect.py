@@ -51,6 +51,7 @@ async def _collect(request: Request, project_key: str, *, items: bool) -> Respon
     )
     body = await request.body()
     service = _service(request)
+    # in a thread: a large body takes milliseconds to check, which would hold up every other request here
     done: Any = await run_in_threadpool(service.collect, project_key, body, enc, items=items)
     return Response(
         b'{"accepted":%d,"duplicate":%s}' % (done.events, b"true" if done.duplicate else b"false"),

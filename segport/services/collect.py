@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from segport.domain.events import (
     Batch,
@@ -33,6 +34,15 @@ RESOLVE_TTL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    project_key: str
+    datasource_id: str
+    dedup_key: str
+    events: list[dict[str, Any]]
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     events: int
     duplicate: bool
@@ -47,17 +57,27 @@ class CollectService:
 
     def collect(self, project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> Accepted:
         """Store the batch of ``body`` (events, or items with ``items``); raise a 4xx error if any of it is bad."""
+        return self.store(self.prepare(project_key, body, enc, items=items))
+
+    def prepare(self, project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> Prepared:
+        """Everything but the database: decode, check, normalize, the deduplication key, the payload (CPU only,
+        so the HTTP layer may run it without a thread hop)."""
         batch: Batch
         if items:
             batch = normalize_items(decode_items(body, enc), project_key)
         else:
             raw, clean = decode_events(body, enc)
             batch = normalize_events(raw, project_key, clean=clean)
-        project_id = self._project(project_key, batch.datasource_id)
         key = dedup_key(project_key, body, enc, items=items)
-        payload = encode_payload(batch.events)
-        stored = self.spool.append(project_id, batch.datasource_id, key, batch.events, payload=payload)
-        return Accepted(len(batch.events), not stored)
+        return Prepared(project_key, batch.datasource_id, key, batch.events, encode_payload(batch.events))
+
+    def store(self, prepared: Prepared) -> Accepted:
+        """Check the key and the data source, commit the batch to the spool (blocking: database I/O)."""
+        project_id = self._project(prepared.project_key, prepared.datasource_id)
+        stored = self.spool.append(
+            project_id, prepared.datasource_id, prepared.dedup_key, prepared.events, payload=prepared.payload
+        )
+        return Accepted(len(prepared.events), not stored)
 
     def _project(self, project_key: str, datasource_id: str) -> str:
         """The project of an accepted (key, data source); an answer is reused for ``resolve_ttl_s``."""
