@@ -137,3 +137,13 @@ def test_a_value_that_does_not_fit_its_declared_type_is_stored_as_null(seeded: A
         PROJECT, app.meta.catalog(PROJECT).entries["id_$basic_userId"], "C001", 0, 2 * T, 10, 0, False
     )
     assert [r["attrs"].get("step") for r in page.rows] == [0, None]
+
+
+def test_item_batches_are_marked_loaded_without_events(seeded: Any, tmp_path: Path) -> None:
+    app = seeded.app
+    spool = EventSpool(app.meta)
+    item = {"t": T, "type": "ITEM", "event": None, "user_id": None, "user_key": None, "device_id": None,
+            "attrs": {"color": "red"}, "std": {}, "key": "product", "id": "p1"}  # fmt: skip
+    spool.append(PROJECT, "ds1", "k1", [item])
+    done = loader(app, tmp_path).run_once()
+    assert (done.batches, done.events, done.set_aside) == (1, 0, 0) and spool.pending() == []

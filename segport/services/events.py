@@ -24,6 +24,7 @@ from segport.domain.event_files import (
     check_attribute_key,
     identity_of_user_key,
 )
+from segport.domain.events import ITEM
 from segport.domain.keys import KEY_RE, CatalogEntry, KeyKind, ValueType, identity_column, parse_type
 from segport.domain.text import bad_character, display_name_problem
 from segport.engine.base import EventImportReport, ProfileAccess, UserEvents
@@ -236,6 +237,8 @@ def _rows(
     for batch in batches:
         for e in batch.events:
             kind = e.get("type") or DEFAULT_TYPE
+            if kind == ITEM:  # items (collect/item) have no store in the engine yet: marked loaded, not stored
+                continue
             name = e.get("event") if kind == DEFAULT_TYPE else (e.get("event") or "$" + kind.lower())
             row: dict[str, Any] = {
                 "event": name,
