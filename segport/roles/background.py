@@ -15,16 +15,17 @@ from segport.worker import Worker
 
 
 @contextmanager
-def background_work(app: EngineApp, *, workers: bool, daily: bool) -> Iterator[None]:
-    """Start the workers (if ``workers``) and the daily recompute (if ``daily``), and the event loader; stop
-    them when the block ends."""
+def background_work(app: EngineApp, *, workers: bool, daily: bool, events: bool = False) -> Iterator[None]:
+    """Start the workers (if ``workers``), the daily recompute (if ``daily``) and the event loader (if
+    ``events``: the engine process's; the one-process form leaves the spool to whoever calls the loader);
+    stop them when the block ends."""
     worker = Worker(app) if workers else None
     recompute = DailyRecompute(app.data, app.settings.recompute_interval_s) if daily else None
     loader = EventLoader(
         EventService(app.meta, app.engine, app.data),
         EventSpool(app.meta),
         app.settings.data_dir / "tmp" / "events",
-        app.settings.event_load_interval_s,
+        app.settings.event_load_interval_s if events else 0.0,
     )
     if worker is not None:
         worker.start()

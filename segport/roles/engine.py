@@ -83,7 +83,7 @@ def create_engine_app(app: EngineApp, *, run_workers: bool = True, run_daily: bo
     @asynccontextmanager
     async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(sync_data_versions, app)
-        with background_work(app, workers=run_workers, daily=run_daily):
+        with background_work(app, workers=run_workers, daily=run_daily, events=True):
             log.info("engine process %s ready", os.getpid())
             yield
 
