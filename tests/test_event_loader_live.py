@@ -131,3 +131,15 @@ def test_a_cli_events_import_while_serving_goes_through_the_engine_process(
     assert done.returncode == 0, done.stderr
     assert "running server" in done.stderr and "1 of 1 events stored" in done.stdout
     assert [(v["event"], v["attributes"]) for v in events_of(server, token, "H1")] == [("buy", {"amount": "3"})]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("event,time,userId,amount\nbuy,2026-05-01T10:00:00,H1,4\n", encoding="utf-8")
+    refused = subprocess.run(
+        [sys.executable, "-m", "segport.cli", "--data-dir", str(server.data_dir), "events", "import"]
+        + ["--project", P, str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "bad.csv: line 2 (row 1): time '2026-05-01T10:00:00' is not ISO 8601 with an offset" in refused.stderr
+    assert len(events_of(server, token, "H1")) == 1
