@@ -16,11 +16,14 @@ from typing import Any
 import cramjam
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from segport.app import App
 from segport.cli import cli
-from segport.domain.events import MAX_ATTRIBUTES, MAX_DECODED_BYTES, MAX_EVENTS
+from segport.domain.events import MAX_ATTRIBUTES, MAX_DECODED_BYTES, MAX_EVENTS, normalize_events, normalize_items
+from segport.errors import SegportError
 from segport.roles.inline import create_app
 from segport.services.collect import RESOLVE_TTL_S
 from segport.store.events import DataSources, EventSpool
@@ -351,3 +354,40 @@ def test_cli_datasources_add_list_revoke(tmp_path: Path) -> None:
     missing = run("datasources", "revoke", "nope")
     assert missing.exit_code == 4 and "not found" in missing.stderr
     assert run("datasources", "add", "--project", "Nope0000").exit_code == 4
+
+
+# --- any shape ---------------------------------------------------------------------------------------------
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=12,
+)
+FIELDS = ["eventType", "eventName", "timestamp", "userId", "userKey", "deviceId", "attributes", "dataSourceId",
+          "projectKey", "path", "index", "latitude", "resourceItem", "key", "id"]  # fmt: skip
+EVENTS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "eventType": st.sampled_from(["CUSTOM", "PAGE", "LOGIN_USER_ATTRIBUTES"]) | JSON_VALUES,
+            "dataSourceId": st.just("ds") | JSON_VALUES,  # mostly right, so that the checks after it run
+            "deviceId": st.just("d1") | JSON_VALUES,
+            "timestamp": st.just(NOW) | JSON_VALUES,
+        },
+        optional={f: JSON_VALUES for f in FIELDS[1:] if f not in ("dataSourceId", "deviceId", "timestamp")},
+    )
+    | JSON_VALUES,
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(events=EVENTS)
+def test_events_of_any_shape_are_accepted_or_refused_by_a_segport_error(events: list[Any]) -> None:
+    for normalize in (normalize_events, normalize_items):
+        for clean in (True, False):
+            try:
+                if normalize is normalize_events:
+                    normalize_events(events, "k", clean=clean)
+                else:
+                    normalize_items(events, "k")
+            except SegportError as exc:
+                assert 400 <= exc.status < 500
