@@ -22,7 +22,16 @@ from typer.testing import CliRunner
 
 from segport.app import App
 from segport.cli import cli
-from segport.domain.events import MAX_ATTRIBUTES, MAX_DECODED_BYTES, MAX_EVENTS, normalize_events, normalize_items
+from segport.domain.events import (
+    MAX_ATTRIBUTES,
+    MAX_DECODED_BYTES,
+    MAX_EVENTS,
+    decode_events,
+    decode_items,
+    encoding_of,
+    normalize_events,
+    normalize_items,
+)
 from segport.errors import SegportError
 from segport.roles.inline import create_app
 from segport.services.collect import RESOLVE_TTL_S
@@ -389,5 +398,24 @@ def test_events_of_any_shape_are_accepted_or_refused_by_a_segport_error(events: 
                     normalize_events(events, "k", clean=clean)
                 else:
                     normalize_items(events, "k")
+            except SegportError as exc:
+                assert 400 <= exc.status < 500
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(body=st.binary(max_size=200) | st.builds(lambda e: pb_field(1, e), st.binary(max_size=120)))
+def test_bodies_of_any_bytes_are_decoded_or_refused_by_a_segport_error(body: bytes) -> None:
+    encodings = [
+        encoding_of("application/protobuf", None, None, None, None),
+        encoding_of("application/json", None, None, None, None),
+        encoding_of("application/json", "2", "1", None, "1234"),
+        encoding_of("application/json", None, None, "gzip", None),
+    ]
+    for enc in encodings:
+        for decode in (decode_events, decode_items):
+            try:
+                decoded = decode(body, enc)
+                events = decoded[0] if isinstance(decoded, tuple) else decoded
+                normalize_events(events, "k") if decode is decode_events else normalize_items(events, "k")
             except SegportError as exc:
                 assert 400 <= exc.status < 500
