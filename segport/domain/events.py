@@ -387,12 +387,6 @@ def _string(value: Any, field: str) -> str:
     return value
 
 
-def _optional_id(value: Any, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    return _string(value, field)
-
-
 def _attr_value(value: Any, key: str) -> str | None:
     if isinstance(value, str):
         return _string(value, f"attribute {key!r}")
