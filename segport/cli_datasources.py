@@ -62,7 +62,7 @@ def datasources_list(
 def datasources_revoke(
     datasource_id: Annotated[str, typer.Argument(help="The dataSourceId.")],
 ) -> None:
-    """Revoke a data source: collect requests with it are refused (403) from now on."""
+    """Revoke a data source: collect requests with it are refused (403) within 1 s."""
     with_stores(lambda stores: DataSources(stores.db).revoke(datasource_id))
     typer.echo("revoked")
 

@@ -16,11 +16,23 @@ from typing import Any
 import cramjam
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from segport.app import App
 from segport.cli import cli
-from segport.domain.events import MAX_ATTRIBUTES, MAX_DECODED_BYTES, MAX_EVENTS
+from segport.domain.events import (
+    MAX_ATTRIBUTES,
+    MAX_DECODED_BYTES,
+    MAX_EVENTS,
+    decode_events,
+    decode_items,
+    encoding_of,
+    normalize_events,
+    normalize_items,
+)
+from segport.errors import SegportError
 from segport.roles.inline import create_app
 from segport.services.collect import RESOLVE_TTL_S
 from segport.store.events import DataSources, EventSpool
@@ -351,3 +363,59 @@ def test_cli_datasources_add_list_revoke(tmp_path: Path) -> None:
     missing = run("datasources", "revoke", "nope")
     assert missing.exit_code == 4 and "not found" in missing.stderr
     assert run("datasources", "add", "--project", "Nope0000").exit_code == 4
+
+
+# --- any shape ---------------------------------------------------------------------------------------------
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=12,
+)
+FIELDS = ["eventType", "eventName", "timestamp", "userId", "userKey", "deviceId", "attributes", "dataSourceId",
+          "projectKey", "path", "index", "latitude", "resourceItem", "key", "id"]  # fmt: skip
+EVENTS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "eventType": st.sampled_from(["CUSTOM", "PAGE", "LOGIN_USER_ATTRIBUTES"]) | JSON_VALUES,
+            "dataSourceId": st.just("ds") | JSON_VALUES,  # mostly right, so that the checks after it run
+            "deviceId": st.just("d1") | JSON_VALUES,
+            "timestamp": st.just(NOW) | JSON_VALUES,
+        },
+        optional={f: JSON_VALUES for f in FIELDS[1:] if f not in ("dataSourceId", "deviceId", "timestamp")},
+    )
+    | JSON_VALUES,
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(events=EVENTS)
+def test_events_of_any_shape_are_accepted_or_refused_by_a_segport_error(events: list[Any]) -> None:
+    for normalize in (normalize_events, normalize_items):
+        for clean in (True, False):
+            try:
+                if normalize is normalize_events:
+                    normalize_events(events, "k", clean=clean)
+                else:
+                    normalize_items(events, "k")
+            except SegportError as exc:
+                assert 400 <= exc.status < 500
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(body=st.binary(max_size=200) | st.builds(lambda e: pb_field(1, e), st.binary(max_size=120)))
+def test_bodies_of_any_bytes_are_decoded_or_refused_by_a_segport_error(body: bytes) -> None:
+    encodings = [
+        encoding_of("application/protobuf", None, None, None, None),
+        encoding_of("application/json", None, None, None, None),
+        encoding_of("application/json", "2", "1", None, "1234"),
+        encoding_of("application/json", None, None, "gzip", None),
+    ]
+    for enc in encodings:
+        for decode in (decode_events, decode_items):
+            try:
+                decoded = decode(body, enc)
+                events = decoded[0] if isinstance(decoded, tuple) else decoded
+                normalize_events(events, "k") if decode is decode_events else normalize_items(events, "k")
+            except SegportError as exc:
+                assert 400 <= exc.status < 500

@@ -387,12 +387,6 @@ def _string(value: Any, field: str) -> str:
     return value
 
 
-def _optional_id(value: Any, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    return _string(value, field)
-
-
 def _attr_value(value: Any, key: str) -> str | None:
     if isinstance(value, str):
         return _string(value, f"attribute {key!r}")
@@ -572,7 +566,7 @@ def normalize_events(raw: list[Any], project_key: str, now_ms: int | None = None
                 if key is not None and key != project_key and key != "":
                     _source(ev, project_key)
             kind = ev.get("eventType")
-            if kind not in _TYPES:
+            if type(kind) is not str or kind not in _TYPES:
                 raise ValueError(f"eventType {str(kind)[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
             name = _known_name(ev.get("eventName"), "eventName") if kind == "CUSTOM" else None
             user_id = _fast_id(ev.get("userId"), "userId", clean)

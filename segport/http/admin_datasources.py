@@ -74,7 +74,7 @@ async def add_datasource(project_id: str, request: Request, _who: Admin) -> NewD
 @router.post(
     "/projects/{project_id}/datasources/{datasource_id}/revoke",
     response_model=DataSourceOut,
-    summary="Revoke a data source: its collect requests are refused (403) from now on",
+    summary="Revoke a data source: its collect requests are refused (403) within 1 s",
 )
 async def revoke_datasource(project_id: str, datasource_id: str, request: Request, _who: Admin) -> DataSourceOut:
     sources = _sources(request)
