@@ -223,3 +223,31 @@ def test_metadata_endpoints_list_events_and_variables(seeded: Any, tmp_path: Pat
     for payload in (dim, variables, peoples):  # gio-importer strips every string it reads: no nulls
         assert "null" not in json.dumps(payload)
     assert client.get(f"/v1/api/projects/{PROJECT}/dim/events", headers=auth(seeded.other_token)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("filename", "body"),
+    [
+        ("garbage.csv", bytes(range(256)) * 4),
+        ("garbage.parquet", b"PAR1" + bytes(range(200)) + b"PAR1"),
+        ("garbage.jsonl", b'{"event": "buy", "time": [1, 2], "userId": {"a": 1}}\n{not json\n'),
+        ("ragged.csv", b"event,time,userId\nbuy,1777600000000,C001,extra,cells\n"),
+        ("nested.jsonl", b'{"event": "buy", "time": 1777600000000, "userId": "C001", "obj": {"a": 1}}\n'),
+        ("dup.csv", b"event,time,userId,a,a\nbuy,1777600000000,C001,1,2\n"),
+        ("empty.csv", b""),
+        ("header-only.csv", b"event,time,userId\n"),
+    ],
+)
+def test_any_file_through_the_admin_api_is_stored_or_refused_with_a_4xx(
+    seeded: Any, client: TestClient, filename: str, body: bytes
+) -> None:
+    r = client.post(
+        f"/admin/v1/projects/{PROJECT}/events/import?filename={filename}",
+        content=body,
+        headers={**auth(seeded.admin_token), "Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code in (200, 400), r.text
+    if r.status_code == 400:
+        assert r.json()["error"]["code"] == "IMPORT_REJECTED" and filename in r.json()["error"]["message"]
+    else:
+        assert r.json()["stored"] == 0
