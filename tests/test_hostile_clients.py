@@ -1,11 +1,12 @@
 """What a careless or hostile client sends a real `segport serve` (issue 23): console forms with more fields than
-the form parser takes. Each gets a clean 4xx, the log has no traceback, and a keep-alive connection that got a
-4xx from the application goes on serving.
+the form parser takes, and HTTP/1.1 requests without (or with two) ``Host`` headers. Each gets a clean 4xx, the
+log has no traceback, and a keep-alive connection that got a 4xx from the application goes on serving.
 
 Real sockets on loopback; the server is stopped by its PID."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import PROJECT, SEGMENT, LiveServer, start_server, stop_server
+from tests.test_http_protocol import serve_bytes, status_and_body
 
 TOO_MANY_FIELDS = b"&" * 600  # parse_qs(max_num_fields=500) counts the separators
 
@@ -151,3 +153,43 @@ def test_a_form_with_500_fields_is_still_read(live: tuple[LiveServer, str]) -> N
     with Connection(server) as conn:
         status, _, body = conn.request(post_form("/console/signin", b"&" * 499))  # 500 fields
         assert status == 403 and b"CSRF_REFUSED" in body  # read, then refused for what it lacks
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v1/api/job/result/nojob123 HTTP/1.1\r\n\r\n",
+        b"GET /v1/api/job/result/nojob123 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /v1/api/job/result/nojob123 HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+    ],
+    ids=["http-1.1-without-host", "two-hosts", "http-1.0-with-two-hosts"],
+)
+def test_a_request_without_one_host_header_is_a_400(live: tuple[LiveServer, str], request_bytes: bytes) -> None:
+    server, _ = live
+    with Connection(server) as conn:
+        status, headers, body = conn.request(request_bytes)
+    assert status == 400 and headers["connection"] == "close"
+    assert json.loads(body) == {
+        "error": {
+            "code": "BAD_REQUEST",
+            "message": "a request must carry exactly one Host header (only HTTP/1.0 may leave it out)",
+        }
+    }
+
+
+def test_http_1_0_without_host_is_still_served(live: tuple[LiveServer, str]) -> None:
+    server, token = live
+    with Connection(server) as conn:
+        request = f"GET /v1/api/job/result/nojob123 HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"
+        status, _, body = conn.request(request.encode())
+    assert status == 404 and json.loads(body)["error"]["code"] == "JOB_NOT_FOUND"
+
+
+@pytest.mark.parametrize("one_byte_at_a_time", [False, True], ids=["one-read", "byte-by-byte"])
+def test_the_protocol_refuses_a_missing_host_however_it_arrives(one_byte_at_a_time: bool) -> None:
+    answer = serve_bytes(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", one_byte_at_a_time=one_byte_at_a_time)
+    status, body = status_and_body(answer)
+    assert status == 400 and json.loads(body)["error"]["code"] == "BAD_REQUEST"
+    assert answer.count(b"HTTP/1.1 ") == 1
+    served = serve_bytes(b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello")
+    assert status_and_body(served) == (200, b'{"got": 5}')
