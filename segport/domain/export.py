@@ -78,8 +78,15 @@ def build_spec(
 ) -> ExportSpec:
     """Check a request against the limits and the catalogue and return its normalised form."""
     raw = list(properties or [])
-    if len(raw) > max_properties:
-        raise TooManyProperties(f"properties lists {len(raw)} keys; at most {max_properties} may be exported at once")
+    for item in raw:
+        if not isinstance(item, str):
+            raise InvalidParameter(f"properties must be strings, got {item!r}")
+    # counted as exported: duplicates (``ids_x`` is ``id_x``) and ``gio_id`` are dropped first
+    distinct = {canonical_key(item.strip()) for item in raw} - {GIO_ID}
+    if len(distinct) > max_properties:
+        raise TooManyProperties(
+            f"properties lists {len(distinct)} distinct keys; at most {max_properties} may be exported at once"
+        )
     try:
         fmt = FileFormat((file_format or "csv").lower())
     except ValueError:
@@ -96,8 +103,6 @@ def build_spec(
     keys: list[str] = []
     unknown: list[str] = []
     for item in raw:
-        if not isinstance(item, str):
-            raise InvalidParameter(f"properties must be strings, got {item!r}")
         key = canonical_key(item.strip())
         if key == GIO_ID or key in keys:
             continue
