@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         0, ge=0, description="Split an export into parts of at most this many rows; 0 = one file."
     )
     excel_safe: bool = Field(
-        False, description="Prefix cells starting with = + - @ with a quote (off: the seed's bytes win)."
+        False,
+        description="Prefix ' to cells and CSV header names that start with = + - @ TAB CR (off: the seed's bytes win).",
     )
 
     # --- jobs and workers --------------------------------------------------------------------------

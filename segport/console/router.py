@@ -21,7 +21,7 @@ from segport.console.service import PREVIEW_ROWS, ConsoleService
 from segport.console.sessions import Session, SessionStore
 from segport.console.web import PREFIX, Page, first, redirect
 from segport.domain.jobs import Stage
-from segport.errors import SegportError, Unauthorized
+from segport.errors import InvalidBody, SegportError, Unauthorized
 from segport.http.files import ResultFileResponse
 from segport.http.job_result import job_result
 from segport.services.exports import ExportRequest
@@ -75,8 +75,9 @@ async def signin_form(request: Request, next: Annotated[str, Query(max_length=30
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     page = Page(request)
-    fields = await web.form(request)
+    fields: dict[str, list[str]] = {}
     try:
+        fields = await web.form(request)
         web.check_csrf(request.cookies.get(web.SIGNIN_CSRF_COOKIE, ""), fields)
         session_id, session = await _run(_sessions(request).sign_in, first(fields, "token").strip())
     except SegportError as exc:
@@ -99,7 +100,10 @@ async def signin(request: Request) -> Response:
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     session = await _session(request)
-    fields = await web.form(request)
+    try:
+        fields = await web.form(request)
+    except SegportError as exc:
+        return Page(request, session).error(exc)
     if session is not None:
         try:
             web.check_csrf(session.csrf, fields)
@@ -175,9 +179,9 @@ async def segment_action(request: Request, project_id: str, key: str) -> Respons
     session = await _session(request)
     if session is None:
         return _to_signin(request)
-    fields = await web.form(request)
     page = Page(request, session)
     try:
+        fields = await web.form(request)
         web.check_csrf(session.csrf, fields)
     except SegportError as exc:
         return page.error(exc)
@@ -315,12 +319,12 @@ async def cancel(request: Request, project_id: str, job_id: str) -> Response:
     session = await _session(request)
     if session is None:
         return _to_signin(request)
-    fields = await web.form(request)
     try:
+        fields = await web.form(request)
         web.check_csrf(session.csrf, fields)
         await _run(_service(request).cancel, session.who, project_id, job_id)
     except SegportError as exc:
-        if isinstance(exc, web.CsrfRefused):
+        if isinstance(exc, (web.CsrfRefused, InvalidBody)):
             return Page(request, session).error(exc)
         return await _job_page(request, session, project_id, job_id, exc)
     return redirect(f"{PREFIX}/p/{project_id}/jobs/{job_id}")

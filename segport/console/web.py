@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segport.console import i18n
 from segport.console.sessions import Session
-from segport.errors import SegportError
+from segport.errors import InvalidBody, SegportError
 from segport.store.models import utcnow
 
 HERE = Path(__file__).parent
@@ -136,14 +136,23 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+MAX_FORM_FIELDS = 500  # the largest console form (an export of every catalogue key) has far fewer
+
+
 async def form(request: Request) -> dict[str, list[str]]:
-    """The urlencoded body of a console form (the body size is bounded by the app's limit)."""
+    """The urlencoded body of a console form (the body size is bounded by the app's limit).
+
+    A body that is not UTF-8 reads as an empty form (its CSRF check then refuses it); one with more than
+    ``MAX_FORM_FIELDS`` fields is :class:`InvalidBody`, which each handler shows like any other refusal."""
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return {}
-    return parse_qs(text, keep_blank_values=True, max_num_fields=500)
+    try:
+        return parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # the only refusal parse_qs makes without strict_parsing: too many fields
+        raise InvalidBody(f"the form has more than {MAX_FORM_FIELDS} fields") from None
 
 
 def first(fields: dict[str, list[str]], name: str, default: str = "") -> str:

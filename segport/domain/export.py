@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key
 from segport.errors import InvalidParameter, TooManyProperties, UnknownKey
+
+# excel_safe: a cell that starts with one of OWASP's formula characters (= + - @ TAB CR) gets a leading quote.
+# One regular expression (RE2 and Python read it alike) for the engines' SQL and for the CSV header.
+EXCEL_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def excel_safe_text(text: str) -> str:
+    """``text`` as an ``excel_safe`` export writes a string cell: prefixed with a quote if it could start a formula."""
+    return "'" + text if re.match(EXCEL_FORMULA_START, text) else text
 
 
 class FileFormat(StrEnum):
@@ -78,8 +88,15 @@ def build_spec(
 ) -> ExportSpec:
     """Check a request against the limits and the catalogue and return its normalised form."""
     raw = list(properties or [])
-    if len(raw) > max_properties:
-        raise TooManyProperties(f"properties lists {len(raw)} keys; at most {max_properties} may be exported at once")
+    for item in raw:
+        if not isinstance(item, str):
+            raise InvalidParameter(f"properties must be strings, got {item!r}")
+    # counted as exported: duplicates (``ids_x`` is ``id_x``) and ``gio_id`` are dropped first
+    distinct = {canonical_key(item.strip()) for item in raw} - {GIO_ID}
+    if len(distinct) > max_properties:
+        raise TooManyProperties(
+            f"properties lists {len(distinct)} distinct keys; at most {max_properties} may be exported at once"
+        )
     try:
         fmt = FileFormat((file_format or "csv").lower())
     except ValueError:
@@ -96,8 +113,6 @@ def build_spec(
     keys: list[str] = []
     unknown: list[str] = []
     for item in raw:
-        if not isinstance(item, str):
-            raise InvalidParameter(f"properties must be strings, got {item!r}")
         key = canonical_key(item.strip())
         if key == GIO_ID or key in keys:
             continue
@@ -130,12 +145,16 @@ def split_columns(entries: list[CatalogEntry]) -> tuple[list[CatalogEntry], list
     return ids, props
 
 
-def column_headers(columns: list[CatalogEntry], header: HeaderType) -> list[str]:
+def column_headers(columns: list[CatalogEntry], header: HeaderType, *, excel_safe: bool = False) -> list[str]:
     """CSV column headers after ``gio_id``, the same in every engine: keys, or display names where those that
-    collide (with each other or ``gio_id``, case-insensitively) get their key appended."""
+    collide (with each other or ``gio_id``, case-insensitively) get their key appended. With ``excel_safe``
+    a display name is prefixed as a string cell is (before the collision check, so ``=a`` and ``'=a`` collide);
+    a key never starts with a formula character."""
     if header is HeaderType.KEY:
         return [c.key for c in columns]
     names = [c.name or c.key for c in columns]
+    if excel_safe:
+        names = [excel_safe_text(n) for n in names]
     seen: dict[str, int] = {}
     for n in [GIO_ID, *names]:
         seen[n.lower()] = seen.get(n.lower(), 0) + 1

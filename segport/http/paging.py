@@ -2,12 +2,12 @@
 
 GrowingIO's examples write numbers as floats (``limit=100.0``) and the key list as a repeated
 ``properties[]`` parameter; some clients drop the brackets. All of that is accepted; anything that is not
-a whole number in range is a 400 naming the parameter.
+a whole number in ASCII digits and in range is a 400 naming the parameter.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,24 +26,25 @@ class PageParams:
     offset: int
 
 
+# ASCII digits, optionally followed by a fraction of zeros (GrowingIO's ``100.0``): no sign, no space, no
+# ``_`` separator, no exponent, no other script's digits (``int()`` and ``float()`` accept all of those)
+_WHOLE = re.compile(r"[0-9]+(?:\.0+)?")
+_MAX_DIGITS = 20  # past any bound here; int() of a longer string is refused anyway (4,300 digits)
+
+
 def whole_number(name: str, raw: str | None, default: int, lo: int, hi: int | None = None) -> int:
-    """``raw`` as an int: ``100`` and ``100.0`` are 100, ``100.5`` / ``abc`` / out of range are a 400."""
-    if raw is None or raw.strip() == "":
+    """``raw`` as an int: ``100`` and ``100.0`` are 100; ``100.5``, ``1e2``, ``1_0``, `` 10``, ``１``,
+    ``abc`` and out of range are a 400. An absent or empty parameter is ``default``."""
+    if raw is None or raw == "":
         return default
-    text = raw.strip()
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            number = float(text)
-        except ValueError:
-            raise InvalidParameter(f"{name} must be a whole number, not {raw!r}") from None
-        if not math.isfinite(number) or not number.is_integer():
-            raise InvalidParameter(f"{name} must be a whole number, not {raw!r}") from None
-        value = int(number)
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise InvalidParameter(f"{name} must be {bounds}, not {raw!r}")
+    bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+    shown = raw if len(raw) <= 40 else raw[:40] + "..."
+    if not _WHOLE.fullmatch(raw):
+        raise InvalidParameter(f"{name} must be a whole number {bounds} in the digits 0-9, not {shown!r}")
+    digits = raw.partition(".")[0].lstrip("0") or "0"
+    value = int(digits) if len(digits) <= _MAX_DIGITS else None
+    if value is None or value < lo or (hi is not None and value > hi):
+        raise InvalidParameter(f"{name} must be {bounds}, not {shown!r}")
     return value
 
 

@@ -6,7 +6,8 @@ descriptor the process has. Here a request's headers must be complete ``header_t
 connection opened, or after the first byte of the next request on a keep-alive connection; otherwise the client
 gets a 408 (the one JSON error shape) and the connection is closed. A connection beyond ``max_connections``
 is answered 503 and closed at once, before anything is read (the listen backlog queues the rest in the kernel).
-A request line with headers over ``MAX_HEADER_BYTES`` is a 431, and bytes that are not HTTP a JSON 400.
+A request line with headers over ``MAX_HEADER_BYTES`` is a 431, and bytes that are not HTTP a JSON 400, as
+is an HTTP/1.1 request without a ``Host`` header or any request with two (RFC 9112 §3.2).
 Bodies are bounded in size by :class:`segport.http.limits.BodyLimit` and in time by
 :class:`segport.http.guard.EdgeGuard`.
 
@@ -55,6 +56,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
         _header_bytes = 0  # received while the headers are incomplete
         _parsed_header_bytes = 0  # request line and headers as the parser read them
         _refused = False
+        _host_headers = 0  # Host fields of the request being parsed
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -102,6 +104,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
                 return
             super().on_message_begin()
             self._parsed_header_bytes = 0
+            self._host_headers = 0
             self._arm()
 
         def on_url(self, url: bytes) -> None:
@@ -114,6 +117,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
             if self._refused:
                 return
             self._parsed_header_bytes += len(name) + len(value) + 4  # "name: value\r\n"
+            if name.lower() == b"host":
+                self._host_headers += 1
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
@@ -123,6 +128,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int) -> type[Http
                 return
             if self._parsed_header_bytes > MAX_HEADER_BYTES:
                 self._headers_too_large()
+                return
+            # RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one, is a 400
+            # (HTTP/1.0 predates Host and may omit it)
+            if self._host_headers > 1 or (self._host_headers == 0 and self.parser.get_http_version() != "1.0"):
+                message = "a request must carry exactly one Host header (only HTTP/1.0 may leave it out)"
+                self._refuse(400, "Bad Request", "BAD_REQUEST", message)
                 return
             super().on_headers_complete()
 

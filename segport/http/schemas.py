@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from segport.errors import InvalidBody
+
 MAX_LIST_ITEMS = 1000
 MAX_STRING = 200
 
@@ -18,7 +20,8 @@ def _case_insensitive(data: Any, fields: dict[str, str]) -> Any:
     for key, value in data.items():
         canonical = fields.get(str(key).lower(), key)
         if canonical in out:
-            raise ValueError(f"field {canonical!r} is given twice (names are case-insensitive)")
+            # our words, not pydantic's "Value error, ..." (a SegportError passes through model_validate)
+            raise InvalidBody(f"field {canonical!r} is given twice in the body (field names are case-insensitive)")
         out[canonical] = value
     for name in ("fileFormat", "csvHeaderType", "compression"):
         if isinstance(out.get(name), str):

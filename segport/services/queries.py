@@ -171,9 +171,10 @@ class QueryService:
 def page_columns(properties: list[str], catalog: Catalog) -> list[CatalogEntry]:
     """The catalogue entries of a page's ``properties[]``: at most 20, canonical (``ids_`` = ``id_``),
     in request order, duplicates and ``gio_id`` dropped; unknown keys are one 400 naming them."""
-    if len(properties) > MAX_PAGE_PROPERTIES:
+    distinct = {canonical_key(raw.strip()) for raw in properties} - {GIO_ID}  # counted after dropping
+    if len(distinct) > MAX_PAGE_PROPERTIES:
         raise TooManyProperties(
-            f"properties[] lists {len(properties)} keys; a page may ask for at most {MAX_PAGE_PROPERTIES}"
+            f"properties[] lists {len(distinct)} distinct keys; a page may ask for at most {MAX_PAGE_PROPERTIES}"
         )
     out: list[CatalogEntry] = []
     unknown: list[str] = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from segport.domain.export import EXCEL_FORMULA_START
 from segport.domain.keys import CatalogEntry, KeyKind, ValueType, quote_ident
 
 CH_TYPES = {ValueType.STRING: "String", ValueType.INT: "Int64", ValueType.DOUBLE: "Float64", ValueType.DATE: "Date32"}
@@ -77,7 +78,8 @@ def scalar_text(entry: CatalogEntry, expr: str) -> str:
 
 
 def _excel(expr: str) -> str:
-    return f"if(match({expr}, '^[=+\\\\-@]'), concat('''', {expr}), {expr})"
+    """Mirror of the DuckDB engine's ``_excel``: the same regular expression (RE2 in both)."""
+    return f"if(match({expr}, {ch_string(EXCEL_FORMULA_START)}), concat('''', {expr}), {expr})"
 
 
 def rendered(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False) -> str:

@@ -57,7 +57,7 @@ def select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool)
             return f"CAST(tuple({', '.join(v for v, _ in values)}), {ch_string(f'Tuple({types})')})"
 
         return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"
-    headers = column_headers(columns, spec.header)
+    headers = column_headers(columns, spec.header, excel_safe=excel_safe)
     return ", ".join(
         [gio]
         + [f"{rendered(e, excel_safe=excel_safe)} AS {ch_ident(h)}" for e, h in zip(columns, headers, strict=True)]

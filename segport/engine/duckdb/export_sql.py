@@ -81,7 +81,7 @@ def _select_list(columns: list[CatalogEntry], spec: ExportSpec, excel_safe: bool
             return "{" + fields + "}"
 
         return f"{gio}, {struct(ids)} AS identifications, {struct(props)} AS properties"
-    headers = column_headers(columns, spec.header)
+    headers = column_headers(columns, spec.header, excel_safe=excel_safe)
     parts = [gio] + [
         f"{rendered(e, excel_safe=excel_safe)} AS {_alias(h)}" for e, h in zip(columns, headers, strict=True)
     ]

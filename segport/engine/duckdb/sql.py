@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from segport.domain.export import EXCEL_FORMULA_START
 from segport.domain.keys import CatalogEntry, KeyKind, ValueType, quote_ident
 
 
@@ -33,8 +34,14 @@ def rendered(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False)
     else:
         expr = f"CAST({col} AS VARCHAR)"
     if excel_safe and entry.type is ValueType.STRING:  # numbers and dates are never formulas
-        expr = f"(CASE WHEN regexp_matches({expr}, '^[=+\\-@]') THEN '''' || {expr} ELSE {expr} END)"
+        expr = _excel(expr)
     return expr
+
+
+def _excel(expr: str) -> str:
+    """``expr`` as :func:`segport.domain.export.excel_safe_text` writes it (DuckDB: no escapes in literals)."""
+    pattern = sql_string(EXCEL_FORMULA_START)
+    return f"(CASE WHEN regexp_matches({expr}, {pattern}) THEN '''' || {expr} ELSE {expr} END)"
 
 
 def json_value(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = False) -> str:
@@ -43,7 +50,5 @@ def json_value(entry: CatalogEntry, alias: str = "u", *, excel_safe: bool = Fals
     if not (entry.multi and entry.kind is KeyKind.IDENTITY):
         return rendered(entry, alias, excel_safe=excel_safe)
     col = f"{alias}.{quote_ident(entry.key)}"
-    item = "x"
-    if excel_safe:
-        item = "(CASE WHEN regexp_matches(x, '^[=+\\-@]') THEN '''' || x ELSE x END)"
+    item = _excel("x") if excel_safe else "x"
     return f"(CASE WHEN {col} IS NULL OR len({col}) = 0 THEN NULL ELSE list_transform({col}, lambda x: {item}) END)"
