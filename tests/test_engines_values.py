@@ -13,14 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from segport.app import App
-from segport.domain.export import ExportSpec
+from segport.domain.export import ExportSpec, FileFormat
 from segport.engine.base import Target
-from segport.engine.duckdb.messages import engine_words
-from segport.errors import ImportRejected
+from segport.engine.clickhouse import writer as ch_writer
+from segport.errors import ExportFailed, ImportRejected
 from segport.roles.inline import build
 from segport.settings import Settings
 from tests.conftest import ENGINES
@@ -70,6 +69,16 @@ REFUSED = [
         "long-string.jsonl",
         '{"id_$basic_userId":"A","usr_d":"1.00000000000000000001"}\n',
         f"row 1: key usr_d: value '1.00000000000000000001' {digits(21)}",
+    ),
+    (  # blank lines are lines, not rows; CRLF line ends
+        "blank-rows.jsonl",
+        '{"id_$basic_userId":"A","usr_d":1.5}\r\n\r\n{"id_$basic_userId":"B","usr_d":1e-400}\r\n',
+        f"row 2: key usr_d: value '1e-400' {TOO_SMALL}",
+    ),
+    (  # a string key holding a number: every line is read in Python, with the same numbering
+        "blank-rows-numbers.jsonl",
+        '{"id_$basic_userId":"A","usr_s":5}\n\n{"id_$basic_userId":"B","usr_d":-1e999}\n',
+        f"row 2: key usr_d: value '-1e999' {TOO_BIG}",
     ),
     (
         "list-inf.csv",
@@ -144,6 +153,11 @@ REFUSED = [
 
 # (file name, content, the exported CSV rows after the header)
 ACCEPTED = [
+    (
+        "date-like-strings.jsonl",
+        '{"id_$basic_userId":"A","usr_s":"2020-1-1","usr_l":["2020-01-01","12:00"]}\n',
+        '"1","A","2020-1-1","2020-01-01||12:00",,,,\n',
+    ),
     (
         "big-number-for-string.jsonl",
         '{"id_$basic_userId":"A","usr_s":123456789012345678901234567890}\n'
@@ -241,11 +255,41 @@ def test_a_json_lines_import_leaves_no_copy_behind(apps: dict[str, App], tmp_pat
         assert sorted(p for p in app.settings.data_dir.rglob("*") if p.suffix == ".jsonl") == before, engine
 
 
-def test_out_of_memory_is_worded_for_a_user() -> None:
-    con = duckdb.connect()
-    con.execute("SET memory_limit = '2MB'")
-    with pytest.raises(duckdb.OutOfMemoryException) as raised:
-        con.execute("SELECT list(i) FROM range(10000000) t(i)").fetchall()
-    con.close()
-    words = engine_words(raised.value)
-    assert words.startswith("the engine ran out of memory") and "allocate" not in words
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_export_out_of_memory_says_so_in_segport_words(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real export under a memory limit it cannot fit: the job's error names the setting, not the allocator."""
+    settings: dict[str, Any] = {"data_dir": tmp_path / "d", "serve_workers": False, "duckdb_memory_limit": "4MB"}
+    if engine == "clickhouse":
+        folder = request.getfixturevalue("chdb_dir")
+        settings |= {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=m_{uuid.uuid4().hex[:12]}"}
+        monkeypatch.setitem(ch_writer.SETTINGS, "max_memory_usage", 1_000_000)  # ClickHouse's own limit, 1 MB
+    app = build(Settings(**settings))
+    try:
+        app.meta.create_project("MemTest1", "内存")
+        app.data.import_catalog_csv("MemTest1", "key,name,type\nid_$basic_userId,用户,string\nusr_s,文本,string\n")
+        users = tmp_path / "u.csv"
+        users.write_text("id_$basic_userId,usr_s\n" + "".join(f"U{i},{'x' * 200}{i}\n" for i in range(100_000)))
+        app.data.import_users("MemTest1", users)
+        out = tmp_path / "out"
+        out.mkdir()
+        entry = app.meta.catalog("MemTest1").entries["usr_s"]
+        with pytest.raises(ExportFailed) as failed:
+            app.engine.export(
+                "MemTest1",
+                Target("tag", "id_$basic_userId"),
+                [entry],
+                ExportSpec(file_format=FileFormat.JSON),
+                out,
+                lambda n: ["f"],
+            )
+    finally:
+        app.close()
+    expected = {
+        "duckdb": "the export ran out of memory: raise SEGPORT_DUCKDB_MEMORY_LIMIT (now 4MB) or export fewer columns",
+        "clickhouse": (
+            "the export ran out of memory: raise max_memory_usage for segport's ClickHouse user or export fewer columns"
+        ),
+    }
+    assert failed.value.message == expected[engine]

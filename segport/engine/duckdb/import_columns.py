@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, ValueType, canonical_key
-from segport.engine.duckdb.import_jsonl import DOUBLE_DIGITS, checked_jsonl
+from segport.engine.duckdb.import_jsonl import DOUBLE_DIGITS, RISKY, checked_jsonl, diagnose_jsonl
 from segport.engine.duckdb.messages import engine_words
 from segport.engine.duckdb.sql import sql_string
 from segport.errors import ImportRejected
@@ -47,27 +47,64 @@ def open_source(
     cur: duckdb.DuckDBPyConnection, path: Path, fmt: str, catalog: Catalog
 ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     """The file as a DuckDB relation (SQL) and its columns ``(name, type)``; unreadable files are refused in
-    segport's words. A JSON Lines file is read once by :func:`checked_jsonl` first (a copy it makes is removed
-    when the block ends)."""
-    staged = checked_jsonl(path, catalog, _scratch(cur)) if fmt == "jsonl" else path
+    segport's words. A JSON Lines file's numbers are checked by :func:`checked_jsonl` (a copy it makes is
+    removed when the block ends)."""
+    staged = path
     try:
-        src = reader(staged, fmt)
-        try:
-            described = [(str(r[0]), str(r[1])) for r in cur.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-        except duckdb.Error as exc:
-            raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
+        described = _describe(cur, path, fmt, path)
         if fmt == "parquet":
             described = [d for d in described if d[0] != "file_row_number"]
         if fmt == "jsonl":
-            if [d[0] for d in described] == ["json"]:  # every line is {} (DuckDB names the whole line 'json')
+            if [d[0] for d in described] == ["json"]:  # DuckDB names a line that is no object 'json'
+                diagnose_jsonl(path)  # refuses the first line that is not an object
                 raise ImportRejected(f'{path.name} has no keys: each line is one user, {{"key": value, ...}}')
+            text = ("VARCHAR", "VARCHAR[]", "NULL")  # a date-like string is still text
+            numbered = any(_is_string(catalog, n) and _TEMPORAL.sub("VARCHAR", t) not in text for n, t in described)
+            staged = checked_jsonl(path, catalog, _scratch(cur), risky=None if numbered else _risky_lines(cur, path))
+            if staged != path:
+                described = _describe(cur, staged, fmt, path)
             described = [(n, _TEMPORAL.sub("VARCHAR", t)) for n, t in described]
             cols = "{" + ", ".join(f"{sql_string(n)}: {sql_string(t)}" for n, t in described) + "}"
             src = f"read_json({sql_string(str(staged))}, format='newline_delimited', columns={cols})"
+        else:
+            src = reader(path, fmt)
         yield src, described
     finally:
         if staged != path:
             staged.unlink(missing_ok=True)
+
+
+def _describe(cur: duckdb.DuckDBPyConnection, path: Path, fmt: str, original: Path) -> list[tuple[str, str]]:
+    """The columns DuckDB reads from ``path`` (the user's file ``original``, or a copy of it)."""
+    try:
+        return [(str(r[0]), str(r[1])) for r in cur.execute(f"DESCRIBE SELECT * FROM {reader(path, fmt)}").fetchall()]
+    except duckdb.Error as exc:
+        if fmt == "jsonl":
+            diagnose_jsonl(original)
+        raise ImportRejected(f"cannot read {original.name} as {fmt}: {_first_line(exc)}") from None
+
+
+def _risky_lines(cur: duckdb.DuckDBPyConnection, path: Path) -> list[tuple[int, int | None, bytes]] | None:
+    """The lines of a JSON Lines file that may hold a double Python must look at (line number, row number, text),
+    found by DuckDB; None (read every line) if DuckDB cannot read the file as lines."""
+    lines = (
+        f"read_csv({sql_string(str(path))}, header=false, columns={{'line': 'VARCHAR'}}, delim='\\0', quote='', "
+        "escape='', auto_detect=false, strict_mode=false)"
+    )
+    try:
+        found = cur.execute(
+            f"SELECT n, r, line FROM (SELECT row_number() OVER () AS n, line, count(NULLIF(trim(line), '')) OVER "
+            f"(ROWS UNBOUNDED PRECEDING) AS r FROM {lines}) WHERE regexp_matches(line, ?) ORDER BY n",
+            [RISKY],
+        ).fetchall()
+    except duckdb.Error:
+        return None
+    return [(int(n), int(r), str(line).encode()) for n, r, line in found]
+
+
+def _is_string(catalog: Catalog, name: str) -> bool:
+    entry = catalog.get(canonical_key(name.strip()))
+    return entry is not None and entry.type is ValueType.STRING
 
 
 def _scratch(cur: duckdb.DuckDBPyConnection) -> Path:

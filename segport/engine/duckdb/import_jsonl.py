@@ -2,8 +2,10 @@
 
 DuckDB parses a JSON number into a double before segport sees it (``1e-400`` is ``0.0``, a 30-digit double is
 rounded, ``123456789012345678901234567890`` for a string key becomes ``1.2345678901234568e+29``), and it words
-a broken line in its own terms (a byte offset, a line count that is off by one, the file's full path). So a
-JSON Lines file is first read here, line by line with Python's ``json`` (numbers kept as written):
+a broken line in its own terms (a byte offset, a line count that is off by one, the file's full path). So lines
+of a JSON Lines file are also read here with Python's ``json`` (numbers kept as written): every line when a
+string key holds numbers or DuckDB could not read the file, else only the lines DuckDB finds may hold an
+inexact double (:data:`RISKY`):
 
 * a line that is not JSON, is not an object, repeats a key or holds ``NaN``/``Infinity`` is refused by its line
   number (blank lines count as lines, not as rows);
@@ -20,7 +22,7 @@ import gzip
 import json
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +87,21 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def _records(path: Path) -> Iterator[tuple[int, int, dict[str, Any] | None, bytes]]:
-    """(line number, row number, the object or None for a blank line, the raw line) of each line."""
+# a line that may hold a number a double cannot keep as written (18+ digits, an exponent) or NaN/Infinity
+# (which DuckDB reads as doubles): when no string key holds a number, only these lines are read in Python,
+# found by DuckDB (RE2, in parallel: a Python regex over every line cost as much as the whole load)
+RISKY = r"[0-9.]{18,}|[0-9.][eE]|NaN|Infinity"
+
+Lines = Iterable[tuple[int, int | None, bytes]]  # (line number, row number if known, the raw line)
+
+
+def _records(path: Path, lines: Lines | None = None) -> Iterator[tuple[int, int, dict[str, Any] | None, bytes]]:
+    """(line number, row number, the object or None for a blank line, the raw line) of each line of the file,
+    or of ``lines`` only."""
     row = 0
-    for line_no, raw in _lines(path):
+    for line_no, known_row, raw in lines if lines is not None else ((n, None, r) for n, r in _lines(path)):
+        if known_row is not None:
+            row = known_row - 1
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -120,23 +133,42 @@ def _check(row: int, entry: CatalogEntry, value: Any) -> bool:
     numbers = [x for x in items if isinstance(x, _Number)]
     if entry.type is ValueType.DOUBLE:
         for x in numbers:
-            problem = double_problem(x)
+            # short plain decimals are always exact enough (the common case: no need to look closer)
+            problem = None if len(x) <= DOUBLE_DIGITS and "e" not in x and "E" not in x else double_problem(x)
             if problem:
                 raise ImportRejected(f"row {row}: key {entry.key}: value {str(x)!r} {problem}")
     return entry.type is ValueType.STRING and bool(numbers)
 
 
-def checked_jsonl(path: Path, catalog: Catalog, scratch: Path) -> Path:
-    """Read a JSON Lines file once (see the module's docstring); the path DuckDB should read: ``path`` itself,
-    or a copy in ``scratch`` with the numbers of string keys as strings (deleted by the caller)."""
+def diagnose_jsonl(path: Path) -> None:
+    """Read every line of a file DuckDB could not read, to refuse it by the first broken line's number (if
+    Python finds none, the caller words DuckDB's error)."""
+    for _ in _records(path):
+        pass
+
+
+def checked_jsonl(path: Path, catalog: Catalog, scratch: Path, *, risky: Lines | None) -> Path:
+    """Check the numbers of a JSON Lines file DuckDB has read (see the module's docstring); the path DuckDB
+    should read: ``path`` itself, or a copy in ``scratch`` with the numbers of string keys as strings (deleted
+    by the caller). With ``risky`` (no string key holds a number), only those lines are read."""
     rewrite = False
     keys: dict[str, CatalogEntry | None] = {}
-    for _line, row, obj, _raw in _records(path):
-        for name, value in (obj or {}).items():
+    watched = (ValueType.DOUBLE, ValueType.STRING)
+    for _line, row, obj, _raw in _records(path, risky):
+        if obj is None:
+            continue
+        for name, value in obj.items():
+            if type(value) is str or value is None:  # most values: nothing to look at here
+                continue
             if name not in keys:
-                keys[name] = catalog.get(canonical_key(name.strip()))
+                entry = catalog.get(canonical_key(name.strip()))
+                keys[name] = entry if entry is not None and entry.type in watched else None
             entry = keys[name]
-            if entry is not None and _check(row, entry, value):
+            if entry is None:
+                continue
+            if type(value) is _Number and len(value) <= DOUBLE_DIGITS and "e" not in value and "E" not in value:
+                rewrite = rewrite or entry.type is ValueType.STRING  # a short plain number: exact as a double
+            elif _check(row, entry, value):
                 rewrite = True
     if not rewrite:
         return path

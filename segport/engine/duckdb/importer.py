@@ -43,7 +43,7 @@ from segport.engine.duckdb.import_columns import (  # noqa: F401  (reader: impor
     quote_ident_any,
     reader,
 )
-from segport.engine.duckdb.import_jsonl import double_problem
+from segport.engine.duckdb.import_jsonl import diagnose_jsonl, double_problem
 from segport.engine.duckdb.sql import sql_string, users_table
 from segport.errors import ImportRejected
 
@@ -159,6 +159,8 @@ def _import(
         if BAD in str(exc):
             with cur.cursor() as diag:  # the transaction is aborted; diagnose on a connection of its own
                 _reject_first_bad(diag, src, columns, diagnose, match_key)
+        if fmt == "jsonl":  # a line DuckDB's reader refused while loading (a repeated key): name it
+            diagnose_jsonl(path)
         raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
     cur.execute("UPDATE segport_state SET next_gio_id = next_gio_id + ? WHERE project = ?", [inserted, project_id])
     return ImportReport(rows_read, inserted, updated, 0.0), columns

@@ -45,8 +45,8 @@ def engine_words(exc: BaseException, *, internal: str = "the engine could not ru
 
 
 OUT_OF_MEMORY = (
-    "the engine ran out of memory (raise SEGPORT_DUCKDB_MEMORY_LIMIT / SEGPORT_DUCKDB_IMPORT_MEMORY_LIMIT, "
-    "or export fewer columns)"
+    "the engine ran out of memory: raise SEGPORT_DUCKDB_IMPORT_MEMORY_LIMIT (imports and segment computations) "
+    "or SEGPORT_DUCKDB_MEMORY_LIMIT (exports)"
 )
 _FILE = re.compile(r"""\s*(?:(?:in|of|at end of) )?file ["'][^"']*["'],?""")
 
