@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from segport.app import App
 from segport.domain.export import ExportSpec, FileFormat
@@ -22,7 +23,7 @@ from segport.engine.clickhouse import writer as ch_writer
 from segport.errors import ExportFailed, ImportRejected
 from segport.roles.inline import build
 from segport.settings import Settings
-from tests.conftest import ENGINES
+from tests.conftest import ENGINES, PROJECT, Seeded, auth
 
 CATALOG = """key,name,type
 id_$basic_userId,用户,string
@@ -293,3 +294,27 @@ def test_an_export_out_of_memory_says_so_in_segport_words(
         ),
     }
     assert failed.value.message == expected[engine]
+
+
+def test_the_admin_api_names_the_users_file_and_its_line(client: TestClient, seeded: Seeded) -> None:
+    """Through the server the same words name the uploaded file (not the server's spool copy) and its line."""
+    h = auth(seeded.admin_token)
+    url = f"/admin/v1/projects/{PROJECT}/users/import"
+    cases = [
+        (
+            "mine.jsonl",
+            b'{"id_$basic_userId":"A"}\n{"id_$basic_userId":tru}\n',
+            "line 2 of mine.jsonl is not valid JSON",
+        ),
+        (
+            "mine.jsonl",
+            b'{"id_$basic_userId":12345678901234567890123}\n[1]\n',
+            "line 2 of mine.jsonl is not a JSON object",
+        ),
+        ("mine.parquet", b"PAR1 not really", "cannot read mine.parquet as parquet: it is not a Parquet file"),
+    ]
+    for filename, content, start in cases:
+        r = client.post(url, headers=h, params={"filename": filename}, content=content)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "IMPORT_REJECTED" and error["message"].startswith(start), error
