@@ -89,7 +89,7 @@ REFUSED = [
     (
         "list-under.jsonl",
         '{"id_$basic_userId":"A","usr_ds":[1.5,-1e-999]}\n',
-        f"row 1: key usr_ds: value '-1e-999' {TOO_SMALL}",
+        f"row 1: key usr_ds: value '[1.5, -1e-999]' holds '-1e-999', which {TOO_SMALL}",
     ),
     (
         "null-item.jsonl",

@@ -135,6 +135,9 @@ def _check(row: int, entry: CatalogEntry, value: Any) -> bool:
         for x in numbers:
             # short plain decimals are always exact enough (the common case: no need to look closer)
             problem = None if len(x) <= DOUBLE_DIGITS and "e" not in x and "E" not in x else double_problem(x)
+            if problem and isinstance(value, list):
+                shown = "[" + ", ".join(y if isinstance(y, _Number) else json.dumps(y) for y in value) + "]"
+                raise ImportRejected(f"row {row}: key {entry.key}: value {shown!r} holds {str(x)!r}, which {problem}")
             if problem:
                 raise ImportRejected(f"row {row}: key {entry.key}: value {str(x)!r} {problem}")
     return entry.type is ValueType.STRING and bool(numbers)

@@ -12,7 +12,8 @@ The caller runs this inside one DuckDB transaction; any error raised here rolls 
 * Types are checked strictly: ``int`` is an optional sign and digits (an integral float from Parquet/JSON
   is accepted), ``double`` a decimal or scientific number stored as written (no NaN/inf, no overflow or
   underflow, at most 17 significant digits), ``date`` is ``YYYY-MM-DD``. Lists hold no nulls and no lists.
-* JSON Lines files are read once by :mod:`segport.engine.duckdb.import_jsonl` first (numbers as written).
+* JSON Lines numbers that DuckDB's reader would change are checked on their text by
+  :mod:`segport.engine.duckdb.import_jsonl` (and kept as written for string keys).
 
 Speed: values are checked while they load (a bad one aborts the statement, then a second scan names the
 row), so a first load is one ``INSERT ... SELECT`` from the file. Otherwise the checked rows are staged once,
