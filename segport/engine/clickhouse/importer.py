@@ -23,7 +23,6 @@ from typing import Any
 
 import duckdb
 
-from segport.domain.formats import detect_format
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, quote_ident
 from segport.engine.base import ImportReport
 from segport.engine.clickhouse.snapshots import Snapshot
@@ -45,20 +44,6 @@ def _scratch_duckdb(engine: ClickHouseHandle):  # type: ignore[no-untyped-def]
     finally:
         con.close()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _file_keys(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, path: Path, fmt: str | None, project: str
-) -> list[str]:
-    """The catalogue keys the file has columns for (checked as the import checks them)."""
-    detected = detect_format(path, fmt)
-    try:
-        described = con.execute(f"DESCRIBE SELECT * FROM {duckdb_import.reader(path, detected)}").fetchall()
-    except duckdb.Error as exc:
-        raise ImportRejected(f"cannot read {path.name} as {detected}: {str(exc).strip().splitlines()[0]}") from None
-    numbered = detected == "parquet"
-    cols = [(r[0], str(r[1])) for r in described if not (numbered and r[0] == "file_row_number")]
-    return [c.entry.key for c in duckdb_import.plan_columns(cols, catalog, project)]
 
 
 def import_users(
@@ -84,9 +69,9 @@ def import_users(
         con.execute("INSERT INTO segport_state VALUES (?, 1, 0)", [project])
         if not path.is_file():
             raise ImportRejected(f"no such file: {path}")
-        keys = _file_keys(con, catalog, path, file_format, project) if path.stat().st_size else []
+        keys: list[str] = []
         con.execute("BEGIN TRANSACTION")
-        report = duckdb_import.import_users(con, project, catalog, path, file_format, match, progress)
+        report = duckdb_import.import_users(con, project, catalog, path, file_format, match, progress, keys)
         con.execute("COMMIT")
         staged = folder / "rows.parquet"
         cols = ", ".join(quote_ident(k) for k in keys)

@@ -117,11 +117,21 @@ def write_export(
             raise StorageFull(f"the result folder is full: {exc}") from exc
         raise ExportFailed(f"writing the result failed: {exc}") from exc
     except Exception as exc:  # the driver's errors become ours at the boundary
-        text = str(exc).strip()
-        raise ExportFailed(f"the export query failed: {text.splitlines()[0] if text else type(exc).__name__}") from exc
+        words = export_words(exc)
+        raise ExportFailed(words if words.startswith("the export") else f"the export query failed: {words}") from exc
     finally:
         if interrupt is not None:
             interrupt.unbind()
+
+
+def export_words(exc: BaseException) -> str:
+    """One line for a failed export, in segport's words where ClickHouse's would mean nothing to a user."""
+    text = str(exc).strip()
+    if "MEMORY_LIMIT_EXCEEDED" in text or "Memory limit" in text:
+        return (
+            "the export ran out of memory: raise max_memory_usage for segport's ClickHouse user or export fewer columns"
+        )
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _write(client: Any, query: str, fmt: str, path: Path, gzipped: bool, stop: threading.Event) -> None:

@@ -401,6 +401,11 @@ class DuckDBEngine:
             if "No space left" in text or "File too large" in text or "Disk quota" in text:
                 raise StorageFull(f"the result folder is full: {engine_words(exc)}") from exc
             raise ExportFailed(f"writing the result failed: {engine_words(exc)}") from exc
+        except duckdb.OutOfMemoryException as exc:
+            raise ExportFailed(
+                f"the export ran out of memory: raise SEGPORT_DUCKDB_MEMORY_LIMIT (now {self._memory_limit}) "
+                "or export fewer columns"
+            ) from exc
         except duckdb.Error as exc:
             raise ExportFailed(f"the export query failed: {engine_words(exc)}") from exc
 

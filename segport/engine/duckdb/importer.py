@@ -10,7 +10,10 @@ The caller runs this inside one DuckDB transaction; any error raised here rolls 
 * CSV: an empty unquoted field is null, ``""`` is the empty string; for int/double/date keys an empty or
   blank string is null too. Multi-valued keys in CSV are written ``a||b``; Parquet/JSON may use lists.
 * Types are checked strictly: ``int`` is an optional sign and digits (an integral float from Parquet/JSON
-  is accepted), ``double`` a decimal or scientific number (no NaN/inf), ``date`` is ``YYYY-MM-DD``.
+  is accepted), ``double`` a decimal or scientific number stored as written (no NaN/inf, no overflow or
+  underflow, at most 17 significant digits), ``date`` is ``YYYY-MM-DD``. Lists hold no nulls and no lists.
+* JSON Lines numbers that DuckDB's reader would change are checked on their text by
+  :mod:`segport.engine.duckdb.import_jsonl` (and kept as written for string keys).
 
 Speed: values are checked while they load (a bad one aborts the statement, then a second scan names the
 row), so a first load is one ``INSERT ... SELECT`` from the file. Otherwise the checked rows are staged once,
@@ -30,15 +33,18 @@ from segport.domain.formats import detect_format
 from segport.domain.keys import GIO_ID, Catalog, KeyKind, canonical_key, quote_ident
 from segport.engine.base import ImportReport
 from segport.engine.duckdb.import_columns import (  # noqa: F401  (reader: imported from here)
+    _DOUBLE_RE,
     BAD,
     CONTROL_RE,
     Progress,
     _Column,
     _first_line,
+    open_source,
     plan_columns,
     quote_ident_any,
     reader,
 )
+from segport.engine.duckdb.import_jsonl import diagnose_jsonl, double_problem
 from segport.engine.duckdb.sql import sql_string, users_table
 from segport.errors import ImportRejected
 
@@ -51,20 +57,39 @@ def import_users(
     file_format: str | None,
     match: str,
     progress: Progress | None = None,
+    keys: list[str] | None = None,
 ) -> ImportReport:
+    """Import ``path`` (see the module's docstring); ``keys``, when given, receives the catalogue keys the file
+    has columns for."""
     started = time.perf_counter()
-    say = progress or (lambda _msg: None)
     if not path.is_file():
         raise ImportRejected(f"no such file: {path}")
     if path.stat().st_size == 0:  # DuckDB would read an empty JSON file as one column named 'json'
         raise ImportRejected(f"{path.name} is empty: it needs at least a header (CSV) or one record")
     fmt = detect_format(path, file_format)
-    src = reader(path, fmt)
-    try:
-        described = cur.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
-    except duckdb.Error as exc:
-        raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
+    with open_source(cur, path, fmt, catalog) as (src, described):
+        report, columns = _import(cur, project_id, catalog, path, fmt, src, described, match, progress or _quiet)
+    if keys is not None:
+        keys += [c.entry.key for c in columns]
+    report.elapsed_s = time.perf_counter() - started
+    return report
 
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _import(
+    cur: duckdb.DuckDBPyConnection,
+    project_id: str,
+    catalog: Catalog,
+    path: Path,
+    fmt: str,
+    src: str,
+    described: list[tuple[str, str]],
+    match: str,
+    say: Progress,
+) -> tuple[ImportReport, list[_Column]]:
     match_key = canonical_key(match)
     match_entry = catalog.get(match_key)
     if match_entry is None or match_entry.kind is not KeyKind.IDENTITY:
@@ -73,9 +98,7 @@ def import_users(
         raise ImportRejected(f"--match {match!r} is multi-valued; match on a single-valued identity")
     numbered = fmt == "parquet"
     rowno = "(r.file_row_number + 1)" if numbered else "row_number() OVER ()"
-    columns = plan_columns(
-        [(r[0], str(r[1])) for r in described if not (numbered and r[0] == "file_row_number")], catalog, project_id
-    )
+    columns = plan_columns(described, catalog, project_id)
     by_key = {c.entry.key: c for c in columns}
     if match_key not in by_key:
         raise ImportRejected(f"the file has no column {match_key!r} to match users on")
@@ -137,9 +160,11 @@ def import_users(
         if BAD in str(exc):
             with cur.cursor() as diag:  # the transaction is aborted; diagnose on a connection of its own
                 _reject_first_bad(diag, src, columns, diagnose, match_key)
+        if fmt == "jsonl":  # a line DuckDB's reader refused while loading (a repeated key): name it
+            diagnose_jsonl(path)
         raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
     cur.execute("UPDATE segport_state SET next_gio_id = next_gio_id + ? WHERE project = ?", [inserted, project_id])
-    return ImportReport(rows_read, inserted, updated, time.perf_counter() - started)
+    return ImportReport(rows_read, inserted, updated, 0.0), columns
 
 
 def _upsert(
@@ -299,13 +324,32 @@ def _reject_first_bad(
     col = columns[idx]
     kind = col.entry.type.value + ("[]" if col.entry.multi else "")
     shown = _raw_value(cur, src, raws, col, row_no)
-    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} {_why_not(shown, kind)}")
+    why = _why_not(shown, kind)
+    if col.problems:  # a list: what is wrong with it as a whole, if anything
+        tests = " ".join(f"WHEN {cond} THEN {i}" for i, (cond, _) in enumerate(col.problems))
+        found = cur.execute(
+            f"SELECT CASE {tests} ELSE NULL END FROM (SELECT row_number() OVER () AS _row, {raws} "
+            f"FROM {src} r) r WHERE _row = ?",
+            [row_no],
+        ).fetchone()
+        if found and found[0] is not None:
+            why = col.problems[int(found[0])][1]
+    raise ImportRejected(f"row {row_no}: key {col.entry.key}: value {shown!r} {why}")
 
 
 def _why_not(value: str | None, kind: str) -> str:
     control = re.search(CONTROL_RE, value or "")
     if control:
         return f"holds the control character U+{ord(control.group()):04X} (only tab and line breaks are allowed)"
+    if kind == "double" and value is not None and re.fullmatch(_DOUBLE_RE, value):
+        problem = double_problem(value.strip())
+        if problem:
+            return problem
+    if kind == "double[]" and value is not None:
+        for item in value.split("||"):
+            problem = double_problem(item.strip()) if re.fullmatch(_DOUBLE_RE, item) else None
+            if problem:
+                return f"holds {item.strip()!r}, which {problem}"
     return f"is not a valid {kind}"
 
 

@@ -35,7 +35,20 @@ def engine_words(exc: BaseException, *, internal: str = "the engine could not ru
         return f"the profiles have no column for key {missing.group(1)}"
     if isinstance(exc, _INTERNAL):
         return internal
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return OUT_OF_MEMORY
+    if "No magic bytes found" in first or "too small to be a Parquet file" in first:
+        return "it is not a Parquet file (a Parquet file ends with the bytes PAR1)"
+    # the server's paths are not the user's business: their own file is named by whoever words the error
+    first = _FILE.sub("", first)
     return _KIND_PREFIX.sub("", first).rstrip(". ")
+
+
+OUT_OF_MEMORY = (
+    "the engine ran out of memory: raise SEGPORT_DUCKDB_IMPORT_MEMORY_LIMIT (imports and segment computations) "
+    "or SEGPORT_DUCKDB_MEMORY_LIMIT (exports)"
+)
+_FILE = re.compile(r"""\s*(?:(?:in|of|at end of) )?file ["'][^"']*["'],?""")
 
 
 def _csv_problem(line: str, text: str) -> str:
