@@ -245,6 +245,14 @@ class JobCancelled(SegportError):
     exit_code = 6
 
 
+class UnsafeDataDir(SegportError):
+    """The data dir is another user's, or group or others may write it: segport refuses to start on it."""
+
+    status = 500
+    code = "UNSAFE_DATA_DIR"
+    exit_code = 1
+
+
 class InvalidTransition(SegportError):
     """A job stage change that the transition table forbids: a bug or a lost race, never user input."""
 
