@@ -195,6 +195,21 @@ class MetadataBusy(SegportError):
         super().__init__(message, **kw)
 
 
+class MetadataUnavailable(SegportError):
+    """The metadata store (PostgreSQL) cannot be reached: stopped, restarting, or the connection was cut. Every
+    request answers this until it is back; the process reconnects by itself (segport/store/db.py)."""
+
+    status = 503
+    code = "METADATA_UNAVAILABLE"
+    exit_code = 5
+
+    def __init__(
+        self, message: str = "the metadata store is unavailable: try again in a few seconds", **kw: Any
+    ) -> None:
+        kw.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kw)
+
+
 class ResultStoreUnavailable(SegportError):
     """The result store (S3) cannot be reached or refuses us: a download is a 503, an export ends ERROR."""
 

@@ -9,6 +9,10 @@ cancelled, or it lapsed and another worker took it) the heartbeat interrupts the
 
 The janitor runs at start and every ``cleanup_interval_s``: it expires results past their TTL and removes
 files no job owns (staging folders and published folders left by a crash).
+
+While the metadata store is unreachable (:class:`MetadataUnavailable`, logged once per outage by the store)
+every loop keeps going quietly and picks up again when it is back: an export whose job row could not be
+written is dropped, and its lease brings the job back.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import uuid
 
 from segport.app import EngineApp
 from segport.engine.interrupt import Interrupt
+from segport.errors import MetadataUnavailable
 from segport.store.queue import LeaseLost
 
 log = logging.getLogger("segport.worker")
@@ -76,6 +81,10 @@ class Worker:
             self.app.runner.run(row, owner, interrupt)
         except LeaseLost:
             log.warning("job %s: no longer ours (%s), attempt dropped", row.id, interrupt.reason or "lease lost")
+        except MetadataUnavailable:
+            log.warning(
+                "job %s: metadata store unavailable, attempt dropped; it runs again when its lease lapses", row.id
+            )
         finally:
             beat_stop.set()
             beat.join()
@@ -89,6 +98,8 @@ class Worker:
             try:
                 if self.run_one(owner):
                     continue
+            except MetadataUnavailable:
+                pass  # the store logged the outage; look again at the next poll
             except Exception:  # keep the worker alive; the job's lease brings it back
                 log.exception("worker %s: unexpected error", owner)
             wake.wait_past(seen, poll)  # returns at once if a submit came while we looked
@@ -101,6 +112,8 @@ class Worker:
             except LeaseLost:
                 interrupt.fire("lease lost or job cancelled")
                 return
+            except MetadataUnavailable:
+                continue  # the lease lasts lease_s: the next beat renews it if the store is back by then
             except Exception:
                 log.exception("job %s: heartbeat failed", job_id)
 
@@ -111,6 +124,8 @@ class Worker:
                 done = self.app.exports.cleanup()
                 if any(done.values()):
                     log.info("cleanup: %s", done)
+            except MetadataUnavailable:
+                pass  # the store logged the outage; the next round cleans up
             except Exception:
                 log.exception("cleanup failed")
             if self._stop.wait(interval):
