@@ -211,11 +211,16 @@ class MetadataUnavailable(SegportError):
 
 
 class ResultStoreUnavailable(SegportError):
-    """The result store (S3) cannot be reached or refuses us: a download is a 503, an export ends ERROR."""
+    """The result store (S3) cannot be reached or refuses us: a download is a 503 (with ``Retry-After``), an
+    export ends ERROR."""
 
     status = 503
     code = "RESULT_STORE_UNAVAILABLE"
     exit_code = 5
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": "10"})
+        super().__init__(message, **kw)
 
 
 class EngineUnavailable(SegportError):

@@ -12,7 +12,8 @@ files no job owns (staging folders and published folders left by a crash).
 
 While the metadata store is unreachable (:class:`MetadataUnavailable`, logged once per outage by the store)
 every loop keeps going quietly and picks up again when it is back: an export whose job row could not be
-written is dropped, and its lease brings the job back.
+written is dropped, and its lease brings the job back. A result store (S3) the janitor cannot reach is one
+line when it goes and one when it is back; each round tries again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import uuid
 
 from segport.app import EngineApp
 from segport.engine.interrupt import Interrupt
-from segport.errors import MetadataUnavailable
+from segport.errors import MetadataUnavailable, ResultStoreUnavailable
 from segport.store.queue import LeaseLost
 
 log = logging.getLogger("segport.worker")
@@ -119,13 +120,21 @@ class Worker:
 
     def _janitor(self) -> None:
         interval = self.app.settings.cleanup_interval_s
+        results_down = False  # the result store failed the last round: its outage is logged once, not per round
         while True:
             try:
                 done = self.app.exports.cleanup()
+                if results_down:
+                    log.warning("cleanup: the result store is reachable again")
+                    results_down = False
                 if any(done.values()):
                     log.info("cleanup: %s", done)
             except MetadataUnavailable:
                 pass  # the store logged the outage; the next round cleans up
+            except ResultStoreUnavailable as exc:
+                if not results_down:
+                    log.warning("cleanup postponed until the result store is back: %s", exc.message)
+                results_down = True
             except Exception:
                 log.exception("cleanup failed")
             if self._stop.wait(interval):
