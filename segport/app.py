@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Self
 
+from segport.datadir import prepare_data_dir
 from segport.engine.base import ProfileAccess, ProfileEngine
 from segport.results.base import ResultStore
 from segport.services.data import DataService
@@ -41,8 +42,9 @@ class Stores:
 
 def open_stores(settings: Settings, *, migrate: bool = True) -> Stores:
     """Open the metadata store of ``settings``' data dir; with ``migrate``, bring its schema up to date first
-    (`segport serve` does that once, before it starts the processes that then pass ``migrate=False``)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (`segport serve` does that once, before it starts the processes that then pass ``migrate=False``). The data dir
+    is created private, or refused when others may write it (segport/datadir.py)."""
+    prepare_data_dir(settings.data_dir)  # private (0700, umask 077), or refused (UnsafeDataDir)
     db = Database(settings.resolved_metadata_url(), settings.resolved_pool_size())
     if migrate:
         db.migrate()

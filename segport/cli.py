@@ -28,6 +28,7 @@ from segport import (
 from segport.app import open_stores
 from segport.cli_common import State, cli, fail, handled, jobs_cli, project_cli, settings, token_cli, with_stores
 from segport.client.cli import register
+from segport.datadir import private_umask
 from segport.settings import Settings
 
 __all__ = ["cli", "main", "run_server"]
@@ -248,6 +249,7 @@ register(cli, jobs_cli)
 
 
 def main() -> None:
+    private_umask()  # before anything is created: files 0600, folders 0700 (segport/datadir.py)
     try:
         cli()
     except KeyboardInterrupt:

@@ -217,12 +217,32 @@ class MetadataBusy(SegportError):
         super().__init__(message, **kw)
 
 
+class MetadataUnavailable(SegportError):
+    """The metadata store (PostgreSQL) cannot be reached: stopped, restarting, or the connection was cut. Every
+    request answers this until it is back; the process reconnects by itself (segport/store/db.py)."""
+
+    status = 503
+    code = "METADATA_UNAVAILABLE"
+    exit_code = 5
+
+    def __init__(
+        self, message: str = "the metadata store is unavailable: try again in a few seconds", **kw: Any
+    ) -> None:
+        kw.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kw)
+
+
 class ResultStoreUnavailable(SegportError):
-    """The result store (S3) cannot be reached or refuses us: a download is a 503, an export ends ERROR."""
+    """The result store (S3) cannot be reached or refuses us: a download is a 503 (with ``Retry-After``), an
+    export ends ERROR."""
 
     status = 503
     code = "RESULT_STORE_UNAVAILABLE"
     exit_code = 5
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": "10"})
+        super().__init__(message, **kw)
 
 
 class EngineUnavailable(SegportError):
@@ -265,6 +285,14 @@ class JobCancelled(SegportError):
     status = 409
     code = "JOB_CANCELLED"
     exit_code = 6
+
+
+class UnsafeDataDir(SegportError):
+    """The data dir is another user's, or group or others may write it: segport refuses to start on it."""
+
+    status = 500
+    code = "UNSAFE_DATA_DIR"
+    exit_code = 1
 
 
 class InvalidTransition(SegportError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from segport.errors import MetadataUnavailable
 from segport.services.data import DataService
 
 log = logging.getLogger("segport.scheduler")
@@ -43,5 +44,7 @@ class DailyRecompute:
             try:
                 for project, key in self.run_once():
                     log.info("recomputed DAILY segment %s/%s", project, key)
+            except MetadataUnavailable:
+                pass  # the store logged the outage; the next tick retries
             except Exception:  # keep the thread alive: the next tick retries
                 log.exception("daily recompute failed")

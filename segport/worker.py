@@ -9,6 +9,11 @@ cancelled, or it lapsed and another worker took it) the heartbeat interrupts the
 
 The janitor runs at start and every ``cleanup_interval_s``: it expires results past their TTL and removes
 files no job owns (staging folders and published folders left by a crash).
+
+While the metadata store is unreachable (:class:`MetadataUnavailable`, logged once per outage by the store)
+every loop keeps going quietly and picks up again when it is back: an export whose job row could not be
+written is dropped, and its lease brings the job back. A result store (S3) the janitor cannot reach is one
+line when it goes and one when it is back; each round tries again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import uuid
 
 from segport.app import EngineApp
 from segport.engine.interrupt import Interrupt
+from segport.errors import MetadataUnavailable, ResultStoreUnavailable
 from segport.store.queue import LeaseLost
 
 log = logging.getLogger("segport.worker")
@@ -76,6 +82,10 @@ class Worker:
             self.app.runner.run(row, owner, interrupt)
         except LeaseLost:
             log.warning("job %s: no longer ours (%s), attempt dropped", row.id, interrupt.reason or "lease lost")
+        except MetadataUnavailable:
+            log.warning(
+                "job %s: metadata store unavailable, attempt dropped; it runs again when its lease lapses", row.id
+            )
         finally:
             beat_stop.set()
             beat.join()
@@ -89,6 +99,8 @@ class Worker:
             try:
                 if self.run_one(owner):
                     continue
+            except MetadataUnavailable:
+                pass  # the store logged the outage; look again at the next poll
             except Exception:  # keep the worker alive; the job's lease brings it back
                 log.exception("worker %s: unexpected error", owner)
             wake.wait_past(seen, poll)  # returns at once if a submit came while we looked
@@ -101,16 +113,28 @@ class Worker:
             except LeaseLost:
                 interrupt.fire("lease lost or job cancelled")
                 return
+            except MetadataUnavailable:
+                continue  # the lease lasts lease_s: the next beat renews it if the store is back by then
             except Exception:
                 log.exception("job %s: heartbeat failed", job_id)
 
     def _janitor(self) -> None:
         interval = self.app.settings.cleanup_interval_s
+        results_down = False  # the result store failed the last round: its outage is logged once, not per round
         while True:
             try:
                 done = self.app.exports.cleanup()
+                if results_down:
+                    log.warning("cleanup: the result store is reachable again")
+                    results_down = False
                 if any(done.values()):
                     log.info("cleanup: %s", done)
+            except MetadataUnavailable:
+                pass  # the store logged the outage; the next round cleans up
+            except ResultStoreUnavailable as exc:
+                if not results_down:
+                    log.warning("cleanup postponed until the result store is back: %s", exc.message)
+                results_down = True
             except Exception:
                 log.exception("cleanup failed")
             if self._stop.wait(interval):

@@ -56,6 +56,7 @@ class PgCluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = 0
+        self._options = ""
         self._as_user: list[str] = []
         if os.geteuid() == 0:
             entry = pwd.getpwnam(SERVER_USER)
@@ -90,25 +91,34 @@ class PgCluster:
                 f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
             )
+            self._options = options
             try:
-                self._run(
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.log),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                )
+                self.resume()
                 return self
             except RuntimeError:
                 if attempt == 2:
                     raise
         return self
+
+    def pause(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m mode``), keeping its data: :meth:`resume` starts it again."""
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server (again), on the same port."""
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            self._options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
 
     @property
     def admin_dsn(self) -> str:

@@ -165,6 +165,11 @@ class ServerError(ApiError, code="INTERNAL_ERROR", exit_code=1):
     """HTTP 5xx."""
 
 
+class MetadataUnavailable(ServerError, code="METADATA_UNAVAILABLE", exit_code=5):
+    """HTTP 503: the server's metadata store is down for a while; retried (``Retry-After``) like a 429, then
+    raised. Nothing was changed by the request."""
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,
     401: Unauthorized,

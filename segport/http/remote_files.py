@@ -7,6 +7,7 @@ with ranged requests as Starlette seeks and reads, so a range costs what it asks
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,10 +16,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from starlette.responses import FileResponse, RedirectResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from segport.errors import ResultStoreUnavailable
+from segport.http.errors import error_response
 from segport.http.files import ResultFileResponse
 from segport.results.base import RemoteResult
+
+log = logging.getLogger("segport.http")
 
 
 def remote_response(remote: RemoteResult, *, media_type: str, filename: str) -> Response:
@@ -35,8 +40,33 @@ class RemoteFileResponse(ResultFileResponse):
         self._remote = remote
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Starlette sends the status line before it reads the file; here the store is read first. The start of
+        the answer is held until its first bytes are in hand, so a store that cannot be read (S3 gone between
+        the HEAD of the object and its GET) is still a 503 in the one error shape, not a 200 cut short. A store
+        lost later, mid-file, can only end the answer early: one line in the log, and the client resumes with
+        ``Range``."""
         extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
-        await FileResponse.__call__(self, {**scope, "extensions": extensions}, receive, send)
+        held: list[Message] = []  # the start of the answer, until its first bytes are read
+        started = False
+
+        async def send_when_read(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            if not started:
+                started = True
+                for start in held:
+                    await send(start)
+            await send(message)
+
+        try:
+            await FileResponse.__call__(self, {**scope, "extensions": extensions}, receive, send_when_read)
+        except ResultStoreUnavailable as exc:
+            if started:  # the answer is under way: end it early
+                log.warning("a download was cut short: %s", exc.message)
+                return
+            await error_response(exc.status, exc.code, exc.message, exc.headers)(scope, receive, send)
 
     @asynccontextmanager
     async def _open_file(self) -> AsyncIterator[_RemoteReader]:  # type: ignore[override]

@@ -20,7 +20,7 @@ from segport.domain.jobs import Stage
 from segport.domain.naming import result_file_names
 from segport.engine.base import ProfileEngine, Target
 from segport.engine.interrupt import Interrupt
-from segport.errors import ExportFailed, SegportError, StorageFull
+from segport.errors import ExportFailed, MetadataUnavailable, SegportError, StorageFull
 from segport.results.base import Attempt, ResultStore
 from segport.settings import Settings
 from segport.store.meta import MetaStore
@@ -64,8 +64,8 @@ class ExportRunner:
                 attempt.discard()
             if interrupt.fired or isinstance(exc, LeaseLost):
                 raise LeaseLost(row.id) from exc
-            if not isinstance(exc, Exception):
-                raise
+            if not isinstance(exc, Exception) or isinstance(exc, MetadataUnavailable):
+                raise  # not the job's failure: with the store back, its lease brings it back
             self._fail(row, owner, *_failure(row, stored if isinstance(stored, Exception) else exc))
             return
         finally:
