@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from segport import __version__, console
 from segport.app import App
-from segport.http import admin, downloads, errors, exports, jobs, segments, tags, users
+from segport.http import admin, downloads, errors, exports, jobs, openapi, segments, tags, users
 from segport.http.guard import EdgeGuard
 from segport.http.limits import BodyLimit, RequestLineLimit
 
@@ -45,6 +45,7 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
     )
     api.state.segport = app
     errors.install(api)
+    openapi.install(api)
     for routes in (exports, jobs, downloads, segments, tags, users, admin):
         api.include_router(routes.router)
     console.install(api, app)
