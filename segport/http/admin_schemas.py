@@ -144,8 +144,7 @@ class SegmentBody(BaseModel):
     description: str = Field("", max_length=2000, json_schema_extra={"pattern": DESCRIPTION_PATTERN})
     rule: Any = Field(
         ...,
-        description="Rule tree: and/or/not, or a {key, op, value} leaf (or that JSON as a string); its schema is "
-        "the `Rule` component (segport.http.openapi).",
+        description="Rule tree: and/or/not, or a {key, op, value} leaf (the `Rule` schema), or that JSON as a string.",
         examples=[
             {"and": [{"key": "usr_gender", "op": "eq", "value": "男"}, {"key": "usr_age", "op": "gte", "value": 18}]}
         ],
