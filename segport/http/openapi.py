@@ -8,6 +8,7 @@ once for every operation:
 * the error answers each operation can give, all of them in the one JSON error shape (``ErrorBody``): 400 (a
   control character in the path or the query, a repeated parameter, a bad value), 401, 403 (``/admin/v1``
   with a project token), 404, 408, 413, 414, 431, 503, and those of a few routes (409, 410, 416, 429);
+* an export body's ``properties``: at most ``max_properties`` keys (the setting);
 * the grammar of every path parameter (a project id is 8 letters or digits, a segment key 1-100 letters,
   digits or ``_``, …), of the paging numbers (``limit`` 1..1000, ``offset`` 0..2^53, whole numbers) and of the
   keys in ``properties[]``; a text parameter without a grammar of its own is declared free of control
@@ -18,6 +19,7 @@ Runtime checks are where they were: nothing here changes what a request gets.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -111,13 +113,16 @@ def install(api: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            api.openapi_schema = describe(build())
+            api.openapi_schema = describe(build(), max_properties=api.state.segport.settings.max_properties)
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
 
 
-def describe(document: dict[str, Any]) -> dict[str, Any]:
+def describe(document: dict[str, Any], *, max_properties: int) -> dict[str, Any]:
+    """``document`` completed; ``max_properties``: the keys an export may list (``SEGPORT_MAX_PROPERTIES``).
+    A copy: FastAPI's document shares the routes' ``openapi_extra`` dicts, module-level ones among them."""
+    document = copy.deepcopy(document)
     components = document.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http",
@@ -132,6 +137,7 @@ def describe(document: dict[str, Any]) -> dict[str, Any]:
                 _describe_parameter(path, parameter)
             _describe_responses(method, path, operation)
             _describe_rule(operation)
+            _describe_export_body(operation, max_properties)
     return document
 
 
@@ -168,6 +174,16 @@ def _describe_rule(operation: dict[str, Any]) -> None:
     rule = body.get("properties", {}).get("rule")
     if rule is not None:
         body["properties"]["rule"] = {**rule, **RULE_FIELD}
+
+
+def _describe_export_body(operation: dict[str, Any], max_properties: int) -> None:
+    """An export body's ``properties``: at most the server's ``max_properties`` keys (a setting)."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    if body.get("title") != "ExportJobBody":
+        return
+    for alternative in body.get("properties", {}).get("properties", {}).get("anyOf", []):
+        if alternative.get("type") == "array":
+            alternative["maxItems"] = max_properties
 
 
 def _describe_responses(method: str, path: str, operation: dict[str, Any]) -> None:
