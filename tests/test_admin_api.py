@@ -57,10 +57,10 @@ def test_catalog_endpoints(client: TestClient, seeded: Seeded) -> None:
     assert client.delete(A + "/catalog/tag_new", headers=h).status_code == 204
     assert "seg_51activity" in err(client.delete(A + "/catalog/usr_age", headers=h), 409, "KEY_IN_USE")
     err(client.post(A + "/catalog", headers=h, json={"key": "bad key", "type": "int"}), 400, "INVALID_KEY")
-    err(client.post(A + "/catalog", headers=h, json={"key": "usr_vip", "type": "string"}), 400, "INVALID_PARAMETER")
+    err(client.post(A + "/catalog", headers=h, json={"key": "usr_vip", "type": "string"}), 409, "CONFLICT")
     err(client.post(A + "/catalog", headers=h, json={"key": "usr_z", "type": "blob"}), 400, "INVALID_KEY")
     err(client.post(A + "/catalog", headers=h, content=b"{nope"), 400, "INVALID_BODY")
-    err(client.patch(A + "/catalog/usr_nope", headers=h, json={"name": "x"}), 400, "INVALID_PARAMETER")
+    err(client.patch(A + "/catalog/usr_nope", headers=h, json={"name": "x"}), 400, "UNKNOWN_KEY")
     err(client.get("/admin/v1/projects/Nope0000/catalog", headers=h), 404, "PROJECT_NOT_FOUND")
 
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from segport.app import App
 from segport.cli import cli
 from segport.domain.keys import KeyKind, ValueType
-from segport.errors import ImportRejected, InvalidParameter, KeyInUse
+from segport.errors import Conflict, ImportRejected, InvalidParameter, KeyInUse, UnknownKey
 from segport.services.data import SegmentSpec, catalog_entry
 from tests.conftest import PROJECT, write_users_csv
 
@@ -46,7 +46,7 @@ def test_catalog_csv_import_with_types_descriptions_and_bare_identities(project:
     assert note is not None and (note.name, note.type) == ("usr_note", ValueType.STRING)  # defaults
     # re-importing renames and re-describes, never changes a type
     assert project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_age,岁数,int\n") == (0, 1)
-    with pytest.raises(InvalidParameter, match="cannot change"):
+    with pytest.raises(Conflict, match="cannot change"):
         project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_new,新,string\nusr_age,岁数,string\n")
     assert "usr_new" not in project.meta.catalog(PROJECT)  # all or nothing
 
@@ -105,7 +105,7 @@ def test_rename_describe_and_remove(project: App, tmp_path: Path) -> None:
     assert list(project.meta.catalog(PROJECT).entries) == ["id_$basic_userId", "usr_a"]
     # a removed key's values are gone: adding it back starts empty
     project.data.import_catalog_csv(PROJECT, "key,name,type\nusr_b,B,string\n")
-    with pytest.raises(InvalidParameter, match="not in the catalogue"):
+    with pytest.raises(UnknownKey, match="not in the catalogue"):
         project.data.remove_catalog_key(PROJECT, "usr_zzz")
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import StatementError
 
 from segport.domain.jobs import Stage
 from segport.domain.keys import CatalogEntry, KeyKind, ValueType
-from segport.errors import AlreadyExists, InvalidParameter, SegmentNotFound, Unauthorized
+from segport.errors import AlreadyExists, Conflict, InvalidParameter, SegmentNotFound, Unauthorized
 from segport.store.db import MIGRATIONS, Database
 from segport.store.meta import MetaStore
 from segport.store.models import Base, JobRow, Project, SegmentRow, utcnow
@@ -212,7 +212,7 @@ def test_projects_tokens_catalogue_and_segments_work_on_postgres(db: Database) -
     assert meta.upsert_catalog(P, entries) == (2, 0)
     renamed = [CatalogEntry("usr_city", KeyKind.PROPERTY, "City", ValueType.STRING, False, "where")]
     assert meta.upsert_catalog(P, renamed) == (0, 1)
-    with pytest.raises(InvalidParameter, match="cannot change"):
+    with pytest.raises(Conflict, match="cannot change"):
         meta.upsert_catalog(P, [CatalogEntry("usr_city", KeyKind.PROPERTY, "x", ValueType.INT, False, "")])
     assert [(e.key, e.name) for e in meta.catalog(P).entries.values()] == [
         ("usr_city", "City"),

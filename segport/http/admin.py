@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from segport.domain.formats import detect_format
 from segport.errors import Forbidden, InvalidBody, PayloadTooLarge, SegportError
@@ -63,6 +64,12 @@ def sweep_uploads(data_dir: Path) -> None:
     """Delete uploads left by a server that died mid-request (called when `segport serve` starts)."""
     for p in (data_dir / "uploads").glob("upload-*"):
         p.unlink(missing_ok=True)
+
+
+def _json_doc(model: Any, *, required: bool = True) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads its JSON body itself (:func:`_json_body`)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
 
 def _app(request: Request) -> Any:
@@ -113,6 +120,13 @@ def api_words(spool: Path | None, filename: str) -> Iterator[None]:
 _FLAG = re.compile(r"--(match|format|identity|key|name|description|scheduler)\b ?")
 
 
+def _not_the_import(key: str) -> None:
+    """``…/catalog/import`` is the import's address, not a key's (no key is spelled ``import``): another
+    method there is a 405, its ``Allow`` naming the import's method."""
+    if key == "import":
+        raise HTTPException(405)
+
+
 # --- catalogue --------------------------------------------------------------------------------------
 @router.get("/projects/{project_id}/catalog", response_model=list[CatalogEntryOut], summary="List the catalogue")
 def list_catalog(project_id: str, request: Request, _who: Admin) -> list[CatalogEntryOut]:
@@ -126,8 +140,10 @@ def list_catalog(project_id: str, request: Request, _who: Admin) -> list[Catalog
     response_model=CatalogEntryOut,
     status_code=201,
     summary="Add (or update the name/description of) one key",
+    openapi_extra=_json_doc(CatalogEntryBody),
 )
 async def add_catalog_key(project_id: str, request: Request, _who: Admin) -> CatalogEntryOut:
+    _app(request).meta.project(project_id)
     body: CatalogEntryBody = await _json_body(request, CatalogEntryBody)
     entry = catalog_entry(body.key, body.name or "", body.type, body.description)
     await run_in_threadpool(_app(request).data.add_catalog_entries, project_id, [entry])
@@ -154,8 +170,11 @@ async def import_catalog(project_id: str, request: Request, _who: Admin) -> Cata
     "/projects/{project_id}/catalog/{key}",
     response_model=CatalogEntryOut,
     summary="Rename a key (display name) or describe it",
+    openapi_extra=_json_doc(CatalogPatch, required=False),
 )
 async def patch_catalog_key(project_id: str, key: str, request: Request, _who: Admin) -> CatalogEntryOut:
+    _not_the_import(key)
+    _app(request).meta.project(project_id)
     body: CatalogPatch = await _json_body(request, CatalogPatch)
     entry = await run_in_threadpool(
         lambda: _app(request).data.update_catalog_entry(project_id, key, name=body.name, description=body.description)
@@ -167,6 +186,8 @@ async def patch_catalog_key(project_id: str, key: str, request: Request, _who: A
     "/projects/{project_id}/catalog/{key}", status_code=204, summary="Remove a key (refused while a segment uses it)"
 )
 async def delete_catalog_key(project_id: str, key: str, request: Request, _who: Admin) -> None:
+    _not_the_import(key)
+    _app(request).meta.project(project_id)
     await run_in_threadpool(_app(request).data.remove_catalog_key, project_id, key)
 
 
@@ -232,8 +253,10 @@ def show_segment(project_id: str, key: str, request: Request, _who: Admin) -> Se
     response_model=SegmentOut,
     status_code=201,
     summary="Create a DIRECT segment from a rule tree (computed at once)",
+    openapi_extra=_json_doc(SegmentBody),
 )
 async def create_segment(project_id: str, request: Request, who: Admin) -> SegmentOut:
+    _app(request).meta.project(project_id)
     body: SegmentBody = await _json_body(request, SegmentBody)
     spec = SegmentSpec(
         key=body.key,

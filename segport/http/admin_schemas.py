@@ -7,28 +7,109 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from segport.domain.keys import CatalogEntry
+from segport.http.schemas import KEY_GRAMMAR
 from segport.store.meta import iso_ms, segment_rule
 from segport.store.models import SegmentRow
+
+# Grammars the services check (segport.domain.keys, segport.domain.text, segport.store.meta), declared in the
+# JSON schema only (json_schema_extra): the services' own checks and error codes stay what they are.
+# a catalogue key as the admin API takes it: a column key, or an identity written bare (``$basic_userId``)
+CATALOG_KEY_PATTERN = rf"^\s*(\$[A-Za-z0-9_$]{{0,96}}|{KEY_GRAMMAR})\s*$"
+SEGMENT_KEY_PATTERN = "^[A-Za-z0-9_]{1,100}$"
+_REFUSED = r"\u0000-\u001f\u007f-\u009f\u2028\u2029"  # control characters, line and paragraph separators
+# a display name: not blank, none of the refused characters
+DISPLAY_NAME_PATTERN = rf"^[^{_REFUSED}]*[^\s{_REFUSED}][^{_REFUSED}]*$"
+# a description: tabs and line breaks allowed
+DESCRIPTION_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u2028\u2029]*$"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+_TYPES = ("string", "str", "varchar", "int", "integer", "long", "double", "float", "date")
+TYPE_PATTERN = r"^(\s*(" + "|".join(_any_case(t) for t in _TYPES) + r")(\[\])?\s*)?$"  # empty: string
+
+_SCALAR: dict[str, Any] = {"type": ["string", "number", "boolean"]}
+_LEAF_KEY: dict[str, Any] = {"type": "string", "pattern": rf"^({KEY_GRAMMAR}|gio_id)$"}
+
+
+def _leaf(ops: list[str], value: dict[str, Any] | None) -> dict[str, Any]:
+    properties: dict[str, Any] = {"key": _LEAF_KEY, "op": {"enum": ops}}
+    properties["value"] = value if value is not None else {"type": "null"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["key", "op"] + (["value"] if value is not None else []),
+        "additionalProperties": False,
+    }
+
+
+_REF = {"$ref": "#/components/schemas/Rule"}
+RULE_FIELD: dict[str, Any] = {"anyOf": [_REF, {"type": "string"}]}
+# The rule tree as JSON (segport.domain.rules): its keys and their types are the project's catalogue's.
+RULE_SCHEMA: dict[str, Any] = {
+    "title": "Rule",
+    "description": "and/or/not of rules, or a {key, op, value} leaf (at most 32 levels, 1000 nodes).",
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"and": {"type": "array", "items": _REF, "minItems": 1}},
+            "required": ["and"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"or": {"type": "array", "items": _REF, "minItems": 1}},
+            "required": ["or"],
+            "additionalProperties": False,
+        },
+        {"type": "object", "properties": {"not": _REF}, "required": ["not"], "additionalProperties": False},
+        _leaf(["eq", "ne", "gt", "gte", "lt", "lte"], _SCALAR),
+        _leaf(["in", "not_in"], {"type": "array", "items": _SCALAR, "minItems": 1, "maxItems": 10_000}),
+        _leaf(["between"], {"type": "array", "items": _SCALAR, "minItems": 2, "maxItems": 2}),
+        _leaf(["contains"], {"type": "string"}),
+        _leaf(["is_null", "not_null"], None),
+    ],
+}
 
 
 class CatalogEntryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(
-        ..., max_length=110, examples=["usr_gender"], description="`id_<identity>`, `usr_<key>` or `tag_<key>`."
+        ...,
+        max_length=110,
+        examples=["usr_gender"],
+        description="`id_<identity>` (or the bare `$<identity>`), `usr_<key>` or `tag_<key>`.",
+        json_schema_extra={"pattern": CATALOG_KEY_PATTERN},
     )
-    name: str | None = Field(None, max_length=200, examples=["性别"], description="Display name (default: the key).")
+    name: str | None = Field(
+        None,
+        max_length=200,
+        examples=["性别"],
+        description="Display name (default: the key).",
+        json_schema_extra={"pattern": f"^$|{DISPLAY_NAME_PATTERN}"},
+    )
     type: str = Field(
-        "string", max_length=16, description="`string`, `int`, `double` or `date`; `[]` for multi-valued."
+        "string",
+        max_length=16,
+        description="`string`, `int`, `double` or `date` (any case; `str`, `varchar`, `integer`, `long`, "
+        "`float` too); `[]` for multi-valued. An identity is a `string`.",
+        json_schema_extra={"pattern": TYPE_PATTERN},
     )
-    description: str = Field("", max_length=2000)
+    description: str = Field("", max_length=2000, json_schema_extra={"pattern": DESCRIPTION_PATTERN})
 
 
 class CatalogPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200, description="New display name.")
-    description: str | None = Field(None, max_length=2000, description="New description.")
+    name: str | None = Field(
+        None, max_length=200, description="New display name.", json_schema_extra={"pattern": DISPLAY_NAME_PATTERN}
+    )
+    description: str | None = Field(
+        None, max_length=2000, description="New description.", json_schema_extra={"pattern": DESCRIPTION_PATTERN}
+    )
 
 
 class CatalogEntryOut(BaseModel):
@@ -56,12 +137,14 @@ class ImportOut(BaseModel):
 class SegmentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    key: str = Field(..., max_length=100, examples=["seg_51activity"])
-    name: str = Field(..., max_length=200, examples=["51活动用户"])
-    description: str = Field("", max_length=2000)
+    key: str = Field(
+        ..., max_length=100, examples=["seg_51activity"], json_schema_extra={"pattern": SEGMENT_KEY_PATTERN}
+    )
+    name: str = Field(..., max_length=200, examples=["51活动用户"], json_schema_extra={"pattern": DISPLAY_NAME_PATTERN})
+    description: str = Field("", max_length=2000, json_schema_extra={"pattern": DESCRIPTION_PATTERN})
     rule: Any = Field(
         ...,
-        description="Rule tree: and/or/not, or a {key, op, value} leaf.",
+        description="Rule tree: and/or/not, or a {key, op, value} leaf (the `Rule` schema), or that JSON as a string.",
         examples=[
             {"and": [{"key": "usr_gender", "op": "eq", "value": "男"}, {"key": "usr_age", "op": "gte", "value": 18}]}
         ],

@@ -9,9 +9,11 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from segport.domain import strict_json
 from segport.errors import InvalidBody, MetadataBusy, SegportError
@@ -40,6 +42,38 @@ _OBJECT_WORDS = re.compile(r"a valid dictionary or (object to extract fields fro
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: every method of the request's path. FastAPI makes one route per method and
+    answers with the methods of the first route only. Where a literal path is also a parameter's value
+    (``…/catalog/import`` and ``…/catalog/{key}``), the routes with the fewest parameters are the path's. Every
+    ``GET`` also answers ``HEAD`` (:class:`segport.http.guard.EdgeGuard`)."""
+    found: dict[int, set[str]] = {}
+    path = request.scope.get("path", "")
+    for regex, parameters, methods in _route_table(request.app):
+        if regex.match(path):
+            found.setdefault(parameters, set()).update(methods)
+    chosen = found[min(found)] if found else set()
+    if "GET" in chosen:
+        chosen.add("HEAD")
+    return ", ".join(sorted(chosen, key=lambda m: (_METHOD_ORDER + (m,)).index(m)))
+
+
+def _route_table(app: FastAPI) -> list[tuple[re.Pattern[str], int, frozenset[str]]]:
+    """(path regex, number of path parameters, methods) of every route with methods, built once per app."""
+    table = getattr(app.state, "route_table", None)
+    if table is None:
+        table = []
+        for route in iter_route_contexts(app.router.routes):
+            if route.methods and route.path:
+                regex, _, convertors = compile_path(route.path)
+                table.append((regex, len(convertors), frozenset(route.methods)))
+        app.state.route_table = table
+    return table
 
 
 def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
@@ -95,12 +129,15 @@ def install(app: FastAPI) -> None:
         return error_response(400, code, message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint"
-        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(exc.status_code, code, message, headers)
 
     @app.exception_handler(PoolTimeout)
     async def _pool(_req: Request, _exc: PoolTimeout) -> JSONResponse:

@@ -11,6 +11,12 @@ from segport.errors import InvalidBody
 MAX_LIST_ITEMS = 1000
 MAX_STRING = 200
 
+_BODY = "[A-Za-z_$][A-Za-z0-9_$]"
+# a column key (segport.domain.keys.parse_key): at most 100 characters once ``ids_`` is written ``id_``
+KEY_GRAMMAR = rf"((id|ids)_{_BODY}{{0,96}}|(usr|tag)_{_BODY}{{0,95}})"
+# a key in a list of keys to export or show: the services strip spaces around it and drop ``gio_id``
+LISTED_KEY_PATTERN = rf"^\s*({KEY_GRAMMAR}|gio_id)\s*$"
+
 
 def _case_insensitive(data: Any, fields: dict[str, str]) -> Any:
     """Map body keys to their canonical spelling ignoring case (one doc copy writes ``fileformat``)."""
@@ -34,7 +40,9 @@ class ExportJobBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    properties: list[Annotated[str, Field(max_length=MAX_STRING)]] | None = Field(
+    properties: (
+        list[Annotated[str, Field(max_length=MAX_STRING, json_schema_extra={"pattern": LISTED_KEY_PATTERN})]] | None
+    ) = Field(
         None,
         max_length=MAX_LIST_ITEMS,
         description="Identities (`id_`/`ids_`), user properties (`usr_`) and tags (`tag_`) to export; at most 60.",

@@ -24,6 +24,7 @@ from segport.http import (
     events,
     exports,
     jobs,
+    openapi,
     segments,
     tags,
     users,
@@ -58,6 +59,7 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
     )
     api.state.segport = app
     errors.install(api)
+<<<<<<< HEAD
     for routes in (
         exports,
         jobs,
@@ -71,6 +73,10 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
         admin_datasources,
         collect,
     ):  # events before users: E11's path
+=======
+    openapi.install(api)
+    for routes in (exports, jobs, downloads, segments, tags, users, admin):
+>>>>>>> wd
         api.include_router(routes.router)
     console.install(api, app)
     api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307

@@ -16,7 +16,7 @@ from segport.domain.keys import CatalogEntry, KeyKind, identity_column, parse_ke
 from segport.domain.rules import check_rule, parse_rule_text, rule_keys
 from segport.domain.text import bad_character, display_name_problem
 from segport.engine.base import ComputeResult, ImportReport, ProfileAccess, ProfileEngine, SegmentDefinition
-from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInUse, SegportError
+from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInUse, SegportError, UnknownKey
 from segport.store.meta import MetaStore
 from segport.store.models import SegmentRow, utcnow
 from segport.testing_hooks import pause_point
@@ -104,7 +104,7 @@ class DataService:
         _, key = parse_key(key)
         entry = self.meta.catalog(project_id).get(key)
         if entry is None:
-            raise InvalidParameter(f"key {sent!r} is not in the catalogue of project {project_id}")
+            raise UnknownKey(f"key {sent!r} is not in the catalogue of project {project_id}")
         if name is not None and not name.strip():  # not a silent reset to the key: say so
             raise InvalidParameter(f"key {sent!r}: a display name cannot be empty (it would reset to the key)")
         new = catalog_entry(
@@ -121,7 +121,7 @@ class DataService:
         _, key = parse_key(key)
         catalog = self.meta.catalog(project_id)
         if key not in catalog:
-            raise InvalidParameter(f"key {sent!r} is not in the catalogue of project {project_id}")
+            raise UnknownKey(f"key {sent!r} is not in the catalogue of project {project_id}")
         rows, _ = self.meta.segments(project_id)
         users = [r.key for r in rows if (r.rule and key in rule_keys(json.loads(r.rule))) or r.identity == key]
         if users:

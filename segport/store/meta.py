@@ -19,6 +19,7 @@ from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.domain.text import display_name_problem
 from segport.errors import (
     AlreadyExists,
+    Conflict,
     InvalidParameter,
     ProjectNotFound,
     SegmentNotFound,
@@ -240,7 +241,7 @@ class MetaStore:
                     added += 1
                     continue
                 if (row.type, row.multi) != (e.type.value, e.multi):
-                    raise InvalidParameter(
+                    raise Conflict(  # the request is well formed: the stored key is what it conflicts with
                         f"key {e.key!r} is already {row.type}{'[]' if row.multi else ''}; its type cannot change"
                     )
                 if (row.name, row.description) != (e.name, e.description):
