@@ -29,6 +29,7 @@ from segport.client.errors import (
     JobExpired,
     JobFailed,
     JobNotFound,
+    MetadataBusy,
     NotFound,
     OutOfMemory,
     PayloadTooLarge,
@@ -52,6 +53,7 @@ from segport.client.sync import Client
 
 __all__ = [
     "ApiError",
+    "MetadataBusy",
     "TooManyOpenFiles",
     "StorageFull",
     "ResourceExhausted",

@@ -180,6 +180,10 @@ class OutOfMemory(ResourceExhausted, code="OUT_OF_MEMORY"): ...
 class TooManyOpenFiles(ResourceExhausted, code="TOO_MANY_OPEN_FILES"): ...
 
 
+class MetadataBusy(ResourceExhausted, code="METADATA_BUSY"):
+    """Every metadata connection of the server stayed taken (a bounded pool)."""
+
+
 class StorageFull(ServerError, code="STORAGE_FULL", exit_code=6):
     """HTTP 507 (or a job's error code): a disk of the server is full."""
 
