@@ -103,8 +103,10 @@ class DuckDBEngine:
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A write transaction under the writer lock: committed whole or rolled back whole. Its memory is
-        the import's reservation in the budget (segport/engine/admission.py); beyond DuckDB's limit it spills."""
-        with self._writer, self._cursor() as cur, _exhaustion():
+        the import's reservation in the budget (segport/engine/admission.py); beyond DuckDB's limit it spills.
+        Schema changes turn the driver's errors into :class:`SchemaChangeFailed`; imports and computations
+        into the resource that ran out (:func:`_exhaustion`) or their own error."""
+        with self._writer, self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
                 try:
@@ -195,7 +197,7 @@ class DuckDBEngine:
         recompute: list[SegmentDefinition],
         progress: Any = None,
     ) -> ImportReport:
-        with self._transaction() as cur:
+        with _exhaustion(), self._transaction() as cur:
             report = importer.import_users(cur, project_id, catalog, path, file_format, match, progress)
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
@@ -207,7 +209,7 @@ class DuckDBEngine:
         return report
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
-        with self._transaction() as cur:
+        with _exhaustion(), self._transaction() as cur:
             return importer.load_id_list(cur, idlist_table(project_id, segment_key), path)
 
     def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult:
@@ -216,6 +218,9 @@ class DuckDBEngine:
                 result = _compute(cur, project_id, segment)
                 _bump(cur, project_id)
         except duckdb.Error as exc:  # the driver's error becomes ours at the boundary
+            exhausted = exhaustion_of(exc)  # out of memory or disk: not the segment's fault, retry later
+            if exhausted is not None:
+                raise exhausted from exc
             raise ComputeFailed(f"segment {segment.key} could not be computed: {engine_words(exc)}") from exc
         return result
 
