@@ -22,8 +22,10 @@ What it does, in one run:
    table with `WHERE usr_age <= 41` (what a user would write by hand; target: segport ≤ 1.25× it). Wall time
    and CPU seconds (all threads of a process) are both compared: on a shared machine the CPU ratio is the
    steadier figure. Then bench/load.py with 200 clients submitting and polling while another big export
-   runs. A thread samples the server's RSS throughout. `--big-only` runs the big exports and their limits
-   alone.
+   runs. A thread samples the RSS of the server's whole process tree (supervisor, API processes, engine
+   process: summed) throughout, and CPU seconds are the tree's too. `--big-only` runs the big exports and
+   their limits alone; `--concurrency` runs only the concurrency case (bench/concurrency_case.py: two exports
+   and 40 member pages at once on 3M users, default settings).
 4. prints the tables, and writes them as JSON to bench/out/results-<N>.json.
 """
 
@@ -45,7 +47,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import httpx
@@ -291,7 +292,10 @@ def time_pandas(db: Path, queries: dict[str, tuple[str, str]], scratch: Path, ro
 
 # --- the server ------------------------------------------------------------------------------------
 class RssSampler(threading.Thread):
-    """Samples a process's RSS every 20 ms; ``peak()`` returns (and resets) the peak since the last call."""
+    """Samples the RSS of a process and all its descendants (summed: `segport serve` is a supervisor, its API
+    processes and its engine process) every 20 ms; ``peak()`` returns (and resets) the peak since the last
+    call. ``cpu()`` is the CPU seconds of the tree so far (user + system of every live process, plus what
+    ended children left in their parents' counters)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -299,18 +303,42 @@ class RssSampler(threading.Thread):
         self._peak = 0
         self._stop = threading.Event()
 
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return [self.proc, *self.proc.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def rss_now(self) -> int:
+        total = 0
+        for p in self.tree():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def cpu(self) -> float:
+        total = 0.0
+        for p in self.tree():
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system + t.children_user + t.children_system
+        return total
+
     def run(self) -> None:
         while not self._stop.wait(0.02):
-            try:
-                self._peak = max(self._peak, self.proc.memory_info().rss)
-            except psutil.Error:
+            if not self.tree():
                 return
+            self._peak = max(self._peak, self.rss_now())
 
     def peak_seen(self) -> float:
         return self._peak / 2**20
 
     def peak(self) -> float:
-        peak, self._peak = self._peak, self.proc.memory_info().rss
+        peak, self._peak = self._peak, self.rss_now()
         return peak / 2**20
 
     def stop(self) -> None:
@@ -436,7 +464,7 @@ def run_big(
     CPU seconds (all threads of the process) are compared too: unlike wall time, they hardly move when other
     work shares the cores."""
     out = {}
-    cpu_of = rss.proc.cpu_times
+    cpu_of = rss.cpu  # the whole tree: since the API/engine split the supervisor alone does none of the work
     poll_cpu = _poll_cpu(http, cpu_of)
     print(f"  server CPU per poll: {poll_cpu * 1000:.2f} ms (taken off segport's CPU below)")
     for name in FORMATS:
@@ -464,7 +492,7 @@ def run_big(
             before = cpu_of()
             seconds, result = export(http, BIG, SEGMENT, body_for(name, keys_for(rep)), poll_s=0.05)
             after = cpu_of()
-            runs["cpu"].append(after.user + after.system - before.user - before.system - result["_polls"] * poll_cpu)
+            runs["cpu"].append(after - before - result["_polls"] * poll_cpu)
             runs["rss"].append(rss.peak())
             runs["segport"].append(seconds)
             runs["server"].append(_server_seconds(result))
@@ -497,7 +525,7 @@ def run_big(
     return out
 
 
-def _poll_cpu(http: httpx.Client, cpu_of: Callable[[], Any], polls: int = 200) -> float:
+def _poll_cpu(http: httpx.Client, cpu_of: Callable[[], float], polls: int = 200) -> float:
     """The server's CPU seconds per job-result poll: the bench's own polling while a big export runs is
     counted in the server's CPU, not in the export's."""
     seconds, result = export(http, SMALL, SMALL_SEGMENT, body_for("csv+key", KEYS[:2]), poll_s=0.01)
@@ -505,7 +533,7 @@ def _poll_cpu(http: httpx.Client, cpu_of: Callable[[], Any], polls: int = 200) -
     for _ in range(polls):
         http.get(f"/v1/api/job/result/{result['id']}").raise_for_status()
     after = cpu_of()
-    return (after.user + after.system - before.user - before.system) / polls
+    return (after - before) / polls
 
 
 def run_load(server: Server, http: httpx.Client, token: str, clients: int, max_seconds: float, poll_s: float) -> dict:
@@ -620,7 +648,9 @@ def report(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=10_000_000, help="Users in the big project (default 10M).")
+    p.add_argument(
+        "--users", type=int, default=None, help="Users in the big project (default 10M; 3M with --concurrency)."
+    )
     p.add_argument("--fresh", action="store_true", help="Rebuild the data dir even if one of this size exists.")
     p.add_argument("--pandas-rows", type=int, default=1_000_000, help="Rows pandas is timed on (then scaled).")
     p.add_argument("--small-runs", type=int, default=20)
@@ -632,7 +662,23 @@ def main() -> None:
         "--big-only", action="store_true", help="Only the big exports and their limits (no pandas, small jobs or load)."
     )
     p.add_argument("--engine", choices=["duckdb", "clickhouse"], default="duckdb", help="Profile engine.")
+    p.add_argument(
+        "--concurrency",
+        action="store_true",
+        help="Only the concurrency case (bench/concurrency_case.py): two exports and 40 member pages at once.",
+    )
     args = p.parse_args()
+    if args.concurrency:
+        import concurrency_case  # beside this file
+
+        os.environ["SEGPORT_ENGINE"] = args.engine
+        OUT.mkdir(exist_ok=True)
+        done = concurrency_case.run(OUT, args.users or 3_000_000, args.fresh, cli, start_server, stop_server)
+        (OUT / f"concurrency-{done['users']}.json").write_text(json.dumps(done, indent=2))
+        print()
+        print(concurrency_case.report(done))
+        return
+    args.users = args.users or 10_000_000
 
     global ENGINE
     ENGINE = args.engine

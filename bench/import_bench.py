@@ -110,7 +110,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     from segport.settings import Settings
 
-    mem = args.memory_limit or Settings().duckdb_memory_limit
+    settings = Settings()
+    mem = args.memory_limit or settings.duckdb_memory_limit or f"{int(settings.engine_memory() * 0.8) >> 20}MiB"
     env = {**os.environ, "SEGPORT_DATA_DIR": str(work / "data"), "SEGPORT_DUCKDB_MEMORY_LIMIT": mem}
     try:
         con = duckdb.connect()

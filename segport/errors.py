@@ -9,6 +9,7 @@ message on one line and exits with :attr:`SegportError.exit_code`. :func:`decode
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -262,6 +263,40 @@ class TooManyJobs(SegportError):
     exit_code = 5
 
 
+# --- 503: a resource ran out for now: retry after the time given -----------------------------------
+class ResourceExhausted(SegportError):
+    """A resource of the server ran out for the moment (memory, file descriptors, room in the engine's queue):
+    503 with ``Retry-After``; the same request later is expected to succeed. The client retries it."""
+
+    status = 503
+    code = "RESOURCE_EXHAUSTED"
+    exit_code = 5
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, **details: Any) -> None:
+        details.setdefault("headers", {"Retry-After": str(retry_after_s)})
+        super().__init__(message, **details)
+
+
+class EngineOverloaded(ResourceExhausted):
+    """The engine's memory budget is taken by running work and its wait queue is full, or the work waited
+    longer than ``engine_queue_wait_s`` for its turn."""
+
+    code = "ENGINE_OVERLOADED"
+
+
+class OutOfMemory(ResourceExhausted):
+    """The engine (or the process) ran out of memory for this work: an export is retried by the queue, a
+    request answers 503."""
+
+    code = "OUT_OF_MEMORY"
+
+
+class TooManyOpenFiles(ResourceExhausted):
+    """The process hit its open-file limit (EMFILE/ENFILE)."""
+
+    code = "TOO_MANY_OPEN_FILES"
+
+
 # --- failures inside a job or a backend ----------------------------------------------------------
 class ExportFailed(SegportError):
     status = 500
@@ -270,6 +305,10 @@ class ExportFailed(SegportError):
 
 
 class StorageFull(ExportFailed):
+    """A disk segport writes to is full (ENOSPC, EFBIG, EDQUOT): an export ends ERROR with this code; an HTTP
+    request that needed the disk (an upload, a metadata write, an import) answers 507."""
+
+    status = 507
     code = "STORAGE_FULL"
 
 
@@ -300,6 +339,48 @@ class InvalidTransition(SegportError):
 
     status = 409
     code = "INVALID_TRANSITION"
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+# how drivers word the same conditions when they do not hand us an errno (SQLite, DuckDB, chDB)
+_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded", "file too large")
+_FD_WORDS = ("too many open files",)
+_MEMORY_WORDS = (
+    "out of memory",
+    "failed to allocate",
+    "failed to pin block",
+    "memory limit exceeded",
+    "memory_limit_exceeded",
+)
+
+
+def exhaustion_of(exc: BaseException) -> SegportError | None:
+    """The :class:`SegportError` for an exception that means a resource ran out (memory, file descriptors,
+    disk), looking through its causes; ``None`` for anything else. The one place that tells a full disk or a
+    missing file descriptor from a bug, so that neither is ever answered as a 500."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ResourceExhausted, StorageFull)):
+            return current
+        if isinstance(current, MemoryError):
+            return OutOfMemory("the server ran out of memory for this request; retry soon")
+        err = getattr(current, "errno", None)
+        if isinstance(current, OSError) and err in _FULL_ERRNOS:
+            return StorageFull(f"the server's disk is full: {current.strerror or current}")
+        if isinstance(current, OSError) and err in _FD_ERRNOS:
+            return TooManyOpenFiles("the server has too many open files; retry soon")
+        text = str(current).lower()
+        if any(w in text for w in _FULL_WORDS):
+            return StorageFull(f"the server's disk is full: {str(current).splitlines()[0]}")
+        if any(w in text for w in _FD_WORDS):
+            return TooManyOpenFiles("the server has too many open files; retry soon")
+        if type(current).__name__ in ("OutOfMemoryException",) or any(w in text for w in _MEMORY_WORDS):
+            return OutOfMemory("the engine ran out of memory for this work; retry soon")
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def all_error_classes() -> list[type[SegportError]]:

@@ -128,11 +128,28 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(5, ge=1, description="`Retry-After` sent with HTTP 429 when a project is at its cap.")
 
     # --- engine ------------------------------------------------------------------------------------
-    duckdb_memory_limit: str = Field(
-        "256MB", description="DuckDB `memory_limit` while serving exports (spills to disk beyond it); keeps RSS flat."
+    engine_memory_bytes: int = Field(
+        0,
+        ge=0,
+        description="Memory budget of the process that owns the engine; every export, page, count, lookup, import "
+        "and segment computation runs inside it (docs/operations.md). 0 = half the memory of the machine or "
+        "of the container (cgroup limit), at least 256 MiB.",
     )
-    duckdb_import_memory_limit: str = Field(
-        "2GB", description="DuckDB `memory_limit` while an import or a segment computation runs (then set back)."
+    engine_queue_max: int = Field(
+        32,
+        ge=0,
+        description="Engine reads (member pages, counts, lookups) waiting for memory at once; one more is answered "
+        "503 `ENGINE_OVERLOADED` with `Retry-After`.",
+    )
+    engine_queue_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="Longest an engine read waits for memory before it is answered 503 `ENGINE_OVERLOADED`.",
+    )
+    duckdb_memory_limit: str = Field(
+        "",
+        description="DuckDB `memory_limit` (spills to the data dir's `tmp/duckdb` beyond it); empty = 80% of "
+        "`engine_memory_bytes`.",
     )
     recompute_interval_s: float = Field(
         86400.0, ge=0, description="`segport serve` recomputes DAILY segments this often (0: only after imports)."
@@ -142,7 +159,12 @@ class Settings(BaseSettings):
         ge=0,
         description="The engine process loads the event spool's pending batches this often (0: never; see docs/events.md).",
     )
-    duckdb_threads: int = Field(0, ge=0, description="DuckDB worker threads; 0 = one per core.")
+    duckdb_threads: int = Field(
+        0,
+        ge=0,
+        description="DuckDB worker threads; 0 = one per core, fewer when an export's share of the memory budget "
+        "leaves under 32 MiB a thread.",
+    )
     console_session_ttl_s: int = Field(
         12 * 3600, ge=60, description="How long a web console sign-in lasts (its session cookie and row)."
     )
@@ -165,6 +187,13 @@ class Settings(BaseSettings):
         its heartbeat, and the event loop, the janitor and the daily scheduler."""
         return self.metadata_pool_size or self.api_threads + 2 * self.max_running_jobs + 3
 
+    def engine_memory(self) -> int:
+        """The engine process's memory budget in bytes: ``engine_memory_bytes``, or half the memory this
+        process may use (the machine's, or the container's cgroup limit when lower), at least 256 MiB."""
+        if self.engine_memory_bytes:
+            return self.engine_memory_bytes
+        return max(256 * 1024**2, available_memory() // 2)
+
     def api_process_count(self) -> int:
         import os
 
@@ -176,6 +205,24 @@ class Settings(BaseSettings):
 
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+
+def available_memory() -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit (v2 or v1) when that is lower."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 4 * 1024**3
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
 
 
 def settings_table() -> str:

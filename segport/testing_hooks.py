@@ -1,4 +1,4 @@
-"""Points where a test can stop a real segport process between two commits, to kill it there.
+"""Points where a test can stop a real segport process between two commits, to kill it there, or make it fail.
 
 With ``SEGPORT_TEST_PAUSE_AT=<name>`` set, the process reaching :func:`pause_point` ``name`` writes its pid to
 the file ``SEGPORT_TEST_PAUSE_FILE`` (when set) and sleeps until it is killed. Nothing sets these variables
@@ -20,3 +20,20 @@ def pause_point(name: str) -> None:
         Path(marker).write_text(str(os.getpid()), encoding="utf-8")
     while True:  # the test kills us here
         time.sleep(1)
+
+
+def fault_point(name: str) -> bool:
+    """Whether a test asks for a fault at ``name`` now: with ``SEGPORT_TEST_FAULT=<name>`` and
+    ``SEGPORT_TEST_FAULT_FILE`` holding a count, each pass takes one from the count and answers true while it
+    lasts (the file is shared, so a served process and its restarts see one count). Unset: one lookup."""
+    if os.environ.get("SEGPORT_TEST_FAULT") != name:
+        return False
+    counter = Path(os.environ.get("SEGPORT_TEST_FAULT_FILE", ""))
+    try:
+        left = int(counter.read_text(encoding="utf-8").strip() or 0)
+    except (OSError, ValueError):
+        return False
+    if left <= 0:
+        return False
+    counter.write_text(str(left - 1), encoding="utf-8")
+    return True

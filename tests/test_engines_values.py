@@ -20,7 +20,7 @@ from segport.app import App
 from segport.domain.export import ExportSpec, FileFormat
 from segport.engine.base import Target
 from segport.engine.clickhouse import writer as ch_writer
-from segport.errors import ExportFailed, ImportRejected
+from segport.errors import ImportRejected, OutOfMemory
 from segport.roles.inline import build
 from segport.settings import Settings
 from tests.conftest import ENGINES, PROJECT, Seeded, auth
@@ -276,7 +276,7 @@ def test_an_export_out_of_memory_says_so_in_segport_words(
         out = tmp_path / "out"
         out.mkdir()
         entry = app.meta.catalog("MemTest1").entries["usr_s"]
-        with pytest.raises(ExportFailed) as failed:
+        with pytest.raises(OutOfMemory) as failed:
             app.engine.export(
                 "MemTest1",
                 Target("tag", "id_$basic_userId"),
@@ -288,7 +288,7 @@ def test_an_export_out_of_memory_says_so_in_segport_words(
     finally:
         app.close()
     expected = {
-        "duckdb": "the export ran out of memory: raise SEGPORT_DUCKDB_MEMORY_LIMIT (now 4MB) or export fewer columns",
+        "duckdb": "the export ran out of memory: raise SEGPORT_ENGINE_MEMORY_BYTES (DuckDB's limit is now 4MB) or export fewer columns",
         "clickhouse": (
             "the export ran out of memory: raise max_memory_usage for segport's ClickHouse user or export fewer columns"
         ),

@@ -160,7 +160,13 @@ def test_failed_and_cancelled_exports_leave_no_descriptor_open(
                 rows = _wait_all_done(app, ids, what=mode)
             for row in rows.values():
                 assert row.stage == Stage.ERROR.value, (mode, row.stage)
-                assert row.error_code in ("STORAGE_FULL", "EXPORT_FAILED"), (mode, row.error_code)
+                assert row.error_code in ("STORAGE_FULL", "EXPORT_FAILED", "TOO_MANY_OPEN_FILES"), (
+                    mode,
+                    row.error_code,
+                )
+            if mode == "second writer cannot be opened":  # EMFILE: transient, run again up to the last attempt
+                assert all(r.error_code == "TOO_MANY_OPEN_FILES" for r in rows.values()), mode
+                assert all(r.attempts == app.settings.max_attempts for r in rows.values()), mode
             if mode.startswith("disk full"):
                 assert all(r.error_code == "STORAGE_FULL" for r in rows.values()), mode
 

@@ -170,6 +170,29 @@ class MetadataUnavailable(ServerError, code="METADATA_UNAVAILABLE", exit_code=5)
     raised. Nothing was changed by the request."""
 
 
+class ResourceExhausted(ServerError, code="RESOURCE_EXHAUSTED", exit_code=5):
+    """HTTP 503: the server ran out of a resource for the moment; ``retry_after`` says when to try again (the
+    client retries these itself, as it does every 503 with a ``Retry-After``)."""
+
+
+class EngineOverloaded(ResourceExhausted, code="ENGINE_OVERLOADED"):
+    """The engine's memory budget is taken and its wait queue full (or the wait ran out)."""
+
+
+class OutOfMemory(ResourceExhausted, code="OUT_OF_MEMORY"): ...
+
+
+class TooManyOpenFiles(ResourceExhausted, code="TOO_MANY_OPEN_FILES"): ...
+
+
+class MetadataBusy(ResourceExhausted, code="METADATA_BUSY"):
+    """Every metadata connection of the server stayed taken (a bounded pool)."""
+
+
+class StorageFull(ServerError, code="STORAGE_FULL", exit_code=6):
+    """HTTP 507 (or a job's error code): a disk of the server is full."""
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,
     401: Unauthorized,

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from segport.domain import strict_json
-from segport.errors import InvalidBody, MetadataBusy, SegportError
+from segport.errors import InvalidBody, MetadataBusy, SegportError, exhaustion_of
 
 log = logging.getLogger("segport.http")
 
@@ -147,5 +147,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        exhausted = exhaustion_of(exc)  # out of memory, of file descriptors, of disk: a 503/507 with its code
+        if exhausted is not None:
+            log.warning("resource exhausted: %s (%s)", exhausted.message, type(exc).__name__)
+            return error_response(exhausted.status, exhausted.code, exhausted.message, exhausted.headers or None)
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "INTERNAL_ERROR", "internal error; the server log has the details")

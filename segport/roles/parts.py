@@ -6,6 +6,10 @@ Only roles open backends (import-linter holds the rest of segport to the Protoco
 
 from __future__ import annotations
 
+import os
+from typing import cast
+
+from segport.engine.admission import Admission, AdmittedEngine, Budget, MiB
 from segport.engine.base import ProfileEngine
 from segport.results.base import ResultStore
 from segport.settings import Settings
@@ -24,26 +28,40 @@ def shared_engine(settings: Settings) -> bool:
 
 
 def open_engine(settings: Settings) -> ProfileEngine:
-    """The profile engine ``settings.engine`` names, on the data dir (or the server) the settings give."""
+    """The profile engine ``settings.engine`` names, on the data dir (or the server) the settings give, its
+    every piece of work admitted into the process's memory budget (segport/engine/admission.py)."""
+    budget = Budget.of(settings.engine_memory(), max_running_jobs=settings.max_running_jobs)
+    engine: ProfileEngine
     if settings.engine == "duckdb":
         from segport.engine.duckdb.engine import DuckDBEngine
 
-        return DuckDBEngine(
+        engine = DuckDBEngine(
             settings.data_dir / "profiles.duckdb",
-            memory_limit=settings.duckdb_memory_limit,
-            import_memory_limit=settings.duckdb_import_memory_limit,
-            threads=settings.duckdb_threads,
+            memory_limit=settings.duckdb_memory_limit or f"{budget.engine_bytes // MiB}MiB",
+            threads=settings.duckdb_threads or budget.threads(os.cpu_count() or 1),
+            temp_directory=settings.data_dir / "tmp" / "duckdb",
+            export_bytes=budget.export_bytes,
         )
-    if settings.engine == "clickhouse":
+    elif settings.engine == "clickhouse":
         from segport.engine.clickhouse.engine import ClickHouseEngine
 
-        return ClickHouseEngine(
+        engine = ClickHouseEngine(
             settings.clickhouse_url or f"chdb://{(settings.data_dir / 'clickhouse').resolve()}",
             scratch=settings.data_dir / "tmp",
             keep_s=settings.clickhouse_keep_s,
-            import_memory_limit=settings.duckdb_import_memory_limit,
+            import_memory_limit=f"{budget.import_bytes // MiB}MiB",
+            query_memory_bytes=budget.engine_bytes,
+            spill_bytes=budget.export_bytes // 2,
         )
-    raise ValueError(f"unknown engine {settings.engine!r}")
+    else:
+        raise ValueError(f"unknown engine {settings.engine!r}")
+    admission = Admission(
+        budget,
+        max_waiting_reads=settings.engine_queue_max,
+        read_wait_s=settings.engine_queue_wait_s,
+        retry_after_s=settings.retry_after_s,
+    )
+    return cast(ProfileEngine, AdmittedEngine(engine, admission))
 
 
 def open_results(settings: Settings) -> ResultStore:

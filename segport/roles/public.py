@@ -59,7 +59,7 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
     )
     api.state.segport = app
     errors.install(api)
-<<<<<<< HEAD
+    openapi.install(api)
     for routes in (
         exports,
         jobs,
@@ -73,10 +73,6 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
         admin_datasources,
         collect,
     ):  # events before users: E11's path
-=======
-    openapi.install(api)
-    for routes in (exports, jobs, downloads, segments, tags, users, admin):
->>>>>>> wd
         api.include_router(routes.router)
     console.install(api, app)
     api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307

@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 
 from segport.domain.export import ExportSpec, FileFormat, columns_of
@@ -20,7 +21,14 @@ from segport.domain.jobs import Stage
 from segport.domain.naming import result_file_names
 from segport.engine.base import ProfileEngine, Target
 from segport.engine.interrupt import Interrupt
-from segport.errors import ExportFailed, MetadataUnavailable, SegportError, StorageFull
+from segport.errors import (
+    ExportFailed,
+    MetadataUnavailable,
+    ResourceExhausted,
+    SegportError,
+    StorageFull,
+    exhaustion_of,
+)
 from segport.results.base import Attempt, ResultStore
 from segport.settings import Settings
 from segport.store.meta import MetaStore
@@ -30,6 +38,7 @@ from segport.testing_hooks import pause_point
 
 log = logging.getLogger("segport.exports")
 BOM = "\ufeff".encode()
+RETRY_PAUSE_S = 1.0  # before a transiently failed export goes back to the queue, times the attempts it used
 
 
 class ExportRunner:
@@ -66,7 +75,11 @@ class ExportRunner:
                 raise LeaseLost(row.id) from exc
             if not isinstance(exc, Exception) or isinstance(exc, MetadataUnavailable):
                 raise  # not the job's failure: with the store back, its lease brings it back
-            self._fail(row, owner, *_failure(row, stored if isinstance(stored, Exception) else exc))
+            failure = stored if isinstance(stored, Exception) else exc
+            if _transient(failure) and row.attempts < self.queue.max_attempts:
+                self._retry(row, owner, failure)
+                return
+            self._fail(row, owner, *_failure(row, failure))
             return
         finally:
             with self._lock:
@@ -128,6 +141,22 @@ class ExportRunner:
             expires_at=now + timedelta(seconds=self.settings.result_ttl_s),
         )
 
+    def _retry(self, row: JobRow, owner: str, exc: Exception) -> None:
+        """Put a job that failed for a transient reason back in the queue, as a lapsed lease would: the next
+        claim runs it again (its attempt counted). It waits a little first, the longer the more attempts it
+        used, so that the memory or file descriptors it lacked can come free."""
+        code, message = _failure(row, exc)
+        log.warning(
+            "job %s: attempt %d of %d failed (%s: %s); queued again",
+            row.id,
+            row.attempts,
+            self.queue.max_attempts,
+            code,
+            message,
+        )
+        time.sleep(min(RETRY_PAUSE_S * row.attempts, 10 * RETRY_PAUSE_S))
+        self.queue.transition(row.id, Stage.NONE, owner=owner)
+
     def stop_running(self, job_id: str, reason: str) -> bool:
         """Abort the export of ``job_id`` if this process is running it (cancelled, or its lease is gone)."""
         with self._lock:
@@ -138,10 +167,24 @@ class ExportRunner:
         return True
 
 
+def _transient(exc: Exception) -> bool:
+    """Whether the same export may well succeed if run again: the engine ran out of memory, of file
+    descriptors or of room in its queue, or its statement was interrupted by something other than a cancel."""
+    if isinstance(exc, ResourceExhausted):
+        return True
+    if isinstance(exc, SegportError):
+        return bool(exc.details.get("transient"))
+    exhausted = exhaustion_of(exc)
+    return exhausted is not None and isinstance(exhausted, ResourceExhausted)
+
+
 def _failure(row: JobRow, exc: Exception) -> tuple[str, str]:
     """(error code, message) recorded on a job that failed with ``exc``."""
     if isinstance(exc, SegportError):
         return exc.code, exc.message
+    exhausted = exhaustion_of(exc)
+    if exhausted is not None:
+        return exhausted.code, exhausted.message
     if isinstance(exc, OSError):
         code = StorageFull.code if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ExportFailed.code
         return code, f"writing the result failed: {exc.strerror or exc}"

@@ -63,7 +63,16 @@ def parse_url(url: str) -> tuple[str, str]:
 class ClickHouseEngine:
     """:class:`segport.engine.base.ProfileEngine` on ClickHouse."""
 
-    def __init__(self, url: str, *, scratch: Path, keep_s: float = 3600.0, import_memory_limit: str = "2GB") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        scratch: Path,
+        keep_s: float = 3600.0,
+        import_memory_limit: str = "2GB",
+        query_memory_bytes: int = 0,
+        spill_bytes: int = 0,
+    ) -> None:
         try:
             import clickhouse_connect
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -74,6 +83,14 @@ class ClickHouseEngine:
         self.scratch = scratch
         self.keep_s = keep_s
         self.import_memory_limit = import_memory_limit
+        # every query of ours runs inside the process's memory budget: no query holds more than the engine's
+        # share of it, and sorts and GROUP BYs spill to disk past an export's share instead of failing
+        self._query_settings: dict[str, Any] = {}
+        if query_memory_bytes:
+            self._query_settings["max_memory_usage"] = query_memory_bytes
+        if spill_bytes:
+            self._query_settings["max_bytes_before_external_sort"] = spill_bytes
+            self._query_settings["max_bytes_before_external_group_by"] = spill_bytes
         self._local = threading.local()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
@@ -92,6 +109,8 @@ class ClickHouseEngine:
         if client is None:
             # no HTTP session: a session serialises queries, and each thread has its own client anyway
             extra = {} if self._dsn.startswith("chdb:") else {"autogenerate_session_id": False}
+            if self._query_settings:
+                extra["settings"] = dict(self._query_settings)
             client = self._connect(dsn=self._dsn, **extra)
             self._local.client = client
             with self._clients_lock:

@@ -28,7 +28,7 @@ from segport.domain.keys import CatalogEntry
 from segport.engine.base import ExportOutput
 from segport.engine.clickhouse.sql import ClickHouseHandle, ch_ident, ch_string, json_value, rendered
 from segport.engine.interrupt import Interrupt
-from segport.errors import ExportFailed, StorageFull
+from segport.errors import ExportFailed, OutOfMemory, ResourceExhausted, StorageFull, exhaustion_of
 
 SETTINGS: dict[str, Any] = {
     "format_csv_null_representation": "",
@@ -110,14 +110,22 @@ def write_export(
             where = f"u.gio_id >= {starts[i]}" + (f" AND u.gio_id < {starts[i + 1]}" if i + 1 < len(starts) else "")
             _write(client, f"{sel} AND {where} ORDER BY u.gio_id", fmt, path, gzipped, stop)
         return ExportOutput(total, paths, data_version)
-    except (ExportFailed, StorageFull):
+    except (ExportFailed, StorageFull, ResourceExhausted):
         raise
     except OSError as exc:
         if exc.errno in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
             raise StorageFull(f"the result folder is full: {exc}") from exc
+        exhausted = exhaustion_of(exc)  # EMFILE
+        if exhausted is not None:
+            raise exhausted from exc
         raise ExportFailed(f"writing the result failed: {exc}") from exc
     except Exception as exc:  # the driver's errors become ours at the boundary
+        exhausted = exhaustion_of(exc)  # MEMORY_LIMIT_EXCEEDED, a full disk, too many open files
         words = export_words(exc)
+        if isinstance(exhausted, OutOfMemory):
+            raise OutOfMemory(words) from exc
+        if exhausted is not None:
+            raise exhausted from exc
         raise ExportFailed(words if words.startswith("the export") else f"the export query failed: {words}") from exc
     finally:
         if interrupt is not None:

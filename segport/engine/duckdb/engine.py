@@ -45,16 +45,19 @@ from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, fil
 )
 from segport.engine.duckdb.messages import engine_words
 from segport.engine.duckdb.rules import DuckDBRules
-from segport.engine.duckdb.sql import idlist_table, members_table, sql_string, users_table
+from segport.engine.duckdb.sql import idlist_table, members_table, users_table
 from segport.engine.interrupt import Interrupt
 from segport.errors import (
     ComputeFailed,
     EngineBusy,
     ExportFailed,
     ImportRejected,
+    OutOfMemory,
     SchemaChangeFailed,
     StorageFull,
+    exhaustion_of,
 )
+from segport.testing_hooks import fault_point
 
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS segport_state (
@@ -66,9 +69,21 @@ class DuckDBEngine:
     """:class:`segport.engine.base.ProfileEngine` on a DuckDB file."""
 
     def __init__(
-        self, path: Path, *, memory_limit: str = "256MB", import_memory_limit: str = "2GB", threads: int = 0
+        self,
+        path: Path,
+        *,
+        memory_limit: str = "256MB",
+        threads: int = 0,
+        temp_directory: Path | None = None,
+        export_bytes: int = 0,
     ) -> None:
+        # preserve_insertion_order stays on: imports number a file's rows in file order (row_number() OVER ()),
+        # and every export and page orders by gio_id itself, so turning it off would save nothing there
         config: dict[str, Any] = {"memory_limit": memory_limit, "preserve_insertion_order": True}
+        self._memory_limit = memory_limit
+        if temp_directory is not None:  # where sorts, joins and aggregates spill beyond memory_limit
+            temp_directory.mkdir(parents=True, exist_ok=True)
+            config["temp_directory"] = str(temp_directory)
         if threads:
             config["threads"] = threads
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +97,8 @@ class DuckDBEngine:
                     f"on this data dir without a server.json?): {first}"
                 ) from exc
             raise ExportFailed(f"cannot open the profile database {path}: {first}") from exc
-        self._memory_limit, self._import_memory_limit = memory_limit, import_memory_limit
         self.chunk_rows = writer.CHUNK_ROWS  # members one COPY sorts at once (see writer.py)
+        self.export_bytes = export_bytes  # an export's reservation in the memory budget; 0 = not sized by it
         self._writer = threading.Lock()
         self._versions: dict[str, int] = {}
         self._versions_lock = threading.Lock()
@@ -101,14 +116,12 @@ class DuckDBEngine:
             cur.close()
 
     @contextmanager
-    def _transaction(self, *, roomy: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A write transaction under the writer lock: committed whole or rolled back whole.
-
-        ``roomy`` (imports, segment computations) raises DuckDB's memory limit for the transaction: bulk
-        work runs faster in memory, while exports need little (they sort in chunks) and keep the server's RSS
-        flat under the normal limit. The limit is database-wide, so exports running meanwhile may use more.
-        """
-        with self._writer, self._cursor() as cur, self._memory(roomy):
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction under the writer lock: committed whole or rolled back whole. Its memory is
+        the import's reservation in the budget (segport/engine/admission.py); beyond DuckDB's limit it spills.
+        Schema changes turn the driver's errors into :class:`SchemaChangeFailed`; imports and computations
+        into the resource that ran out (:func:`_exhaustion`) or their own error."""
+        with self._writer, self._cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
                 try:
@@ -121,17 +134,6 @@ class DuckDBEngine:
                 with self._versions_lock:
                     self._generation += 1
                     self._versions.clear()
-
-    @contextmanager
-    def _memory(self, roomy: bool) -> Iterator[None]:
-        if not roomy or self._import_memory_limit == self._memory_limit:
-            yield
-            return
-        self._con.execute(f"SET memory_limit = {sql_string(self._import_memory_limit)}")
-        try:
-            yield
-        finally:
-            self._con.execute(f"SET memory_limit = {sql_string(self._memory_limit)}")
 
     def close(self) -> None:
         self._con.close()
@@ -210,7 +212,7 @@ class DuckDBEngine:
         recompute: list[SegmentDefinition],
         progress: Any = None,
     ) -> ImportReport:
-        with self._transaction(roomy=True) as cur:
+        with _exhaustion(), self._transaction() as cur:
             report = importer.import_users(cur, project_id, catalog, path, file_format, match, progress)
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
@@ -222,15 +224,18 @@ class DuckDBEngine:
         return report
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
-        with self._transaction(roomy=True) as cur:
+        with _exhaustion(), self._transaction() as cur:
             return importer.load_id_list(cur, idlist_table(project_id, segment_key), path)
 
     def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult:
         try:
-            with self._transaction(roomy=True) as cur:
+            with self._transaction() as cur:
                 result = _compute(cur, project_id, segment)
                 _bump(cur, project_id)
         except duckdb.Error as exc:  # the driver's error becomes ours at the boundary
+            exhausted = exhaustion_of(exc)  # out of memory or disk: not the segment's fault, retry later
+            if exhausted is not None:
+                raise exhausted from exc
             raise ComputeFailed(f"segment {segment.key} could not be computed: {engine_words(exc)}") from exc
         return result
 
@@ -242,8 +247,9 @@ class DuckDBEngine:
 
     # --- reading -----------------------------------------------------------------------------------
     def count(self, project_id: str, target: Target) -> int:
-        with self._cursor() as cur:
-            row = cur.execute(f"SELECT count(*) FROM {_source(cur, project_id, target)}").fetchone()
+        with self._cursor() as cur, _exhaustion():
+            src = _source(cur, project_id, target)
+            row = cur.execute(f"SELECT count(*) FROM ({_ids_query(src, project_id, target)})").fetchone()
         return int(row[0]) if row else 0
 
     # --- reading for the API family (pages, one user, tag sizes) -----------------------------------
@@ -256,16 +262,19 @@ class DuckDBEngine:
         even while an import or a recompute commits a new one.
         """
         keys = [GIO_ID, *(c.key for c in columns)]
-        with self._cursor() as cur:
+        with self._cursor() as cur, _exhaustion():
             cur.execute("BEGIN TRANSACTION")
             try:
                 src = _source(cur, project_id, target)
-                total = int(cur.execute(f"SELECT count(*) FROM {src}").fetchone()[0])  # type: ignore[index]
+                # a segment's members are read from its membership table alone (ints; every member is a
+                # user): joining 3M members to the users table for a count took ~100 MB of hash table a page
+                ids = _ids_query(src, project_id, target)
+                total = int(cur.execute(f"SELECT count(*) FROM ({ids})").fetchone()[0])  # type: ignore[index]
                 rows = []
                 if offset < total:
                     # pick the page's gio_ids first (a narrow sort), then read only those users' columns
                     rows = cur.execute(
-                        f"WITH ids AS (SELECT u.gio_id FROM {src} ORDER BY u.gio_id LIMIT ? OFFSET ?) "
+                        f"WITH ids AS (SELECT gio_id FROM ({ids}) ORDER BY gio_id LIMIT ? OFFSET ?) "
                         f"SELECT {pages.select_list(columns)} FROM ids JOIN {users_table(project_id)} u "
                         "USING (gio_id) ORDER BY u.gio_id",
                         [limit, offset],
@@ -281,7 +290,7 @@ class DuckDBEngine:
         col = f"u.{quote_ident(identity.key)}"
         test = f"list_contains({col}, ?)" if identity.multi else f"{col} = ?"
         entries = list(catalog.entries.values())
-        with self._cursor() as cur:
+        with self._cursor() as cur, _exhaustion():
             row = cur.execute(
                 f"SELECT {pages.select_list(entries)} FROM {users_table(project_id)} u WHERE {test} "
                 "ORDER BY u.gio_id LIMIT 1",
@@ -293,7 +302,7 @@ class DuckDBEngine:
         """Members per tag (users with a non-null value), all tags counted in one scan of one snapshot."""
         if not tags:
             return {}
-        with self._cursor() as cur:
+        with self._cursor() as cur, _exhaustion():
             row = cur.execute(pages.tag_counts_sql(users_table(project_id), tags)).fetchone()
         return {t.key: int(n) for t, n in zip(tags, row or [0] * len(tags), strict=True)}
 
@@ -375,6 +384,8 @@ class DuckDBEngine:
     ) -> ExportOutput:
         try:
             with self._cursor() as cur:
+                if fault_point("export-oom"):  # tests: an out-of-memory error at the first statement
+                    raise duckdb.OutOfMemoryException("Out of Memory Error: failed to pin block (injected)")
                 if interrupt is not None:  # cancel / lost lease: abort the running COPY from another thread
                     interrupt.bind(cur.interrupt)
                 try:
@@ -387,27 +398,58 @@ class DuckDBEngine:
                         out_dir,
                         file_names,
                         max_file_rows=max_file_rows,
-                        chunk_rows=self.chunk_rows,
+                        chunk_rows=self._chunk_rows(len(columns)),
                         version_of=lambda c: _version(c, project_id),
                         stopped=(lambda: interrupt.fired) if interrupt is not None else lambda: False,
                     )
                 finally:
                     if interrupt is not None:  # before the cursor closes: a cancel now finds nothing to abort
                         interrupt.unbind()
-        except duckdb.InterruptException as exc:
-            raise ExportFailed("the export was interrupted (cancelled or taken over)") from exc
+        except duckdb.InterruptException as exc:  # not ours (a cancel or a lost lease is seen by the runner): retry
+            raise ExportFailed("the export was interrupted (cancelled or taken over)", transient=True) from exc
         except duckdb.IOException as exc:
             text = str(exc)
             if "No space left" in text or "File too large" in text or "Disk quota" in text:
                 raise StorageFull(f"the result folder is full: {engine_words(exc)}") from exc
+            exhausted = exhaustion_of(exc)  # too many open files
+            if exhausted is not None:
+                raise exhausted from exc
             raise ExportFailed(f"writing the result failed: {engine_words(exc)}") from exc
         except duckdb.OutOfMemoryException as exc:
-            raise ExportFailed(
-                f"the export ran out of memory: raise SEGPORT_DUCKDB_MEMORY_LIMIT (now {self._memory_limit}) "
+            raise OutOfMemory(
+                f"the export ran out of memory: raise SEGPORT_ENGINE_MEMORY_BYTES (DuckDB's limit is now {self._memory_limit}) "
                 "or export fewer columns"
             ) from exc
         except duckdb.Error as exc:
+            exhausted = exhaustion_of(exc)
+            if exhausted is not None:
+                raise exhausted from exc
             raise ExportFailed(f"the export query failed: {engine_words(exc)}") from exc
+        except OSError as exc:  # the FIFO's pump or the result folder (EMFILE, ENOSPC)
+            exhausted = exhaustion_of(exc)
+            if exhausted is None:
+                raise
+            raise exhausted from exc
+
+    def _chunk_rows(self, columns: int) -> int:
+        """Members one ``COPY`` sorts at once: ``chunk_rows``, fewer when the export's reservation in the memory
+        budget would not hold them (a sorted row of ``columns`` columns taken as 512 + 256 × columns bytes)."""
+        if not self.export_bytes:
+            return self.chunk_rows
+        fits = self.export_bytes // (512 + 256 * columns)
+        return max(1, min(self.chunk_rows, max(10_000, fits)))
+
+
+@contextmanager
+def _exhaustion() -> Iterator[None]:
+    """DuckDB running out of memory, of file descriptors or of disk, as segport's errors (503/507 with a code)."""
+    try:
+        yield
+    except (duckdb.Error, OSError, MemoryError) as exc:
+        exhausted = exhaustion_of(exc)
+        if exhausted is None:
+            raise
+        raise exhausted from exc
 
 
 def _now_ms() -> int:
