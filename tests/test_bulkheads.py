@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import PROJECT, LiveServer, auth, start_server, stop_server
@@ -104,3 +105,33 @@ def test_a_stopped_engine_makes_100_pages_answer_503_within_the_bound_while_subm
         "pages to answer again",
         30,
     )
+
+
+def test_the_supervisor_kills_and_restarts_an_engine_that_stopped_answering(tmp_path: Path) -> None:
+    data, token, _ = make_data_dir(tmp_path, 2_000)
+    probe = {
+        "SEGPORT_ENGINE_PROBE_INTERVAL_S": "0.5",
+        "SEGPORT_ENGINE_PROBE_DEADLINE_S": "1.0",
+        "SEGPORT_ENGINE_PROBE_FAILURES": "3",
+    }
+    server = start_server(data, tmp_path / "server.log", {**SPLIT, **probe})
+    try:
+        assert httpx.get(f"{server.base_url}{PAGE}", headers=auth(token), timeout=30).status_code == 200
+        first = int(wait_for(lambda: engine_pid(server), "the engine process"))  # type: ignore[call-overload]
+        with stopped(first):
+            began = time.monotonic()
+            wait_for(lambda: engine_pid(server) not in (0, first), "a new engine process", 60)
+            restarted_s = time.monotonic() - began
+            assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+        # 3 failed probes of 1 s, 0.5 s apart, then the backoff: well within 30 s even on a loaded machine
+        assert restarted_s < 30, restarted_s
+        wait_for(
+            lambda: httpx.get(f"{server.base_url}{PAGE}", headers=auth(token), timeout=30).status_code == 200,
+            "pages from the new engine",
+            60,
+        )
+        job = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": "json"})
+        finished(server, token, job["id"])
+        assert "stopped answering" in (tmp_path / "server.log").read_text()
+    finally:
+        stop_server(server)
