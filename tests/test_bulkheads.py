@@ -8,8 +8,11 @@ before the job was inserted creates no job. Every process stopped here is contin
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
+import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -133,5 +136,41 @@ def test_the_supervisor_kills_and_restarts_an_engine_that_stopped_answering(tmp_
         job = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": "json"})
         finished(server, token, job["id"])
         assert "stopped answering" in (tmp_path / "server.log").read_text()
+    finally:
+        stop_server(server)
+
+
+def test_a_submit_whose_client_disconnected_before_the_job_was_inserted_creates_no_job(tmp_path: Path) -> None:
+    data, token, _ = make_data_dir(tmp_path, 200)
+    server = start_server(data, tmp_path / "server.log", {**SPLIT, "SEGPORT_API_PROCESSES": "1"})
+    try:
+        wait_for(lambda: engine_pid(server), "the engine process")
+        port = int(server.base_url.rsplit(":", 1)[1])
+        body = b'{"properties": ["id_$basic_userId"], "fileFormat": "csv"}'
+        request = (
+            f"POST /v1/api/projects/{PROJECT}/segment_profiles/seg_few/export_jobs HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        # the metadata store's writers queue on this lock (segport/store/writelock.py): holding it keeps the
+        # submit waiting just before its insert, as a busy store (or a busy machine) would
+        lock = os.open(data / "meta.sqlite.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    client.sendall(request)
+                    time.sleep(1.5)  # the API process has read the request and waits for the lock
+                # the client has given up and gone
+                time.sleep(0.5)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        finally:
+            os.close(lock)
+        # a later submit in the same process queues behind the abandoned one: once it is answered, that one is done
+        after = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": "json"})
+        with contextlib.closing(sqlite3.connect(data / "meta.sqlite")) as db:
+            jobs = [row[0] for row in db.execute("SELECT id FROM jobs")]
+        assert jobs == [after["id"]], f"the abandoned submit created a job: {jobs}"
     finally:
         stop_server(server)

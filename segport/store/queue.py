@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from segport.domain.jobs import ACTIVE, Stage, check_transition
-from segport.errors import Conflict, JobCancelled, JobNotFound, TooManyJobs
+from segport.errors import ClientGone, Conflict, JobCancelled, JobNotFound, TooManyJobs
 from segport.store.db import Database
 from segport.store.models import JobRow, UTCDateTime, check_lengths, utcnow
 
@@ -72,6 +72,7 @@ class JobQueue:
         *,
         max_queued: int | None = None,
         retry_after_s: int = 5,
+        abandoned: Callable[[], bool] | None = None,
     ) -> tuple[JobRow, bool]:
         """Insert the job made by ``make_row`` unless an identical one is queued, running or still kept.
 
@@ -79,6 +80,10 @@ class JobQueue:
         ``max_queued``, a project that already has that many jobs waiting gets :class:`TooManyJobs` (an
         identical request still gets its existing job). Both checks and the insert are one transaction, so
         concurrent submits can neither both slip under the cap nor both create the same job.
+
+        ``abandoned`` is asked last, inside the transaction and just before the insert: if the caller has gone
+        away meanwhile (its client disconnected while the submit waited for the write lock), nothing is
+        inserted and :class:`ClientGone` is raised.
         """
         for _ in range(5):
             row = make_row()
@@ -106,6 +111,8 @@ class JobQueue:
                         headers={"Retry-After": str(retry_after_s)},
                     )
                 if not clash:
+                    if abandoned is not None and abandoned():
+                        raise ClientGone(f"the client went away before job {row.id} was created; nothing was done")
                     conn.execute(_INSERT, _values(row))
                     return row, True
         raise RuntimeError("could not allocate a unique job id")  # 62^8 ids: never in practice
