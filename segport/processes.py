@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from segport.engine.client import engine_answers
+from segport.engine.client import HealthProbe
 from segport.errors import SegportError
 from segport.settings import Settings
 
@@ -179,6 +179,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self.children = self.plan()
         engine, ready = self.children[0], False
+        self._health = HealthProbe(self.settings.engine_url)
         try:
             for child in self.children:
                 child.start()
@@ -189,13 +190,14 @@ class Supervisor:
                     code = engine.process.poll()
                     if code is not None:
                         raise SystemExit(code or 1)
-                    ready = engine_answers(self.settings.engine_url)
+                    ready = self._health.answers()
                 else:
                     self._probe(engine)
                 self._tend(engine_ready=ready)
                 time.sleep(0.1)
         finally:
             self.stop()
+            self._health.close()
 
     def _tend(self, *, engine_ready: bool) -> None:
         now = time.monotonic()
@@ -233,7 +235,7 @@ class Supervisor:
         self._next_probe = now + s.engine_probe_interval_s
         assert engine.process is not None
         pid = engine.process.pid
-        if engine_answers(s.engine_url, s.engine_probe_deadline_s):
+        if self._health.answers(s.engine_probe_deadline_s):
             self._answered_pid, self._failed_probes = pid, 0
             return
         if self._answered_pid != pid:
