@@ -33,9 +33,28 @@ PAGE = f"/v1/api/projects/{PROJECT}/segment_profiles/seg_few/users"
 
 
 @contextlib.contextmanager
-def stopped(pid: int) -> Iterator[None]:
-    """SIGSTOP ``pid`` for the block, SIGCONT it after (if it still exists)."""
-    os.kill(pid, signal.SIGSTOP)
+def metadata_write_lock(data: Path) -> Iterator[None]:
+    """Hold the lock the metadata store's writers queue on (segport/store/writelock.py) for the block."""
+    fd = os.open(data / "meta.sqlite.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def stopped(pid: int, data: Path) -> Iterator[None]:
+    """SIGSTOP ``pid`` for the block, SIGCONT it after (if it still exists).
+
+    It is stopped while this test holds the metadata write lock, so never in the middle of a metadata write: a
+    process stopped there would hold SQLite's one write lock and every submit would wait for it to die (see
+    docs/processes.md, "Bulkheads": the supervisor's kill ends that wait)."""
+    with metadata_write_lock(data):
+        os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
@@ -43,10 +62,10 @@ def stopped(pid: int) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
-def timed_get(url: str, token: str) -> tuple[float, httpx.Response | Exception]:
+def timed_get(client: httpx.Client, url: str, token: str) -> tuple[float, httpx.Response | Exception]:
     began = time.monotonic()
     try:
-        r: httpx.Response | Exception = httpx.get(url, headers=auth(token), params={"limit": 2}, timeout=60)
+        r: httpx.Response | Exception = client.get(url, headers=auth(token), params={"limit": 2})
     except httpx.HTTPError as exc:
         r = exc
     return time.monotonic() - began, r
@@ -78,9 +97,11 @@ def test_a_stopped_engine_makes_100_pages_answer_503_within_the_bound_while_subm
     download = f"{server.base_url}/download?file={done['uris'][0]}"
     assert httpx.get(f"{server.base_url}{PAGE}", headers=auth(token), timeout=30).status_code == 200
     pid = int(wait_for(lambda: engine_pid(server), "the engine process"))  # type: ignore[call-overload]
-    with stopped(pid), ThreadPoolExecutor(100) as pool:
+    # one client for the 100 pages: making one costs tens of ms of CPU, which would be timed as the server's
+    pager = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=200))
+    with pager, stopped(pid, server.data_dir), ThreadPoolExecutor(100) as pool:
         sent = time.monotonic()
-        pages = [pool.submit(timed_get, f"{server.base_url}{PAGE}", token) for _ in range(100)]
+        pages = [pool.submit(timed_get, pager, f"{server.base_url}{PAGE}", token) for _ in range(100)]
         time.sleep(0.5)  # the pages are in flight: the engine's threads and connections are all asked for
         for bom, header in ((False, "key"), (True, "key"), (False, "name"), (True, "name")):
             began = time.monotonic()  # meanwhile everything that does not need the engine answers at once
@@ -121,7 +142,7 @@ def test_the_supervisor_kills_and_restarts_an_engine_that_stopped_answering(tmp_
     try:
         assert httpx.get(f"{server.base_url}{PAGE}", headers=auth(token), timeout=30).status_code == 200
         first = int(wait_for(lambda: engine_pid(server), "the engine process"))  # type: ignore[call-overload]
-        with stopped(first):
+        with stopped(first, data):
             began = time.monotonic()
             wait_for(lambda: engine_pid(server) not in (0, first), "a new engine process", 60)
             restarted_s = time.monotonic() - began
@@ -152,21 +173,13 @@ def test_a_submit_whose_client_disconnected_before_the_job_was_inserted_creates_
             f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
-        # the metadata store's writers queue on this lock (segport/store/writelock.py): holding it keeps the
-        # submit waiting just before its insert, as a busy store (or a busy machine) would
-        lock = os.open(data / "meta.sqlite.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-                    client.sendall(request)
-                    time.sleep(1.5)  # the API process has read the request and waits for the lock
-                # the client has given up and gone
-                time.sleep(0.5)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        finally:
-            os.close(lock)
+        # holding the metadata write lock keeps the submit waiting just before its insert, as a busy store (or a
+        # busy machine) would
+        with metadata_write_lock(data):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(request)
+                time.sleep(1.5)  # the API process has read the request and waits for the lock
+            time.sleep(0.5)  # the client has given up and gone
         # a later submit in the same process queues behind the abandoned one: once it is answered, that one is done
         after = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": "json"})
         with contextlib.closing(sqlite3.connect(data / "meta.sqlite")) as db:

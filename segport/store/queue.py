@@ -8,6 +8,7 @@ together.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,10 +21,22 @@ from segport.errors import ClientGone, Conflict, JobCancelled, JobNotFound, TooM
 from segport.store.db import Database
 from segport.store.models import JobRow, UTCDateTime, check_lengths, utcnow
 
+_RECHECK_S = 0.05  # a submit that waited longer than this for the write lock asks again if its client is there
+
 _JOBS = JobRow.__table__
 _ACTIVE = [st.value for st in ACTIVE]
 _BY_ID = select(_JOBS).where(_JOBS.c.id == bindparam("id"))
 _INSERT = _JOBS.insert()
+_CLAIMABLE = select(
+    exists().where(
+        or_(
+            _JOBS.c.stage == Stage.NONE.value,
+            and_(
+                _JOBS.c.stage == Stage.RUNNING.value, _JOBS.c.lease_expires_at < bindparam("now", type_=UTCDateTime())
+            ),
+        )
+    )
+)
 # A submit's three checks in one statement: an identical job still queued, running or kept (dedupe); how many
 # of the project's jobs wait (the cap); whether the new id or name is taken.
 _CHECKS = select(
@@ -81,13 +94,17 @@ class JobQueue:
         identical request still gets its existing job). Both checks and the insert are one transaction, so
         concurrent submits can neither both slip under the cap nor both create the same job.
 
-        ``abandoned`` is asked last, inside the transaction and just before the insert: if the caller has gone
-        away meanwhile (its client disconnected while the submit waited for the write lock), nothing is
-        inserted and :class:`ClientGone` is raised.
+        ``abandoned`` says whether the caller has gone away (its client disconnected): then nothing is inserted
+        and :class:`ClientGone` is raised. It is asked before the write lock is taken, and again inside the
+        transaction just before the insert if the lock took longer than ``_RECHECK_S`` to get (asking costs a
+        round trip to the event loop, which a quick submit need not spend while it holds the lock).
         """
+        if abandoned is not None and abandoned():
+            raise ClientGone("the client went away before its job was created; nothing was done")
         for _ in range(5):
             row = make_row()
             check_lengths(row)
+            asked = time.monotonic()
             with self.db.write() as s:
                 conn = s.connection()  # Core statements: this runs on every submit, the ORM's cost shows
                 # one submit per project at a time: the dedupe check must see a concurrent identical insert
@@ -111,7 +128,7 @@ class JobQueue:
                         headers={"Retry-After": str(retry_after_s)},
                     )
                 if not clash:
-                    if abandoned is not None and abandoned():
+                    if abandoned is not None and time.monotonic() - asked > _RECHECK_S and abandoned():
                         raise ClientGone(f"the client went away before job {row.id} was created; nothing was done")
                     conn.execute(_INSERT, _values(row))
                     return row, True
@@ -163,6 +180,8 @@ class JobQueue:
         """
         while True:
             now = utcnow()
+            if not self._claimable(now):  # an idle worker's poll takes no write lock (it would block submits)
+                return None
             with self.db.write() as s:
                 ready = JobRow.stage == Stage.NONE.value
                 if max_running_per_project is not None:
@@ -228,6 +247,13 @@ class JobQueue:
                     started_at=now,
                 )
                 return row
+
+    def _claimable(self, now: datetime) -> bool:
+        """Whether a job may be waiting to be claimed (queued, or running under a lapsed lease), read without
+        the write lock. Idle workers poll often; were each poll a write, a worker process stopped while it
+        holds the write lock (SIGSTOP, a hung host) would stall every submit for as long as it stays stopped."""
+        with self.db.connect() as conn:
+            return bool(conn.execute(_CLAIMABLE, {"now": now}).scalar())
 
     def heartbeat(self, job_id: str, owner: str, lease_s: float) -> None:
         """Extend our lease; raise :class:`LeaseLost` if the job is no longer ours."""
