@@ -257,6 +257,15 @@ class EngineUnavailable(SegportError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)}, **details)
 
 
+class ClientGone(SegportError):
+    """The client closed its connection before its request was carried out: nothing was done (a submit created
+    no job). Nobody reads the answer; 499 is the status proxies log for it."""
+
+    status = 499
+    code = "CLIENT_GONE"
+    exit_code = 8
+
+
 class TooManyJobs(SegportError):
     status = 429
     code = "TOO_MANY_JOBS"

@@ -11,7 +11,8 @@ The supervisor binds the public socket, then starts:
 
 A child that exits is started again: an API process at once, the engine process after a backoff that
 doubles up to ``_MAX_BACKOFF_S`` while it keeps dying young (its running jobs come back under the lease
-rules). Children are forked from the supervisor (see :class:`Forked`). SIGTERM/SIGINT stop every child (TERM, a grace period, then KILL). Children get
+rules). An engine process that stops answering its health check (stopped, hung) is killed and so restarted
+(:meth:`Supervisor._probe`). Children are forked from the supervisor (see :class:`Forked`). SIGTERM/SIGINT stop every child (TERM, a grace period, then KILL). Children get
 ``PR_SET_PDEATHSIG`` = SIGKILL, so a supervisor killed with -9 takes them with it: no orphans.
 """
 
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from segport.engine.client import engine_answers
+from segport.engine.client import HealthProbe
 from segport.errors import SegportError
 from segport.settings import Settings
 
@@ -144,6 +145,9 @@ class Supervisor:
         self.children: list[Child] = []
         self._stopping = False
         self._started = False
+        self._next_probe = 0.0
+        self._answered_pid = 0  # the engine process that answered a probe (one still starting is not judged)
+        self._failed_probes = 0
 
     # --- the children --------------------------------------------------------------------------------
     def plan(self) -> list[Child]:
@@ -175,6 +179,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self.children = self.plan()
         engine, ready = self.children[0], False
+        self._health = HealthProbe(self.settings.engine_url)
         try:
             for child in self.children:
                 child.start()
@@ -185,11 +190,14 @@ class Supervisor:
                     code = engine.process.poll()
                     if code is not None:
                         raise SystemExit(code or 1)
-                    ready = engine_answers(self.settings.engine_url)
+                    ready = self._health.answers()
+                else:
+                    self._probe(engine)
                 self._tend(engine_ready=ready)
                 time.sleep(0.1)
         finally:
             self.stop()
+            self._health.close()
 
     def _tend(self, *, engine_ready: bool) -> None:
         now = time.monotonic()
@@ -215,6 +223,35 @@ class Supervisor:
                 child.due = now + delay
             if now >= child.due:
                 child.start()
+
+    def _probe(self, engine: Child) -> None:
+        """Every ``engine_probe_interval_s``, ask the engine's health (``engine_probe_deadline_s``). An engine
+        that answered once and then fails ``engine_probe_failures`` probes in a row is stopped or hung: SIGKILL
+        it, and `_tend` starts another (its running jobs come back under the lease rules). An engine still
+        opening its file (it never answered yet) is not judged."""
+        s, now = self.settings, time.monotonic()
+        if now < self._next_probe or not engine.alive():
+            return
+        self._next_probe = now + s.engine_probe_interval_s
+        assert engine.process is not None
+        pid = engine.process.pid
+        if self._health.answers(s.engine_probe_deadline_s):
+            self._answered_pid, self._failed_probes = pid, 0
+            return
+        if self._answered_pid != pid:
+            return
+        self._failed_probes += 1
+        if self._failed_probes < s.engine_probe_failures:
+            return
+        log.warning("engine process %s failed %s health checks in a row: killing it", pid, self._failed_probes)
+        print(
+            f"segport: engine process {pid} stopped answering ({self._failed_probes} health checks of "
+            f"{s.engine_probe_deadline_s:g} s failed); killing it",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._failed_probes = 0
+        engine.process.kill()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True

@@ -65,6 +65,24 @@ class Settings(BaseSettings):
         description="Where `segport api` sends engine reads and imports: `unix:PATH` or `http://HOST:PORT` of a "
         "`segport worker --listen`; empty: engine endpoints answer 503.",
     )
+    engine_max_calls: int = Field(
+        16,
+        ge=1,
+        description="Engine calls one API process has in flight at once (at most half of `api_threads`, so "
+        "submits, polls and downloads always find a thread); one more is answered 503 at once.",
+    )
+    engine_probe_interval_s: float = Field(
+        1.0, gt=0, description="How often the supervisor and each API process check that the engine answers."
+    )
+    engine_probe_deadline_s: float = Field(
+        2.0, gt=0, description="An engine health check not answered within this failed: engine reads answer 503."
+    )
+    engine_probe_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed health checks in a row after which `segport serve` kills (SIGKILL) and restarts an "
+        "engine process that stopped answering.",
+    )
     max_upload_bytes: int = Field(
         50 * 1024**3, ge=1024, description="Largest file uploaded to the admin API (users files, id lists)."
     )

@@ -194,6 +194,9 @@ _ADMITTED: dict[str, Kind] = {
     "count": Kind.READ,
     "lookup_user": Kind.READ,
     "tag_counts": Kind.READ,
+    "import_events": Kind.IMPORT,  # a file's history, and the loader's batches from the spool
+    "user_events": Kind.READ,
+    "count_events": Kind.READ,
 }
 
 

@@ -8,8 +8,10 @@ server (:mod:`segport.engine.server`) calls the method of that name on what it s
 (:mod:`segport.engine.client`) sends the call. Both read this table, so they agree by construction.
 
 A new engine operation: add the method to the Protocol, implement it in each backend, and add one line here.
-Per operation, ``deadline_s`` bounds how long a caller waits for the answer (``None``: as long as the work
-takes, as in-process) and ``local`` names parameters that never travel (a progress callback). A further
+Per operation, ``deadline_s`` bounds how long a caller waits for the answer (past it the call is
+:class:`segport.errors.EngineUnavailable`, HTTP 503 with ``Retry-After``; docs/processes.md, "Deadlines", lists
+them), ``read`` says it changes nothing (a caller may give up on it at once when the engine is known to have
+stopped answering) and ``local`` names parameters that never travel (a progress callback). A further
 per-operation property (an admission or memory class the server checks before it runs the call, say) is a
 field of :class:`Op` beside these.
 """
@@ -52,7 +54,8 @@ class Op:
     """One operation: ``method`` names and types it (its parameters the request, its return type the answer)."""
 
     method: Callable[..., Any]
-    deadline_s: float | None = None  # how long a caller waits for the answer; None: as long as it takes
+    deadline_s: float  # how long a caller waits for the answer, then 503 ENGINE_UNAVAILABLE
+    read: bool = False  # changes nothing: dropped by its caller as soon as the engine is known to be down
     local: tuple[str, ...] = ()  # parameters that stay in the calling process
     _signature: inspect.Signature = field(init=False, repr=False, compare=False)
     _types: dict[str, Any] = field(init=False, repr=False, compare=False)
@@ -87,26 +90,33 @@ class Op:
         return from_wire(body, self._types["return"])
 
 
+# Deadlines (seconds). Reads answer a page or a number: far below READ_S on any data segport is sized for, so
+# a read past it means a stopped or hung engine. Changes of the catalogue are quick; a segment computation reads
+# every user once; an import (users, or an id list) loads a whole file (10M users: minutes), so its deadline is generous. An export is
+# not an API call: it runs in the engine process under its lease, whatever the callers do.
+QUICK_S, READ_S, CHANGE_S, COMPUTE_S, IMPORT_S = 2.0, 30.0, 60.0, 600.0, 3600.0
+
 # What the engine serves: every method of ProfileAccess but close (each process closes its own).
 PROFILE_OPS: tuple[Op, ...] = (
-    Op(ProfileAccess.ensure_project),
-    Op(ProfileAccess.drop_column),
-    Op(ProfileAccess.import_users, local=("progress",)),
-    Op(ProfileAccess.load_member_ids),
-    Op(ProfileAccess.compute_segment),
-    Op(ProfileAccess.drop_segment),
-    Op(ProfileAccess.data_version),
-    Op(ProfileAccess.count),
-    Op(ProfileAccess.members_page),
-    Op(ProfileAccess.lookup_user),
-    Op(ProfileAccess.tag_counts),
-    Op(ProfileAccess.import_events),
-    Op(ProfileAccess.user_events),
-    Op(ProfileAccess.count_events),
+    Op(ProfileAccess.ensure_project, CHANGE_S),
+    Op(ProfileAccess.drop_column, CHANGE_S),
+    Op(ProfileAccess.import_users, IMPORT_S, local=("progress",)),
+    Op(ProfileAccess.load_member_ids, IMPORT_S),
+    Op(ProfileAccess.compute_segment, COMPUTE_S),
+    Op(ProfileAccess.drop_segment, CHANGE_S),
+    Op(ProfileAccess.data_version, READ_S, read=True),
+    Op(ProfileAccess.count, READ_S, read=True),
+    Op(ProfileAccess.members_page, READ_S, read=True),
+    Op(ProfileAccess.lookup_user, READ_S, read=True),
+    Op(ProfileAccess.tag_counts, READ_S, read=True),
+    Op(ProfileAccess.import_events, IMPORT_S),
+    Op(ProfileAccess.user_events, READ_S, read=True),
+    Op(ProfileAccess.count_events, READ_S, read=True),
 )
 
-# What the engine process answers about itself: quick, so a caller never waits long for them.
-HEALTH = Op(EngineProcess.health, deadline_s=2.0)
-WAKE = Op(EngineProcess.wake, deadline_s=2.0)
-INTERRUPT = Op(EngineProcess.interrupt, deadline_s=2.0)
+# What the engine process answers about itself: quick, so a caller never waits long for them. ``health`` is
+# answered on the engine's event loop (never behind its busy threads): it is the liveness probe.
+HEALTH = Op(EngineProcess.health, QUICK_S, read=True)
+WAKE = Op(EngineProcess.wake, QUICK_S)
+INTERRUPT = Op(EngineProcess.interrupt, QUICK_S)
 PROCESS_OPS: tuple[Op, ...] = (HEALTH, WAKE, INTERRUPT)

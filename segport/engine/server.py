@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from segport.engine.base import ProfileAccess
-from segport.engine.protocol import PROCESS_OPS, PROFILE_OPS, EngineProcess, Op
+from segport.engine.protocol import HEALTH, PROCESS_OPS, PROFILE_OPS, EngineProcess, Op
 
 
 def engine_router(engine: ProfileAccess, process: EngineProcess) -> APIRouter:
@@ -35,9 +35,11 @@ def engine_router(engine: ProfileAccess, process: EngineProcess) -> APIRouter:
 
 
 def _endpoint(op: Op, method: Callable[..., Any]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    inline = op is HEALTH  # the liveness probe: answered on the event loop, never behind busy threads
+
     async def endpoint(request: Request) -> JSONResponse:
         arguments = op.arguments(await request.json())
-        result = await run_in_threadpool(method, **arguments)
+        result = method(**arguments) if inline else await run_in_threadpool(method, **arguments)
         return JSONResponse(op.answer(result))
 
     endpoint.__name__ = op.name

@@ -10,6 +10,7 @@ import codecs
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
+import anyio.from_thread
 from fastapi import APIRouter, Depends, Request
 
 from segport.domain.jobs import TargetKind
@@ -39,6 +40,19 @@ async def export_body(request: Request) -> ExportRequest:
     raw = (await request.body()).removeprefix(codecs.BOM_UTF8)
     body = parse_body(ExportJobBody, raw) if raw.strip() else ExportJobBody()
     return ExportRequest(body.properties, body.fileFormat, body.csvHeaderType, body.bom, body.compression)
+
+
+def client_gone(request: Request) -> Callable[[], bool]:
+    """Whether the request's client has disconnected, asked from the thread a sync route runs on (a submit asks
+    it just before it inserts the job: a client that gave up while the submit waited creates nothing)."""
+
+    def gone() -> bool:
+        try:
+            return bool(anyio.from_thread.run(request.is_disconnected))
+        except RuntimeError:  # not on a worker thread of the event loop (called directly): nobody to ask
+            return False
+
+    return gone
 
 
 Body = Annotated[ExportRequest, Depends(export_body)]
@@ -75,7 +89,10 @@ P = "/v1/api/projects/{project_ID}"
     family=False,
 )
 def submit_segment_export(project_ID: str, segment_key: str, request: Request, who: Who, body: Body) -> JobCreated:
-    return _created(request.app.state.segport.exports.submit(who, project_ID, TargetKind.SEGMENT, segment_key, body))
+    exports = request.app.state.segport.exports
+    return _created(
+        exports.submit(who, project_ID, TargetKind.SEGMENT, segment_key, body, abandoned=client_gone(request))
+    )
 
 
 @_submits(
@@ -90,10 +107,10 @@ def submit_segment_export_variant(
 
 
 @_submits("/v1/api/user_tags/{tag_key}/export_jobs", "tags", "Submit a tag export (E8, platform level)")
-def submit_tag_export_platform(tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
-    return _created(q.export_tag(who, None, tag_key, body))
+def submit_tag_export_platform(tag_key: str, request: Request, who: Who, q: Queries, body: Body) -> JobCreated:
+    return _created(q.export_tag(who, None, tag_key, body, abandoned=client_gone(request)))
 
 
 @_submits(f"{P}/user_tags/{{tag_key}}/export_jobs", "tags", "Submit a tag export (E9)")
-def submit_tag_export(project_ID: str, tag_key: str, who: Who, q: Queries, body: Body) -> JobCreated:
-    return _created(q.export_tag(who, project_ID, tag_key, body))
+def submit_tag_export(project_ID: str, tag_key: str, request: Request, who: Who, q: Queries, body: Body) -> JobCreated:
+    return _created(q.export_tag(who, project_ID, tag_key, body, abandoned=client_gone(request)))

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from segport.app import App, open_stores
 from segport.engine.base import ProfileAccess
-from segport.engine.client import EngineClient, RemoteEngine, RemoteWorkers, wait_for_engine
+from segport.engine.client import Bulkhead, EngineClient, RemoteEngine, RemoteWorkers, wait_for_engine
 from segport.http.protocol import raise_descriptor_limit, uvicorn_options
 from segport.roles.parts import open_engine, open_results, shared_engine
 from segport.roles.public import public_app
@@ -31,12 +31,19 @@ def build(settings: Settings, *, migrate: bool = True) -> App:
     return App.assemble(stores, engine, open_results(settings), link)
 
 
+def bulkhead(settings: Settings) -> Bulkhead:
+    """The bounds of this process's engine calls: at most half of its request threads wait for the engine, so
+    the other half always serves submits, polls, cancels and downloads."""
+    calls = max(1, min(settings.engine_max_calls, settings.api_threads // 2))
+    return Bulkhead(calls, settings.engine_probe_interval_s, settings.engine_probe_deadline_s)
+
+
 def _engine_and_link(settings: Settings) -> tuple[ProfileAccess, WorkerLink]:
     if shared_engine(settings):
         # the workers of a shared engine still run elsewhere (`segport worker`): reach them there if told where
         link = RemoteWorkers(EngineClient(settings.engine_url)) if settings.engine_url else UnlinkedWorkers()
         return open_engine(settings), link
-    client = EngineClient(settings.engine_url)
+    client = EngineClient(settings.engine_url, bulkhead(settings))
     return RemoteEngine(client), RemoteWorkers(client)
 
 

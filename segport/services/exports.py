@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -66,7 +67,18 @@ class ExportService:
         self.link = link  # how a submit and a cancel reach the workers, wherever they run
 
     # --- submit ------------------------------------------------------------------------------------
-    def submit(self, who: Principal, project_id: str, kind: TargetKind, target_key: str, req: ExportRequest) -> JobRow:
+    def submit(
+        self,
+        who: Principal,
+        project_id: str,
+        kind: TargetKind,
+        target_key: str,
+        req: ExportRequest,
+        *,
+        abandoned: Callable[[], bool] | None = None,
+    ) -> JobRow:
+        """Queue an export (or find its identical twin). ``abandoned``: whether the caller has gone away; asked
+        just before the job would be inserted, so a client that disconnected creates nothing (ClientGone)."""
         if not who.can_see(project_id):
             raise ProjectNotFound(f"project {project_id!r} not found")
         segment_key = target_key if kind is TargetKind.SEGMENT else None
@@ -115,6 +127,7 @@ class ExportService:
             make_row,
             max_queued=self.settings.max_queued_jobs_per_project,
             retry_after_s=self.settings.retry_after_s,
+            abandoned=abandoned,
         )
         if created:
             self.link.wake()

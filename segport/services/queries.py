@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -138,10 +139,18 @@ class QueryService:
         columns = page_columns(properties, self.meta.catalog(project.id))
         return UserPage(columns, self.engine.members_page(project.id, Target("tag", tag.key), columns, limit, offset))
 
-    def export_tag(self, who: Principal, project_id: str | None, raw: str, req: ExportRequest) -> JobRow:
+    def export_tag(
+        self,
+        who: Principal,
+        project_id: str | None,
+        raw: str,
+        req: ExportRequest,
+        *,
+        abandoned: Callable[[], bool] | None = None,
+    ) -> JobRow:
         """Submit a tag export (job name ``DET-...``, file named after the tag) like the seed's export."""
         project, tag = self.tag(who, project_id, raw)
-        return self.exports.submit(who, project.id, TargetKind.TAG, tag.key, req)
+        return self.exports.submit(who, project.id, TargetKind.TAG, tag.key, req, abandoned=abandoned)
 
     def recount_tag(self, who: Principal, project_id: str | None, raw: str) -> str:
         """A tag's "recompute". Tags are imported values, always current, so there is no snapshot to

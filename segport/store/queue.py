@@ -8,6 +8,7 @@ together.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,14 +17,26 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
 from segport.domain.jobs import ACTIVE, Stage, check_transition
-from segport.errors import Conflict, JobCancelled, JobNotFound, TooManyJobs
+from segport.errors import ClientGone, Conflict, JobCancelled, JobNotFound, TooManyJobs
 from segport.store.db import Database
 from segport.store.models import JobRow, UTCDateTime, check_lengths, utcnow
+
+_RECHECK_S = 0.05  # a submit that waited longer than this for the write lock asks again if its client is there
 
 _JOBS = JobRow.__table__
 _ACTIVE = [st.value for st in ACTIVE]
 _BY_ID = select(_JOBS).where(_JOBS.c.id == bindparam("id"))
 _INSERT = _JOBS.insert()
+_CLAIMABLE = select(
+    exists().where(
+        or_(
+            _JOBS.c.stage == Stage.NONE.value,
+            and_(
+                _JOBS.c.stage == Stage.RUNNING.value, _JOBS.c.lease_expires_at < bindparam("now", type_=UTCDateTime())
+            ),
+        )
+    )
+)
 # A submit's three checks in one statement: an identical job still queued, running or kept (dedupe); how many
 # of the project's jobs wait (the cap); whether the new id or name is taken.
 _CHECKS = select(
@@ -72,6 +85,7 @@ class JobQueue:
         *,
         max_queued: int | None = None,
         retry_after_s: int = 5,
+        abandoned: Callable[[], bool] | None = None,
     ) -> tuple[JobRow, bool]:
         """Insert the job made by ``make_row`` unless an identical one is queued, running or still kept.
 
@@ -79,10 +93,18 @@ class JobQueue:
         ``max_queued``, a project that already has that many jobs waiting gets :class:`TooManyJobs` (an
         identical request still gets its existing job). Both checks and the insert are one transaction, so
         concurrent submits can neither both slip under the cap nor both create the same job.
+
+        ``abandoned`` says whether the caller has gone away (its client disconnected): then nothing is inserted
+        and :class:`ClientGone` is raised. It is asked before the write lock is taken, and again inside the
+        transaction just before the insert if the lock took longer than ``_RECHECK_S`` to get (asking costs a
+        round trip to the event loop, which a quick submit need not spend while it holds the lock).
         """
+        if abandoned is not None and abandoned():
+            raise ClientGone("the client went away before its job was created; nothing was done")
         for _ in range(5):
             row = make_row()
             check_lengths(row)
+            asked = time.monotonic()
             with self.db.write() as s:
                 conn = s.connection()  # Core statements: this runs on every submit, the ORM's cost shows
                 # one submit per project at a time: the dedupe check must see a concurrent identical insert
@@ -106,6 +128,8 @@ class JobQueue:
                         headers={"Retry-After": str(retry_after_s)},
                     )
                 if not clash:
+                    if abandoned is not None and time.monotonic() - asked > _RECHECK_S and abandoned():
+                        raise ClientGone(f"the client went away before job {row.id} was created; nothing was done")
                     conn.execute(_INSERT, _values(row))
                     return row, True
         raise RuntimeError("could not allocate a unique job id")  # 62^8 ids: never in practice
@@ -156,6 +180,8 @@ class JobQueue:
         """
         while True:
             now = utcnow()
+            if not self._claimable(now):  # an idle worker's poll takes no write lock (it would block submits)
+                return None
             with self.db.write() as s:
                 ready = JobRow.stage == Stage.NONE.value
                 if max_running_per_project is not None:
@@ -221,6 +247,13 @@ class JobQueue:
                     started_at=now,
                 )
                 return row
+
+    def _claimable(self, now: datetime) -> bool:
+        """Whether a job may be waiting to be claimed (queued, or running under a lapsed lease), read without
+        the write lock. Idle workers poll often; were each poll a write, a worker process stopped while it
+        holds the write lock (SIGSTOP, a hung host) would stall every submit for as long as it stays stopped."""
+        with self.db.connect() as conn:
+            return bool(conn.execute(_CLAIMABLE, {"now": now}).scalar())
 
     def heartbeat(self, job_id: str, owner: str, lease_s: float) -> None:
         """Extend our lease; raise :class:`LeaseLost` if the job is no longer ours."""
