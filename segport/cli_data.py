@@ -155,6 +155,16 @@ def catalog_list(project: ProjectOpt) -> None:
 
 
 # --- users ----------------------------------------------------------------------------------------
+def send_file(c: AdminClient, path: str, file: Path, params: dict[str, str]) -> dict[str, Any]:
+    """Upload ``file`` to the running server's import at ``path``, saying on the terminal that it is on its way."""
+    progress = _Progress()
+    progress(f"sending {file.name} ({file.stat().st_size / 1e6:.1f} MB) to the running server, which imports it")
+    try:
+        return c.upload(path, file, params)  # type: ignore[no-any-return]
+    finally:
+        progress.stop()
+
+
 class _Progress:
     """Phase lines on stderr with the elapsed time, so a long import shows where it is; while one phase
     lasts, a line every ``tick_s`` says it is still going."""
@@ -200,16 +210,7 @@ def users_import(
         raise FileNotFoundError(2, "No such file", str(file))
 
     def remote(c: AdminClient) -> dict[str, Any]:
-        progress = _Progress()
-        progress(f"sending {file.name} ({file.stat().st_size / 1e6:.1f} MB) to the running server, which imports it")
-        try:
-            return c.upload(
-                _p(project, "/users/import"),
-                file,  # type: ignore[no-any-return]
-                {"format": fmt, "match": match, "filename": file.name},
-            )
-        finally:
-            progress.stop()
+        return send_file(c, _p(project, "/users/import"), file, {"format": fmt, "match": match, "filename": file.name})
 
     def local(app: App) -> dict[str, Any]:
         progress = _Progress()

@@ -10,7 +10,7 @@ import typer
 
 from segport.app import App
 from segport.cli_common import ProjectOpt, cli, handled
-from segport.cli_data import _p, _Progress, dispatch
+from segport.cli_data import _p, dispatch, send_file
 from segport.domain.formats import detect_format
 from segport.http.admin_events import import_out, key_out
 from segport.remote import AdminClient
@@ -41,12 +41,7 @@ def events_import(
         raise FileNotFoundError(2, "No such file", str(file))
 
     def remote(c: AdminClient) -> dict[str, Any]:
-        progress = _Progress()
-        progress(f"sending {file.name} ({file.stat().st_size / 1e6:.1f} MB) to the running server, which imports it")
-        try:
-            return c.upload(_p(project, "/events/import"), file, {"format": fmt, "filename": file.name})  # type: ignore[no-any-return]
-        finally:
-            progress.stop()
+        return send_file(c, _p(project, "/events/import"), file, {"format": fmt, "filename": file.name})
 
     def local(app: App) -> dict[str, Any]:
         report = _service(app).import_events(project, file, file_format=fmt)

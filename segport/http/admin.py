@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -117,6 +117,34 @@ def api_words(spool: Path | None, filename: str) -> Iterator[None]:
         raise
 
 
+@asynccontextmanager
+async def uploaded(request: Request, filename: str, format: str | None) -> AsyncIterator[tuple[Path, str]]:
+    """An import's raw body spooled to a file of its format (``format``, else ``filename``'s extension), and
+    that format; what goes wrong while it is read names the upload, and the file is gone afterwards."""
+    with api_words(None, filename):
+        format = detect_format(Path(filename), format)
+    path = await _spool(request, "." + format + (".gz" if filename.lower().endswith(".gz") else ""))
+    try:
+        with api_words(path, filename):
+            yield path, format
+    finally:
+        path.unlink(missing_ok=True)
+
+
+# an import's query parameters and its raw body, as the OpenAPI document names them
+UploadFormat = Annotated[
+    str | None,
+    Query(
+        description="csv, parquet or jsonl (default: by `filename`'s extension)",
+        pattern="^(csv|parquet|jsonl|json|ndjson)$",
+    ),
+]
+UploadName = Annotated[str, Query(max_length=200, description="Original file name (for messages).")]
+RAW_BODY: dict[str, Any] = {
+    "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+}
+
+
 _FLAG = re.compile(r"--(match|format|identity|key|name|description|scheduler)\b ?")
 
 
@@ -196,34 +224,20 @@ async def delete_catalog_key(project_id: str, key: str, request: Request, _who: 
     "/projects/{project_id}/users/import",
     response_model=ImportOut,
     summary="Import user profiles (the raw file as the body); all or nothing",
-    openapi_extra={
-        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-    },
+    openapi_extra=RAW_BODY,
 )
 async def import_users(
     project_id: str,
     request: Request,
     _who: Admin,
-    format: Annotated[
-        str | None,
-        Query(
-            description="csv, parquet or jsonl (default: by `filename`'s extension)",
-            pattern="^(csv|parquet|jsonl|json|ndjson)$",
-        ),
-    ] = None,
+    format: UploadFormat = None,
     match: Annotated[str, Query(max_length=110, description="Identity users are matched on.")] = "id_$basic_userId",
-    filename: Annotated[str, Query(max_length=200, description="Original file name (for messages).")] = "",
+    filename: UploadName = "",
 ) -> ImportOut:
     app = _app(request)
     app.meta.project(project_id)
-    with api_words(None, filename):
-        format = detect_format(Path(filename), format)
-    path = await _spool(request, "." + format + (".gz" if filename.lower().endswith(".gz") else ""))
-    try:
-        with api_words(path, filename):
-            report = await run_in_threadpool(app.data.import_users, project_id, path, file_format=format, match=match)
-    finally:
-        path.unlink(missing_ok=True)
+    async with uploaded(request, filename, format) as (path, format):
+        report = await run_in_threadpool(app.data.import_users, project_id, path, file_format=format, match=match)
     return ImportOut(
         rowsRead=report.rows_read,
         inserted=report.inserted,

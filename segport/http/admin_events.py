@@ -3,17 +3,13 @@ catalogue. Admin tokens only, as the rest of :mod:`segport.http.admin`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from segport.domain.event_files import EventAttribute
-from segport.domain.formats import detect_format
 from segport.engine.base import EventImportReport
-from segport.http.admin import PREFIX, Admin, _app, _json_body, _spool, api_words
+from segport.http.admin import PREFIX, RAW_BODY, Admin, UploadFormat, UploadName, _app, _json_body, uploaded
 from segport.http.schemas import ERRORS
 from segport.services.events import EventService
 
@@ -67,33 +63,19 @@ def import_out(report: EventImportReport, filename: str | None) -> EventImportOu
     "/projects/{project_id}/events/import",
     response_model=EventImportOut,
     summary="Import events (the raw file as the body); all or nothing",
-    openapi_extra={
-        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-    },
+    openapi_extra=RAW_BODY,
 )
 async def import_events(
     project_id: str,
     request: Request,
     _who: Admin,
-    format: Annotated[
-        str | None,
-        Query(
-            description="csv, parquet or jsonl (default: by `filename`'s extension)",
-            pattern="^(csv|parquet|jsonl|json|ndjson)$",
-        ),
-    ] = None,
-    filename: Annotated[str, Query(max_length=200, description="Original file name (for messages).")] = "",
+    format: UploadFormat = None,
+    filename: UploadName = "",
 ) -> EventImportOut:
     app = _app(request)
     app.meta.project(project_id)
-    with api_words(None, filename):
-        format = detect_format(Path(filename), format)
-    path = await _spool(request, "." + format + (".gz" if filename.lower().endswith(".gz") else ""))
-    try:
-        with api_words(path, filename):
-            report = await run_in_threadpool(_events(request).import_events, project_id, path, file_format=format)
-    finally:
-        path.unlink(missing_ok=True)
+    async with uploaded(request, filename, format) as (path, format):
+        report = await run_in_threadpool(_events(request).import_events, project_id, path, file_format=format)
     return import_out(report, filename or None)
 
 

@@ -190,28 +190,12 @@ Order = Annotated[str, Query(pattern="^(asc|desc|ASC|DESC)$", description="asc o
     tags=["users"],
     summary="One user's events, by time (E18)",
 )
-def user_events_cdp(
-    project_ID: str,
-    identityKey: str,
-    identityValue: str,
-    who: Who,
-    q: Queries,
-    ev: Events,
-    startTime: Start = None,
-    endTime: End = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
-    order: Order = "desc",
-) -> dict[str, Any]:
-    return _user_events(project_ID, identityKey, identityValue, who, q, ev, startTime, endTime, limit, offset, order)
-
-
 @router.get(
     "/v1/api/projects/{project_ID}/users/{identityKey}/{identityValue}/events",
     tags=["users"],
     summary="One user's events, by time (E18's shape beside E11)",
 )
-def user_events_project(
+def user_events(
     project_ID: str,
     identityKey: str,
     identityValue: str,

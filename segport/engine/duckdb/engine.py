@@ -314,7 +314,7 @@ class DuckDBEngine:
         in time order and record the spool batches they came from: one transaction."""
         started = time.perf_counter()
         try:
-            with self._transaction(roomy=True) as cur:
+            with self._transaction() as cur:
                 cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
                 cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
                 declared = ev.declared_types(attributes, ev.store_columns(cur, project_id))

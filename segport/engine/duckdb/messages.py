@@ -45,8 +45,7 @@ def engine_words(exc: BaseException, *, internal: str = "the engine could not ru
 
 
 OUT_OF_MEMORY = (
-    "the engine ran out of memory: raise SEGPORT_DUCKDB_IMPORT_MEMORY_LIMIT (imports and segment computations) "
-    "or SEGPORT_DUCKDB_MEMORY_LIMIT (exports)"
+    "the engine ran out of memory: raise SEGPORT_ENGINE_MEMORY_BYTES, the engine's memory budget (docs/operations.md)"
 )
 _FILE = re.compile(r"""\s*(?:(?:in|of|at end of) )?file ["'][^"']*["'],?""")
 
