@@ -157,7 +157,15 @@ def test_every_operation_has_a_deadline_and_the_process_s_own_answer_within_two_
     assert all(0 < d <= 3600 for d in deadlines.values()), deadlines
     assert deadlines["members_page"] == 30.0 and deadlines["import_users"] == 3600.0
     reads = {op.name for op in PROFILE_OPS if op.read}
-    assert reads == {"members_page", "count", "lookup_user", "tag_counts", "data_version"}
+    assert reads == {
+        "members_page",
+        "count",
+        "lookup_user",
+        "tag_counts",
+        "data_version",
+        "user_events",
+        "count_events",
+    }
 
 
 class Process:

@@ -261,18 +261,23 @@ def test_an_export_out_of_memory_says_so_in_segport_words(
     engine: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real export under a memory limit it cannot fit: the job's error names the setting, not the allocator."""
-    settings: dict[str, Any] = {"data_dir": tmp_path / "d", "serve_workers": False, "duckdb_memory_limit": "4MB"}
+    settings: dict[str, Any] = {"data_dir": tmp_path / "d", "serve_workers": False}
     if engine == "clickhouse":
         folder = request.getfixturevalue("chdb_dir")
         settings |= {"engine": "clickhouse", "clickhouse_url": f"chdb://{folder}?database=m_{uuid.uuid4().hex[:12]}"}
-        monkeypatch.setitem(ch_writer.SETTINGS, "max_memory_usage", 1_000_000)  # ClickHouse's own limit, 1 MB
-    app = build(Settings(**settings))
+    app = build(Settings(**settings))  # the users go in under the default budget
     try:
         app.meta.create_project("MemTest1", "内存")
         app.data.import_catalog_csv("MemTest1", "key,name,type\nid_$basic_userId,用户,string\nusr_s,文本,string\n")
         users = tmp_path / "u.csv"
         users.write_text("id_$basic_userId,usr_s\n" + "".join(f"U{i},{'x' * 200}{i}\n" for i in range(100_000)))
         app.data.import_users("MemTest1", users)
+    finally:
+        app.close()
+    if engine == "clickhouse":
+        monkeypatch.setitem(ch_writer.SETTINGS, "max_memory_usage", 1_000_000)  # ClickHouse's own limit, 1 MB
+    app = build(Settings(**settings, duckdb_memory_limit="4MB"))  # and come out under a limit they cannot fit
+    try:
         out = tmp_path / "out"
         out.mkdir()
         entry = app.meta.catalog("MemTest1").entries["usr_s"]
