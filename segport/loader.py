@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from segport.errors import MetadataUnavailable
 from segport.services.events import EventService, LoadRound
 from segport.store.events import DEDUP_WINDOW, EventSpool
 from segport.store.models import utcnow
@@ -60,6 +61,8 @@ class EventLoader:
                 if done.batches:
                     log.info("loaded %d spool batches (%d events)", done.batches, done.events)
                 wait = 0.0 if done.batches >= PAGE else self.interval_s
+            except MetadataUnavailable:  # the store logs its outage once; the batches wait in the spool
+                wait = self.interval_s
             except Exception:  # keep the thread alive: the next round retries (nothing was marked loaded)
                 log.exception("loading the event spool failed")
                 wait = self.interval_s

@@ -81,7 +81,9 @@ def test_concurrent_exports_and_pages_under_a_small_budget_finish_or_get_a_clean
     for p in pages:
         if p.status_code != 200:  # refused cleanly: a code the client knows, and when to come back
             assert p.status_code == 503, (p.status_code, p.text)
-            assert p.json()["error"]["code"] == "ENGINE_OVERLOADED", p.text
+            # the engine's queue is full (ENGINE_OVERLOADED), or this API process's own bound on calls in
+            # flight to the engine is (ENGINE_UNAVAILABLE, docs/processes.md "Bulkheads")
+            assert p.json()["error"]["code"] in ("ENGINE_OVERLOADED", "ENGINE_UNAVAILABLE"), p.text
             assert int(p.headers["retry-after"]) >= 1
         else:
             assert len(p.json()["values"]) == 1000 and p.json()["totalCount"] == USERS

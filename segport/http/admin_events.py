@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from segport.domain.event_files import EventAttribute
 from segport.engine.base import EventImportReport
-from segport.http.admin import PREFIX, RAW_BODY, Admin, UploadFormat, UploadName, _app, _json_body, uploaded
+from segport.http.admin import PREFIX, RAW_BODY, Admin, UploadFormat, UploadName, _app, _json_body, _json_doc, uploaded
+from segport.http.admin_schemas import DESCRIPTION_PATTERN, DISPLAY_NAME_PATTERN, TYPE_PATTERN
 from segport.http.schemas import ERRORS
 from segport.services.events import EventService
 
@@ -18,10 +19,16 @@ router = APIRouter(prefix=PREFIX, responses=ERRORS, tags=["admin"])
 
 class EventKeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    key: str = Field(max_length=110)
-    name: str = Field("", max_length=200)
-    type: str = Field("string", max_length=16, description="string, int, double or date")
-    description: str = Field("", max_length=2000)
+    # JSON schema only (json_schema_extra): the service's own checks and error codes stay what they are
+    key: str = Field(max_length=110, json_schema_extra={"pattern": r"^\s*[A-Za-z_][A-Za-z0-9_]{0,99}\s*$"})
+    name: str = Field("", max_length=200, json_schema_extra={"pattern": f"^$|{DISPLAY_NAME_PATTERN}"})
+    type: str = Field(
+        "string",
+        max_length=16,
+        description="string, int, double or date (one value: no [])",
+        json_schema_extra={"pattern": TYPE_PATTERN.replace(r"(\[\])?", "")},
+    )
+    description: str = Field("", max_length=2000, json_schema_extra={"pattern": DESCRIPTION_PATTERN})
 
 
 class EventKeyOut(BaseModel):
@@ -86,7 +93,12 @@ def list_event_keys(project_id: str, request: Request, _who: Admin) -> list[Even
     return [key_out(a.attribute, a.declared) for a in ev.catalog.attribute_rows(project_id)]
 
 
-@router.post("/projects/{project_id}/events/keys", response_model=EventKeyOut, summary="Declare an event attribute")
+@router.post(
+    "/projects/{project_id}/events/keys",
+    response_model=EventKeyOut,
+    summary="Declare an event attribute",
+    openapi_extra=_json_doc(EventKeyBody),
+)
 async def add_event_key(project_id: str, request: Request, _who: Admin) -> EventKeyOut:
     body: EventKeyBody = await _json_body(request, EventKeyBody)
     ev = _events(request)

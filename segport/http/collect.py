@@ -20,13 +20,27 @@ from segport.store.events import DataSources, EventSpool
 
 router = APIRouter(responses=ERRORS, tags=["collect"])
 
+# No token (the SDKs send none: the collection key and each event's dataSourceId are checked instead). A batch
+# holds at least one event, each an object carrying its data source; what else an event must hold (its type's
+# fields, a time within the clock's window, the catalogue's types) is checked per event: docs/events.md.
 _BODY = {
+    "security": [],
     "requestBody": {
         "content": {
-            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["dataSourceId"],
+                        "properties": {"dataSourceId": {"type": "string", "minLength": 1}},
+                    },
+                }
+            },
             "application/protobuf": {"schema": {"type": "string", "format": "binary"}},
         }
-    }
+    },
 }
 
 

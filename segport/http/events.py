@@ -181,7 +181,7 @@ End = Annotated[
     int | None, Query(alias="endTime", ge=0, description="ms since the epoch, exclusive (default: no bound)")
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="events per page (default 100)")]
-Offset = Annotated[int, Query(ge=0, description="events to skip (segport's addition, for ties at one ms)")]
+Offset = Annotated[int, Query(ge=0, le=2**53, description="events to skip (segport's addition, for ties at one ms)")]
 Order = Annotated[str, Query(pattern="^(asc|desc|ASC|DESC)$", description="asc or desc by time (default desc)")]
 
 
