@@ -8,10 +8,8 @@ unchanged): its protobuf module needs protobuf 3.x, which segport's environment 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from segport.settings import Settings
 from segport.store.db import Database
 from segport.store.events import decode_payload
 from segport.store.models import EventBatchRow
+from tests.client_venvs import client_python
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.test_crash import FAST, wait_for
 from tests.test_processes import children
@@ -43,22 +42,7 @@ P = "Sdkproj1"
 
 @pytest.fixture(scope="session")
 def sdk_python() -> Path:
-    """The SDK venv's python, (re)built when the lock file changed since it was made."""
-    stamp = SDK_VENV / ".lock-sha256"
-    want = hashlib.sha256(LOCK.read_bytes()).hexdigest()
-    python = SDK_VENV / "bin" / "python"
-    if not (stamp.is_file() and stamp.read_text() == want and python.exists()):
-        shutil.rmtree(SDK_VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(SDK_VENV)], check=True, timeout=120)
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--require-hashes", "-r", str(LOCK)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"could not install the SDK from {LOCK}:\n{done.stdout}\n{done.stderr}"
-        stamp.write_text(want)
-    return python
+    return client_python(LOCK, SDK_VENV, what="the SDK")
 
 
 def cli(data: Path, *args: str) -> str:

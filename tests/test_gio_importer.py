@@ -6,11 +6,8 @@ installed with ``--no-deps``: its declared dependencies (pyhive, sasl, …) are 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from segport.roles.inline import build
 from segport.services.data import DataService
 from segport.services.events import EventService
 from segport.settings import Settings
+from tests.client_venvs import client_python
 from tests.conftest import CATALOG_CSV, LiveServer, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,21 +29,7 @@ P = "Meta0001"
 
 @pytest.fixture(scope="session")
 def gio_python() -> Path:
-    stamp = VENV / ".lock-sha256"
-    want = hashlib.sha256(LOCK.read_bytes()).hexdigest()
-    python = VENV / "bin" / "python"
-    if not (stamp.is_file() and stamp.read_text() == want and python.exists()):
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=120)
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes", "-r", str(LOCK)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"could not install gio-importer from {LOCK}:\n{done.stdout}\n{done.stderr}"
-        stamp.write_text(want)
-    return python
+    return client_python(LOCK, VENV, what="gio-importer", no_deps=True)
 
 
 @pytest.fixture
