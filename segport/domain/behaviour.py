@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from segport.domain.keys import Catalog
+
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
@@ -172,6 +174,28 @@ class HorizontalTag:
 
 
 TagDefinition = AggregatedTag | AttributionTag | TopNTag | HorizontalTag
+
+
+@dataclass(frozen=True, slots=True)
+class EventSchema:
+    """What an event condition is checked against: the project's known event names, and its event attributes
+    and standard fields (``$path`` …) as catalogue entries (key, type), so ``where`` rules compile with the
+    property rule compiler over the event table."""
+
+    names: list[str]
+    attributes: Catalog
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourContext:
+    """What an engine needs, beside the rule, to compute event conditions and event tags: the project (its
+    event table), the event schema, the computation's clock (taken once, when the computation is asked for) and the
+    project's time zone (IANA name). Travels to the engine process with the segment or tag definition."""
+
+    project_id: str
+    events: EventSchema
+    now_ms: int
+    time_zone: str
 
 
 # --- time --------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from segport.domain.behaviour import BehaviourContext
 from segport.domain.event_files import EventAttribute
 from segport.domain.export import ExportSpec
 from segport.domain.keys import Catalog, CatalogEntry
@@ -49,6 +50,7 @@ class SegmentDefinition:
     identity: str | None = None  # column key for FROM_FILES
     rule_tree: Any = None
     catalog: Catalog | None = None
+    behaviour: BehaviourContext | None = None  # set when the rule holds event conditions
 
     @classmethod
     def from_rule(cls, key: str, tree: Any, catalog: Catalog) -> SegmentDefinition:
