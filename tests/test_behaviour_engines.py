@@ -115,17 +115,14 @@ class Rig:
     def members(self, cond: Condition, now_ms: int, tz: str, project: str = PROJECT) -> tuple[set[int], set[int]]:
         """(DuckDB's members, ClickHouse's members) of ``cond``."""
         ctx = BehaviourContext(project, SCHEMA, now_ms, tz)
-        rules = DuckDBRules(Catalog([]), "u")
         with self.duck._cursor() as cur:
-            table, columns = duck_behaviour.event_table(cur, project)
-            sql = duck_behaviour.compile_condition(cond, ctx, rules, table, columns)
-            duck = {
-                int(r[0])
-                for r in cur.execute(f'SELECT u.gio_id FROM "users_{project}" u WHERE {sql}', rules.params).fetchall()
-            }
-        ch_rules = ClickHouseRules(Catalog([]), "u")
-        table, columns = ch_behaviour.event_table(self.ch, project)
-        sql = ch_behaviour.compile_condition(cond, ctx, ch_rules, table, columns)
+            rules = DuckDBRules.on_events(*duck_behaviour.event_table(cur, project))(Catalog([]), "u", behaviour=ctx)
+            sql = rules.event_condition(cond)  # the dialect's hook, as the rule compiler calls it
+            found = cur.execute(f'SELECT u.gio_id FROM "users_{project}" u WHERE {sql}', rules.params).fetchall()
+        duck = {int(r[0]) for r in found}
+        dialect = ClickHouseRules.on_events(*ch_behaviour.event_table(self.ch, project))
+        ch_rules = dialect(Catalog([]), "u", behaviour=ctx)
+        sql = ch_rules.event_condition(cond)
         users = self.ch.table(self.ch.current(project).users)
         ch = {
             int(r[0])
