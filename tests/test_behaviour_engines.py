@@ -501,6 +501,31 @@ E2E_RULES = [
 ]
 
 
+# measures of every kind for the shared pass: the same measure twice, zero values that match, no value
+SHARED_RULES: list[Any] = [
+    {"event": "pay", "measure": {"sum": "amount"}, "op": "lt", "value": 4},
+    {"event": "pay", "measure": {"sum": "amount"}, "op": "gte", "value": 4, "time": {"last_hours": 4}},
+    {
+        "or": [
+            {"event": "pay", "measure": {"avg": "amount"}, "op": "gt", "value": 2},
+            {"event": "view", "op": "eq", "value": 0},
+        ]
+    },
+    {"event": "pay", "measure": {"min": "amount"}, "op": "lte", "value": 2},
+    {"event": "view", "measure": {"distinct": "$path"}, "op": "ne", "value": 2},
+    {
+        "not": {
+            "event": "pay",
+            "where": {"key": "amount", "op": "gte", "value": 3},
+            "measure": "count",
+            "op": "between",
+            "value": [1, 1],
+        }
+    },
+    {"event": "view", "measure": {"max": "amount"}, "op": "lt", "value": 100},
+]
+
+
 def _parsed(rule: Any) -> Any:
     """A JSON rule with its event conditions parsed (the reference evaluator's input)."""
     if is_event_condition(rule):
@@ -576,3 +601,17 @@ def test_compute_segment_with_event_conditions(rig: Rig, tmp_path: Path, engine_
         assert expected[i] is None or want == expected[i], rule
         assert compute(rule, f"seg_{i}") == want, rule
     assert compute(E2E_RULES[0], "seg_none") == set()  # recomputed: U1 and U3 paid since
+
+    # the DAILY recompute: all of them together, their measures read in one pass over the events
+    ctx = BehaviourContext(project, E2E_SCHEMA, now, "Asia/Shanghai")
+    together = [*E2E_RULES, *SHARED_RULES, {"key": "usr_vip", "op": "eq", "value": "y"}]
+    definitions = [
+        SegmentDefinition(f"seg_all{i}", rule_tree=rule, catalog=E2E_CATALOG, behaviour=ctx)
+        for i, rule in enumerate(together)
+    ]
+    results = engine.compute_segments(project, definitions)
+    for i, rule in enumerate(together):
+        want = rule_members(_parsed(rule), props, events, now, "Asia/Shanghai")
+        page = engine.members_page(project, Target("segment", f"seg_all{i}"), [], 100, 0)
+        assert {int(r["gio_id"]) for r in page.rows} == want, rule
+        assert results[f"seg_all{i}"].total_users == len(want)

@@ -32,6 +32,7 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
+from segport.engine.behaviour_sql import SharedPass, measure_conditions
 from segport.engine.duckdb import behaviour, event_reads, importer, pages, schema, writer
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
@@ -52,6 +53,7 @@ from segport.errors import (
     EngineBusy,
     ExportFailed,
     ImportRejected,
+    InvalidRule,
     OutOfMemory,
     SchemaChangeFailed,
     StorageFull,
@@ -238,6 +240,24 @@ class DuckDBEngine:
                 raise exhausted from exc
             raise ComputeFailed(f"segment {segment.key} could not be computed: {engine_words(exc)}") from exc
         return result
+
+    def compute_segments(self, project_id: str, segments: list[SegmentDefinition]) -> dict[str, ComputeResult]:
+        """Several segments in one transaction; the event measures of their rules come from one pass over the
+        events (a temporary table of the measures per user), each segment's statement reads that table."""
+        try:
+            with self._transaction() as cur:
+                shared = _shared_pass(cur, project_id, segments)
+                results = {seg.key: _compute(cur, project_id, seg, shared) for seg in segments}
+                if shared is not None:
+                    cur.execute(f"DROP TABLE {shared.table}")
+                _bump(cur, project_id)
+        except duckdb.Error as exc:
+            exhausted = exhaustion_of(exc)
+            if exhausted is not None:
+                raise exhausted from exc
+            keys = ", ".join(s.key for s in segments)
+            raise ComputeFailed(f"segments {keys} could not be computed: {engine_words(exc)}") from exc
+        return results
 
     def drop_segment(self, project_id: str, segment_key: str) -> None:
         with self._transaction() as cur:
@@ -465,14 +485,42 @@ def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:
     cur.execute("UPDATE segport_state SET data_version = data_version + 1 WHERE project = ?", [project_id])
 
 
-def _compute(cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefinition) -> ComputeResult:
+def _shared_pass(
+    cur: duckdb.DuckDBPyConnection, project_id: str, segments: list[SegmentDefinition]
+) -> SharedPass | None:
+    """The event measures of the segments' rules (those computed at the first one's clock and time zone), in
+    one temporary table ``beh_pass`` made by one pass over the events; ``None`` when fewer than two share."""
+    contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
+    if len(contexts) < 2:
+        return None
+    ctx = contexts[0]
+    conds = []
+    for seg in segments:
+        if seg.behaviour is not None and (seg.behaviour.now_ms, seg.behaviour.time_zone) == (ctx.now_ms, ctx.time_zone):
+            try:
+                conds += measure_conditions(seg.rule_tree, seg.behaviour.events)
+            except InvalidRule:
+                continue  # the segment's own compilation says what is wrong
+    table, columns = behaviour.event_table(cur, project_id)
+    rules = DuckDBRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
+    built = behaviour.DuckDBEventSQL(ctx, rules, table, columns).shared_pass(conds)
+    if built is None:
+        return None
+    sql, measures = built
+    cur.execute(f"CREATE OR REPLACE TEMP TABLE beh_pass AS {sql}", rules.params)
+    return SharedPass("beh_pass", measures)
+
+
+def _compute(
+    cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefinition, shared: SharedPass | None = None
+) -> ComputeResult:
     users = users_table(project_id)
     members = members_table(project_id, seg.key)
     unmatched = 0
     if seg.rule_tree is not None and seg.catalog is not None:
         dialect = DuckDBRules
         if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
-            dialect = DuckDBRules.on_events(*behaviour.event_table(cur, project_id))
+            dialect = DuckDBRules.on_events(*behaviour.event_table(cur, project_id), shared)
         rule = compile_rule(seg.rule_tree, seg.catalog, dialect, behaviour=seg.behaviour)
         cur.execute(
             f"CREATE OR REPLACE TABLE {members} AS SELECT u.gio_id FROM {users} u WHERE {rule.sql} ORDER BY u.gio_id",
