@@ -86,11 +86,24 @@ def where_keys(rule: Any) -> set[str]:
 
 @dataclass(frozen=True, slots=True)
 class SharedPass:
-    """Measures computed for several segments in one pass over the events: a table of ``gio_id`` and one column
-    per measure (users with no matching event have no row), by :func:`measure_key`."""
+    """Measures computed for several segments by shared passes over the events: by :func:`measure_key`, the table
+    (``gio_id`` and one column per measure; users with no matching event have no row) and the column."""
 
-    table: str
-    columns: Mapping[str, str]
+    columns: Mapping[str, tuple[str, str]]
+
+
+def shared_groups(conds: list[EventCondition], now_ms: int, time_zone: str) -> list[list[EventCondition]]:
+    """The measure conditions worth one pass each: those of one event name with two or more different measures
+    (the pass reads that name's events once for all of them). Distinct counts (``distinct``, ``distinct_days``)
+    are left to their own statements: a hash of distinct values per user for many users at once costs more than
+    the scans it saves."""
+    by_name: dict[str, dict[str, EventCondition]] = {}
+    for cond in conds:
+        if cond.measure.kind in ("distinct", "distinct_days"):
+            continue
+        window = resolve_window(cond.time, now_ms, time_zone)
+        by_name.setdefault(cond.step.event, {}).setdefault(measure_key(cond, window, time_zone), cond)
+    return [list(group.values()) for group in by_name.values() if len(group) >= 2]
 
 
 def measure_key(cond: EventCondition, window: Window, time_zone: str) -> str:
@@ -185,13 +198,14 @@ class EventSQL:
         zero_holds = kind in ZERO_MEASURES and compares(0, cond.op, cond.value)
         if self.table is None:  # no events: every user's measure is its zero value, or none
             return "true" if zero_holds else "false"
-        column = self.shared.columns.get(measure_key(cond, window, self.ctx.time_zone)) if self.shared else None
-        if self.shared is not None and column is not None:  # computed by the shared pass over the events
+        found = self.shared.columns.get(measure_key(cond, window, self.ctx.time_zone)) if self.shared else None
+        if found is not None:  # computed by a shared pass over the events
+            table, column = found
             value = f"b.{column}"
             test = self.comparison(f"coalesce({value}, 0)" if kind in ZERO_MEASURES else value, cond.op, cond.value)
             if zero_holds:
-                return f"(u.gio_id NOT IN (SELECT b.gio_id FROM {self.shared.table} AS b WHERE NOT {test}))"
-            return f"(u.gio_id IN (SELECT b.gio_id FROM {self.shared.table} AS b WHERE {test}))"
+                return f"(u.gio_id NOT IN (SELECT b.gio_id FROM {table} AS b WHERE NOT {test}))"
+            return f"(u.gio_id IN (SELECT b.gio_id FROM {table} AS b WHERE {test}))"
         src = self.step_scan(cond.step, window, [cond.measure.attribute] if cond.measure.attribute else [])
         if kind == "count":
             did = cond.op in ("gt", "gte") and not zero_holds and compares(1, cond.op, cond.value)
@@ -295,9 +309,10 @@ class EventSQL:
         return f"FROM {self.source(where_keys(step.where) | set(extra))} AS e WHERE {' AND '.join(tests)}"
 
     def shared_pass(self, conds: list[EventCondition]) -> tuple[str, dict[str, str]] | None:
-        """One ``SELECT gio_id, <measure 0>, <measure 1>, ... GROUP BY gio_id`` over the events for the measure
-        conditions of several segments (each measure an aggregate filtered by its step's tests), and the column
-        of each condition's measure (by :func:`measure_key`); ``None`` when there is nothing to share."""
+        """One ``SELECT gio_id, <measure 0>, <measure 1>, ... GROUP BY gio_id`` over the events for measure
+        conditions of several segments (one group of :func:`shared_groups`; each measure an aggregate filtered by
+        its step's tests, the scan bounded by their windows together), and the column of each condition's measure
+        (by :func:`measure_key`); ``None`` when there is nothing to share."""
         if self.table is None:
             return None
         picked: dict[str, tuple[EventCondition, Window]] = {}

@@ -34,7 +34,7 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
-from segport.engine.behaviour_sql import SharedPass, measure_conditions
+from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
 from segport.engine.clickhouse import behaviour, events, importer, writer
 from segport.engine.clickhouse import snapshots as snaps
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
@@ -288,9 +288,9 @@ class ClickHouseEngine:
             snap = self.current(project_id)
             seq = snap.seq + 1
             built: list[str] = []
-            shared: SharedPass | None = None
+            passes: list[str] = []
             try:
-                shared = self._shared_pass(project_id, seq, segments)
+                shared = self._shared_pass(project_id, seq, segments, passes)
                 members, results = dict(snap.members), {}
                 for seg in segments:
                     table, result = self._compute(project_id, seq, snap.users, seg, snap.idlists, built, shared)
@@ -304,13 +304,14 @@ class ClickHouseEngine:
                 keys = ", ".join(s.key for s in segments)
                 raise ComputeFailed(f"segments {keys} could not be computed: {_first_line(exc)}") from exc
             finally:
-                if shared is not None:
-                    self._drop([f"beh_{project_id}_{seq}"])
+                self._drop(passes)
         return results
 
-    def _shared_pass(self, project_id: str, seq: int, segments: list[SegmentDefinition]) -> SharedPass | None:
-        """As the DuckDB engine's: the measures in the table ``beh_<project>_<seq>``; ``None`` when fewer than two
-        segments share a pass."""
+    def _shared_pass(
+        self, project_id: str, seq: int, segments: list[SegmentDefinition], made: list[str]
+    ) -> SharedPass | None:
+        """As the DuckDB engine's: each pass a table ``beh_<project>_<seq>_<i>`` (named in ``made``, for the caller
+        to drop); ``None`` when no measures share a pass."""
         contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
         if len(contexts) < 2:
             return None
@@ -326,18 +327,22 @@ class ClickHouseEngine:
                 except InvalidRule:
                     continue  # the segment's own compilation says what is wrong
         table, columns = behaviour.event_table(self, project_id)
-        rules = ClickHouseRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
-        built = behaviour.ClickHouseEventSQL(ctx, rules, table, columns).shared_pass(conds)
-        if built is None:
-            return None
-        sql, measures = built
-        name = self.table(f"beh_{project_id}_{seq}")
-        self.client().command(f"DROP TABLE IF EXISTS {name}")
-        self.client().command(
-            f"CREATE TABLE {name} ENGINE = MergeTree ORDER BY gio_id AS {sql}",
-            parameters=rule_parameters(rules.params),
-        )
-        return SharedPass(name, measures)
+        found: dict[str, tuple[str, str]] = {}
+        for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):
+            rules = ClickHouseRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
+            built = behaviour.ClickHouseEventSQL(ctx, rules, table, columns).shared_pass(group)
+            if built is None:
+                continue
+            sql, measures = built
+            name = f"beh_{project_id}_{seq}_{i}"
+            made.append(name)
+            self.client().command(f"DROP TABLE IF EXISTS {self.table(name)}")
+            self.client().command(
+                f"CREATE TABLE {self.table(name)} ENGINE = MergeTree ORDER BY gio_id AS {sql}",
+                parameters=rule_parameters(rules.params),
+            )
+            found.update({key: (self.table(name), column) for key, column in measures.items()})
+        return SharedPass(found) if found else None
 
     def drop_segment(self, project_id: str, segment_key: str) -> None:
         with self._writer:

@@ -32,7 +32,7 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
-from segport.engine.behaviour_sql import SharedPass, measure_conditions
+from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
 from segport.engine.duckdb import behaviour, event_reads, importer, pages, schema, writer
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
@@ -248,8 +248,8 @@ class DuckDBEngine:
             with self._transaction() as cur:
                 shared = _shared_pass(cur, project_id, segments)
                 results = {seg.key: _compute(cur, project_id, seg, shared) for seg in segments}
-                if shared is not None:
-                    cur.execute(f"DROP TABLE {shared.table}")
+                for table in sorted({t for t, _ in shared.columns.values()} if shared else ()):
+                    cur.execute(f"DROP TABLE {table}")
                 _bump(cur, project_id)
         except duckdb.Error as exc:
             exhausted = exhaustion_of(exc)
@@ -488,8 +488,8 @@ def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:
 def _shared_pass(
     cur: duckdb.DuckDBPyConnection, project_id: str, segments: list[SegmentDefinition]
 ) -> SharedPass | None:
-    """The event measures of the segments' rules (those computed at the first one's clock and time zone), in
-    one temporary table ``beh_pass`` made by one pass over the events; ``None`` when fewer than two share."""
+    """The event measures of the segments' rules (those computed at the first one's clock and time zone) that
+    share a pass (:func:`shared_groups`), each pass a temporary table ``beh_pass<i>``; ``None``: none do."""
     contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
     if len(contexts) < 2:
         return None
@@ -502,13 +502,16 @@ def _shared_pass(
             except InvalidRule:
                 continue  # the segment's own compilation says what is wrong
     table, columns = behaviour.event_table(cur, project_id)
-    rules = DuckDBRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
-    built = behaviour.DuckDBEventSQL(ctx, rules, table, columns).shared_pass(conds)
-    if built is None:
-        return None
-    sql, measures = built
-    cur.execute(f"CREATE OR REPLACE TEMP TABLE beh_pass AS {sql}", rules.params)
-    return SharedPass("beh_pass", measures)
+    found: dict[str, tuple[str, str]] = {}
+    for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):
+        rules = DuckDBRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
+        built = behaviour.DuckDBEventSQL(ctx, rules, table, columns).shared_pass(group)
+        if built is None:
+            continue
+        sql, measures = built
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE beh_pass{i} AS {sql}", rules.params)
+        found.update({key: (f"beh_pass{i}", column) for key, column in measures.items()})
+    return SharedPass(found) if found else None
 
 
 def _compute(
