@@ -234,8 +234,11 @@ def test_the_command_line_refuses_a_bad_event_rule_on_the_data_dir(tmp_path: Pat
         "--rule", '{"not": {"event": "pay", "time": {"last_days": 0}}}', ok=False,
     )  # fmt: skip
     assert bad.stderr.strip() == "error: rule.not.time.last_days: expected a whole number of days from 1 to 3660; got 0"
+    made = cli(data, "project", "create", "Tz000001", "--name", "柏林", "--time-zone", "Europe/Berlin")
+    assert made.stdout.strip() == "created project Tz000001 (柏林, Europe/Berlin)"
     app = build(Settings(data_dir=data, serve_workers=False))
     try:
         assert app.meta.segments(P)[0] == []
+        assert app.meta.project("Tz000001").timezone == "Europe/Berlin"
     finally:
         app.close()
