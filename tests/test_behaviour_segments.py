@@ -224,6 +224,14 @@ def test_event_segments_are_computed_and_recomputed_with_new_events(served: tupl
         assert r.status_code == 200, r.text
     assert members(server, admin, "seg_pay2") == {"U1", "U2"}
     assert members(server, admin, "seg_nologin") == {"U2", "U3"}
+    # a users import recomputes the DAILY segments in its transaction, event conditions included: U9 has no
+    # events, so it has not logged in lately
+    r = httpx.post(
+        server.base_url + A + "/users/import", headers=h, params={"format": "csv"}, content=b"id_$basic_userId\nU9\n"
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["segments"]["seg_nologin"] == 3 and r.json()["segments"]["seg_pay2"] == 2
+    assert members(server, admin, "seg_nologin") == {"U2", "U3", "U9"}
 
 
 def test_the_command_line_refuses_a_bad_event_rule_on_the_data_dir(tmp_path: Path) -> None:
