@@ -224,6 +224,14 @@ def test_event_segments_are_computed_and_recomputed_with_new_events(served: tupl
         assert r.status_code == 200, r.text
     assert members(server, admin, "seg_pay2") == {"U1", "U2"}
     assert members(server, admin, "seg_nologin") == {"U2", "U3"}
+    # a users import recomputes the DAILY segments in its transaction, event conditions included: U9 has no
+    # events, so it has not logged in lately
+    r = httpx.post(
+        server.base_url + A + "/users/import", headers=h, params={"format": "csv"}, content=b"id_$basic_userId\nU9\n"
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["segments"]["seg_nologin"] == 3 and r.json()["segments"]["seg_pay2"] == 2
+    assert members(server, admin, "seg_nologin") == {"U2", "U3", "U9"}
 
 
 def test_the_command_line_refuses_a_bad_event_rule_on_the_data_dir(tmp_path: Path) -> None:
@@ -234,8 +242,11 @@ def test_the_command_line_refuses_a_bad_event_rule_on_the_data_dir(tmp_path: Pat
         "--rule", '{"not": {"event": "pay", "time": {"last_days": 0}}}', ok=False,
     )  # fmt: skip
     assert bad.stderr.strip() == "error: rule.not.time.last_days: expected a whole number of days from 1 to 3660; got 0"
+    made = cli(data, "project", "create", "Tz000001", "--name", "柏林", "--time-zone", "Europe/Berlin")
+    assert made.stdout.strip() == "created project Tz000001 (柏林, Europe/Berlin)"
     app = build(Settings(data_dir=data, serve_workers=False))
     try:
         assert app.meta.segments(P)[0] == []
+        assert app.meta.project("Tz000001").timezone == "Europe/Berlin"
     finally:
         app.close()
