@@ -615,3 +615,13 @@ def test_compute_segment_with_event_conditions(rig: Rig, tmp_path: Path, engine_
         page = engine.members_page(project, Target("segment", f"seg_all{i}"), [], 100, 0)
         assert {int(r["gio_id"]) for r in page.rows} == want, rule
         assert results[f"seg_all{i}"].total_users == len(want)
+
+    # a users import recomputes them in its transaction, sharing the passes the same way (U4 becomes a VIP)
+    users.write_text("id_$basic_userId,usr_vip\nU4,y\n", encoding="utf-8")
+    props[4] = {"usr_vip": "y"}
+    report = engine.import_users(project, E2E_CATALOG, users, "csv", "id_$basic_userId", definitions)
+    for i, rule in enumerate(together):
+        want = rule_members(_parsed(rule), props, events, now, "Asia/Shanghai")
+        assert report.segments[f"seg_all{i}"] == len(want), rule
+        page = engine.members_page(project, Target("segment", f"seg_all{i}"), [], 100, 0)
+        assert {int(r["gio_id"]) for r in page.rows} == want, rule

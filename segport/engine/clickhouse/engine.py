@@ -231,11 +231,16 @@ class ClickHouseEngine:
                 members = dict(snap.members)
                 if recompute and progress:
                     progress(f"recomputing {len(recompute)} segment(s)")
-                for seg in recompute:
-                    table, result = self._compute(project_id, nxt.seq, users, seg, snap.idlists, built)
-                    members[seg.key] = table
-                    report.segments[seg.key] = result.total_users
-                    report.unmatched[seg.key] = result.unmatched
+                passes: list[str] = []
+                try:  # the events did not change: their measures shared as for the DAILY recompute
+                    shared = self._shared_pass(project_id, nxt.seq, recompute, passes)
+                    for seg in recompute:
+                        table, result = self._compute(project_id, nxt.seq, users, seg, snap.idlists, built, shared)
+                        members[seg.key] = table
+                        report.segments[seg.key] = result.total_users
+                        report.unmatched[seg.key] = result.unmatched
+                finally:
+                    self._drop(passes)
                 self.publish(
                     snaps.Snapshot(
                         project_id,

@@ -218,10 +218,12 @@ class DuckDBEngine:
             report = importer.import_users(cur, project_id, catalog, path, file_format, match, progress)
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
+            shared = _shared_pass(cur, project_id, recompute)  # the events did not change: shared as for DAILY
             for seg in recompute:
-                result = _compute(cur, project_id, seg)
+                result = _compute(cur, project_id, seg, shared)
                 report.segments[seg.key] = result.total_users
                 report.unmatched[seg.key] = result.unmatched
+            _drop_passes(cur, shared)
             _bump(cur, project_id)
         return report
 
@@ -248,8 +250,7 @@ class DuckDBEngine:
             with self._transaction() as cur:
                 shared = _shared_pass(cur, project_id, segments)
                 results = {seg.key: _compute(cur, project_id, seg, shared) for seg in segments}
-                for table in sorted({t for t, _ in shared.columns.values()} if shared else ()):
-                    cur.execute(f"DROP TABLE {table}")
+                _drop_passes(cur, shared)
                 _bump(cur, project_id)
         except duckdb.Error as exc:
             exhausted = exhaustion_of(exc)
@@ -512,6 +513,11 @@ def _shared_pass(
         cur.execute(f"CREATE OR REPLACE TEMP TABLE beh_pass{i} AS {sql}", rules.params)
         found.update({key: (f"beh_pass{i}", column) for key, column in measures.items()})
     return SharedPass(found) if found else None
+
+
+def _drop_passes(cur: duckdb.DuckDBPyConnection, shared: SharedPass | None) -> None:
+    for table in sorted({t for t, _ in shared.columns.values()} if shared else ()):
+        cur.execute(f"DROP TABLE {table}")
 
 
 def _compute(
