@@ -24,6 +24,11 @@ against ``[A-Za-z0-9_$]``, bounds are numbers we computed); the values of a step
 appended, in text order, to the rule compiler's own list (the step's ``where`` compiles with the same dialect,
 over the event table's alias ``e``).
 
+Several segments computed together (the DAILY recompute, a users import's recompute) share passes over the
+events: :func:`shared_groups` picks the measures of one event name that two or more conditions ask for,
+:meth:`EventSQL.shared_pass` computes them in one ``GROUP BY gio_id`` of filtered aggregates into a table (the
+engine's), and each condition then reads its column there (:class:`SharedPass`).
+
 A project without an event table sees no events: a measure is then its zero value for everyone, a sequence or a
 drop-off matches nobody. An attribute the catalogue knows but the table has no column for (no event carried it
 yet) is null on every event.
