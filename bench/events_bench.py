@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -285,8 +286,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.rounds):
             for name in targets:
                 engines = _children(servers[name].pid)[1] if name != "bare" else []
-                before = cpu_s(engines)
-                rounds[name].append(run_client(args, ports[name], key, source))
+                apis = _children(servers[name].pid)[0] if name != "bare" else [psutil.Process(servers[name].pid)]
+                before, api_before = cpu_s(engines), cpu_s(apis)
+                result = run_client(args, ports[name], key, source)
+                # CPU time of the API process per answered request: what the server spends on one request,
+                # much less disturbed by other work on the machine than requests/s
+                result["api_cpu_ms_per_request"] = round((cpu_s(apis) - api_before) * 1000 / max(result["ok"], 1), 3)
+                rounds[name].append(result)
                 if name != "bare":  # the loader's backlog drains before the next target's turn
                     wait_loaded(data if name == "segport" else base / "baseline")
                     engine_cpu[name].append(round(cpu_s(engines) - before, 2))
@@ -306,6 +312,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 for s, b in zip(rounds["segport"], rounds["bare"], strict=True)
             ],
             "segport_p99_ms": med["segport"]["p99_ms"],
+            "cpu_ratio": round(
+                statistics.median(r["api_cpu_ms_per_request"] for r in rounds["bare"])
+                / statistics.median(r["api_cpu_ms_per_request"] for r in rounds["segport"]),
+                3,
+            ),
             "api_rss_mb": rss,
             "engine_cpu_s_per_round": engine_cpu["segport"],
             "batches_in_spool": spool.count(),
@@ -313,9 +324,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "load_average": [round(x, 1) for x in os.getloadavg()],
             "all_rounds": {name: [r["requests_per_s"] for r in rs] for name, rs in rounds.items()},
+            "api_cpu_ms_per_request": {name: [r["api_cpu_ms_per_request"] for r in rs] for name, rs in rounds.items()},
         }
         if args.baseline_src:
             out["baseline"] = med["baseline"]
+            out["baseline_cpu_ratio"] = round(
+                statistics.median(r["api_cpu_ms_per_request"] for r in rounds["bare"])
+                / statistics.median(r["api_cpu_ms_per_request"] for r in rounds["baseline"]),
+                3,
+            )
             out["baseline_ratio"] = round(med["baseline"]["requests_per_s"] / med["bare"]["requests_per_s"], 3)
             out["baseline_engine_cpu_s_per_round"] = engine_cpu["baseline"]
         return out
