@@ -237,12 +237,22 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(rounds, key=lambda r: r["requests_per_s"])[len(rounds) // 2]
 
 
+# The editable install finds `segport` with a finder of its own ahead of sys.path: drop it, put the tree first.
+_RUN_FROM = (
+    "import runpy, sys; "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]; "
+    "sys.path.insert(0, {src!r}); "
+    "runpy.run_module('segport.cli', run_name='__main__', alter_sys=True)"
+)
+
+
 def start_segport(data: Path, port: int, log: Any, src: str | None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SEGPORT_DATA_DIR": str(data), "SEGPORT_API_PROCESSES": "1"}
-    if src:  # run another source tree's segport (the venv's packages, that tree's code)
-        env["PYTHONPATH"] = src
+    run = ["-m", "segport.cli"]
+    if src:  # another source tree's segport: the venv's packages, that tree's code (ahead of the editable install)
+        run = ["-c", _RUN_FROM.format(src=str(Path(src).resolve()))]
     return subprocess.Popen(
-        [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, *run, "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
