@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -165,3 +165,17 @@ def test_a_json_request_kept_as_its_text_reads_back_as_its_normalized_events(db:
     assert batch.events == normalize_events(wire, "91eaf9b283361032").events
     assert batch.events[0]["attrs"] == {"price": "9.5", "tags": "a||b"}
     assert batch.events[0]["std"] == {"platform": "python", "latitude": "31.2"}
+
+
+def test_the_spool_writer_appends_one_by_one_when_another_writer_raced_the_group(db: Database) -> None:
+    class Raced(EventSpool):
+        def append_many(self, batches: Sequence[NewBatch]) -> list[bool] | None:
+            # what PostgreSQL's unique index makes of a key another process committed meanwhile
+            self.append(P, "ds", "raced", [_event(1)])
+            return None
+
+    spool = Raced(db)
+    writer = SpoolWriter(spool)
+    assert writer.submit(_new(P, "raced")).result(30) is False
+    assert writer.submit(_new(P, "fresh")).result(30) is True
+    assert spool.count(P) == 2
