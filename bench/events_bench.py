@@ -9,11 +9,15 @@ edge middlewares and error renderer):
 
 The client runs in a process of its own (``--client``): ``--connections`` keep-alive connections post JSON
 batches of ``--events`` events (each request a distinct batch and ``stm``, as an SDK sends them) for
-``--seconds``. The two targets are measured in turns (bare, segport, bare, segport) and the better round of each
-is kept. Prints one JSON object: requests/s and events/s of each, their ratio, p50/p99 latency, the API
-process's RSS, and the batches found in the spool.
+``--seconds``. The targets are measured in turns (bare, segport, bare, segport, ...) for ``--rounds`` rounds and
+the median round of each is kept (the machine may be shared: each round's figures are printed too). Prints one
+JSON object: requests/s and events/s of each, their ratio, p50/p99 latency, the API process's RSS, the CPU
+time the engine process (the loader) took meanwhile, and the batches found in the spool.
 
-    .venv/bin/python bench/events_bench.py [--seconds 10] [--connections 8] [--events 100]
+``--baseline-src DIR`` adds a third target in the same turns: ``segport serve`` run from another source tree
+(e.g. ``git worktree add /tmp/main main``), so a change is measured against what it changes in one run.
+
+    .venv/bin/python bench/events_bench.py [--seconds 10] [--connections 8] [--events 100] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,17 +184,79 @@ def run_client(args: argparse.Namespace, port: int, key: str, source: str) -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def api_rss_mb(supervisor: int) -> float:
-    """The RSS of the API process: the child of `segport serve` without the DuckDB file open."""
-    best = 0.0
+def _children(supervisor: int) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The API processes and the engine process of `segport serve` (the one with the DuckDB file open)."""
+    api, engine = [], []
     for child in psutil.Process(supervisor).children():
         try:
             files = {Path(f.path).name for f in child.open_files()}
-            if "profiles.duckdb" not in files:
-                best = max(best, child.memory_info().rss / 2**20)
+        except psutil.Error:
+            continue
+        (engine if "profiles.duckdb" in files else api).append(child)
+    return api, engine
+
+
+def api_rss_mb(supervisor: int) -> float:
+    """The RSS of the API process: the child of `segport serve` without the DuckDB file open."""
+    best = 0.0
+    for child in _children(supervisor)[0]:
+        try:
+            best = max(best, child.memory_info().rss / 2**20)
         except psutil.Error:
             continue
     return round(best, 1)
+
+
+def cpu_s(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def wait_loaded(data: Path, timeout_s: float = 120.0) -> None:
+    from segport.app import open_stores
+    from segport.settings import Settings
+    from segport.store.events import EventSpool
+
+    stores = open_stores(Settings(data_dir=data), migrate=False)
+    try:
+        spool = EventSpool(stores.db)
+        deadline = time.monotonic() + timeout_s
+        while spool.pending(1) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stores.close()
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(rounds, key=lambda r: r["requests_per_s"])[len(rounds) // 2]
+
+
+# The editable install finds `segport` with a finder of its own ahead of sys.path: drop it, put the tree first.
+_RUN_FROM = (
+    "import runpy, sys; "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]; "
+    "sys.path.insert(0, {src!r}); "
+    "runpy.run_module('segport.cli', run_name='__main__', alter_sys=True)"
+)
+
+
+def start_segport(data: Path, port: int, log: Any, src: str | None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SEGPORT_DATA_DIR": str(data), "SEGPORT_API_PROCESSES": "1"}
+    run = ["-m", "segport.cli"]
+    if src:  # another source tree's segport: the venv's packages, that tree's code (ahead of the editable install)
+        run = ["-c", _RUN_FROM.format(src=str(Path(src).resolve()))]
+    return subprocess.Popen(
+        [sys.executable, *run, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,51 +264,90 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from segport.settings import Settings
     from segport.store.events import DataSources, EventSpool
 
-    data = Path(tempfile.mkdtemp(prefix="events-bench-")) / "data"
+    base = Path(tempfile.mkdtemp(prefix="events-bench-"))
+    data = base / "data"
     stores = open_stores(Settings(data_dir=data))
     stores.meta.create_project(P, "bench")
     key, source = DataSources(stores.db).add(P, "bench")
     stores.close()
+    targets = ["bare", "segport"]
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    ports = {"bare": free_port(), "segport": free_port()}
+    log = open(base / "server.log", "ab")  # noqa: SIM115 - the children's log
+    if args.baseline_src:  # a data dir of its own: the same project, key and data source
+        import shutil
 
-    env = {**os.environ, "SEGPORT_DATA_DIR": str(data), "SEGPORT_API_PROCESSES": "1"}
-    seg_port, bare_port = free_port(), free_port()
-    log = open(data.parent / "server.log", "ab")  # noqa: SIM115 - the children's log
-    seg = subprocess.Popen(
-        [sys.executable, "-m", "segport.cli", "serve", "--host", "127.0.0.1", "--port", str(seg_port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    bare = subprocess.Popen(
-        [sys.executable, __file__, "--bare-server", "--port", str(bare_port), "--data", str(data)],
+        shutil.copytree(data, base / "baseline")
+        targets.append("baseline")
+        ports["baseline"] = free_port()
+    servers["segport"] = start_segport(data, ports["segport"], log, None)
+    if args.baseline_src:
+        servers["baseline"] = start_segport(base / "baseline", ports["baseline"], log, args.baseline_src)
+    servers["bare"] = subprocess.Popen(
+        [sys.executable, __file__, "--bare-server", "--port", str(ports["bare"]), "--data", str(data)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_up(f"http://127.0.0.1:{seg_port}/openapi.json", seg)
-        wait_up(f"http://127.0.0.1:{bare_port}/openapi.json", bare)
-        rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "segport": []}
+        for name in targets:
+            wait_up(f"http://127.0.0.1:{ports[name]}/openapi.json", servers[name])
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        engine_cpu: dict[str, list[float]] = {name: [] for name in targets if name != "bare"}
         for _ in range(args.rounds):
-            rounds["bare"].append(run_client(args, bare_port, key, source))
-            rounds["segport"].append(run_client(args, seg_port, key, source))
-        best = {name: max(rs, key=lambda r: r["requests_per_s"]) for name, rs in rounds.items()}
-        rss = api_rss_mb(seg.pid)
+            for name in targets:
+                engines = _children(servers[name].pid)[1] if name != "bare" else []
+                apis = _children(servers[name].pid)[0] if name != "bare" else [psutil.Process(servers[name].pid)]
+                before, api_before = cpu_s(engines), cpu_s(apis)
+                result = run_client(args, ports[name], key, source)
+                # CPU time of the API process per answered request: what the server spends on one request,
+                # much less disturbed by other work on the machine than requests/s
+                result["api_cpu_ms_per_request"] = round((cpu_s(apis) - api_before) * 1000 / max(result["ok"], 1), 3)
+                rounds[name].append(result)
+                if name != "bare":  # the loader's backlog drains before the next target's turn
+                    wait_loaded(data if name == "segport" else base / "baseline")
+                    engine_cpu[name].append(round(cpu_s(engines) - before, 2))
+        med = {name: median_round(rs) for name, rs in rounds.items()}
+        rss = api_rss_mb(servers["segport"].pid)
         spool = EventSpool(open_stores(Settings(data_dir=data), migrate=False).db)
-        return {
+        out: dict[str, Any] = {
             "events_per_batch": args.events,
             "connections": args.connections,
             "seconds": args.seconds,
-            "bare": best["bare"],
-            "segport": best["segport"],
-            "ratio": round(best["segport"]["requests_per_s"] / best["bare"]["requests_per_s"], 3),
-            "segport_p99_ms": best["segport"]["p99_ms"],
+            "rounds": args.rounds,
+            "bare": med["bare"],
+            "segport": med["segport"],
+            "ratio": round(med["segport"]["requests_per_s"] / med["bare"]["requests_per_s"], 3),
+            "ratio_per_round": [
+                round(s["requests_per_s"] / b["requests_per_s"], 3)
+                for s, b in zip(rounds["segport"], rounds["bare"], strict=True)
+            ],
+            "segport_p99_ms": med["segport"]["p99_ms"],
+            "cpu_ratio": round(
+                statistics.median(r["api_cpu_ms_per_request"] for r in rounds["bare"])
+                / statistics.median(r["api_cpu_ms_per_request"] for r in rounds["segport"]),
+                3,
+            ),
             "api_rss_mb": rss,
+            "engine_cpu_s_per_round": engine_cpu["segport"],
             "batches_in_spool": spool.count(),
             "acknowledged": sum(r["ok"] for r in rounds["segport"]),
             "cpus": os.cpu_count(),
+            "load_average": [round(x, 1) for x in os.getloadavg()],
+            "all_rounds": {name: [r["requests_per_s"] for r in rs] for name, rs in rounds.items()},
+            "api_cpu_ms_per_request": {name: [r["api_cpu_ms_per_request"] for r in rs] for name, rs in rounds.items()},
         }
+        if args.baseline_src:
+            out["baseline"] = med["baseline"]
+            out["baseline_cpu_ratio"] = round(
+                statistics.median(r["api_cpu_ms_per_request"] for r in rounds["bare"])
+                / statistics.median(r["api_cpu_ms_per_request"] for r in rounds["baseline"]),
+                3,
+            )
+            out["baseline_ratio"] = round(med["baseline"]["requests_per_s"] / med["bare"]["requests_per_s"], 3)
+            out["baseline_engine_cpu_s_per_round"] = engine_cpu["baseline"]
+        return out
     finally:
-        for proc in (seg, bare):
+        for proc in servers.values():
             proc.terminate()
             try:
                 proc.wait(15)
@@ -256,7 +362,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--events", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline-src", default="", help="another source tree's segport, measured in the same turns")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)

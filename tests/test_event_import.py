@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from segport.app import App
+from segport.domain.keys import CatalogEntry, KeyKind
 from segport.errors import ImportRejected, KeyInUse
 from segport.services.events import EventService
 from tests.conftest import PROJECT, auth
@@ -205,6 +206,31 @@ def test_user_events_of_an_unknown_identity_or_another_project(seeded: Any, clie
     assert r.status_code == 400 and r.json()["error"]["code"] == "UNKNOWN_KEY"
     r = client.get(f"/v1/api/projects/{PROJECT}/users/$basic_userId/C001/events", headers=auth(seeded.other_token))
     assert r.status_code == 404
+
+
+def test_user_events_of_a_project_with_no_identities_yet_is_an_unknown_user(seeded: Any, client: TestClient) -> None:
+    app = seeded.app
+    app.meta.create_project("Fresh001", "没有用户的项目")
+    _, token = app.meta.create_token(["Fresh001"])
+    h = auth(token)
+    assert app.meta.catalog("Fresh001").identities() == []
+    # the identities events resolve on, and any other key while the project has no identity at all: nobody
+    for key in ("$basic_userId", "$anonymous_user", "memberId"):
+        for base in ("/v1/api/projects/Fresh001", "/cdp/api/v2/spaces/Fresh001"):
+            r = client.get(f"{base}/users/{key}/C001/events?order=asc", headers=h)
+            assert r.status_code == 200, r.text
+            assert r.json() == {
+                "gioId": "0", "limit": 100, "offset": 0, "order": "asc", "hasNextPage": False, "values": []
+            }  # fmt: skip
+    # the parameters are still checked
+    r = client.get("/v1/api/projects/Fresh001/users/$basic_userId/C001/events?order=sideways", headers=h)
+    assert r.status_code == 400
+    # identities of its own but no events yet: the event identities are an unknown user, another key is not
+    app.data.add_catalog_entries("Fresh001", [CatalogEntry("id_memberId", KeyKind.IDENTITY, "会员号")])
+    r = client.get("/v1/api/projects/Fresh001/users/$anonymous_user/d-1/events", headers=h)
+    assert r.status_code == 200 and r.json()["gioId"] == "0" and r.json()["values"] == []
+    r = client.get("/v1/api/projects/Fresh001/users/$nope/C001/events", headers=h)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "UNKNOWN_KEY"
 
 
 def test_metadata_endpoints_list_events_and_variables(seeded: Any, tmp_path: Path, client: TestClient) -> None:

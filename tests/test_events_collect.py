@@ -26,13 +26,14 @@ from segport.domain.events import (
     MAX_ATTRIBUTES,
     MAX_DECODED_BYTES,
     MAX_EVENTS,
+    check_events,
     decode_events,
     decode_items,
     encoding_of,
     normalize_events,
     normalize_items,
 )
-from segport.errors import SegportError
+from segport.errors import InvalidEvent, SegportError
 from segport.roles.inline import create_app
 from segport.services.collect import RESOLVE_TTL_S
 from segport.store.events import DataSources, EventSpool
@@ -400,6 +401,38 @@ def test_events_of_any_shape_are_accepted_or_refused_by_a_segport_error(events: 
                     normalize_items(events, "k")
             except SegportError as exc:
                 assert 400 <= exc.status < 500
+
+
+def _outcome(check: Any) -> Any:
+    try:
+        return ("ok", check())
+    except SegportError as exc:
+        return (type(exc).__name__, exc.message)
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(events=EVENTS)
+def test_the_fast_check_accepts_and_refuses_exactly_as_normalizing_does(events: list[Any]) -> None:
+    # the collect path checks JSON batches with check_events (the loader normalizes them later): the same
+    # batches must pass, and a refused one must be refused with the same error
+    for clean in (True, False):
+        for _ in range(2):  # the second time, the names of the first are known (the fast path's cache)
+            fast = _outcome(lambda c=clean: check_events(events, "k", NOW, clean=c))
+            full = _outcome(lambda c=clean: normalize_events(events, "k", NOW, clean=c).datasource_id)
+            assert fast == full
+
+
+def test_the_fast_check_passes_a_typical_batch_and_names_the_first_bad_event() -> None:
+    good = [
+        {"eventType": "CUSTOM", "eventName": "buy", "timestamp": NOW - i, "deviceId": f"d{i}", "userId": "u1",
+         "attributes": {"price": "9.5"}, "dataSourceId": "ds", "platform": "python", "sendTime": NOW}
+        for i in range(3)
+    ]  # fmt: skip
+    assert check_events(good, "k", NOW, clean=True) == "ds"
+    assert check_events(good, "k", NOW, clean=True) == "ds"  # names known now: the fast path alone
+    bad = [*good[:2], {**good[2], "attributes": {"price": "9\x01"}}]
+    with pytest.raises(InvalidEvent, match="^event 2: attribute 'price' holds a control character"):
+        check_events(bad, "k", NOW, clean=False)
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from segport.domain.events import normalize_events
 from segport.errors import DataSourceNotFound, InvalidParameter, ProjectNotFound
+from segport.services.collect import SpoolWriter
 from segport.store.db import MIGRATIONS, Database
-from segport.store.events import DataSources, EventSpool
+from segport.store.events import DataSources, EventSpool, NewBatch, encode_payload, encode_wire_payload
 from segport.store.meta import MetaStore
 from segport.store.models import Base, utcnow
 
@@ -114,3 +117,65 @@ def test_concurrent_appends_of_one_key_store_it_once(db: Database) -> None:
         t.join(30)
     assert sorted(results) == [False] * 7 + [True]
     assert spool.count(P) == 1
+
+
+def _new(project: str, key: str, payload: bytes = b"") -> NewBatch:
+    return NewBatch(project, "ds", key, 1, payload or encode_payload([_event(1)]))
+
+
+def test_a_group_commit_stores_each_key_once_and_says_which_were_duplicates(db: Database) -> None:
+    spool = EventSpool(db)
+    assert spool.append(P, "ds", "old", [_event(1)]) is True
+    group = [_new(P, "a"), _new(P, "old"), _new(P, "b"), _new(P, "a"), _new(Q, "a")]
+    assert spool.append_many(group) == [True, False, True, False, True]
+    assert spool.count(P) == 3 and spool.count(Q) == 1
+    assert [b.events for b in spool.pending(10)][1:] == [[_event(1)]] * 3
+    assert spool.append_many([_new(P, "a"), _new(P, "c")]) == [False, True]
+
+
+def test_the_spool_writer_answers_every_waiting_batch_after_one_commit(db: Database) -> None:
+    spool = EventSpool(db)
+    writer = SpoolWriter(spool)
+    results: list[bool] = []
+
+    def send(key: str) -> None:
+        results.append(writer.submit(_new(P, key)).result(30))
+
+    threads = [threading.Thread(target=send, args=(f"k{i % 10}",)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [False] * 30 + [True] * 10
+    assert spool.count(P) == 10
+
+
+def test_a_json_request_kept_as_its_text_reads_back_as_its_normalized_events(db: Database) -> None:
+    wire = [
+        {"eventType": "CUSTOM", "eventName": "buy", "timestamp": 1764806400000, "userId": "u1", "deviceId": "d1",
+         "attributes": {"price": 9.5, "tags": ["a", "b"]}, "dataSourceId": "ds", "projectKey": "91eaf9b283361032",
+         "platform": "python", "latitude": 31.2},
+        {"eventType": "VISITOR_ATTRIBUTES", "timestamp": 1764806400001, "deviceId": "d1",
+         "attributes": {"city": "上海"}, "dataSourceId": "ds"},
+    ]  # fmt: skip
+    text = json.dumps(wire, ensure_ascii=False).encode()
+    spool = EventSpool(db)
+    assert spool.append_many([NewBatch(P, "ds", "w", 2, encode_wire_payload("91eaf9b283361032", text))]) == [True]
+    (batch,) = spool.pending(10)
+    assert batch.events == normalize_events(wire, "91eaf9b283361032").events
+    assert batch.events[0]["attrs"] == {"price": "9.5", "tags": "a||b"}
+    assert batch.events[0]["std"] == {"platform": "python", "latitude": "31.2"}
+
+
+def test_the_spool_writer_appends_one_by_one_when_another_writer_raced_the_group(db: Database) -> None:
+    class Raced(EventSpool):
+        def append_many(self, batches: Sequence[NewBatch]) -> list[bool] | None:
+            # what PostgreSQL's unique index makes of a key another process committed meanwhile
+            self.append(P, "ds", "raced", [_event(1)])
+            return None
+
+    spool = Raced(db)
+    writer = SpoolWriter(spool)
+    assert writer.submit(_new(P, "raced")).result(30) is False
+    assert writer.submit(_new(P, "fresh")).result(30) is True
+    assert spool.count(P) == 2

@@ -481,6 +481,10 @@ _STD_FIELDS = frozenset(_STD_KIND)
 
 def json_is_clean(raw: bytes) -> bool:
     """Whether no string of the JSON text ``raw`` can hold a character the value rules refuse."""
+    # every suspect sequence starts with a backslash, 0xc2 or 0xe2: three memchr scans rule most bodies out in
+    # a fraction of the regular expression's time (which runs only when one of them is there)
+    if b"\\" not in raw and b"\xc2" not in raw and b"\xe2" not in raw:
+        return True
     return _SUSPECT.search(raw) is None
 
 
@@ -646,3 +650,87 @@ def normalize_items(raw: list[Any], project_key: str, now_ms: int | None = None)
         except ValueError as exc:
             raise _bad(i, str(exc), "item") from None
     return Batch(out, source)
+
+
+def check_events(raw: list[Any], project_key: str, now_ms: int | None = None, *, clean: bool = False) -> str:
+    """Check a batch as :func:`normalize_events` does, without building the normalized events: the batch's
+    dataSourceId if it is accepted, else :class:`InvalidEvent` (or another 4xx) exactly as there.
+
+    One inlined pass accepts the common shape (strings that pass, names already seen, standard fields of their
+    type); anything else (a number or a list to convert, a name not seen yet, an error to name) is left to
+    :func:`normalize_events` itself, so this accepts a subset of what it accepts and refuses nothing it would
+    not."""
+    if not raw or len(raw) > MAX_EVENTS or type(raw[0]) is not dict:
+        return normalize_events(raw, project_key, now_ms, clean=clean).datasource_id
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    latest = now + MAX_FUTURE_SKEW_MS
+    source = raw[0].get("dataSourceId")
+    if type(source) is not str or not source:
+        return normalize_events(raw, project_key, now_ms, clean=clean).datasource_id
+    names, types, std_fields, std_kind, bad = _GOOD_NAMES, _TYPES, _STD_FIELDS, _STD_KIND, _BAD_VALUE
+    for ev in raw:
+        if type(ev) is not dict or ev.get("dataSourceId") != source:
+            break
+        key = ev.get("projectKey")
+        if key is not None and key != project_key and key != "":
+            break
+        kind = ev.get("eventType")
+        if type(kind) is not str or kind not in types:
+            break
+        if kind == "CUSTOM":
+            name = ev.get("eventName")
+            if type(name) is not str or name not in names:
+                break
+        user_id = ev.get("userId")
+        if user_id == "":
+            user_id = None
+        if user_id is not None:
+            if type(user_id) is not str or len(user_id) > MAX_VALUE_CHARS or (not clean and bad.search(user_id)):
+                break
+            user_key = ev.get("userKey")
+            if (
+                user_key is not None
+                and user_key != ""
+                and (type(user_key) is not str or USER_KEY_RE.fullmatch(user_key) is None)
+            ):
+                break
+        device_id = ev.get("deviceId")
+        if device_id == "":
+            device_id = None
+        if device_id is not None:
+            if type(device_id) is not str or len(device_id) > MAX_VALUE_CHARS or (not clean and bad.search(device_id)):
+                break
+        elif user_id is None or kind == "VISITOR_ATTRIBUTES":
+            break
+        if kind == "LOGIN_USER_ATTRIBUTES" and user_id is None:
+            break
+        t = ev.get("timestamp")
+        if type(t) is not int or t < MIN_TIME_MS or t > latest:
+            break
+        attrs = ev.get("attributes")
+        if attrs is not None:
+            if type(attrs) is not dict or len(attrs) > MAX_ATTRIBUTES:
+                break
+            ok = True
+            for k, v in attrs.items():
+                if k not in names or type(v) is not str or len(v) > MAX_VALUE_CHARS or (not clean and bad.search(v)):
+                    ok = False
+                    break
+            if not ok:
+                break
+        for field in std_fields.intersection(ev):
+            value = ev[field]
+            if value is None:
+                continue
+            kind_of = std_kind[field]
+            if kind_of == 1:
+                if type(value) is not str or len(value) > MAX_VALUE_CHARS or (not clean and bad.search(value)):
+                    break
+            elif kind_of != 2 or type(value) is not int or not -(1 << 63) <= value < 1 << 63:
+                break
+        else:
+            continue
+        break
+    else:
+        return source  # every event passed
+    return normalize_events(raw, project_key, now_ms, clean=clean).datasource_id

@@ -74,6 +74,7 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
         collect,
     ):  # events before users: E11's path
         api.include_router(routes.router)
+    collect.install_first(api)
     console.install(api, app)
     api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307
     api.add_middleware(

@@ -13,21 +13,31 @@ events differ in ``stm`` (JSON, snappy); two protobuf bodies that are byte-ident
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from segport.domain.events import (
     Batch,
     Encoding,
+    check_events,
     decode_events,
     decode_items,
+    decode_json_list,
+    json_is_clean,
     normalize_events,
     normalize_items,
+    unwrap,
 )
 from segport.errors import CollectKeyNotFound, DataSourceRefused
-from segport.store.events import DataSources, EventSpool, encode_payload
+from segport.store.events import DataSources, EventSpool, NewBatch, encode_payload, encode_wire_payload
 
+log = logging.getLogger("segport.collect")
+# Batches one group commit takes at most (the rest wait for the next, which starts at once).
+MAX_GROUP = 64
 # An accepted (collection key, dataSourceId) is looked up again after this long: a revoke reaches every API
 # process within it (docs/events.md).
 RESOLVE_TTL_S = 1.0
@@ -38,7 +48,7 @@ class Prepared:
     project_key: str
     datasource_id: str
     dedup_key: str
-    events: list[dict[str, Any]]
+    n_events: int
     payload: bytes
 
 
@@ -54,6 +64,7 @@ class CollectService:
         self.spool = spool
         self.resolve_ttl_s = resolve_ttl_s
         self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
+        self.writer = SpoolWriter(spool)
 
     def collect(self, project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> Accepted:
         """Store the batch of ``body`` (events, or items with ``items``); raise a 4xx error if any of it is bad."""
@@ -61,23 +72,55 @@ class CollectService:
 
     def prepare(self, project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> Prepared:
         """Everything but the database: decode, check, normalize, the deduplication key, the payload (CPU only,
-        so the HTTP layer may run it without a thread hop)."""
+        so the HTTP layer may run it without a thread hop).
+
+        A JSON batch of events is kept as its own text (:func:`segport.store.events.encode_wire_payload`: the
+        loader normalizes it again, to the same events), which spares re-encoding the normalized events; items
+        and protobuf batches are kept normalized."""
         batch: Batch
-        if items:
-            batch = normalize_items(decode_items(body, enc), project_key)
-        else:
-            raw, clean = decode_events(body, enc)
-            batch = normalize_events(raw, project_key, clean=clean)
         key = dedup_key(project_key, body, enc, items=items)
-        return Prepared(project_key, batch.datasource_id, key, batch.events, encode_payload(batch.events))
+        if items or enc.protobuf:
+            if items:
+                batch = normalize_items(decode_items(body, enc), project_key)
+            else:
+                raw, clean = decode_events(body, enc)
+                batch = normalize_events(raw, project_key, clean=clean)
+            return Prepared(project_key, batch.datasource_id, key, len(batch.events), encode_payload(batch.events))
+        text = unwrap(body, enc)
+        wire = decode_json_list(text, "events")
+        source = check_events(wire, project_key, clean=json_is_clean(text))
+        return Prepared(project_key, source, key, len(wire), encode_wire_payload(project_key, text))
 
     def store(self, prepared: Prepared) -> Accepted:
         """Check the key and the data source, commit the batch to the spool (blocking: database I/O)."""
-        project_id = self._project(prepared.project_key, prepared.datasource_id)
+        project_id = self.project_of(prepared)
         stored = self.spool.append(
-            project_id, prepared.datasource_id, prepared.dedup_key, prepared.events, payload=prepared.payload
+            project_id,
+            prepared.datasource_id,
+            prepared.dedup_key,
+            [],
+            payload=prepared.payload,
+            n_events=prepared.n_events,
         )
-        return Accepted(len(prepared.events), not stored)
+        return Accepted(prepared.n_events, not stored)
+
+    def cached_project(self, prepared: Prepared) -> str | None:
+        """The project of the batch's key and data source if an answer younger than ``resolve_ttl_s`` is known
+        (no database read: the HTTP layer calls it on its event loop), else None."""
+        hit = self._resolved.get((prepared.project_key, prepared.datasource_id))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def project_of(self, prepared: Prepared) -> str:
+        return self._project(prepared.project_key, prepared.datasource_id)
+
+    def submit(self, project_id: str, prepared: Prepared) -> Future[bool]:
+        """Queue the batch for the group commit; the future's result (True: stored, False: a duplicate) is set
+        once the transaction holding it has committed."""
+        return self.writer.submit(
+            NewBatch(project_id, prepared.datasource_id, prepared.dedup_key, prepared.n_events, prepared.payload)
+        )
 
     def _project(self, project_key: str, datasource_id: str) -> str:
         """The project of an accepted (key, data source); an answer is reused for ``resolve_ttl_s``."""
@@ -108,3 +151,56 @@ def dedup_key(project_key: str, body: bytes, enc: Encoding, *, items: bool = Fal
     h.update(head.encode())
     h.update(body)
     return h.hexdigest()
+
+
+class SpoolWriter:
+    """Group commit: one thread commits the batches waiting for it in one transaction, so concurrent requests
+    share its commit (on SQLite one write lock, one WAL append; on PostgreSQL one round trip and one flush of
+    the WAL). A batch's future is set only after the commit that holds it, and the request answers 200 only
+    then: the guarantee of a single append (a 200 means committed) holds for every batch of the group."""
+
+    def __init__(self, spool: EventSpool, max_group: int = MAX_GROUP) -> None:
+        self.spool = spool
+        self.max_group = max_group
+        self._queue: deque[tuple[NewBatch, Future[bool]]] = deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, batch: NewBatch) -> Future[bool]:
+        done: Future[bool] = Future()
+        with self._ready:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="segport-spool-writer", daemon=True)
+                self._thread.start()
+            self._queue.append((batch, done))
+            self._ready.notify()
+        return done
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[NewBatch, Future[bool]]]) -> None:
+        try:
+            stored = self.spool.append_many([b for b, _ in group])
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the store's error
+            for _, done in group:
+                done.set_exception(exc)
+            return
+        if stored is None:  # another process committed one of these keys meanwhile: one transaction each
+            for b, done in group:
+                try:
+                    fresh = self.spool.append(
+                        b.project_id, b.datasource_id, b.dedup_key, [], payload=b.payload, n_events=b.n_events
+                    )
+                except Exception as exc:  # noqa: BLE001 - this request gets the store's error
+                    done.set_exception(exc)
+                    continue
+                done.set_result(fresh)
+            return
+        for (_, done), fresh in zip(group, stored, strict=True):
+            done.set_result(fresh)

@@ -127,8 +127,14 @@ class EventService:
         column = identity_column(identity_key.strip())
         entry = catalog.get(column)
         if entry is None or entry.kind is not KeyKind.IDENTITY:
-            known = ", ".join(e.identity for e in catalog.identities()) or "none"
-            raise UnknownKey(f"unknown identity key {identity_key!r} in project {project_id} (known: {known})")
+            # The identities events resolve on ($basic_userId, $anonymous_user) join the catalogue with the
+            # project's first events, and a project with no identity at all has no users: either way nobody holds
+            # the value yet, which is E11's and E18's unknown user (gioId "0"), not an unknown key.
+            nobody = entry is None and (column in (e.key for e in _IDENTITIES) or not catalog.identities())
+            if not nobody:
+                known = ", ".join(e.identity for e in catalog.identities()) or "none"
+                raise UnknownKey(f"unknown identity key {identity_key!r} in project {project_id} (known: {known})")
+            entry = None
         if order.lower() not in ("asc", "desc"):
             raise InvalidParameter(f"order must be asc or desc, not {order[:20]!r}")
         if not 1 <= limit <= MAX_EVENTS_LIMIT:
@@ -137,6 +143,8 @@ class EventService:
             raise InvalidParameter("offset, startTime and endTime cannot be negative")
         if end_ms <= start_ms:
             raise InvalidParameter(f"endTime ({end_ms}) must be after startTime ({start_ms})")
+        if entry is None:
+            return UserEvents(0, [], False)
         return self.engine.user_events(
             project_id, entry, value, start_ms, end_ms, limit, offset, order.lower() == "desc"
         )

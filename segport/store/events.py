@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import cramjam
 from pydantic_core import to_json
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from segport.domain.events import decode_json_list, json_is_clean, normalize_events
 from segport.domain.text import display_name_problem
-from segport.errors import DataSourceNotFound, InvalidParameter, ProjectNotFound
+from segport.errors import DataSourceNotFound, InvalidParameter, ProjectNotFound, SegportError
 from segport.store.db import Database
 from segport.store.models import DataSourceRow, EventBatchRow, Project, utcnow
 
+log = logging.getLogger("segport.spool")
 # A retried batch (same key) is stored once while its spool row exists: pending, and for this long after the
 # engine loaded it (the engine prunes with ``prune(utcnow() - DEDUP_WINDOW)``).
 DEDUP_WINDOW = timedelta(hours=24)
@@ -58,6 +62,18 @@ class Resolution:
 
     project_id: str | None
     problem: str | None  # "key" (unknown collection key), "source" (unknown here) or "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    """A batch to commit to the spool: its payload already encoded (:func:`encode_payload` or
+    :func:`encode_wire_payload`)."""
+
+    project_id: str
+    datasource_id: str
+    dedup_key: str
+    n_events: int
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +177,28 @@ def encode_payload(events: Sequence[dict[str, Any]]) -> bytes:
     return gzip.compress(to_json(events), GZIP_LEVEL)
 
 
+_WIRE = b"\x00W"  # a payload that is the request's own JSON text (gzip's starts with 0x1f 0x8b)
+
+
+def encode_wire_payload(project_key: str, text: bytes) -> bytes:
+    """A JSON batch as the SDK sent it (its text once gzip, snappy and XOR are undone), snappy-compressed, with
+    the collection key it came to: the collect path checks it and the loader normalizes it again
+    (:func:`segport.domain.events.normalize_events` gives the same events for the same text), which spares the
+    request the re-encoding of the normalized events."""
+    key = project_key.encode()
+    if len(key) > 255:
+        raise ValueError("a collection key longer than 255 bytes")
+    return _WIRE + bytes([len(key)]) + key + bytes(cramjam.snappy.compress_raw(text))
+
+
 def decode_payload(payload: bytes) -> list[dict[str, Any]]:
+    """The normalized events of a spool payload (either form)."""
+    if payload[:2] == _WIRE:
+        n = payload[2]
+        project_key = payload[3 : 3 + n].decode()
+        text = bytes(cramjam.snappy.decompress_raw(payload[3 + n :]))
+        raw = decode_json_list(text, "events")
+        return normalize_events(raw, project_key, clean=json_is_clean(text)).events
     events: list[dict[str, Any]] = json.loads(gzip.decompress(payload))
     return events
 
@@ -178,6 +215,7 @@ class EventSpool:
         events: Sequence[dict[str, Any]],
         *,
         payload: bytes | None = None,
+        n_events: int | None = None,
     ) -> bool:
         """Commit one batch; False (and nothing written) if a batch with this key is already in the spool.
 
@@ -188,7 +226,7 @@ class EventSpool:
             "datasource_id": datasource_id,
             "dedup_key": dedup_key,
             "received_at": utcnow(),
-            "n_events": len(events),
+            "n_events": len(events) if n_events is None else n_events,
             "payload": payload if payload is not None else encode_payload(events),
             "loaded_at": None,
         }
@@ -200,6 +238,49 @@ class EventSpool:
                 return False
             raise
         return True
+
+    def append_many(self, batches: Sequence[NewBatch]) -> list[bool] | None:
+        """Commit several batches in one transaction (one commit for all: group commit); for each, False if
+        its key is already in the spool or earlier in ``batches`` (nothing written for it). None, and nothing
+        written at all, if another writer committed one of the keys meanwhile (PostgreSQL): the caller then
+        appends them one by one."""
+        if not batches:
+            return []
+        now = utcnow()
+        try:
+            with self.db.reachable(), self.db.write_core() as conn:
+                seen: set[tuple[str, str]] = set()
+                for project_id in {b.project_id for b in batches}:
+                    keys = [b.dedup_key for b in batches if b.project_id == project_id]
+                    found = conn.execute(
+                        select(_BATCHES.c.dedup_key).where(
+                            _BATCHES.c.project_id == project_id, _BATCHES.c.dedup_key.in_(keys)
+                        )
+                    ).scalars()
+                    seen.update((project_id, k) for k in found)
+                fresh: list[bool] = []
+                rows: list[dict[str, Any]] = []
+                for b in batches:
+                    new = (b.project_id, b.dedup_key) not in seen
+                    fresh.append(new)
+                    if new:
+                        seen.add((b.project_id, b.dedup_key))
+                        rows.append(
+                            {
+                                "project_id": b.project_id,
+                                "datasource_id": b.datasource_id,
+                                "dedup_key": b.dedup_key,
+                                "received_at": now,
+                                "n_events": b.n_events,
+                                "payload": b.payload,
+                                "loaded_at": None,
+                            }
+                        )
+                if rows:
+                    conn.execute(_INSERT, rows)
+        except IntegrityError:
+            return None
+        return fresh
 
     def contains(self, project_id: str, dedup_key: str) -> bool:
         with self.db.connect() as conn:
@@ -225,7 +306,7 @@ class EventSpool:
         with self.db.connect() as conn:
             rows = conn.execute(query).all()
         return [
-            SpoolBatch(r.id, r.project_id, decode_payload(r.payload), r.datasource_id, _aware(r.received_at))
+            SpoolBatch(r.id, r.project_id, _events_of(r.id, r.payload), r.datasource_id, _aware(r.received_at))
             for r in rows
         ]
 
@@ -254,6 +335,16 @@ class EventSpool:
             query = query.where(_BATCHES.c.project_id == project_id)
         with self.db.connect() as conn:
             return int(conn.scalar(query) or 0)
+
+
+def _events_of(batch_id: int, payload: bytes) -> list[dict[str, Any]]:
+    """The batch's events; none (logged) for a request text that no longer passes the intake's checks (which
+    only a change of those checks between its 200 and its load could cause): it must not hold up the spool."""
+    try:
+        return decode_payload(payload)
+    except SegportError as exc:
+        log.error("spool batch %s set aside: its events no longer pass the intake's checks: %s", batch_id, exc)
+        return []
 
 
 def _aware(value: datetime | None) -> datetime | None:
