@@ -107,7 +107,7 @@ def import_events(
                 ).result_rows
             )
             if skipped:
-                con.execute(f'DELETE FROM ev_stage WHERE "{BATCH_COLUMN}" IN (SELECT unnest(?::BIGINT[]))', [skipped])
+                ev.drop_batches(con, staged, skipped)
         users = engine.table(snap.users)
         gios = [int(r[0]) for r in con.execute("SELECT DISTINCT _gio FROM ev_stage WHERE _gio IS NOT NULL").fetchall()]
         if gios:
@@ -124,14 +124,12 @@ def import_events(
             ).fetchone()
             if bad is not None:
                 raise ImportRejected(f"{staged.at(int(bad[0]))}: gio_id {bad[1]} is not a user of project {project_id}")
+        ev.collect_identities(con, staged)
         con.execute("CREATE TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
         added = 0
         if staged.identities:
             ids = folder / "ids.parquet"
-            con.execute(
-                "COPY (SELECT DISTINCT _idcol, _idval FROM ev_stage WHERE _idcol IS NOT NULL) "
-                f"TO {sql_string(str(ids))} (FORMAT PARQUET)"
-            )
+            con.execute(f"COPY (SELECT _idcol, _idval FROM ev_ids) TO {sql_string(str(ids))} (FORMAT PARQUET)")
             probe = engine.table(f"ei_{project_id}_{snap.seq}")
             client.command(f"DROP TABLE IF EXISTS {probe}")
             client.command(f"CREATE TABLE {probe} (_idcol String, _idval String) ENGINE = MergeTree ORDER BY _idval")
@@ -153,10 +151,10 @@ def import_events(
             finally:
                 client.command(f"DROP TABLE IF EXISTS {probe}")
             added = _add_users(engine, con, folder, catalog, staged, snap, users)
-        names, select = ev.final_rows(staged)
+        names, select = ev.final_rows(staged, ordered=False)
         rows = folder / "events.parquet"
         con.execute(f"COPY ({select}) TO {sql_string(str(rows))} (FORMAT PARQUET)")
-        stored = int(con.execute(f"SELECT count(*) FROM read_parquet({sql_string(str(rows))})").fetchone()[0])  # type: ignore[index]
+        stored = staged.rows  # every staged row, with its gio_id (each identity maps to one user)
         if stored:
             _send(engine, table, names, rows)
         events = ev.event_names(con, staged)
@@ -176,11 +174,7 @@ def _add_users(
 ) -> int:
     """New users for the identities no user holds: their numbers reserved by a published snapshot first, then
     appended to the current users table."""
-    con.execute(
-        f"CREATE TABLE ev_new AS SELECT _idcol, _idval, {snap.next_gio_id - 1} + row_number() OVER (ORDER BY "
-        "min(_row)) AS gio_id FROM ev_stage s WHERE _idcol IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ev_map m "
-        "WHERE m._idcol = s._idcol AND m._idval = s._idval) GROUP BY _idcol, _idval"
-    )
+    con.execute(ev.new_users_sql(snap.next_gio_id))
     added = int(con.execute("SELECT count(*) FROM ev_new").fetchone()[0])  # type: ignore[index]
     if not added:
         return 0
