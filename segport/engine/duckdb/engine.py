@@ -326,6 +326,7 @@ class DuckDBEngine:
                 stored = cur.execute(
                     f"INSERT INTO {ev.events_table(project_id)} ({', '.join(ev.q(n) for n in names)}) {select}"
                 ).fetchone()
+                ev.link_devices(cur, catalog, staged, users_table(project_id), project_id)
                 cur.execute(
                     'INSERT INTO segport_event_batches SELECT DISTINCT ?, "$batch" FROM ev_stage '
                     'WHERE "$batch" IS NOT NULL',

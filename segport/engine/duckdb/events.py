@@ -56,6 +56,8 @@ FUTURE_SKEW_MS = 24 * 3600 * 1000  # a time further ahead of the engine's clock 
 _ISO_RE = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?\s*(Z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$"
 _MS_RE = r"^\s*[0-9]{1,15}\s*$"
 FIXED = ("gio_id", "$time", "$event", "$type", BATCH_COLUMN)
+LINKS = "segport_identity_links"  # DuckDB: device id -> the user it is linked to (docs/events.md, "Identity links")
+DEVICE_COLUMN = "id_" + DEVICE_IDENTITY
 
 
 def events_table(project_id: str) -> str:
@@ -82,6 +84,8 @@ class Staged:
     view: bool = False  # ev_stage is a view over the file (Parquet), not a table
     diagnose: str = ""  # SQL: the first bad row of the file and its reason, checked row by row
     ids_check: str = "false"  # SQL over ev_ids: true for an identity that refuses the file
+    ids_ready: bool = False  # ev_ids was made by the check pass
+    links: bool = False  # the file has userId and deviceId: rows with both link the device to the user
 
     def at(self, row: int) -> str:
         """Where row ``row`` (1-based) is in the file, as messages name it."""
@@ -132,6 +136,7 @@ def stage(
     gio = f"TRY_CAST({text(GIO_ID_COLUMN)} AS BIGINT)" if GIO_ID_COLUMN in cols else "NULL::BIGINT"
     known = {e.identity for e in catalog.of_kind(KeyKind.IDENTITY)}
     idents = "[" + ", ".join(sql_string(i) for i in sorted(known)) + "]::VARCHAR[]"
+    links = USER_ID in cols and DEVICE_ID in cols  # rows may carry both: they link the device to the user
     idcol = (
         f"CASE WHEN {user_id} IS NOT NULL THEN coalesce({user_key}, {sql_string(LOGIN_IDENTITY)}) "
         f"WHEN {device_id} IS NOT NULL THEN {sql_string(DEVICE_IDENTITY)} END"
@@ -182,6 +187,7 @@ def stage(
         ),
         "_idval": f"coalesce({user_id}, {device_id})",
         "_gio": f"CASE WHEN {user_id} IS NULL AND {device_id} IS NULL THEN {gio} END",
+        "_device": f"CASE WHEN {user_id} IS NOT NULL THEN {device_id} END" if links else "NULL::VARCHAR",
         "$time": f"epoch_ms(({time_ms})::BIGINT)",
         "$event": event,
         "$type": f"coalesce({text(TYPE_COLUMN)}, '{DEFAULT_TYPE}')" if TYPE_COLUMN in cols else f"'{DEFAULT_TYPE}'",
@@ -240,6 +246,7 @@ def stage(
     # keys each carried, and whether any row or event name is bad. Only then, for a bad file, is the full check
     # run row by row to name the first bad row and its reason (the message is the same whichever check saw it).
     staged.view = numbered and BATCH_COLUMN not in cols
+    staged.links = links
     attrs = [c for c in columns if not c.startswith("$")]
     forced = [c for c in select if c not in ("$event", "$type", BATCH_COLUMN)] + [c for c in columns if c not in attrs]
     aggregates = ", ".join(
@@ -257,10 +264,22 @@ def stage(
             f"CREATE OR REPLACE TEMP {'VIEW' if staged.view else 'TABLE'} ev_stage AS SELECT {rowno} AS _row, "
             f"{fast} AS _problem, {body} FROM {src} r"
         )
-        grouped = cur.execute(
-            f'SELECT "$event", {counts}, ({name_bad}) AS _bad_name FROM (SELECT "$event", {aggregates} '
-            "FROM ev_stage GROUP BY 1)"
-        ).fetchall()
+        if staged.view:  # the distinct identities in the same pass (nothing is dropped from a view later)
+            cur.execute(
+                f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates}, _idcol, _idval, '
+                'grouping("$event") AS _set, min(_row) AS _first FROM ev_stage '
+                'GROUP BY GROUPING SETS (("$event"), (_idcol, _idval))'
+            )
+            cur.execute(
+                "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, _first FROM ev_groups "
+                "WHERE _set = 1 AND _idcol IS NOT NULL"
+            )
+            staged.ids_ready = True
+            groups = "ev_groups WHERE _set = 0"
+        else:
+            groups = f'(SELECT "$event", {aggregates} FROM ev_stage GROUP BY 1)'
+        grouped = cur.execute(f'SELECT "$event", {counts}, ({name_bad}) AS _bad_name FROM {groups}').fetchall()
+        cur.execute("DROP TABLE IF EXISTS ev_groups")
         bad_row = None
     except duckdb.Error as exc:
         # a value the staging could not even convert: name its row from the file (on a connection of its own,
@@ -300,10 +319,11 @@ def refuse(cur: duckdb.DuckDBPyConnection, staged: Staged) -> NoReturn:
 def collect_identities(cur: duckdb.DuckDBPyConnection, staged: Staged) -> None:
     """The distinct identities of the staged rows with the first row naming each, in ``ev_ids(_idcol, _idval,
     _first)`` (one pass over the identity columns alone); sets ``staged.identities``."""
-    cur.execute(
-        "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, min(_row) AS _first FROM ev_stage "
-        "WHERE _idcol IS NOT NULL GROUP BY _idcol, _idval"
-    )
+    if not staged.ids_ready:
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, min(_row) AS _first FROM ev_stage "
+            "WHERE _idcol IS NOT NULL GROUP BY _idcol, _idval"
+        )
     if cur.execute(f"SELECT 1 FROM ev_ids WHERE {staged.ids_check} LIMIT 1").fetchone() is not None:
         refuse(cur, staged)
     staged.identities = sorted(str(r[0]) for r in cur.execute("SELECT DISTINCT _idcol FROM ev_ids").fetchall())
@@ -388,6 +408,11 @@ def ensure_store(cur: duckdb.DuckDBPyConnection, project_id: str, columns: dict[
         "CREATE TABLE IF NOT EXISTS segport_event_batches (project VARCHAR NOT NULL, batch BIGINT NOT NULL, "
         "PRIMARY KEY (project, batch))"
     )
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {LINKS} (project VARCHAR NOT NULL, device VARCHAR NOT NULL, "
+        "gio_id BIGINT NOT NULL, merged_from BIGINT, linked_at TIMESTAMP NOT NULL DEFAULT current_timestamp, "
+        "PRIMARY KEY (project, device))"
+    )
     have = store_columns(cur, project_id)
     for name, sql in columns.items():
         if name not in have:
@@ -438,9 +463,17 @@ def resolve_identities(
             if entry.multi
             else f"(SELECT gio_id, {c} AS v FROM {users})"
         )
+        linked = ""
+        if col == DEVICE_COLUMN:  # a device linked to a user is that user, whoever else holds its id
+            cur.execute(
+                f"INSERT INTO ev_map SELECT ?, i._idval, l.gio_id FROM ev_ids i JOIN {LINKS} l ON l.project = ? "
+                "AND l.device = i._idval WHERE i._idcol = ?",
+                [col, project_id, col],
+            )
+            linked = f" AND i._idval NOT IN (SELECT _idval FROM ev_map WHERE _idcol = {sql_string(col)})"
         cur.execute(
             f"INSERT INTO ev_map SELECT ?, i._idval, min(u.gio_id) FROM ev_ids i JOIN {held} u ON u.v = i._idval "
-            "WHERE i._idcol = ? GROUP BY i._idval",
+            f"WHERE i._idcol = ?{linked} GROUP BY i._idval",
             [col, col],
         )
     nxt = int(cur.execute("SELECT next_gio_id FROM segport_state WHERE project = ?", [project_id]).fetchone()[0])  # type: ignore[index]
@@ -482,3 +515,77 @@ def final_rows(staged: Staged, ordered: bool = True) -> tuple[list[str], str]:
         + (' ORDER BY s."$time", s._row' if ordered else "")
     )
     return names, sql
+
+
+def staged_links(cur: duckdb.DuckDBPyConnection) -> None:
+    """``ev_links(device, gio_id, _first)``: each device id that rows carry beside a userId, with the user of the
+    first such row (a device links to one user: the first one wins) and that row."""
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_links AS SELECT s._device AS device, arg_min(m.gio_id, s._row) AS gio_id, "
+        "min(s._row) AS _first FROM ev_stage s JOIN ev_map m ON m._idcol = s._idcol AND m._idval = s._idval "
+        "WHERE s._device IS NOT NULL GROUP BY s._device"
+    )
+
+
+def anonymous_test(catalog: Catalog, alias: str) -> str:
+    """SQL: true where the user ``alias`` holds no single-valued identity (no login id of any kind)."""
+    single = [e.key for e in catalog.of_kind(KeyKind.IDENTITY) if not e.multi]
+    if not single:
+        return "true"
+    return " AND ".join(f"{alias}.{q(k)} IS NULL" for k in single)
+
+
+def plan_links(cur: duckdb.DuckDBPyConnection) -> int:
+    """From ``ev_holders(device, gio_id, _first, holder, anonymous, devices)`` (each device to link, the user of
+    its first row, that row, the user holding the device now if any, whether that one holds no login id, and its
+    other device ids not linked yet): ``ev_moves(merged_from, gio_id)``, the anonymous users merged into a login
+    user (each into the user its first-linked device names), and ``ev_newlinks(device, gio_id, merged_from)``.
+    Returns the users merged."""
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_moves AS SELECT holder AS merged_from, arg_min(gio_id, _first) AS gio_id "
+        "FROM ev_holders WHERE holder IS NOT NULL AND anonymous AND holder <> gio_id GROUP BY holder"
+    )
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_newlinks AS SELECT device, gio_id, CASE WHEN holder <> gio_id THEN holder "
+        "END AS merged_from FROM ev_holders h WHERE holder IS NULL OR holder = gio_id "
+        "OR holder IN (SELECT merged_from FROM ev_moves m WHERE m.gio_id = h.gio_id)"
+    )
+    # the merged users' other device ids follow them
+    cur.execute(
+        "INSERT INTO ev_newlinks SELECT DISTINCT ON (d.v) d.v, m.gio_id, m.merged_from FROM (SELECT DISTINCT holder, "
+        "unnest(devices) AS v FROM ev_holders WHERE holder IS NOT NULL) d JOIN ev_moves m ON m.merged_from = d.holder "
+        "WHERE d.v NOT IN (SELECT device FROM ev_newlinks) ORDER BY d.v, m.gio_id"
+    )
+    return int(cur.execute("SELECT count(*) FROM ev_moves").fetchone()[0])  # type: ignore[index]
+
+
+def link_devices(cur: duckdb.DuckDBPyConnection, catalog: Catalog, staged: Staged, users: str, project_id: str) -> int:
+    """Link each device id that rows carry beside a userId to that user (docs/events.md, "Identity links"):
+    a device not linked yet is linked to the user of its first such row; if an anonymous user (one holding no
+    login id) held it, that user's events move to the login user and its other device ids are linked too. A
+    device already linked, or held by another user with a login id, stays as it is. Returns the users merged."""
+    if not staged.links:
+        return 0
+    staged_links(cur)
+    dev = q(DEVICE_COLUMN)
+    linked = f"(SELECT device FROM {LINKS} WHERE project = {sql_string(project_id)})"
+    # the user holding each device now (the lowest gio_id, as identities resolve), whether it is anonymous, and
+    # its device ids
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_holders AS SELECT l.device, l.gio_id, l._first, h.holder, h.anonymous, "
+        "h.devices FROM ev_links l LEFT JOIN (SELECT v, arg_min(gio_id, gio_id) AS holder, arg_min(anonymous, gio_id) "
+        "AS anonymous, arg_min(devices, gio_id) AS devices FROM (SELECT u.gio_id, unnest(u." + dev + ") AS v, "
+        f"({anonymous_test(catalog, 'u')}) AS anonymous, u.{dev} AS devices "
+        f"FROM {users} u) GROUP BY v) h ON h.v = l.device WHERE l.device NOT IN {linked}"
+    )
+    merged = plan_links(cur)
+    cur.execute(
+        f"INSERT INTO {LINKS} (project, device, gio_id, merged_from) SELECT ?, * FROM ev_newlinks", [project_id]
+    )
+    if merged:
+        cur.execute(
+            f"UPDATE {events_table(project_id)} e SET gio_id = m.gio_id FROM ev_moves m WHERE e.gio_id = m.merged_from"
+        )
+    for table in ("ev_links", "ev_holders", "ev_moves", "ev_newlinks"):
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+    return merged
