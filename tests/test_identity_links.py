@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from segport.errors import ImportRejected
 from segport.services.events import EventService
 from segport.store.events import EventSpool
 from tests.conftest import PROJECT, auth
@@ -109,3 +111,23 @@ def test_an_event_file_links_too(seeded: Any, tmp_path: Path, client: TestClient
     assert user and user != anonymous
     assert history(client, token, "$basic_userId", "NEWU1") == ["browse", "browse", "browse", "buy", "buy"]
     assert gio_of(client, token, "$anonymous_user", "dev-g") == user
+
+
+def test_a_refused_file_links_nothing(seeded: Any, tmp_path: Path, client: TestClient) -> None:
+    app, token = seeded.app, seeded.token
+    service = EventService(app.meta, app.engine, app.data)
+    first = tmp_path / "first.csv"
+    first.write_text("event,time,deviceId\nbrowse,2026-05-01T10:00:00+08:00,dev-r\n")
+    service.import_events(PROJECT, first)
+    anonymous = gio_of(client, token, "$anonymous_user", "dev-r")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "event,time,userId,deviceId\n"
+        "buy,2026-05-01T10:05:00+08:00,NEWU2,dev-r\n"
+        "buy,2026-05-01T10:06:00+08:00,NEWU2,dev\x01x\n"
+    )
+    with pytest.raises(ImportRejected, match=r"line 3 \(row 2\): event, userId, userKey or deviceId holds a control"):
+        service.import_events(PROJECT, bad)
+    assert gio_of(client, token, "$anonymous_user", "dev-r") == anonymous
+    assert history(client, token, "$anonymous_user", "dev-r") == ["browse"]
+    assert gio_of(client, token, "$basic_userId", "NEWU2") == 0
