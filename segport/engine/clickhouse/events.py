@@ -320,11 +320,14 @@ def user_events(
     col = f"u.{ch_ident(identity.key)}"
     test = f"has({col}, {{v:String}})" if identity.multi else f"{col} = {{v:String}}"
     client = engine.client()
-    if identity.key == ev.DEVICE_COLUMN and store_columns(engine, project_id):  # a linked device is its user
-        linked = client.query(
-            f"SELECT gio_id FROM {links_table(engine, project_id)} WHERE device = {{v:String}} LIMIT 1",
-            parameters={"v": value},
-        ).result_rows
+    if identity.key == ev.DEVICE_COLUMN:  # a linked device is its user
+        try:
+            linked = client.query(
+                f"SELECT gio_id FROM {links_table(engine, project_id)} WHERE device = {{v:String}} LIMIT 1",
+                parameters={"v": value},
+            ).result_rows
+        except Exception:  # no event loaded since links began: no links
+            linked = []
         if linked:
             return _user_events(engine, project_id, int(linked[0][0]), start_ms, end_ms, limit, offset, descending)
     try:

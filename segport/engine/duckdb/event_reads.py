@@ -23,12 +23,15 @@ def _clamp(ms: int) -> int:
 def _gio_id(cur: duckdb.DuckDBPyConnection, project_id: str, identity: CatalogEntry, value: str) -> int:
     col = f"u.{quote_ident(identity.key)}"
     test = f"list_contains({col}, ?)" if identity.multi else f"{col} = ?"
-    try:
-        if identity.key == DEVICE_COLUMN:  # a device linked to a user is that user (docs/events.md)
+    if identity.key == DEVICE_COLUMN:  # a device linked to a user is that user (docs/events.md)
+        try:
             linked = cur.execute(f"SELECT gio_id FROM {LINKS} WHERE project = ? AND device = ?", [project_id, value])
             row = linked.fetchone()
-            if row is not None:
-                return int(row[0])
+        except duckdb.CatalogException:  # no event loaded yet: no links
+            row = None
+        if row is not None:
+            return int(row[0])
+    try:
         row = cur.execute(
             f"SELECT u.gio_id FROM {users_table(project_id)} u WHERE {test} ORDER BY u.gio_id LIMIT 1", [value]
         ).fetchone()
