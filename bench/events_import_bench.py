@@ -4,15 +4,21 @@ Writes ``--events`` events (``--users`` users, 90 days, two attributes) as Parqu
 dir through :meth:`segport.services.events.EventService.import_events` (checks, identities resolved to new users,
 time-ordered store), then loads the same file with the engine's own statement: DuckDB ``CREATE TABLE AS SELECT *
 FROM read_parquet(…)``, ClickHouse (chDB) ``INSERT … SELECT * FROM file(…, Parquet)`` into a MergeTree partitioned
-and ordered as segport's. Prints one JSON object with both times and their ratio.
+and ordered as segport's. ``--repeat`` rounds alternate the two (each into a fresh data dir), so a busy machine
+weighs on both alike; it prints one JSON object with every round's wall and CPU seconds (this process's user +
+system time: both run in it, chDB included), their medians and the ratios of the medians.
 
     .venv/bin/python bench/events_import_bench.py [--events 2000000] [--users 200000] [--engine duckdb|clickhouse]
+        [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +39,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--engine", choices=("duckdb", "clickhouse"), default="duckdb")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="segport-evimport-") as tmp:
         base = Path(tmp)
@@ -42,39 +49,66 @@ def main() -> None:
             f"'U' || (i % {args.users}) AS userId, i % 1000 AS amount, 'c' || (i % 50) AS channel "
             f"FROM range({args.events}) r(i)) TO '{path}' (FORMAT PARQUET)"
         )
-        extra: dict[str, Any] = {}
-        if args.engine == "clickhouse":
-            extra = {"engine": "clickhouse", "clickhouse_url": f"chdb://{base / 'ch'}?database=bench"}
-        app = build(Settings(data_dir=base / "data", serve_workers=False, **extra))
-        try:
-            app.meta.create_project(P, "bench")
-            started = time.perf_counter()
-            report = EventService(app.meta, app.engine, app.data).import_events(P, path)
-            segport_s = time.perf_counter() - started
-        finally:
-            app.close()
-        own_s = own_load(args.engine, base, path)
+        rounds: list[dict[str, Any]] = []
+        for n in range(args.repeat):
+            work = base / f"round-{n}"
+            work.mkdir()
+            seg_wall, seg_cpu, report = segport_import(args.engine, work, path)
+            own_wall, own_cpu, _ = own_load(args.engine, work, path)
+            rounds.append(
+                {
+                    "segportSeconds": round(seg_wall, 3),
+                    "segportCpuSeconds": round(seg_cpu, 3),
+                    "engineOwnLoadSeconds": round(own_wall, 3),
+                    "engineOwnLoadCpuSeconds": round(own_cpu, 3),
+                }
+            )
+            shutil.rmtree(work, ignore_errors=True)
+        med = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
         print(
             json.dumps(
                 {
                     "engine": args.engine,
                     "events": report.stored,
                     "usersCreated": report.users_created,
-                    "segportSeconds": round(segport_s, 3),
-                    "engineOwnLoadSeconds": round(own_s, 3),
-                    "ratio": round(segport_s / own_s, 2),
+                    "rounds": rounds,
+                    "median": med,
+                    "ratio": round(med["segportSeconds"] / med["engineOwnLoadSeconds"], 2),
+                    "cpuRatio": round(med["segportCpuSeconds"] / med["engineOwnLoadCpuSeconds"], 2),
                 }
             )
         )
 
 
-def own_load(engine: str, base: Path, path: Path) -> float:
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
+def timed(run: Any) -> tuple[float, float, Any]:
+    cpu, started = _cpu(), time.perf_counter()
+    out = run()
+    return time.perf_counter() - started, _cpu() - cpu, out
+
+
+def segport_import(engine: str, base: Path, path: Path) -> tuple[float, float, Any]:
+    extra: dict[str, Any] = {}
+    if engine == "clickhouse":
+        extra = {"engine": "clickhouse", "clickhouse_url": f"chdb://{base / 'ch'}?database=bench"}
+    app = build(Settings(data_dir=base / "data", serve_workers=False, **extra))
+    try:
+        app.meta.create_project(P, "bench")
+        service = EventService(app.meta, app.engine, app.data)
+        return timed(lambda: service.import_events(P, path))
+    finally:
+        app.close()
+
+
+def own_load(engine: str, base: Path, path: Path) -> tuple[float, float, Any]:
     if engine == "duckdb":
         con = duckdb.connect(str(base / "own.duckdb"))
         try:
-            started = time.perf_counter()
-            con.execute(f"CREATE TABLE e AS SELECT * FROM read_parquet('{path}')")
-            return time.perf_counter() - started
+            return timed(lambda: con.execute(f"CREATE TABLE e AS SELECT * FROM read_parquet('{path}')"))
         finally:
             con.close()
     from chdb import session
@@ -86,9 +120,7 @@ def own_load(engine: str, base: Path, path: Path) -> float:
             "CREATE TABLE own.e (event String, time Int64, userId String, amount Int64, channel String) "
             "ENGINE = MergeTree PARTITION BY toYYYYMM(fromUnixTimestamp64Milli(time)) ORDER BY time"
         )
-        started = time.perf_counter()
-        s.query(f"INSERT INTO own.e SELECT * FROM file('{path}', Parquet)")
-        return time.perf_counter() - started
+        return timed(lambda: s.query(f"INSERT INTO own.e SELECT * FROM file('{path}', Parquet)"))
     finally:
         s.close()
 

@@ -341,19 +341,21 @@ class DuckDBEngine:
                 declared = ev.declared_types(attributes, ev.store_columns(cur, project_id))
                 staged = ev.stage(cur, catalog, declared, path, file_format or None, project_id, _now_ms())
                 ev.ensure_store(cur, project_id, staged.columns)
-                skipped = ev.skip_loaded_batches(cur, project_id)
+                skipped = ev.skip_loaded_batches(cur, staged, project_id)
                 added = ev.resolve_identities(cur, catalog, staged, users_table(project_id), project_id)
                 names, select = ev.final_rows(staged)
                 stored = cur.execute(
                     f"INSERT INTO {ev.events_table(project_id)} ({', '.join(ev.q(n) for n in names)}) {select}"
                 ).fetchone()
+                ev.link_devices(cur, catalog, staged, users_table(project_id), project_id)
                 cur.execute(
                     'INSERT INTO segport_event_batches SELECT DISTINCT ?, "$batch" FROM ev_stage '
                     'WHERE "$batch" IS NOT NULL',
                     [project_id],
                 )
                 events = ev.event_names(cur, staged)
-                for table in ("ev_stage", "ev_map"):
+                cur.execute("DROP VIEW IF EXISTS ev_stage" if staged.view else "DROP TABLE IF EXISTS ev_stage")
+                for table in ("ev_ids", "ev_map"):
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
                 if added:
                     _bump(cur, project_id)

@@ -10,7 +10,7 @@ import duckdb
 
 from segport.domain.keys import CatalogEntry, quote_ident
 from segport.engine.base import EventScan, UserEvents
-from segport.engine.duckdb.events import FIXED, events_table, q, store_columns
+from segport.engine.duckdb.events import DEVICE_COLUMN, FIXED, LINKS, events_table, q, store_columns
 from segport.engine.duckdb.sql import users_table
 
 MAX_MS = 9_999_999_999_999  # 2286-11-20: bounds beyond are clamped to it (within both engines' time types)
@@ -23,6 +23,14 @@ def _clamp(ms: int) -> int:
 def _gio_id(cur: duckdb.DuckDBPyConnection, project_id: str, identity: CatalogEntry, value: str) -> int:
     col = f"u.{quote_ident(identity.key)}"
     test = f"list_contains({col}, ?)" if identity.multi else f"{col} = ?"
+    if identity.key == DEVICE_COLUMN:  # a device linked to a user is that user (docs/events.md)
+        try:
+            linked = cur.execute(f"SELECT gio_id FROM {LINKS} WHERE project = ? AND device = ?", [project_id, value])
+            row = linked.fetchone()
+        except duckdb.CatalogException:  # no event loaded yet: no links
+            row = None
+        if row is not None:
+            return int(row[0])
     try:
         row = cur.execute(
             f"SELECT u.gio_id FROM {users_table(project_id)} u WHERE {test} ORDER BY u.gio_id LIMIT 1", [value]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import duckdb
 
@@ -55,6 +56,8 @@ FUTURE_SKEW_MS = 24 * 3600 * 1000  # a time further ahead of the engine's clock 
 _ISO_RE = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?\s*(Z|[+-][0-9]{2}(:?[0-9]{2})?)\s*$"
 _MS_RE = r"^\s*[0-9]{1,15}\s*$"
 FIXED = ("gio_id", "$time", "$event", "$type", BATCH_COLUMN)
+LINKS = "segport_identity_links"  # DuckDB: device id -> the user it is linked to (docs/events.md, "Identity links")
+DEVICE_COLUMN = "id_" + DEVICE_IDENTITY
 
 
 def events_table(project_id: str) -> str:
@@ -77,6 +80,12 @@ class Staged:
     identities: list[str] = field(default_factory=list)  # identity column keys the rows resolve on
     file: str = ""
     fmt: str = "csv"
+    events: dict[str, list[str]] | None = None  # event name -> attribute keys its rows carry (None: count again)
+    view: bool = False  # ev_stage is a view over the file (Parquet), not a table
+    diagnose: str = ""  # SQL: the first bad row of the file and its reason, checked row by row
+    ids_check: str = "false"  # SQL over ev_ids: true for an identity that refuses the file
+    ids_ready: bool = False  # ev_ids was made by the check pass
+    links: bool = False  # the file has userId and deviceId: rows with both link the device to the user
 
     def at(self, row: int) -> str:
         """Where row ``row`` (1-based) is in the file, as messages name it."""
@@ -127,6 +136,7 @@ def stage(
     gio = f"TRY_CAST({text(GIO_ID_COLUMN)} AS BIGINT)" if GIO_ID_COLUMN in cols else "NULL::BIGINT"
     known = {e.identity for e in catalog.of_kind(KeyKind.IDENTITY)}
     idents = "[" + ", ".join(sql_string(i) for i in sorted(known)) + "]::VARCHAR[]"
+    links = USER_ID in cols and DEVICE_ID in cols  # rows may carry both: they link the device to the user
     idcol = (
         f"CASE WHEN {user_id} IS NOT NULL THEN coalesce({user_key}, {sql_string(LOGIN_IDENTITY)}) "
         f"WHEN {device_id} IS NOT NULL THEN {sql_string(DEVICE_IDENTITY)} END"
@@ -164,10 +174,20 @@ def stage(
             "'event, userId, userKey or deviceId holds a control character'",
         ),
     ]
+    # Checked on distinct values rather than on every row (see the check pass below): the event name (on the
+    # event names) and the identity's key and value (on the distinct identities, collect_identities). A device
+    # id beside a userId is not an identity value of its own, so its control characters are checked per row.
+    by_value = {0, 1, 8, 9}
+    if USER_ID in cols and DEVICE_ID in cols:
+        problems.append((f"{user_id} IS NOT NULL AND regexp_matches({device_id}, '{CONTROL_RE}')", problems[9][1]))
     select = {
-        "_idcol": f"CASE WHEN {idcol} IS NOT NULL THEN 'id_' || {idcol} END",
+        "_idcol": (
+            f"CASE WHEN {user_id} IS NOT NULL THEN 'id_' || coalesce({user_key}, {sql_string(LOGIN_IDENTITY)}) "
+            f"WHEN {device_id} IS NOT NULL THEN {sql_string('id_' + DEVICE_IDENTITY)} END"
+        ),
         "_idval": f"coalesce({user_id}, {device_id})",
         "_gio": f"CASE WHEN {user_id} IS NULL AND {device_id} IS NULL THEN {gio} END",
+        "_device": f"CASE WHEN {user_id} IS NOT NULL THEN {device_id} END" if links else "NULL::VARCHAR",
         "$time": f"epoch_ms(({time_ms})::BIGINT)",
         "$event": event,
         "$type": f"coalesce({text(TYPE_COLUMN)}, '{DEFAULT_TYPE}')" if TYPE_COLUMN in cols else f"'{DEFAULT_TYPE}'",
@@ -210,21 +230,57 @@ def stage(
     label = _label(fmt).replace("{n}", "' || (_row + 1) || '" if fmt == "csv" else "' || _row || '")
     label = label.replace("{r}", "' || _row || '")
     problem = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in problems) + " END"
+    per_row = [cond for i, (cond, _) in enumerate(problems) if i not in by_value]
+    fast = "CASE " + " ".join(f"WHEN {cond} THEN {i}" for i, cond in enumerate(per_row)) + " END"
     rowno = "(r.file_row_number + 1)" if numbered else "row_number() OVER ()"
     body = ", ".join(f"{expr} AS {q(name)}" for name, expr in select.items())
     diagnose = (
         f"SELECT '{label}: ' || _problem FROM (SELECT {rowno} AS _row, {problem} AS _problem FROM {src} r) "
         "WHERE _problem IS NOT NULL ORDER BY _row LIMIT 1"
     )
-    # one pass: the rows are staged with their first problem beside them, then the staged problems are read
+    staged = Staged(0, columns, new, [], path.name, fmt, None, False, diagnose, _ids_check(known))
+    # A Parquet file is read where it lies (a view: each pass reads only the columns it needs, and nothing is
+    # copied); a text file, or one holding spool batches (some may be dropped as already stored), is parsed once
+    # into a temp table. Then one grouped pass evaluates every value of every row (a value that cannot even be
+    # converted fails here) and the per-row checks, and yields the row count, the event names with the attribute
+    # keys each carried, and whether any row or event name is bad. Only then, for a bad file, is the full check
+    # run row by row to name the first bad row and its reason (the message is the same whichever check saw it).
+    staged.view = numbered and BATCH_COLUMN not in cols
+    staged.links = links
+    attrs = [c for c in columns if not c.startswith("$")]
+    forced = [c for c in select if c not in ("$event", "$type", BATCH_COLUMN)] + [c for c in columns if c not in attrs]
+    aggregates = ", ".join(
+        ["count(*) AS _n", "count(_problem) AS _bad"]
+        + [f"count({q(a)}) AS _a{i}" for i, a in enumerate(attrs)]
+        + [f"count({q(c)}) AS _f{i}" for i, c in enumerate(forced)]
+    )
+    name_bad = (
+        f'"$event" IS NULL OR NOT regexp_full_match("$event", {sql_string(EVENT_NAME_RE.pattern)}) '
+        f"OR regexp_matches(\"$event\", '{CONTROL_RE}')"
+    )
+    counts = ", ".join(["_n", "_bad", *(f"_a{i}" for i in range(len(attrs)))])
     try:
         cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE ev_stage AS SELECT {rowno} AS _row, {problem} AS _problem, {body} "
-            f"FROM {src} r"
+            f"CREATE OR REPLACE TEMP {'VIEW' if staged.view else 'TABLE'} ev_stage AS SELECT {rowno} AS _row, "
+            f"{fast} AS _problem, {body} FROM {src} r"
         )
-        bad_row = cur.execute(
-            f"SELECT '{label}: ' || _problem FROM ev_stage WHERE _problem IS NOT NULL ORDER BY _row LIMIT 1"
-        ).fetchone()
+        if staged.view:  # the distinct identities in the same pass (nothing is dropped from a view later)
+            cur.execute(
+                f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates}, _idcol, _idval, '
+                'grouping("$event") AS _set, min(_row) AS _first FROM ev_stage '
+                'GROUP BY GROUPING SETS (("$event"), (_idcol, _idval))'
+            )
+            cur.execute(
+                "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, _first FROM ev_groups "
+                "WHERE _set = 1 AND _idcol IS NOT NULL"
+            )
+            staged.ids_ready = True
+            groups = "ev_groups WHERE _set = 0"
+        else:
+            groups = f'(SELECT "$event", {aggregates} FROM ev_stage GROUP BY 1)'
+        grouped = cur.execute(f'SELECT "$event", {counts}, ({name_bad}) AS _bad_name FROM {groups}').fetchall()
+        cur.execute("DROP TABLE IF EXISTS ev_groups")
+        bad_row = None
     except duckdb.Error as exc:
         # a value the staging could not even convert: name its row from the file (on a connection of its own,
         # as the failed statement may have aborted the caller's transaction)
@@ -235,11 +291,42 @@ def stage(
             bad_row = None
         if bad_row is None:
             raise ImportRejected(f"cannot read {path.name} as {fmt}: {_first_line(exc)}") from None
-    if bad_row is not None:
-        raise ImportRejected(f"{path.name}: {bad_row[0]}")
-    rows = int(cur.execute("SELECT count(*) FROM ev_stage").fetchone()[0])  # type: ignore[index]
-    identities = [r[0] for r in cur.execute("SELECT DISTINCT _idcol FROM ev_stage WHERE _idcol IS NOT NULL").fetchall()]
-    return Staged(rows, columns, new, sorted(identities), path.name, fmt)
+        raise ImportRejected(f"{path.name}: {bad_row[0]}") from None
+    if any(g[2] or g[-1] for g in grouped):
+        refuse(cur, staged)
+    staged.rows = sum(int(g[1]) for g in grouped)
+    events = {str(g[0]): [a for a, n in zip(attrs, g[3 : 3 + len(attrs)], strict=True) if n] for g in grouped}
+    staged.events = dict(sorted(events.items()))
+    return staged
+
+
+def _ids_check(known: set[str]) -> str:
+    """SQL over ``ev_ids``: true for an identity that is not in the catalogue or holds a control character."""
+    listed = "[" + ", ".join(sql_string("id_" + i) for i in sorted(known)) + "]::VARCHAR[]"
+    return f"NOT list_contains({listed}, _idcol) OR regexp_matches(_idcol || _idval, '{CONTROL_RE}')"
+
+
+def refuse(cur: duckdb.DuckDBPyConnection, staged: Staged) -> NoReturn:
+    """Refuse the file naming its first bad row (the full check, row by row, on a connection of its own)."""
+    try:
+        with cur.cursor() as diag:
+            bad_row = diag.execute(staged.diagnose).fetchone()
+    except duckdb.Error as exc:
+        raise ImportRejected(f"cannot read {staged.file} as {staged.fmt}: {_first_line(exc)}") from None
+    raise ImportRejected(f"{staged.file}: {bad_row[0] if bad_row else 'a row is refused'}")
+
+
+def collect_identities(cur: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+    """The distinct identities of the staged rows with the first row naming each, in ``ev_ids(_idcol, _idval,
+    _first)`` (one pass over the identity columns alone); sets ``staged.identities``."""
+    if not staged.ids_ready:
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, min(_row) AS _first FROM ev_stage "
+            "WHERE _idcol IS NOT NULL GROUP BY _idcol, _idval"
+        )
+    if cur.execute(f"SELECT 1 FROM ev_ids WHERE {staged.ids_check} LIMIT 1").fetchone() is not None:
+        refuse(cur, staged)
+    staged.identities = sorted(str(r[0]) for r in cur.execute("SELECT DISTINCT _idcol FROM ev_ids").fetchall())
 
 
 def _raw_text(name: str, cols: dict[str, str]) -> str:
@@ -281,6 +368,8 @@ def _inferred(dtype: str) -> ValueType:
 
 def event_names(cur: duckdb.DuckDBPyConnection, staged: Staged) -> dict[str, list[str]]:
     """Each staged event name and the attribute keys its rows carry."""
+    if staged.events is not None:
+        return staged.events
     attrs = [c for c in staged.columns if not c.startswith("$")]
     counts = ", ".join(f"count({q(a)})" for a in attrs)
     rows = cur.execute(
@@ -319,13 +408,18 @@ def ensure_store(cur: duckdb.DuckDBPyConnection, project_id: str, columns: dict[
         "CREATE TABLE IF NOT EXISTS segport_event_batches (project VARCHAR NOT NULL, batch BIGINT NOT NULL, "
         "PRIMARY KEY (project, batch))"
     )
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {LINKS} (project VARCHAR NOT NULL, device VARCHAR NOT NULL, "
+        "gio_id BIGINT NOT NULL, merged_from BIGINT, linked_at TIMESTAMP NOT NULL DEFAULT current_timestamp, "
+        "PRIMARY KEY (project, device))"
+    )
     have = store_columns(cur, project_id)
     for name, sql in columns.items():
         if name not in have:
             cur.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {sql}")
 
 
-def skip_loaded_batches(cur: duckdb.DuckDBPyConnection, project_id: str) -> list[int]:
+def skip_loaded_batches(cur: duckdb.DuckDBPyConnection, staged: Staged, project_id: str) -> list[int]:
     """Drop the staged rows of spool batches the store already holds; returns those batches."""
     done = [
         int(r[0])
@@ -336,8 +430,15 @@ def skip_loaded_batches(cur: duckdb.DuckDBPyConnection, project_id: str) -> list
         ).fetchall()
     ]
     if done:
-        cur.execute(f'DELETE FROM ev_stage WHERE "{BATCH_COLUMN}" IN (SELECT unnest(?::BIGINT[]))', [done])
+        drop_batches(cur, staged, done)
     return done
+
+
+def drop_batches(cur: duckdb.DuckDBPyConnection, staged: Staged, batches: list[int]) -> None:
+    """Drop the staged rows of ``batches`` (staged rows holding batches are always a table, never a view)."""
+    cur.execute(f'DELETE FROM ev_stage WHERE "{BATCH_COLUMN}" IN (SELECT unnest(?::BIGINT[]))', [batches])
+    staged.rows = int(cur.execute("SELECT count(*) FROM ev_stage").fetchone()[0])  # type: ignore[index]
+    staged.events = None
 
 
 def resolve_identities(
@@ -351,6 +452,7 @@ def resolve_identities(
     ).fetchone()
     if bad is not None:
         raise ImportRejected(f"{staged.at(int(bad[0]))}: gio_id {bad[1]} is not a user of project {project_id}")
+    collect_identities(cur, staged)
     cur.execute("CREATE OR REPLACE TEMP TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
     for col in staged.identities:
         entry = catalog.get(col)
@@ -361,17 +463,21 @@ def resolve_identities(
             if entry.multi
             else f"(SELECT gio_id, {c} AS v FROM {users})"
         )
+        linked = ""
+        if col == DEVICE_COLUMN:  # a device linked to a user is that user, whoever else holds its id
+            cur.execute(
+                f"INSERT INTO ev_map SELECT ?, i._idval, l.gio_id FROM ev_ids i JOIN {LINKS} l ON l.project = ? "
+                "AND l.device = i._idval WHERE i._idcol = ?",
+                [col, project_id, col],
+            )
+            linked = f" AND i._idval NOT IN (SELECT _idval FROM ev_map WHERE _idcol = {sql_string(col)})"
         cur.execute(
-            f"INSERT INTO ev_map SELECT ?, i._idval, min(u.gio_id) FROM (SELECT DISTINCT _idval FROM ev_stage "
-            f"WHERE _idcol = ?) i JOIN {held} u ON u.v = i._idval GROUP BY i._idval",
+            f"INSERT INTO ev_map SELECT ?, i._idval, min(u.gio_id) FROM ev_ids i JOIN {held} u ON u.v = i._idval "
+            f"WHERE i._idcol = ?{linked} GROUP BY i._idval",
             [col, col],
         )
     nxt = int(cur.execute("SELECT next_gio_id FROM segport_state WHERE project = ?", [project_id]).fetchone()[0])  # type: ignore[index]
-    cur.execute(
-        f"CREATE OR REPLACE TEMP TABLE ev_new AS SELECT _idcol, _idval, {nxt - 1} + row_number() OVER (ORDER BY "
-        "min(_row)) AS gio_id FROM ev_stage s WHERE _idcol IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ev_map m "
-        "WHERE m._idcol = s._idcol AND m._idval = s._idval) GROUP BY _idcol, _idval"
-    )
+    cur.execute(new_users_sql(nxt))
     added = int(cur.execute("SELECT count(*) FROM ev_new").fetchone()[0])  # type: ignore[index]
     if added:
         for col in staged.identities:
@@ -389,12 +495,97 @@ def resolve_identities(
     return added
 
 
-def final_rows(staged: Staged) -> tuple[list[str], str]:
-    """(the event table's columns, the SELECT of the staged rows with their ``gio_id``, in time order)."""
+def new_users_sql(next_gio_id: int) -> str:
+    """``ev_new``: the staged identities no user holds, numbered from ``next_gio_id`` in the order of the rows
+    that first name them."""
+    return (
+        f"CREATE OR REPLACE TEMP TABLE ev_new AS SELECT _idcol, _idval, {next_gio_id - 1} + row_number() OVER "
+        "(ORDER BY _first) AS gio_id FROM ev_ids i WHERE NOT EXISTS (SELECT 1 FROM ev_map m "
+        "WHERE m._idcol = i._idcol AND m._idval = i._idval)"
+    )
+
+
+def final_rows(staged: Staged, ordered: bool = True) -> tuple[list[str], str]:
+    """(the event table's columns, the SELECT of the staged rows with their ``gio_id``, in time order unless
+    ``ordered`` is false: ClickHouse sorts each insert by its own key)."""
     names = [*FIXED, *staged.columns]
     values = ["coalesce(s._gio, m.gio_id) AS gio_id", *(f"s.{q(n)}" for n in names[1:])]
     sql = (
-        f"SELECT {', '.join(values)} FROM ev_stage s LEFT JOIN ev_map m ON m._idcol = s._idcol AND m._idval = s._idval "
-        'ORDER BY s."$time", s._row'
+        f"SELECT {', '.join(values)} FROM ev_stage s LEFT JOIN ev_map m ON m._idcol = s._idcol AND m._idval = s._idval"
+        + (' ORDER BY s."$time", s._row' if ordered else "")
     )
     return names, sql
+
+
+def staged_links(cur: duckdb.DuckDBPyConnection) -> None:
+    """``ev_links(device, gio_id, _first)``: each device id that rows carry beside a userId, with the user of the
+    first such row (a device links to one user: the first one wins) and that row."""
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_links AS SELECT s._device AS device, arg_min(m.gio_id, s._row) AS gio_id, "
+        "min(s._row) AS _first FROM ev_stage s JOIN ev_map m ON m._idcol = s._idcol AND m._idval = s._idval "
+        "WHERE s._device IS NOT NULL GROUP BY s._device"
+    )
+
+
+def anonymous_test(catalog: Catalog, alias: str) -> str:
+    """SQL: true where the user ``alias`` holds no single-valued identity (no login id of any kind)."""
+    single = [e.key for e in catalog.of_kind(KeyKind.IDENTITY) if not e.multi]
+    if not single:
+        return "true"
+    return " AND ".join(f"{alias}.{q(k)} IS NULL" for k in single)
+
+
+def plan_links(cur: duckdb.DuckDBPyConnection) -> int:
+    """From ``ev_holders(device, gio_id, _first, holder, anonymous, devices)`` (each device to link, the user of
+    its first row, that row, the user holding the device now if any, whether that one holds no login id, and its
+    other device ids not linked yet): ``ev_moves(merged_from, gio_id)``, the anonymous users merged into a login
+    user (each into the user its first-linked device names), and ``ev_newlinks(device, gio_id, merged_from)``.
+    Returns the users merged."""
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_moves AS SELECT holder AS merged_from, arg_min(gio_id, _first) AS gio_id "
+        "FROM ev_holders WHERE holder IS NOT NULL AND anonymous AND holder <> gio_id GROUP BY holder"
+    )
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_newlinks AS SELECT device, gio_id, CASE WHEN holder <> gio_id THEN holder "
+        "END AS merged_from FROM ev_holders h WHERE holder IS NULL OR holder = gio_id "
+        "OR holder IN (SELECT merged_from FROM ev_moves m WHERE m.gio_id = h.gio_id)"
+    )
+    # the merged users' other device ids follow them
+    cur.execute(
+        "INSERT INTO ev_newlinks SELECT DISTINCT ON (d.v) d.v, m.gio_id, m.merged_from FROM (SELECT DISTINCT holder, "
+        "unnest(devices) AS v FROM ev_holders WHERE holder IS NOT NULL) d JOIN ev_moves m ON m.merged_from = d.holder "
+        "WHERE d.v NOT IN (SELECT device FROM ev_newlinks) ORDER BY d.v, m.gio_id"
+    )
+    return int(cur.execute("SELECT count(*) FROM ev_moves").fetchone()[0])  # type: ignore[index]
+
+
+def link_devices(cur: duckdb.DuckDBPyConnection, catalog: Catalog, staged: Staged, users: str, project_id: str) -> int:
+    """Link each device id that rows carry beside a userId to that user (docs/events.md, "Identity links"):
+    a device not linked yet is linked to the user of its first such row; if an anonymous user (one holding no
+    login id) held it, that user's events move to the login user and its other device ids are linked too. A
+    device already linked, or held by another user with a login id, stays as it is. Returns the users merged."""
+    if not staged.links:
+        return 0
+    staged_links(cur)
+    dev = q(DEVICE_COLUMN)
+    linked = f"(SELECT device FROM {LINKS} WHERE project = {sql_string(project_id)})"
+    # the user holding each device now (the lowest gio_id, as identities resolve), whether it is anonymous, and
+    # its device ids
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE ev_holders AS SELECT l.device, l.gio_id, l._first, h.holder, h.anonymous, "
+        "h.devices FROM ev_links l LEFT JOIN (SELECT v, arg_min(gio_id, gio_id) AS holder, arg_min(anonymous, gio_id) "
+        "AS anonymous, arg_min(devices, gio_id) AS devices FROM (SELECT u.gio_id, unnest(u." + dev + ") AS v, "
+        f"({anonymous_test(catalog, 'u')}) AS anonymous, u.{dev} AS devices "
+        f"FROM {users} u) GROUP BY v) h ON h.v = l.device WHERE l.device NOT IN {linked}"
+    )
+    merged = plan_links(cur)
+    cur.execute(
+        f"INSERT INTO {LINKS} (project, device, gio_id, merged_from) SELECT ?, * FROM ev_newlinks", [project_id]
+    )
+    if merged:
+        cur.execute(
+            f"UPDATE {events_table(project_id)} e SET gio_id = m.gio_id FROM ev_moves m WHERE e.gio_id = m.merged_from"
+        )
+    for table in ("ev_links", "ev_holders", "ev_moves", "ev_newlinks"):
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+    return merged
