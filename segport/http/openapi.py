@@ -26,7 +26,6 @@ from fastapi import FastAPI
 
 from segport.http.admin_schemas import (
     DISPLAY_NAME_PATTERN,
-    EVENT_RULE_SCHEMA,
     RULE_FIELD,
     RULE_SCHEMA,
     SEGMENT_KEY_PATTERN,
@@ -137,7 +136,6 @@ def describe(document: dict[str, Any], *, max_properties: int) -> dict[str, Any]
     }
     document["security"] = [{"bearer": []}]
     components.setdefault("schemas", {})["Rule"] = RULE_SCHEMA
-    components["schemas"]["EventRule"] = EVENT_RULE_SCHEMA
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
