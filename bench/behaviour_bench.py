@@ -88,19 +88,24 @@ def event_name_sql(bucket: str) -> str:
     return f"(CASE {' '.join(whens)} ELSE '{EVENTS[-1][0]}' END)"
 
 
-def generate_duckdb(data: Path, users: int, events: int, now_ms: int, memory: str, threads: int) -> None:
-    """The project through segport, then its users and events with DuckDB's own SQL (see the docstring)."""
-    import duckdb
-
-    from segport.domain.event_files import DEFAULT_TYPE, EventAttribute
-    from segport.domain.keys import ValueType
-    from segport.engine.duckdb import events as ev
-    from segport.engine.duckdb.sql import users_table
-    from segport.roles.engine import build
+def settings_for(data: Path, engine: str, memory: str, threads: int = 2) -> Any:
+    """segport's settings for the bench's data dir: DuckDB's ``memory_limit`` and threads, or ClickHouse's
+    memory budget (its queries' ``max_memory_usage`` is 80% of it: ``memory``)."""
     from segport.settings import Settings
+
+    if engine == "clickhouse":
+        return Settings(data_dir=data, engine="clickhouse", engine_memory_bytes=memory_bytes(memory) * 5 // 4)
+    return Settings(data_dir=data, duckdb_memory_limit=memory, duckdb_threads=threads)
+
+
+def make_project(data: Path, engine: str, memory: str, threads: int = 2) -> None:
+    """The project through segport: its catalogue (so its users table), its event attributes and names."""
+    from segport.domain.event_files import EventAttribute
+    from segport.domain.keys import ValueType
+    from segport.roles.engine import build
     from segport.store.event_catalog import EventCatalog
 
-    app = build(Settings(data_dir=data, duckdb_memory_limit=memory, duckdb_threads=threads))
+    app = build(settings_for(data, engine, memory, threads))
     try:
         app.meta.create_project(P, "行为基准", TZ)
         app.data.import_catalog_csv(P, "key,name,type\nusr_city,城市,string\n")
@@ -110,6 +115,17 @@ def generate_duckdb(data: Path, users: int, events: int, now_ms: int, memory: st
         catalog.record(P, [], {name: attrs.get(name, ["channel"]) for name, _ in EVENTS})
     finally:
         app.close()
+
+
+def generate_duckdb(data: Path, users: int, events: int, now_ms: int, memory: str, threads: int) -> None:
+    """The project through segport, then its users and events with DuckDB's own SQL (see the docstring)."""
+    import duckdb
+
+    from segport.domain.event_files import DEFAULT_TYPE
+    from segport.engine.duckdb import events as ev
+    from segport.engine.duckdb.sql import users_table
+
+    make_project(data, "duckdb", memory, threads)
     con = duckdb.connect(str(data / "profiles.duckdb"), config={"memory_limit": memory, "threads": threads})
     try:
         start_ms = now_ms - SPAN_DAYS * DAY_MS
@@ -140,14 +156,57 @@ def generate_duckdb(data: Path, users: int, events: int, now_ms: int, memory: st
         con.close()
 
 
+def generate_clickhouse(data: Path, users: int, events: int, now_ms: int, memory: str) -> None:
+    """As :func:`generate_duckdb`, in ClickHouse (chdb) with its own SQL (its hash functions, so the rows are
+    not the DuckDB data's, but drawn the same way): the users into the current snapshot's users table (and
+    ``next_gio_id`` moved past them), the events into segport's MergeTree (by month, ordered by time)."""
+    from segport.engine.clickhouse import events as chev
+
+    make_project(data, "clickhouse", memory)
+    engine = ch_engine(data)
+    try:
+        client = engine.client()
+        snap = engine.current(P)
+        client.command(
+            f"INSERT INTO {engine.table(snap.users)} (gio_id, usr_city) SELECT number + 1, "
+            f"concat('city', toString(cityHash64(number, 9) % 300)) FROM numbers({users})"
+        )
+        engine.publish(snap.next(data_version=snap.data_version + 1, next_gio_id=users + 1))
+        chev._ensure_store(engine, P, {**STANDARD, "amount": "DOUBLE", "channel": "VARCHAR"})
+        start_ms = now_ms - SPAN_DAYS * DAY_MS
+        span, active = now_ms - start_ms, int(users * 0.7)
+        whens, edge = [], 0
+        for name, share in EVENTS[:-1]:
+            edge += share
+            whens.append(f"b < {edge}, '{name}'")
+        client.command(
+            f"""INSERT INTO {chev.events_table(engine, P)} (gio_id, `$time`, `$event`, `$type`, `$path`, amount, channel)
+            SELECT 1 + toInt64(floor({active} * pow((cityHash64(number, 1) % 1000000007) / 1000000007.0, 2))),
+                   fromUnixTimestamp64Milli(toInt64({start_ms} + intDiv(number * {span}, {events})), 'UTC'),
+                   n, 'CUSTOM',
+                   if(n = 'page_view', concat('/p/', toString(cityHash64(number, 5) % 50)), NULL),
+                   if(n = 'pay', round(1 + 2000 * pow((cityHash64(number, 3) % 10000) / 10000.0, 3), 2), NULL),
+                   concat('ch', toString(cityHash64(number, 4) % 12))
+            FROM (SELECT number, multiIf({", ".join(whens)}, '{EVENTS[-1][0]}') AS n
+                  FROM (SELECT number, cityHash64(number, 2) % 100 AS b FROM numbers({events})))""",
+            settings={"max_memory_usage": memory_bytes(memory)},
+        )
+    finally:
+        engine.close()
+
+
+def memory_bytes(text: str) -> int:
+    units = {"KB": 2**10, "MB": 2**20, "GB": 2**30}
+    return int(float(text[:-2]) * units[text[-2:].upper()])
+
+
 def ensure_tag_keys(data: Path, args: argparse.Namespace) -> None:
     """The tag cases' keys in the project's catalogue (their columns in the users table), as ``segport tag
     create`` leaves them; done once, outside the timed runs."""
     from segport.roles.engine import build
     from segport.services.data import catalog_entry
-    from segport.settings import Settings
 
-    app = build(Settings(data_dir=data, duckdb_memory_limit=args.memory, duckdb_threads=args.threads))
+    app = build(settings_for(data, args.engine, args.memory, args.threads))
     try:
         have = app.meta.catalog(P)
         types = {"DOUBLE": "double", "VARCHAR": "string", "BIGINT": "int"}
@@ -171,9 +230,10 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     # the data's clock: a whole minute, so the windows of a rerun resolve exactly as the first run's
     now_ms = int(time.time() // 60 * 60_000)
     t0 = time.perf_counter()
-    if args.engine != "duckdb":
-        raise SystemExit("--engine clickhouse: not written yet (see docs/performance.md)")
-    generate_duckdb(data, args.users, args.events, now_ms, args.memory, args.threads)
+    if args.engine == "clickhouse":
+        generate_clickhouse(data, args.users, args.events, now_ms, args.memory)
+    else:
+        generate_duckdb(data, args.users, args.events, now_ms, args.memory, args.threads)
     info = {
         "engine": args.engine,
         "users": args.users,
@@ -412,13 +472,126 @@ TEN = [
 ]
 
 
+# --- the same statements in ClickHouse's SQL (``__U__``: the current users table, ``__E__``: the event table) ----
+def ch_ts(ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(tzinfo=None)
+    return f"toDateTime64('{moment.isoformat(sep=' ', timespec='milliseconds')}', 3, 'UTC')"
+
+
+def ch_window(now_ms: int, days: int) -> str:
+    tz = ZoneInfo(TZ)
+    today = dt.datetime.fromtimestamp(now_ms / 1000, tz).date()
+    start = dt.datetime.combine(today - dt.timedelta(days=days - 1), dt.time(), tzinfo=tz)
+    return f"`$time` >= {ch_ts(int(start.timestamp() * 1000))} AND `$time` < {ch_ts(now_ms + 1)}"
+
+
+def _ch_having(event: str, days: int, having: str) -> Callable[[int], str]:
+    return lambda now: (
+        f"SELECT gio_id FROM __U__ WHERE gio_id IN (SELECT gio_id FROM __E__ WHERE `$event` = '{event}' AND "
+        f"{ch_window(now, days)} GROUP BY gio_id HAVING {having})"
+    )
+
+
+def _ch_did_not(event: str, days: int) -> Callable[[int], str]:
+    return lambda now: (
+        f"SELECT gio_id FROM __U__ WHERE gio_id NOT IN (SELECT gio_id FROM __E__ WHERE `$event` = '{event}' AND "
+        f"{ch_window(now, days)})"
+    )
+
+
+def _ch_steps(first: str, second: str, days: int, now: int, second_window: str) -> str:
+    a = f"SELECT gio_id, toUnixTimestamp64Milli(`$time`) AS t FROM __E__ WHERE `$event` = '{first}' AND "
+    b = f"SELECT gio_id, toUnixTimestamp64Milli(`$time`) AS t, 1 AS hit FROM __E__ WHERE `$event` = '{second}' AND "
+    return f"({a}{ch_window(now, days)}) AS a", f"({b}{second_window}) AS b"
+
+
+def _ch_then(first: str, second: str, days: int, gap_ms: int) -> Callable[[int], str]:
+    def sql(now: int) -> str:
+        a, b = _ch_steps(first, second, days, now, ch_window(now, days))
+        return (
+            f"SELECT gio_id FROM __U__ WHERE gio_id IN (SELECT b.gio_id FROM {b} ASOF JOIN {a} "
+            f"ON b.gio_id = a.gio_id AND b.t > a.t WHERE b.t - a.t <= {gap_ms})"
+        )
+
+    return sql
+
+
+def _ch_not_followed(first: str, second: str, days: int, within_ms: int) -> Callable[[int], str]:
+    def sql(now: int) -> str:
+        start = ch_window(now, days).split(" AND ")[0].replace(">=", ">")
+        a, b = _ch_steps(first, second, days, now, start)
+        return (
+            f"SELECT gio_id FROM __U__ WHERE gio_id IN (SELECT a.gio_id FROM {a} ASOF LEFT JOIN {b} "
+            f"ON a.gio_id = b.gio_id AND a.t < b.t WHERE b.hit = 0 OR b.t > a.t + {within_ms})"
+        )
+
+    return sql
+
+
+def _ch_tag(select: str, event: str, days: int | None, missing: str) -> Callable[[int], str]:
+    def sql(now: int) -> str:
+        window = f" AND {ch_window(now, days)}" if days is not None else ""
+        return (
+            f"SELECT u.gio_id AS gio_id, coalesce(a.v, {missing}) AS v FROM __U__ AS u LEFT JOIN (SELECT gio_id, "
+            f"{select} AS v FROM __E__ WHERE `$event` = '{event}'{window} GROUP BY gio_id) AS a "
+            "ON a.gio_id = u.gio_id SETTINGS join_use_nulls = 1"
+        )
+
+    return sql
+
+
+CH_HAND: dict[str, Callable[[int], str]] = {
+    "pay2_30d": _ch_having("pay", 30, "count() >= 2"),
+    "no_login_7d": _ch_did_not("login", 7),
+    "cart_then_pay_1d": _ch_then("add_to_cart", "pay", 30, DAY_MS),
+    "cart_no_pay_1d": _ch_not_followed("add_to_cart", "pay", 30, DAY_MS),
+    "tag_pay_sum_30d": _ch_tag("sum(amount)", "pay", 30, "0"),
+    "tag_last_pay_channel": _ch_tag("argMax(channel, `$time`)", "pay", None, "NULL"),
+    "t_pay1_7d": _ch_having("pay", 7, "count() >= 1"),
+    "t_pay3_90d": _ch_having("pay", 90, "count() >= 3"),
+    "t_login5_30d": _ch_having("login", 30, "count() >= 5"),
+    "t_no_login_14d": _ch_did_not("login", 14),
+    "t_cart2_14d": _ch_having("add_to_cart", 14, "count() >= 2"),
+    "t_pay_sum_30d": _ch_having("pay", 30, "sum(amount) >= 500"),
+    "t_pay_max_90d": _ch_having("pay", 90, "max(amount) > 1000"),
+    "t_view_days_30d": _ch_having("page_view", 30, f"uniqExact(toDate(`$time`, '{TZ}')) >= 10"),
+    "t_search_channels_30d": _ch_having("search", 30, "uniqExact(channel) >= 3"),
+    "t_share2_60d": _ch_having("share", 60, "count() >= 2"),
+}
+
+
+def ch_engine(data: Path) -> Any:
+    """The data dir's ClickHouse (chdb, in this process) as segport opens it."""
+    from segport.engine.clickhouse.engine import ClickHouseEngine
+
+    return ClickHouseEngine(f"chdb://{(data / 'clickhouse').resolve()}", scratch=data / "tmp")
+
+
+def ch_sql(engine: Any, sql: str) -> str:
+    return sql.replace("__U__", engine.table(engine.current(P).users)).replace("__E__", engine.table(f"events_{P}"))
+
+
 # --- one run, in a process of its own --------------------------------------------------------------------
 def run_one(args: argparse.Namespace) -> None:
     """``--run SIDE CASES``: compute the named cases (comma-separated) and print seconds and CPU seconds."""
     info = json.loads((Path(args.data) / "bench.json").read_text())
     cases = {c.name: c for c in [*CASES, *TEN]}
     todo = [cases[n] for n in args.cases.split(",")]
-    if args.run == "hand":
+    if args.run == "hand" and args.engine == "clickhouse":
+        engine = ch_engine(Path(args.data))
+        client = engine.client()
+        settings = {"max_memory_usage": memory_bytes(args.memory)}
+        t0, c0 = time.perf_counter(), time.process_time()
+        for case in todo:
+            client.command(
+                f"CREATE OR REPLACE TABLE {engine.table('hand_' + case.name)} ENGINE = MergeTree ORDER BY gio_id "
+                f"AS {ch_sql(engine, CH_HAND[case.name](info['now_ms']))}",
+                settings=settings,
+            )
+            client.query(f"SELECT count() FROM {engine.table('hand_' + case.name)}")
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        engine.close()
+    elif args.run == "hand":
         import duckdb
 
         con = duckdb.connect(
@@ -447,10 +620,9 @@ def segport_side(args: argparse.Namespace, info: dict[str, Any], todo: list[Case
     from segport.domain.behaviour import BehaviourContext
     from segport.engine.base import SegmentDefinition
     from segport.roles.engine import build
-    from segport.settings import Settings
     from segport.store.event_catalog import EventCatalog
 
-    app = build(Settings(data_dir=Path(args.data), duckdb_memory_limit=args.memory, duckdb_threads=args.threads))
+    app = build(settings_for(Path(args.data), args.engine, args.memory, args.threads))
     try:
         from segport.domain.behaviour_parse import event_schema  # w1's parser
 
@@ -518,7 +690,7 @@ class TreeRss(threading.Thread):
 
 def measure(args: argparse.Namespace, data: Path, side: str, names: list[str]) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--run", side, "--cases", ",".join(names), "--data", str(data)]
-    cmd += ["--memory", args.memory, "--threads", str(args.threads)]
+    cmd += ["--memory", args.memory, "--threads", str(args.threads), "--engine", args.engine]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rss = TreeRss(proc.pid)
     rss.start()
@@ -530,9 +702,11 @@ def measure(args: argparse.Namespace, data: Path, side: str, names: list[str]) -
     return {"seconds": out["seconds"], "cpu": out["cpu"], "rss_mb": peak}
 
 
-def check_equal(data: Path, case: Case) -> int:
+def check_equal(data: Path, case: Case, engine: str = "duckdb") -> int:
     """The rows segport materialised against the hand-written statement's: raises on any difference; returns
     the members (segments) or the users with a value (tags)."""
+    if engine == "clickhouse":
+        return check_equal_clickhouse(data, case)
     import duckdb
 
     con = duckdb.connect(str(data / "profiles.duckdb"), read_only=True)
@@ -564,6 +738,38 @@ def check_equal(data: Path, case: Case) -> int:
         return int(row[1])
     finally:
         con.close()
+
+
+def check_equal_clickhouse(data: Path, case: Case) -> int:
+    ch = ch_engine(data)
+    try:
+        client, snap = ch.client(), ch.current(P)
+        hand = ch.table(f"hand_{case.name}")
+
+        def one(sql: str) -> tuple[Any, ...]:
+            return tuple(client.query(sql).result_rows[0])
+
+        if case.kind == "segment":
+            ours = ch.table(snap.members[case.name])
+            n_ours, n_hand, diff = one(
+                f"SELECT (SELECT count() FROM {ours}), (SELECT count() FROM {hand}), "
+                f"(SELECT count() FROM (SELECT gio_id FROM {ours} EXCEPT DISTINCT SELECT gio_id FROM {hand})) + "
+                f"(SELECT count() FROM (SELECT gio_id FROM {hand} EXCEPT DISTINCT SELECT gio_id FROM {ours}))"
+            )
+            if n_ours != n_hand or diff:
+                raise SystemExit(f"{case.name}: segport has {n_ours} members, hand-written {n_hand}, {diff} differ")
+            return int(n_ours)
+        same = "abs(a.v - h.v) <= 1e-9 * greatest(abs(h.v), 1)" if case.value_type == "DOUBLE" else "a.v = h.v"
+        total, held, bad = one(
+            f"SELECT count(), countIf(h.v IS NOT NULL), countIf(NOT ((a.v IS NULL AND h.v IS NULL) OR "
+            f"coalesce({same}, 0))) FROM (SELECT gio_id, {tag_column(case).replace(chr(34), '`')} AS v "
+            f"FROM {ch.table(snap.users)}) AS a FULL JOIN {hand} AS h USING (gio_id) SETTINGS join_use_nulls = 1"
+        )
+        if bad:
+            raise SystemExit(f"{case.name}: {bad} of {total} users differ between segport and hand-written")
+        return int(held)
+    finally:
+        ch.close()
 
 
 def tag_column(case: Case) -> str:
@@ -657,11 +863,11 @@ def main() -> None:
         return
     for case in cases:
         r = compare(args, data, [case.name], case.name)
-        r["rows"] = check_equal(data, case)
+        r["rows"] = check_equal(data, case, args.engine)
         results["cases"][case.name] = r
     if not args.no_ten and not only:
         r = compare(args, data, [c.name for c in TEN], "ten segments")
-        r["rows"] = sum(check_equal(data, c) for c in TEN)
+        r["rows"] = sum(check_equal(data, c, args.engine) for c in TEN)
         results["cases"]["ten segments (sum)"] = r
     results["load_average"] = [round(x, 1) for x in os.getloadavg()]
     (OUT / f"behaviour-results-{args.engine}-{args.users}-{args.events}.json").write_text(json.dumps(results, indent=2))
