@@ -238,9 +238,7 @@ class EventSQL:
     def where(self, rule: Any) -> str:
         """A step's ``where`` in the rule compiler's dialect over the event alias ``e``, its values appended to
         the enclosing rule's parameters."""
-        sub = type(self.rules)(self.ctx.events.attributes, "e")
-        sub.params = self.rules.params
-        return sub.node(rule, "where", 1)
+        return self.rules.step_where(rule, "e")
 
     def source(self, keys: set[str]) -> str:
         """The event table, with a typed null for every named attribute it has no column for."""
