@@ -198,7 +198,7 @@ def _time(obj: Any, where: str) -> TimeSpec | None:
     def bound(text: Any, at: str, *, end: bool = False) -> int:
         try:
             return instant_ms(text, utc, end=end) if isinstance(text, str) else int("x")
-        except ValueError:
+        except (ValueError, OverflowError):
             raise InvalidRule(f"{at}: expected a date (2026-05-01) or a time with an offset") from None
 
     if kind == "since":
@@ -247,8 +247,10 @@ def _horizontal(obj: dict[str, Any], events: EventSchema, catalog: Catalog, key:
             raise InvalidRule(f"{at}.name: expected a name of 1 to 200 characters")
         if any(layer.name == name for layer in layers):
             raise InvalidRule(f"{at}.name: layer {name!r} appears twice")
-        if gte is not None and (isinstance(gte, bool) or not isinstance(gte, (int, float))):
-            raise InvalidRule(f"{at}.gte: expected a number")
+        if gte is not None and (
+            isinstance(gte, bool) or not isinstance(gte, (int, float)) or not -1e300 < gte < 1e300
+        ):
+            raise InvalidRule(f"{at}.gte: expected a number (at most 1e300 in size)")
         if gte is None and i != len(layers_in) - 1:
             raise InvalidRule(f"{at}: only the last layer may have no gte (it takes the rest)")
         layers.append(Layer(name, None if gte is None else float(gte)))

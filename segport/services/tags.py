@@ -88,7 +88,7 @@ class TagService:
         scheduler = (spec.scheduler or "DAILY").upper()
         if scheduler not in ("DAILY", "ONCE"):
             raise InvalidParameter(f"scheduler must be DAILY or ONCE, not {spec.scheduler!r}")
-        obj = _definition_json(spec.definition)
+        obj = definition_json(spec.definition)
         catalog = self.meta.catalog(project_id)
         if key in catalog:
             raise AlreadyExists(f"key {key!r} is already in the catalogue of project {project_id}")
@@ -200,7 +200,7 @@ class TagService:
         return [TagView(e, rows.get(e.key)) for e in self.meta.catalog(project_id).of_kind(KeyKind.TAG)]
 
 
-def _definition_json(value: Any) -> Any:
+def definition_json(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     if len(value) > MAX_DEFINITION_CHARS:
