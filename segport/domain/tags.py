@@ -247,9 +247,7 @@ def _horizontal(obj: dict[str, Any], events: EventSchema, catalog: Catalog, key:
             raise InvalidRule(f"{at}.name: expected a name of 1 to 200 characters")
         if any(layer.name == name for layer in layers):
             raise InvalidRule(f"{at}.name: layer {name!r} appears twice")
-        if gte is not None and (
-            isinstance(gte, bool) or not isinstance(gte, (int, float)) or not -1e300 < gte < 1e300
-        ):
+        if gte is not None and (isinstance(gte, bool) or not isinstance(gte, (int, float)) or not -1e300 < gte < 1e300):
             raise InvalidRule(f"{at}.gte: expected a number (at most 1e300 in size)")
         if gte is None and i != len(layers_in) - 1:
             raise InvalidRule(f"{at}: only the last layer may have no gte (it takes the rest)")
