@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from segport.domain.behaviour import BehaviourContext, EventSchema
 from segport.domain.event_files import EventAttribute
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import (
@@ -21,6 +22,7 @@ from segport.engine.base import (
     MembersPage,
     ProfileAccess,
     SegmentDefinition,
+    TagComputation,
     Target,
     UserEvents,
 )
@@ -59,6 +61,23 @@ CALLS: dict[str, tuple[tuple[Any, ...], Any]] = {
     "load_member_ids": (("WlGk4Daj", "seg_b", Path("/data/uploads/ids.txt")), 7),
     "compute_segment": (("WlGk4Daj", SegmentDefinition.from_rule("seg_a", RULE, CATALOG)), ComputeResult(5, 1)),
     "drop_segment": (("WlGk4Daj", "seg_a"), None),
+    "compute_tag": (
+        (
+            "WlGk4Daj",
+            TagComputation(
+                "tag_pay",
+                {"type": "AGGREGATED", "event": "pay", "measure": {"sum": "amount"}, "time": {"last_days": 30}},
+                CATALOG,
+                BehaviourContext(
+                    "WlGk4Daj",
+                    EventSchema(["pay"], Catalog([CatalogEntry("amount", KeyKind.PROPERTY, "金额", ValueType.INT)])),
+                    1777593600000,
+                    "Asia/Shanghai",
+                ),
+            ),
+        ),
+        ComputeResult(6),
+    ),
     "data_version": (("WlGk4Daj",), 12),
     "count": (("WlGk4Daj", Target("tag", "tag_rfm")), 4),
     "members_page": (

@@ -31,16 +31,17 @@ from segport.engine.base import (
     ImportReport,
     MembersPage,
     SegmentDefinition,
+    TagComputation,
     Target,
     UserEvents,
 )
-from segport.engine.clickhouse import behaviour, events, importer, writer
+from segport.engine.clickhouse import behaviour, events, importer, tags, writer
 from segport.engine.clickhouse import snapshots as snaps
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
 from segport.engine.columns import Step, column_steps
 from segport.engine.interrupt import Interrupt
-from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound
+from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, SegportError
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -279,6 +280,19 @@ class ClickHouseEngine:
                 self._drop(built)
                 raise ComputeFailed(f"segment {segment.key} could not be computed: {_first_line(exc)}") from exc
         return result
+
+    def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:
+        """A tag from events into its column: a new users table, published as the next snapshot (:mod:`.tags`)."""
+        with self._writer:
+            built: list[str] = []
+            try:
+                return tags.compute_tag(self, project_id, tag, built)
+            except SegportError:
+                self._drop(built)
+                raise
+            except Exception as exc:
+                self._drop(built)
+                raise ComputeFailed(f"tag {tag.key} could not be computed: {_first_line(exc)}") from exc
 
     def drop_segment(self, project_id: str, segment_key: str) -> None:
         with self._writer:
