@@ -776,9 +776,9 @@ def tag_column(case: Case) -> str:
     return f'"{case.name}"'
 
 
-def compare(args: argparse.Namespace, data: Path, names: list[str], label: str) -> dict[str, Any]:
+def compare(args: argparse.Namespace, data: Path, names: list[str], label: str, repeat: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {"hand": [], "segport": []}
-    for rep in range(args.repeat):
+    for rep in range(repeat):
         order = ["hand", "segport"] if rep % 2 == 0 else ["segport", "hand"]
         for side in order:
             runs[side].append(measure(args, data, side, names))
@@ -808,13 +808,14 @@ def report(results: dict[str, Any]) -> str:
         f"engine {results['engine']}, memory_limit {results['memory']}, {results['threads']} threads, "
         f"medians of {results['repeat']} alternating runs; load average {results['load_average']}",
         f"{'case':<24} {'output':>10} {'segport s':>10} {'hand s':>8} {'ratio':>6} {'CPU ratio':>9} "
-        f"{'target':>8} {'segport RSS MB':>15} {'hand RSS MB':>12}",
+        f"{'vs target':>9} {'segport RSS MB':>15} {'hand RSS MB':>12}",
     ]
     for name, r in results["cases"].items():
-        met = "met" if r["ratio"] <= TARGET else f"+{r['ratio'] / TARGET - 1:.0%}"
+        target = 1.0 if name.startswith("ten") else TARGET  # ten together: faster than one after another
+        met = "met" if r["ratio"] <= target else f"+{r['ratio'] / target - 1:.0%}"
         lines.append(
             f"{name:<24} {r['rows']:>10,} {r['segport_s']:>10.2f} {r['hand_s']:>8.2f} {r['ratio']:>6.2f} "
-            f"{r['cpu_ratio']:>9.2f} {met:>8} {r['segport_rss_mb']:>15.0f} {r['hand_rss_mb']:>12.0f}"
+            f"{r['cpu_ratio']:>9.2f} {met:>9} {r['segport_rss_mb']:>15.0f} {r['hand_rss_mb']:>12.0f}"
         )
     return "\n".join(lines)
 
@@ -829,6 +830,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="DuckDB threads of both sides.")
     ap.add_argument("--only", default="", help="Comma-separated case names (default: all, then the ten).")
     ap.add_argument("--no-ten", action="store_true", help="Skip the ten-segments case.")
+    ap.add_argument("--ten-repeat", type=int, default=0, help="Runs of the ten-segments case (default: --repeat).")
     ap.add_argument("--hand-only", action="store_true", help="Time the hand-written statements alone.")
     ap.add_argument("--fresh", action="store_true", help="Regenerate the data even if it is cached.")
     ap.add_argument("--run", choices=["hand", "segport"], help=argparse.SUPPRESS)
@@ -862,11 +864,11 @@ def main() -> None:
             print(f"  {case.name}: hand-written {r['seconds']:.2f}s (CPU {r['cpu']:.2f}s, RSS {r['rss_mb']:.0f} MB)")
         return
     for case in cases:
-        r = compare(args, data, [case.name], case.name)
+        r = compare(args, data, [case.name], case.name, args.repeat)
         r["rows"] = check_equal(data, case, args.engine)
         results["cases"][case.name] = r
     if not args.no_ten and not only:
-        r = compare(args, data, [c.name for c in TEN], "ten segments")
+        r = compare(args, data, [c.name for c in TEN], "ten segments", args.ten_repeat or args.repeat)
         r["rows"] = sum(check_equal(data, c, args.engine) for c in TEN)
         results["cases"]["ten segments (sum)"] = r
     results["load_average"] = [round(x, 1) for x in os.getloadavg()]
