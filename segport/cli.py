@@ -24,6 +24,7 @@ from segport import (
     cli_data,  # noqa: F401 - registers the catalog/users/segment commands
     cli_datasources,  # noqa: F401 - registers the datasources commands
     cli_events,  # noqa: F401 - registers the events commands
+    cli_tags,  # noqa: F401 - registers the tag commands
 )
 from segport.app import open_stores
 from segport.cli_common import State, cli, fail, handled, jobs_cli, project_cli, settings, token_cli, with_stores

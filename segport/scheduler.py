@@ -1,4 +1,4 @@
-"""The daily recompute inside `segport serve`: DAILY segments are recomputed once per interval.
+"""The daily recompute inside `segport serve`: DAILY segments and DAILY computed tags are recomputed once per interval.
 
 Imports already recompute DAILY segments in their own transaction; this thread catches the days without an
 import. It wakes every minute (or sooner for short intervals) and recomputes every DAILY segment whose last
@@ -12,6 +12,7 @@ import threading
 
 from segport.errors import MetadataUnavailable
 from segport.services.data import DataService
+from segport.services.tags import TagService
 
 log = logging.getLogger("segport.scheduler")
 
@@ -35,15 +36,21 @@ class DailyRecompute:
             self._thread.join(10)
 
     def run_once(self) -> list[tuple[str, str]]:
-        """Recompute the DAILY segments that are due; returns (project, segment) pairs."""
-        return self.data.recompute_daily(older_than_s=self.interval_s)
+        """Recompute the DAILY segments, then the DAILY computed tags, that are due; returns (project, key)
+        pairs (segment keys, then ``tag_`` keys)."""
+        segments = self.data.recompute_daily(older_than_s=self.interval_s)
+        for project, key in segments:
+            log.info("recomputed DAILY segment %s/%s", project, key)
+        tags = TagService(self.data).recompute_daily(older_than_s=self.interval_s)
+        for project, key in tags:
+            log.info("recomputed DAILY tag %s/%s", project, key)
+        return segments + tags
 
     def _run(self) -> None:
         tick = min(60.0, max(self.interval_s / 4, 0.05))
         while not self._stop.wait(tick):
             try:
-                for project, key in self.run_once():
-                    log.info("recomputed DAILY segment %s/%s", project, key)
+                self.run_once()
             except MetadataUnavailable:
                 pass  # the store logged the outage; the next tick retries
             except Exception:  # keep the thread alive: the next tick retries

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from segport.domain.behaviour import BehaviourContext, EventSchema
 from segport.domain.event_files import EventAttribute
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import (
@@ -21,6 +22,7 @@ from segport.engine.base import (
     MembersPage,
     ProfileAccess,
     SegmentDefinition,
+    TagComputation,
     Target,
     UserEvents,
 )
@@ -69,6 +71,23 @@ CALLS: dict[str, tuple[tuple[Any, ...], Any]] = {
         {"seg_a": ComputeResult(5), "seg_b": ComputeResult(2, 1)},
     ),
     "drop_segment": (("WlGk4Daj", "seg_a"), None),
+    "compute_tag": (
+        (
+            "WlGk4Daj",
+            TagComputation(
+                "tag_pay",
+                {"type": "AGGREGATED", "event": "pay", "measure": {"sum": "amount"}, "time": {"last_days": 30}},
+                CATALOG,
+                BehaviourContext(
+                    "WlGk4Daj",
+                    EventSchema(["pay"], Catalog([CatalogEntry("amount", KeyKind.PROPERTY, "金额", ValueType.INT)])),
+                    1777593600000,
+                    "Asia/Shanghai",
+                ),
+            ),
+        ),
+        ComputeResult(6),
+    ),
     "data_version": (("WlGk4Daj",), 12),
     "count": (("WlGk4Daj", Target("tag", "tag_rfm")), 4),
     "members_page": (

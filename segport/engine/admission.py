@@ -198,6 +198,7 @@ _ADMITTED: dict[str, Kind] = {
     "import_events": Kind.IMPORT,  # a file's history, and the loader's batches from the spool
     "user_events": Kind.READ,
     "count_events": Kind.READ,
+    "compute_tag": Kind.IMPORT,  # a tag from events: one pass over them, its column rewritten
 }
 
 

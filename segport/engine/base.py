@@ -62,6 +62,18 @@ class SegmentDefinition:
         return cls(key, rule_tree=tree, catalog=catalog, behaviour=behaviour)
 
 
+@dataclass(frozen=True, slots=True)
+class TagComputation:
+    """What the engine needs to compute a tag from events into its column (``key``, a ``tag_`` key of
+    ``catalog``): the definition as its JSON (each engine parses it against ``behaviour.events`` and ``catalog``
+    with the domain's parser, so both read it alike) and the behaviour context (event schema, clock, time zone)."""
+
+    key: str
+    definition: Any
+    catalog: Catalog
+    behaviour: BehaviourContext
+
+
 @dataclass(slots=True)
 class ComputeResult:
     total_users: int
@@ -144,6 +156,10 @@ class ProfileAccess(Protocol):
         ...
 
     def drop_segment(self, project_id: str, segment_key: str) -> None: ...
+
+    def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:
+        """Compute a tag from the project's events and store each user's value in the tag's column of the
+        users table, in one change (a user without a value: null); ``total_users``: users holding a value."""
 
     def data_version(self, project_id: str) -> int:
         """A number that changes whenever profiles or memberships of the project change."""

@@ -36,13 +36,16 @@ yet) is null on every event.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from segport.domain.behaviour import (
+    HOUR_MS,
     ZERO_MEASURES,
     BehaviourContext,
     Condition,
@@ -59,6 +62,7 @@ from segport.domain.behaviour_parse import parse_condition
 from segport.domain.keys import GIO_ID, ValueType, quote_ident
 from segport.domain.rules import RuleCompiler, is_event_condition
 
+MAX_OFFSET_SCAN_MS = 400 * 24 * HOUR_MS  # longer windows are not checked for one UTC offset
 MAX_MS = 9_999_999_999_999  # 2286-11-20: bounds beyond are clamped (every event lies well inside)
 _CMP = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
@@ -75,6 +79,25 @@ def compares(measured: float, op: str, value: Any) -> bool:
         "lt": measured < value,
         "lte": measured <= value,
     }[op]
+
+
+def fixed_offset_ms(time_zone: str, window: Window | None) -> int | None:
+    """The time zone's UTC offset in ms when it is the same all through ``window`` (checked every hour: a zone
+    changes its offset for months, not minutes), so a day in that zone is the date of the time shifted by it;
+    ``None`` when it changes, or the window is unbounded or longer than 400 days."""
+    if window is None or window.start_ms is None or window.end_ms is None:
+        return None
+    if window.end_ms - window.start_ms > MAX_OFFSET_SCAN_MS:
+        return None
+    tz = ZoneInfo(time_zone)
+    offsets = set()
+    for t in [*range(window.start_ms, window.end_ms, HOUR_MS), window.end_ms]:
+        offset = dt.datetime.fromtimestamp(t / 1000, tz).utcoffset()
+        offsets.add(offset)
+        if len(offsets) > 1:
+            return None
+    (offset,) = offsets
+    return None if offset is None else int(offset.total_seconds() * 1000)
 
 
 def where_keys(rule: Any) -> set[str]:
@@ -163,8 +186,8 @@ class EventSQL:
         """``$time`` as milliseconds since the epoch (a 64-bit integer)."""
         raise NotImplementedError
 
-    def day(self, col: str) -> str:
-        """The calendar day of ``$time`` in the project's time zone."""
+    def day(self, col: str, window: Window | None = None) -> str:
+        """The calendar day of ``$time`` in the project's time zone (for events inside ``window``)."""
         raise NotImplementedError
 
     def count_distinct(self, expr: str) -> str:
@@ -218,17 +241,17 @@ class EventSQL:
             if did or did_not:  # the count only needs telling 0 from 1 or more: is there one matching event
                 ids = f"SELECT DISTINCT e.gio_id {src}"
                 return f"(u.gio_id NOT IN ({ids}))" if did_not else f"(u.gio_id IN ({ids}))"
-        test = self.comparison(self.aggregate(cond.measure), cond.op, cond.value)
+        test = self.comparison(self.aggregate(cond.measure, window), cond.op, cond.value)
         if zero_holds:
             return f"(u.gio_id NOT IN (SELECT e.gio_id {src} GROUP BY e.gio_id HAVING NOT {test}))"
         return f"(u.gio_id IN (SELECT e.gio_id {src} GROUP BY e.gio_id HAVING {test}))"
 
-    def aggregate(self, measure: Measure) -> str:
+    def aggregate(self, measure: Measure, window: Window | None = None) -> str:
         attr = f"e.{quote_ident(measure.attribute)}" if measure.attribute else ""
         if measure.kind == "count":
             return "count(*)"
         if measure.kind == "distinct_days":
-            return self.count_distinct(self.day('e."$time"'))
+            return self.count_distinct(self.day('e."$time"', window))
         if measure.kind == "distinct":
             return self.count_distinct(attr)
         if measure.kind == "sum":
@@ -266,7 +289,7 @@ class EventSQL:
                         f"r{i} AS (SELECT x.gio_id, min(x.t) AS t FROM s{i} AS x INNER JOIN r{i - 1} AS r "
                         f"ON x.gio_id = r.gio_id WHERE x.t > r.t GROUP BY x.gio_id)"
                     )
-            elif i == 1:
+            elif i == 1:  # no DISTINCT: a repeated (user, time) changes no ASOF match, and costs a hash table
                 parts.append(f"r1 AS (SELECT e.gio_id, {t} AS t {scan})")
             else:
                 parts.append(f"s{i} AS (SELECT e.gio_id, {t} AS t {scan})")

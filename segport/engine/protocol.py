@@ -113,6 +113,7 @@ PROFILE_OPS: tuple[Op, ...] = (
     Op(ProfileAccess.import_events, IMPORT_S),
     Op(ProfileAccess.user_events, READ_S, read=True),
     Op(ProfileAccess.count_events, READ_S, read=True),
+    Op(ProfileAccess.compute_tag, COMPUTE_S),
 )
 
 # What the engine process answers about itself: quick, so a caller never waits long for them. ``health`` is

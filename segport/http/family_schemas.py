@@ -97,24 +97,34 @@ def segment_value(row: SegmentRow) -> SegmentValue:
 
 
 def tag_value(tag: TagInfo) -> TagValue:
-    """A catalogue tag as GrowingIO lists tags. segport's tags are loaded with the profiles, so they are
-    ``DATA_SET_ATTRIBUTE`` tags ``FROM_FILES``, always computed (``FINISH``, counted at request time)."""
+    """A catalogue tag as GrowingIO lists tags. A tag loaded with the profiles is a ``DATA_SET_ATTRIBUTE`` tag
+    ``FROM_FILES``, always computed (``FINISH``, counted at request time); a tag computed from events has its
+    definition's type (``AGGREGATED`` …), ``DIRECT``, its scheduler and its detector (its members counted at
+    request time too)."""
     e = tag.entry
+    row = tag.computed
+    detector = Detector(stage="FINISH", detectedAt=iso_ms(tag.detected_at), totalUsers=tag.total_users)
+    if row is not None:
+        detector = Detector(
+            stage=row.detector_stage,  # type: ignore[arg-type]
+            detectedAt=iso_ms(row.detected_at),
+            totalUsers=tag.total_users,
+        )
     return TagValue(
         id=tag.id,
         name=e.name or e.key,
         key=e.key,
-        createdBy="FROM_FILES",
+        createdBy="FROM_FILES" if row is None else "DIRECT",
         description=e.description,
-        scheduler="DAILY",
-        detector=Detector(stage="FINISH", detectedAt=iso_ms(tag.detected_at), totalUsers=tag.total_users),
+        scheduler="DAILY" if row is None else row.scheduler,  # type: ignore[arg-type]
+        detector=detector,
         creatorId="",
-        creator="",
+        creator="" if row is None else row.creator,
         createdAt=iso_ms(tag.created_at),
         updaterId="",
         updater="",
         updatedAt=iso_ms(tag.updated_at),
-        type="DATA_SET_ATTRIBUTE",
+        type="DATA_SET_ATTRIBUTE" if row is None else row.type,  # type: ignore[arg-type]
         valueType=ValueTypeModel(type=e.type.value.upper(), isArray=e.multi),  # type: ignore[arg-type]
     )
 

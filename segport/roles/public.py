@@ -18,6 +18,7 @@ from segport.http import (
     admin,
     admin_datasources,
     admin_events,
+    admin_tags,
     collect,
     downloads,
     errors,
@@ -70,6 +71,7 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
         users,
         admin,
         admin_events,
+        admin_tags,
         admin_datasources,
         collect,
     ):  # events before users: E11's path

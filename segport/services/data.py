@@ -24,6 +24,7 @@ from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInU
 from segport.store.event_catalog import EventCatalog
 from segport.store.meta import MetaStore
 from segport.store.models import SegmentRow, utcnow
+from segport.store.tag_definitions import TagStore
 from segport.testing_hooks import pause_point
 
 log = logging.getLogger("segport.data")
@@ -132,6 +133,9 @@ class DataService:
         users = [r.key for r in rows if (r.rule and key in rule_keys(json.loads(r.rule))) or r.identity == key]
         if users:
             raise KeyInUse(f"key {key!r} is used by segment(s) {', '.join(users)}; change or delete them first")
+        layered = TagStore(self.meta).layered_on(project_id, key)
+        if layered:
+            raise KeyInUse(f"tag {key!r} is the source of the tag(s) {', '.join(layered)}; delete them first")
         # catalogue first: a kill before the DROP COLUMN leaves a column no key owns, which nothing reads
         # and :func:`repair` drops; a key with no column would break every export naming it
         self.meta.delete_catalog_key(project_id, key)

@@ -27,8 +27,10 @@ from segport.errors import (
 )
 from segport.services.data import DataService
 from segport.services.exports import ExportRequest, ExportService
+from segport.services.tags import TagService
 from segport.store.meta import MetaStore, Principal
-from segport.store.models import CatalogRow, JobRow, Project, SegmentRow, utcnow
+from segport.store.models import CatalogRow, JobRow, Project, SegmentRow, TagDefinitionRow, utcnow
+from segport.store.tag_definitions import TagStore
 
 MAX_PAGE_PROPERTIES = 20
 RECOMPUTABLE = ("FINISH", "ERROR")
@@ -45,6 +47,7 @@ class TagInfo:
     detected_at: datetime
     created_at: datetime | None
     updated_at: datetime | None
+    computed: TagDefinitionRow | None = None  # a tag computed from events: its definition and detector
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +113,11 @@ class QueryService:
 
     # --- tags --------------------------------------------------------------------------------------
     def tags(self, who: Principal, project_id: str | None) -> list[TagInfo]:
-        """Every tag of the project's catalogue, in catalogue order, with its live member count."""
+        """Every tag of the project's catalogue, in catalogue order, with its live member count (and, for a tag
+        computed from events, its definition and detector)."""
         project = self.project(who, project_id)
         rows = {r.key: r for r in self.meta.catalog_rows(project.id, KeyKind.TAG)}
+        computed = {r.key: r for r in TagStore(self.meta).all(project.id)}
         entries = self.meta.catalog(project.id).of_kind(KeyKind.TAG)
         now = utcnow()
         counts = self.engine.tag_counts(project.id, entries)
@@ -124,6 +129,7 @@ class QueryService:
                 now,
                 _created(rows.get(e.key)),
                 _updated(rows.get(e.key)),
+                computed.get(e.key),
             )
             for e in entries
         ]
@@ -153,9 +159,13 @@ class QueryService:
         return self.exports.submit(who, project.id, TargetKind.TAG, tag.key, req, abandoned=abandoned)
 
     def recount_tag(self, who: Principal, project_id: str | None, raw: str) -> str:
-        """A tag's "recompute". Tags are imported values, always current, so there is no snapshot to
-        rebuild: this recounts the tag's members and says so."""
+        """A tag's recompute (E15). A tag computed from events is recomputed now, only from FINISH or ERROR (as
+        E14); an imported tag is loaded with the profiles and always current, so its members are recounted."""
         project, tag = self.tag(who, project_id, raw)
+        tags = TagService(self.data)
+        if tags.store.find(project.id, tag.key) is not None:
+            result = tags.recompute_if_idle(project.id, tag.key)
+            return f"tag {tag.key} recomputed: {result.total_users} users hold a value"
         total = self.engine.count(project.id, Target("tag", tag.key))
         return (
             f"tag {tag.key} recounted: {total} users hold a value "

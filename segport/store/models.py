@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -259,3 +260,26 @@ class EventNameRow(Base):
     attrs: Mapped[str] = mapped_column(Text, default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TagDefinitionRow(Base):
+    """A tag computed from events: its definition (JSON as given) beside the catalogue's ``tag_`` entry of the
+    same key, which holds its name and value type, and its detector (the last computation)."""
+
+    __tablename__ = "tag_definitions"
+    project_id: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(110), primary_key=True)
+    type: Mapped[str] = mapped_column(String(24))  # AGGREGATED, ATTRIBUTION_ATTRIBUTE, TOP_N_ATTRIBUTE, HORIZONTAL
+    definition: Mapped[str] = mapped_column(Text)
+    scheduler: Mapped[str] = mapped_column(String(10), default="DAILY")
+    detector_stage: Mapped[str] = mapped_column(String(10), default="NONE")
+    detected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    total_users: Mapped[int] = mapped_column(Integer, default=0)
+    detector_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    creator: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        ForeignKeyConstraint(["project_id", "key"], ["catalog.project_id", "catalog.key"], ondelete="CASCADE"),
+    )

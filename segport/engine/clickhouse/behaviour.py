@@ -9,7 +9,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from segport.domain.behaviour import BehaviourContext, Condition
+from segport.domain.behaviour import BehaviourContext, Condition, Window
 from segport.domain.keys import ValueType
 from segport.domain.rules import RuleCompiler
 from segport.engine.behaviour_sql import EventSQL, SharedPass
@@ -25,7 +25,7 @@ class ClickHouseEventSQL(EventSQL):
     def millis(self, col: str) -> str:
         return f"toUnixTimestamp64Milli({col})"
 
-    def day(self, col: str) -> str:
+    def day(self, col: str, window: Window | None = None) -> str:
         return f"toDate({col}, {ch_string(self.ctx.time_zone)})"
 
     def count_distinct(self, expr: str) -> str:

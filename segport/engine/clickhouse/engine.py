@@ -31,17 +31,18 @@ from segport.engine.base import (
     ImportReport,
     MembersPage,
     SegmentDefinition,
+    TagComputation,
     Target,
     UserEvents,
 )
 from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
-from segport.engine.clickhouse import behaviour, events, importer, writer
+from segport.engine.clickhouse import behaviour, events, importer, tags, writer
 from segport.engine.clickhouse import snapshots as snaps
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
 from segport.engine.columns import Step, column_steps
 from segport.engine.interrupt import Interrupt
-from segport.errors import ComputeFailed, EngineBusy, ExportFailed, InvalidRule, SegmentNotFound
+from segport.errors import ComputeFailed, EngineBusy, ExportFailed, InvalidRule, SegmentNotFound, SegportError
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -348,6 +349,19 @@ class ClickHouseEngine:
             )
             found.update({key: (self.table(name), column) for key, column in measures.items()})
         return SharedPass(found) if found else None
+
+    def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:
+        """A tag from events into its column: a new users table, published as the next snapshot (:mod:`.tags`)."""
+        with self._writer:
+            built: list[str] = []
+            try:
+                return tags.compute_tag(self, project_id, tag, built)
+            except SegportError:
+                self._drop(built)
+                raise
+            except Exception as exc:
+                self._drop(built)
+                raise ComputeFailed(f"tag {tag.key} could not be computed: {_first_line(exc)}") from exc
 
     def drop_segment(self, project_id: str, segment_key: str) -> None:
         with self._writer:

@@ -11,10 +11,10 @@ from typing import Any
 
 import duckdb
 
-from segport.domain.behaviour import BehaviourContext, Condition
+from segport.domain.behaviour import BehaviourContext, Condition, Window
 from segport.domain.keys import ValueType
 from segport.domain.rules import RuleCompiler
-from segport.engine.behaviour_sql import EventSQL, SharedPass
+from segport.engine.behaviour_sql import EventSQL, SharedPass, fixed_offset_ms
 from segport.engine.duckdb.events import events_table, store_columns
 from segport.engine.duckdb.sql import sql_string
 
@@ -27,7 +27,10 @@ class DuckDBEventSQL(EventSQL):
     def millis(self, col: str) -> str:
         return f"epoch_ms({col})"
 
-    def day(self, col: str) -> str:
+    def day(self, col: str, window: Window | None = None) -> str:
+        offset = fixed_offset_ms(self.ctx.time_zone, window)
+        if offset is not None:  # one UTC offset all through the window: the day is the shifted time's date
+            return f"CAST({col} + to_milliseconds({offset}) AS DATE)"
         return f"CAST(timezone({sql_string(self.ctx.time_zone)}, timezone('UTC', {col})) AS DATE)"
 
     def count_distinct(self, expr: str) -> str:

@@ -29,11 +29,12 @@ from segport.engine.base import (
     ImportReport,
     MembersPage,
     SegmentDefinition,
+    TagComputation,
     Target,
     UserEvents,
 )
 from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
-from segport.engine.duckdb import behaviour, event_reads, importer, pages, schema, writer
+from segport.engine.duckdb import behaviour, event_reads, importer, pages, schema, tags, writer
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
     _copy_options,
@@ -259,6 +260,19 @@ class DuckDBEngine:
             keys = ", ".join(s.key for s in segments)
             raise ComputeFailed(f"segments {keys} could not be computed: {engine_words(exc)}") from exc
         return results
+
+    def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:
+        """A tag from events into its column of the users table: one transaction (:mod:`.tags`)."""
+        try:
+            with self._transaction() as cur:
+                result = tags.compute_tag(cur, project_id, tag)
+                _bump(cur, project_id)
+        except duckdb.Error as exc:
+            exhausted = exhaustion_of(exc)
+            if exhausted is not None:
+                raise exhausted from exc
+            raise ComputeFailed(f"tag {tag.key} could not be computed: {engine_words(exc)}") from exc
+        return result
 
     def drop_segment(self, project_id: str, segment_key: str) -> None:
         with self._transaction() as cur:
