@@ -53,10 +53,13 @@ class SegmentDefinition:
     behaviour: BehaviourContext | None = None  # set when the rule holds event conditions
 
     @classmethod
-    def from_rule(cls, key: str, tree: Any, catalog: Catalog) -> SegmentDefinition:
-        """A rule segment, its tree validated against ``catalog`` now (raises :class:`InvalidRule`)."""
-        check_rule(tree, catalog)
-        return cls(key, rule_tree=tree, catalog=catalog)
+    def from_rule(
+        cls, key: str, tree: Any, catalog: Catalog, behaviour: BehaviourContext | None = None
+    ) -> SegmentDefinition:
+        """A rule segment, its tree validated against ``catalog`` (and its event conditions against
+        ``behaviour.events``) now (raises :class:`InvalidRule`)."""
+        check_rule(tree, catalog, behaviour.events if behaviour is not None else None)
+        return cls(key, rule_tree=tree, catalog=catalog, behaviour=behaviour)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,20 @@ import json
 import logging
 import secrets
 import string
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segport.domain.behaviour import BehaviourContext, EventSchema
+from segport.domain.behaviour_parse import event_schema
 from segport.domain.keys import CatalogEntry, KeyKind, identity_column, parse_key, parse_type
-from segport.domain.rules import check_rule, parse_rule_text, rule_keys
+from segport.domain.rules import check_rule, has_event_conditions, parse_rule_text, rule_keys
 from segport.domain.text import bad_character, display_name_problem
 from segport.engine.base import ComputeResult, ImportReport, ProfileAccess, ProfileEngine, SegmentDefinition
 from segport.errors import ImportRejected, InvalidParameter, InvalidRule, KeyInUse, SegportError, UnknownKey
+from segport.store.event_catalog import EventCatalog
 from segport.store.meta import MetaStore
 from segport.store.models import SegmentRow, utcnow
 from segport.store.tag_definitions import TagStore
@@ -41,9 +46,10 @@ class SegmentSpec:
 class DataService:
     """Catalogue, profile imports and segments: each change to the metadata store and to the engine as one unit."""
 
-    def __init__(self, meta: MetaStore, engine: ProfileAccess) -> None:
+    def __init__(self, meta: MetaStore, engine: ProfileAccess, clock: Callable[[], float] = time.time) -> None:
         self.meta = meta
         self.engine = engine
+        self.clock = clock  # the clock relative time windows of event conditions are resolved with (seconds)
 
     # --- catalogue ---------------------------------------------------------------------------------
     def import_catalog_csv(self, project_id: str, text: str) -> tuple[int, int]:
@@ -199,7 +205,8 @@ class DataService:
         identity = None
         if spec.rule is not None:
             rule = parse_rule_text(spec.rule) if isinstance(spec.rule, str) else spec.rule
-            check_rule(rule, catalog)  # validate now: a bad rule never gets stored
+            events = self.event_schema(project_id) if has_event_conditions(rule) else None
+            check_rule(rule, catalog, events)  # validate now: a bad rule never gets stored
             rule_text = json.dumps(rule, ensure_ascii=False)
             created_by, default_scheduler = "DIRECT", "DAILY"
         else:
@@ -316,11 +323,24 @@ class DataService:
         rows, _ = self.meta.segments(project_id)
         return [(self._definition(r), r) for r in rows if not only_daily or r.scheduler == "DAILY"]
 
+    def event_schema(self, project_id: str) -> EventSchema:
+        """What event conditions of ``project_id`` are checked against: its event catalogue (event names the
+        store holds, attribute keys) and the standard fields."""
+        events = EventCatalog(self.meta)
+        return event_schema([n.key for n in events.names(project_id)], events.attributes(project_id))
+
+    def behaviour(self, project_id: str) -> BehaviourContext:
+        """The context a computation of event conditions needs: the event schema, the clock read now (once
+        per computation) and the project's time zone."""
+        project = self.meta.project(project_id)
+        return BehaviourContext(project_id, self.event_schema(project_id), int(self.clock() * 1000), project.timezone)
+
     def _definition(self, row: SegmentRow) -> SegmentDefinition:
         if row.rule:
             tree, catalog = json.loads(row.rule), self.meta.catalog(row.project_id)
+            behaviour = self.behaviour(row.project_id) if has_event_conditions(tree) else None
             try:
-                return SegmentDefinition.from_rule(row.key, tree, catalog)
+                return SegmentDefinition.from_rule(row.key, tree, catalog, behaviour)
             except InvalidRule as exc:
                 raise InvalidRule(f"segment {row.key}: {exc.message}") from None
         return SegmentDefinition(row.key, identity=row.identity)

@@ -35,7 +35,7 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
-from segport.engine.clickhouse import events, importer, tags, writer
+from segport.engine.clickhouse import behaviour, events, importer, tags, writer
 from segport.engine.clickhouse import snapshots as snaps
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
@@ -319,7 +319,10 @@ class ClickHouseEngine:
         unmatched = 0
         create = f"CREATE TABLE {table} (gio_id Int64) ENGINE = MergeTree ORDER BY gio_id"
         if seg.rule_tree is not None and seg.catalog is not None:
-            rule = compile_rule(seg.rule_tree, seg.catalog, ClickHouseRules)
+            dialect = ClickHouseRules
+            if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
+                dialect = ClickHouseRules.on_events(*behaviour.event_table(self, project_id))
+            rule = compile_rule(seg.rule_tree, seg.catalog, dialect, behaviour=seg.behaviour)
             client.command(create)
             client.command(
                 f"INSERT INTO {table} SELECT u.gio_id FROM {self.table(users)} AS u WHERE {rule.sql}",

@@ -33,7 +33,7 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
-from segport.engine.duckdb import event_reads, importer, pages, schema, tags, writer
+from segport.engine.duckdb import behaviour, event_reads, importer, pages, schema, tags, writer
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
     _copy_options,
@@ -484,7 +484,10 @@ def _compute(cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefini
     members = members_table(project_id, seg.key)
     unmatched = 0
     if seg.rule_tree is not None and seg.catalog is not None:
-        rule = compile_rule(seg.rule_tree, seg.catalog, DuckDBRules)
+        dialect = DuckDBRules
+        if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
+            dialect = DuckDBRules.on_events(*behaviour.event_table(cur, project_id))
+        rule = compile_rule(seg.rule_tree, seg.catalog, dialect, behaviour=seg.behaviour)
         cur.execute(
             f"CREATE OR REPLACE TABLE {members} AS SELECT u.gio_id FROM {users} u WHERE {rule.sql} ORDER BY u.gio_id",
             rule.params,

@@ -1,0 +1,253 @@
+"""Event conditions as SQL: the statements both engines write for :mod:`segport.domain.behaviour`'s conditions,
+with each engine's spelling (time literals, days in a time zone, ASOF joins) left to its subclass
+(:mod:`segport.engine.duckdb.behaviour`, :mod:`segport.engine.clickhouse.behaviour`).
+
+A condition becomes a boolean expression over the users alias ``u``, the way one writes it by hand:
+
+* a measure: ``u.gio_id IN (SELECT gio_id FROM events e WHERE <name, window, where> GROUP BY gio_id HAVING
+  <measure OP value>)``; when the measure's zero value (``count``, ``distinct_days``, ``distinct``, ``sum`` of a
+  user without matching events) satisfies the comparison, the complement instead: ``u.gio_id NOT IN (... HAVING
+  NOT <measure OP value>)``, so users without events are counted without scanning them. "Did" (``count >= 1``)
+  and "did not" (``count < 1``) need no aggregate: ``[NOT] IN (SELECT DISTINCT gio_id ...)``.
+* a sequence: each step's events (one scan each, bounded by the window); without ``max_gap`` only each user's
+  earliest reachable time matters (``min`` of step 1, then ``min`` of step 2 strictly after it, ...); with
+  ``max_gap`` every reachable event of step ``i`` is kept and an event of step ``i + 1`` is reachable when the
+  *latest* reachable step-``i`` event strictly before it (an ASOF join) lies within ``max_gap``: if that one is
+  too far, every earlier one is too.
+* a drop-off: each A event ASOF-joined to the user's *first* B event strictly after it; the A event counts when
+  there is none or it is later than ``within``. The B scan is bounded by the window's start and its end plus
+  ``within``.
+
+Every scan is bounded by the window on ``$time`` with literal timestamps, so DuckDB's zone maps and ClickHouse's
+partitions and primary key skip what lies outside. Event names and time bounds are literals (names are checked
+against ``[A-Za-z0-9_$]``, bounds are numbers we computed); the values of a step's ``where`` are parameters
+appended, in text order, to the rule compiler's own list (the step's ``where`` compiles with the same dialect,
+over the event table's alias ``e``).
+
+A project without an event table sees no events: a measure is then its zero value for everyone, a sequence or a
+drop-off matches nobody. An attribute the catalogue knows but the table has no column for (no event carried it
+yet) is null on every event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from segport.domain.behaviour import (
+    ZERO_MEASURES,
+    BehaviourContext,
+    Condition,
+    DropOffCondition,
+    EventCondition,
+    Measure,
+    SequenceCondition,
+    Step,
+    Window,
+    resolve_window,
+)
+from segport.domain.keys import GIO_ID, ValueType, quote_ident
+from segport.domain.rules import RuleCompiler
+
+MAX_MS = 9_999_999_999_999  # 2286-11-20: bounds beyond are clamped (every event lies well inside)
+_CMP = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def compares(measured: float, op: str, value: Any) -> bool:
+    """``measured OP value`` in Python (to decide which form a condition takes)."""
+    if op == "between":
+        return bool(value[0] <= measured <= value[1])
+    return {
+        "eq": measured == value,
+        "ne": measured != value,
+        "gt": measured > value,
+        "gte": measured >= value,
+        "lt": measured < value,
+        "lte": measured <= value,
+    }[op]
+
+
+def where_keys(rule: Any) -> set[str]:
+    """The attribute keys a step's ``where`` names."""
+    if not isinstance(rule, dict):
+        return set()
+    if "key" in rule:
+        return {str(rule["key"])}
+    out: set[str] = set()
+    for child in rule.get("and", []) + rule.get("or", []) + ([rule["not"]] if "not" in rule else []):
+        out |= where_keys(child)
+    return out
+
+
+class EventSQL:
+    """Writes the SQL of event conditions for one rule compilation. ``rules`` is the rule compiler of the
+    enclosing rule (its dialect writes the steps' ``where`` and its parameter list takes their values);
+    ``table`` is the project's event table (``None``: it has none yet) and ``columns`` its column names."""
+
+    def __init__(
+        self, ctx: BehaviourContext, rules: RuleCompiler, table: str | None, columns: Mapping[str, Any]
+    ) -> None:
+        self.ctx = ctx
+        self.rules = rules
+        self.table = table
+        self.columns = columns
+
+    # --- the dialect ----------------------------------------------------------------------------------------
+    def timestamp(self, ms: int) -> str:
+        """A literal of the ``$time`` column's type at ``ms``."""
+        raise NotImplementedError
+
+    def millis(self, col: str) -> str:
+        """``$time`` as milliseconds since the epoch (a 64-bit integer)."""
+        raise NotImplementedError
+
+    def day(self, col: str) -> str:
+        """The calendar day of ``$time`` in the project's time zone."""
+        raise NotImplementedError
+
+    def count_distinct(self, expr: str) -> str:
+        raise NotImplementedError
+
+    def double(self, value: float) -> str:
+        """A double literal."""
+        raise NotImplementedError
+
+    def null_of(self, value_type: ValueType) -> str:
+        """A typed null (for a catalogued attribute the table has no column for)."""
+        raise NotImplementedError
+
+    def asof(self, left: str, right: str, key: str, kind: str = "") -> str:
+        """``left [kind] ASOF JOIN right ON <same gio_id> AND <key>`` (``key`` names the aliases x/r)."""
+        return f"{left} ASOF {kind + ' ' if kind else ''}JOIN {right} ON x.gio_id = r.gio_id AND {key}"
+
+    # --- conditions -------------------------------------------------------------------------------------------
+    def condition(self, cond: Condition) -> str:
+        window = resolve_window(cond.time, self.ctx.now_ms, self.ctx.time_zone)
+        if isinstance(cond, EventCondition):
+            return self.measure_condition(cond, window)
+        if isinstance(cond, SequenceCondition):
+            return self.sequence(cond, window)
+        return self.drop_off(cond, window)
+
+    def measure_condition(self, cond: EventCondition, window: Window) -> str:
+        kind = cond.measure.kind
+        zero_holds = kind in ZERO_MEASURES and compares(0, cond.op, cond.value)
+        if self.table is None:  # no events: every user's measure is its zero value, or none
+            return "true" if zero_holds else "false"
+        src = self.step_scan(cond.step, window, [cond.measure.attribute] if cond.measure.attribute else [])
+        if kind == "count":
+            did = cond.op in ("gt", "gte") and not zero_holds and compares(1, cond.op, cond.value)
+            did_not = cond.op in ("lt", "lte", "eq", "between") and zero_holds and not compares(1, cond.op, cond.value)
+            if did or did_not:  # the count only needs telling 0 from 1 or more: is there one matching event
+                ids = f"SELECT DISTINCT e.gio_id {src}"
+                return f"(u.gio_id NOT IN ({ids}))" if did_not else f"(u.gio_id IN ({ids}))"
+        test = self.comparison(self.aggregate(cond.measure), cond.op, cond.value)
+        if zero_holds:
+            return f"(u.gio_id NOT IN (SELECT e.gio_id {src} GROUP BY e.gio_id HAVING NOT {test}))"
+        return f"(u.gio_id IN (SELECT e.gio_id {src} GROUP BY e.gio_id HAVING {test}))"
+
+    def aggregate(self, measure: Measure) -> str:
+        attr = f"e.{quote_ident(measure.attribute)}" if measure.attribute else ""
+        if measure.kind == "count":
+            return "count(*)"
+        if measure.kind == "distinct_days":
+            return self.count_distinct(self.day('e."$time"'))
+        if measure.kind == "distinct":
+            return self.count_distinct(attr)
+        if measure.kind == "sum":
+            return f"coalesce(sum({attr}), 0)"
+        return f"{measure.kind}({attr})"
+
+    def comparison(self, expr: str, op: str, value: Any) -> str:
+        if op == "between":
+            return f"coalesce({expr} BETWEEN {self.number(value[0])} AND {self.number(value[1])}, false)"
+        return f"coalesce({expr} {_CMP[op]} {self.number(value)}, false)"
+
+    def number(self, value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"a measure compares with a number, not {value!r}")
+        if isinstance(value, int):
+            return str(value)
+        if not math.isfinite(value):
+            raise ValueError(f"a measure compares with a finite number, not {value!r}")
+        return self.double(value)
+
+    def sequence(self, cond: SequenceCondition, window: Window) -> str:
+        if self.table is None:
+            return "false"
+        gap = cond.max_gap_ms
+        parts: list[str] = []
+        t = self.millis('e."$time"')
+        for i, step in enumerate(cond.steps, start=1):
+            scan = self.step_scan(step, window, [])
+            if gap is None:
+                if i == 1:
+                    parts.append(f"r1 AS (SELECT e.gio_id, min({t}) AS t {scan} GROUP BY e.gio_id)")
+                else:
+                    parts.append(f"s{i} AS (SELECT e.gio_id, {t} AS t {scan})")
+                    parts.append(
+                        f"r{i} AS (SELECT x.gio_id, min(x.t) AS t FROM s{i} AS x INNER JOIN r{i - 1} AS r "
+                        f"ON x.gio_id = r.gio_id WHERE x.t > r.t GROUP BY x.gio_id)"
+                    )
+            elif i == 1:
+                parts.append(f"r1 AS (SELECT DISTINCT e.gio_id, {t} AS t {scan})")
+            else:
+                parts.append(f"s{i} AS (SELECT DISTINCT e.gio_id, {t} AS t {scan})")
+                joined = self.asof(f"s{i} AS x", f"r{i - 1} AS r", "x.t > r.t")
+                parts.append(f"r{i} AS (SELECT x.gio_id, x.t FROM {joined} WHERE x.t - r.t <= {int(gap)})")
+        last = len(cond.steps)
+        return f"(u.gio_id IN (WITH {', '.join(parts)} SELECT DISTINCT gio_id FROM r{last}))"
+
+    def drop_off(self, cond: DropOffCondition, window: Window) -> str:
+        if self.table is None:
+            return "false"
+        t = self.millis('e."$time"')
+        within = int(cond.within_ms)
+        first = self.step_scan(cond.step, window, [])
+        # a B event that can follow an A event of the window lies in (start, end + within)
+        after = Window(window.start_ms, None if window.end_ms is None else window.end_ms + within)
+        then = self.step_scan(cond.then, after, [])
+        joined = self.asof(
+            f"(SELECT DISTINCT e.gio_id, {t} AS t {first}) AS x",
+            f"(SELECT DISTINCT e.gio_id, {t} AS t, 1 AS hit {then}) AS r",
+            "x.t < r.t",
+            "LEFT",
+        )
+        return (
+            f"(u.gio_id IN (SELECT DISTINCT x.gio_id FROM {joined} "
+            f"WHERE coalesce(r.hit, 0) = 0 OR r.t > x.t + {within}))"
+        )
+
+    # --- scans ------------------------------------------------------------------------------------------------
+    def step_scan(self, step: Step, window: Window, extra: list[str]) -> str:
+        """``FROM <events> e WHERE <name> AND <window> AND <where>``: a step's matching events."""
+        tests = [f'e."$event" = {self.string(step.event)}']
+        if window.start_ms is not None:
+            tests.append(f'e."$time" >= {self.timestamp(max(0, min(window.start_ms, MAX_MS)))}')
+        if window.end_ms is not None:
+            tests.append(f'e."$time" < {self.timestamp(max(0, min(window.end_ms, MAX_MS)))}')
+        if step.where is not None:
+            tests.append(self.where(step.where))
+        return f"FROM {self.source(where_keys(step.where) | set(extra))} AS e WHERE {' AND '.join(tests)}"
+
+    def string(self, text: str) -> str:
+        """A string literal."""
+        raise NotImplementedError
+
+    def where(self, rule: Any) -> str:
+        """A step's ``where`` in the rule compiler's dialect over the event alias ``e``, its values appended to
+        the enclosing rule's parameters."""
+        return self.rules.step_where(rule, "e")
+
+    def source(self, keys: set[str]) -> str:
+        """The event table, with a typed null for every named attribute it has no column for."""
+        assert self.table is not None
+        missing = sorted(k for k in keys if k != GIO_ID and k not in self.columns)
+        if not missing:
+            return self.table
+        nulls = []
+        for key in missing:
+            entry = self.ctx.events.attributes.get(key)
+            nulls.append(f"{self.null_of(entry.type if entry else ValueType.STRING)} AS {quote_ident(key)}")
+        return f"(SELECT *, {', '.join(nulls)} FROM {self.table})"

@@ -1,0 +1,57 @@
+"""DuckDB's SQL for event conditions (:mod:`segport.engine.behaviour_sql` writes the statements): ``$time`` is a
+``TIMESTAMP`` in UTC, compared with timestamp literals so the zone maps of the event table's row groups (it is
+stored in time order) skip everything outside a window; days in the project's time zone through ICU's
+``timezone``; DuckDB's ``ASOF JOIN`` for sequences and drop-off."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+
+from segport.domain.behaviour import BehaviourContext, Condition
+from segport.domain.keys import ValueType
+from segport.domain.rules import RuleCompiler
+from segport.engine.behaviour_sql import EventSQL
+from segport.engine.duckdb.events import events_table, store_columns
+from segport.engine.duckdb.sql import sql_string
+
+
+class DuckDBEventSQL(EventSQL):
+    def timestamp(self, ms: int) -> str:
+        moment = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
+        return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='milliseconds')}'"
+
+    def millis(self, col: str) -> str:
+        return f"epoch_ms({col})"
+
+    def day(self, col: str) -> str:
+        return f"CAST(timezone({sql_string(self.ctx.time_zone)}, timezone('UTC', {col})) AS DATE)"
+
+    def count_distinct(self, expr: str) -> str:
+        return f"count(DISTINCT {expr})"
+
+    def double(self, value: float) -> str:
+        return f"CAST('{value!r}' AS DOUBLE)"
+
+    def null_of(self, value_type: ValueType) -> str:
+        return f"CAST(NULL AS {value_type.sql})"
+
+    def string(self, text: str) -> str:
+        return sql_string(text)
+
+
+def event_table(cur: duckdb.DuckDBPyConnection, project_id: str) -> tuple[str | None, dict[str, str]]:
+    """The project's event table and its columns (``None`` and no columns when it has none yet)."""
+    columns = store_columns(cur, project_id)
+    return (events_table(project_id) if columns else None), columns
+
+
+def compile_condition(
+    cond: Condition, ctx: BehaviourContext, rules: RuleCompiler, table: str | None, columns: Mapping[str, Any]
+) -> str:
+    """An event condition as a DuckDB boolean expression over the users alias ``u``; the values of its steps'
+    ``where`` are appended to ``rules.params`` in text order."""
+    return DuckDBEventSQL(ctx, rules, table, columns).condition(cond)
