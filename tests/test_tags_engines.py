@@ -13,8 +13,9 @@ import pytest
 
 from segport.app import App
 from segport.domain.behaviour import DAY_MS, HOUR_MS, BehaviourContext
+from segport.domain.behaviour_parse import parse_tag_definition
 from segport.domain.keys import ValueType
-from segport.domain.tags import parse_tag, value_type
+from segport.domain.tags import value_type
 from segport.engine.base import TagComputation, Target
 from segport.services.data import catalog_entry
 from segport.services.events import EventService
@@ -126,7 +127,7 @@ def test_every_tag_type_equals_the_reference(engine_name: str, seeded: Any, tmp_
     known: dict[str, dict[int, Any]] = {}
     for i, defn in enumerate(DEFINITIONS):
         key = f"tag_t{i}"
-        parsed = parse_tag(defn, schema, app.meta.catalog(PROJECT), key=key)
+        parsed = parse_tag_definition(defn, "definition", schema, app.meta.catalog(PROJECT))
         kind = value_type(parsed, schema)
         app.data.add_catalog_entries(PROJECT, [catalog_entry(key, key, kind.value)])
         result = app.engine.compute_tag(PROJECT, TagComputation(key, defn, app.meta.catalog(PROJECT), ctx))
