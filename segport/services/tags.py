@@ -87,8 +87,9 @@ class TagService:
             raise InvalidParameter(f"scheduler must be DAILY or ONCE, not {spec.scheduler!r}")
         obj = definition_json(spec.definition)
         catalog = self.meta.catalog(project_id)
-        if key in catalog:
-            raise AlreadyExists(f"key {key!r} is already in the catalogue of project {project_id}")
+        twin = next((k for k in catalog.entries if k.lower() == key.lower()), None)
+        if twin is not None:  # the same key, or one the profile engine cannot tell from it (case)
+            raise AlreadyExists(f"key {twin!r} is already in the catalogue of project {project_id}")
         events = self.event_schema(project_id)
         defn = parse_tag_definition(obj, "definition", events, catalog)
         entry = catalog_entry(key, spec.name, value_type(defn, events).value, spec.description)
@@ -177,10 +178,15 @@ class TagService:
     def delete(self, project_id: str, key: str) -> None:
         """Delete a computed tag: its definition, its catalogue entry and its column (refused while a segment
         rule or a HORIZONTAL tag reads it)."""
-        self.meta.project(project_id)
-        _, key = parse_key(key)
-        self.store.get(project_id, key)
-        self.data.remove_catalog_key(project_id, key)  # the definition goes with its entry (ON DELETE CASCADE)
+        view = self.view(project_id, key)
+        if view.definition is None:
+            raise TagNotFound(
+                f"tag {view.entry.key!r} of project {project_id} is not computed from events "
+                "(an imported tag's key is removed from the catalogue)"
+            )
+        self.data.remove_catalog_key(
+            project_id, view.entry.key
+        )  # the definition goes with its entry (ON DELETE CASCADE)
 
     # --- reading ---------------------------------------------------------------------------------------
     def view(self, project_id: str, key: str) -> TagView:
