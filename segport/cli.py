@@ -41,7 +41,14 @@ __all__ = ["cli", "main", "run_server"]
 def project_create(
     project_id: Annotated[str, typer.Argument(help="8 letters or digits, e.g. WlGk4Daj.")],
     name: Annotated[str, typer.Option(help="Display name.")],
-    timezone: Annotated[str, typer.Option(help="IANA timezone for job names and file dates.")] = "Asia/Shanghai",
+    timezone: Annotated[
+        str,
+        typer.Option(
+            "--timezone",
+            "--time-zone",
+            help="IANA time zone: job names, file dates, and the days of event conditions (docs/behaviour.md).",
+        ),
+    ] = "Asia/Shanghai",
 ) -> None:
     """Create a project."""
     row = with_stores(lambda stores: stores.meta.create_project(project_id, name, timezone))

@@ -12,9 +12,12 @@ engine's SQL for the members.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -33,7 +36,11 @@ from segport.domain.behaviour import (
     Step,
     TimeSpec,
 )
+from segport.domain.behaviour_parse import event_schema, parse_condition
+from segport.domain.event_files import EventAttribute
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
+from segport.domain.rules import is_event_condition
+from segport.engine.base import SegmentDefinition, Target
 from segport.engine.clickhouse import behaviour as ch_behaviour
 from segport.engine.clickhouse import events as ch_events
 from segport.engine.clickhouse.engine import ClickHouseEngine
@@ -42,7 +49,7 @@ from segport.engine.duckdb import behaviour as duck_behaviour
 from segport.engine.duckdb import events as duck_events
 from segport.engine.duckdb.engine import DuckDBEngine
 from segport.engine.duckdb.rules import DuckDBRules
-from tests.behaviour_reference import Ev, members
+from tests.behaviour_reference import Ev, members, rule_members
 
 MIN_MS = 60_000
 DAY_MS = 24 * HOUR_MS
@@ -443,3 +450,129 @@ def test_where_values_are_parameters_in_text_order(rig: Rig) -> None:
     )
     rig.check(seq, events, NOW, "UTC", {1})
     rig.check(seq.__class__(seq.steps, seq.time, None), events, NOW, "UTC", {1})
+
+
+# --- through compute_segment: JSON rules (the parser), property leaves beside event conditions ---------------
+E2E_CATALOG = Catalog(
+    [
+        CatalogEntry("id_$basic_userId", KeyKind.IDENTITY, "user id", ValueType.STRING),
+        CatalogEntry("usr_vip", KeyKind.PROPERTY, "vip", ValueType.STRING),
+    ]
+)
+E2E_ATTRIBUTES = [EventAttribute("amount", "amount", ValueType.INT)]
+E2E_SCHEMA = event_schema(["pay", "view"], E2E_ATTRIBUTES)
+E2E_RULES = [
+    {"and": [{"key": "usr_vip", "op": "eq", "value": "y"}, {"not": {"event": "pay"}}]},
+    {
+        "or": [
+            {"key": "usr_vip", "op": "eq", "value": "n"},
+            {"event": "pay", "measure": {"sum": "amount"}, "op": "gte", "value": 5},
+        ]
+    },
+    {
+        "event": "pay",
+        "where": {"key": "amount", "op": "gt", "value": 1},
+        "op": "gte",
+        "value": 2,
+        "time": {"last_days": 3},
+    },
+    {
+        "and": [
+            {
+                "sequence": [
+                    {"event": "view", "where": {"key": "$path", "op": "eq", "value": "/cart"}},
+                    {"event": "pay"},
+                ],
+                "max_gap": {"hours": 2},
+            },
+            {"not": {"key": "usr_vip", "op": "is_null"}},
+        ]
+    },
+    {
+        "event": "view",
+        "time": {"last_hours": 30},
+        "not_followed_by": {
+            "event": "pay",
+            "where": {"key": "amount", "op": "gte", "value": 2},
+            "within": {"hours": 1},
+        },
+    },
+    {"event": "view", "measure": "distinct_days", "op": "lt", "value": 2},
+]
+
+
+def _parsed(rule: Any) -> Any:
+    """A JSON rule with its event conditions parsed (the reference evaluator's input)."""
+    if is_event_condition(rule):
+        return parse_condition(rule, "rule", E2E_SCHEMA)
+    if "and" in rule or "or" in rule:
+        name = "and" if "and" in rule else "or"
+        return {name: [_parsed(r) for r in rule[name]]}
+    if "not" in rule:
+        return {"not": _parsed(rule["not"])}
+    return rule
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb", "clickhouse"])
+def test_compute_segment_with_event_conditions(rig: Rig, tmp_path: Path, engine_name: str) -> None:
+    engine: Any = rig.duck if engine_name == "duckdb" else rig.ch
+    project = f"e2e{engine_name[0]}"
+    engine.ensure_project(project, E2E_CATALOG)
+    users = tmp_path / "users.csv"
+    users.write_text("id_$basic_userId,usr_vip\nU1,y\nU2,n\nU3,y\nU4,\n", encoding="utf-8")
+    engine.import_users(project, E2E_CATALOG, users, "csv", "id_$basic_userId", [])
+    now = int(time.time() * 1000)
+
+    def compute(rule: Any, key: str) -> set[int]:
+        ctx = BehaviourContext(project, E2E_SCHEMA, now, "Asia/Shanghai")
+        result = engine.compute_segment(
+            project, SegmentDefinition(key, rule_tree=rule, catalog=E2E_CATALOG, behaviour=ctx)
+        )
+        page = engine.members_page(project, Target("segment", key), [], 100, 0)
+        assert result.total_users == page.total
+        return {int(r["gio_id"]) for r in page.rows}
+
+    # no event table yet: no events
+    assert compute(E2E_RULES[0], "seg_none") == {1, 3}
+    assert compute({"event": "pay"}, "seg_none") == set()
+
+    hours = [30, 26, 5, 3.5, 3, 2, 1]
+    rows = [
+        ("view", "U1", hours[2], None, "/cart"),
+        ("pay", "U1", hours[3], 3, None),
+        ("pay", "U1", hours[6], 3, None),
+        ("view", "U2", hours[0], None, "/"),
+        ("view", "U2", hours[4], None, "/cart"),
+        ("pay", "U2", hours[5], 1, None),
+        ("view", "U3", hours[1], None, "/cart"),
+        ("pay", "U3", hours[4], 9, None),
+        ("pay", "U5", hours[5], 2, None),  # a new user, made by the event
+    ]
+    events_file = tmp_path / "events.jsonl"
+    with open(events_file, "w", encoding="utf-8") as f:
+        for name, uid, ago, amount, path in rows:
+            record: dict[str, Any] = {"event": name, "time": now - int(ago * HOUR_MS), "userId": uid}
+            if amount is not None:
+                record["amount"] = amount
+            if path is not None:
+                record["$path"] = path
+            f.write(json.dumps(record) + "\n")
+    engine.import_events(project, E2E_CATALOG, E2E_ATTRIBUTES, events_file, "jsonl")
+    gio = {"U1": 1, "U2": 2, "U3": 3, "U5": 5}
+    events = [
+        Ev(
+            gio[uid],
+            now - int(ago * HOUR_MS),
+            name,
+            {k: v for k, v in (("amount", amount), ("$path", path)) if v is not None},
+        )
+        for name, uid, ago, amount, path in rows
+    ]
+    props = {1: {"usr_vip": "y"}, 2: {"usr_vip": "n"}, 3: {"usr_vip": "y"}, 4: {}, 5: {}}
+    # what the reference must find (the last one depends on the hour the test runs at)
+    expected: list[set[int] | None] = [set(), {1, 2, 3}, {1}, {1, 2}, {1, 2, 3}, None]
+    for i, rule in enumerate(E2E_RULES):
+        want = rule_members(_parsed(rule), props, events, now, "Asia/Shanghai")
+        assert expected[i] is None or want == expected[i], rule
+        assert compute(rule, f"seg_{i}") == want, rule
+    assert compute(E2E_RULES[0], "seg_none") == set()  # recomputed: U1 and U3 paid since

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from segport.domain.behaviour import (
     DAY_MS,
@@ -516,3 +517,40 @@ def test_tag_definitions() -> None:
 def test_bad_tag_definitions_name_the_part_at_fault(obj: Any, message: str) -> None:
     with pytest.raises(InvalidRule, match=f"^{re.escape(message)}$"):
         parse_tag_definition(obj, "definition", EVENTS, CATALOG)
+
+
+# --- the OpenAPI document's Rule schema describes the same grammar ----------------------------------------
+def test_the_openapi_rule_schema_takes_event_conditions(client: TestClient) -> None:
+    import jsonschema_rs
+
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    rule = jsonschema_rs.validator_for({"$ref": "#/components/schemas/Rule", "components": {"schemas": schemas}})
+    good = [
+        {"event": "pay"},
+        {"not": {"event": "login", "time": {"last_days": 7}}},
+        {"and": [{"key": "usr_age", "op": "gte", "value": 18}, {"event": "pay", "measure": {"sum": "amount"},
+                 "op": "between", "value": [1, 2.5], "time": {"between": ["2026-05-01", "2026-05-01T08:00:00+08:00"]}}]},
+        {"event": "pay", "where": {"or": [{"key": "$path", "op": "contains", "value": "/p/"}, {"key": "sku", "op": "is_null"}]}},
+        {"event": "pay", "where": None, "measure": "distinct_days", "time": {"since": "2026-05-01"}},
+        {"sequence": [{"event": "a"}, {"event": "b", "where": {"key": "qty", "op": "gt", "value": 1}}],
+         "time": {"last_hours": 3}, "max_gap": {"minutes": 30}},
+        {"event": "a", "time": {"last_days": 7}, "not_followed_by": {"event": "b", "within": {"hours": 24}}},
+    ]  # fmt: skip
+    for node in good:
+        check_rule(node, CATALOG, event_schema(["pay", "login", "a", "b"], [
+            EventAttribute("amount", "amount", ValueType.DOUBLE), EventAttribute("qty", "qty", ValueType.INT),
+            EventAttribute("sku", "sku")]))  # fmt: skip
+        assert rule.is_valid(node), node
+    bad = [
+        {"event": "pay", "count": 2},
+        {"sequence": [{"event": "a"}]},
+        {"event": "pay", "time": {"last_days": 0}},
+        {"event": "pay", "measure": {"sum": "amount", "avg": "amount"}},
+        {"event": "pay", "where": {"key": "usr_age", "op": "in", "value": []}},
+        {"event": "a", "not_followed_by": {"event": "b"}},
+        {"event": "pay", "where": {"event": "login"}},
+    ]
+    for node in bad:
+        assert not rule.is_valid(node), node
+        with pytest.raises(InvalidRule):
+            check_rule(node, CATALOG, EVENTS)

@@ -7,6 +7,7 @@ service is shown on the page with its code and message, with the status the API 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from segport.console import web
+from segport.console.rule_text import rule_lines
 from segport.console.service import PREVIEW_ROWS, ConsoleService
 from segport.console.sessions import Session, SessionStore
 from segport.console.web import PREFIX, Page, first, redirect
@@ -243,6 +245,8 @@ async def _segment_page(
         preview=preview,
         preview_error=preview_error,
         preview_rows=PREVIEW_ROWS,
+        rule_lines=rule_lines(json.loads(row.rule), page.lang) if row.rule else [],
+        rule_json=json.dumps(json.loads(row.rule), ensure_ascii=False, indent=2) if row.rule else "",
         preview_cols=MAX_PAGE_PROPERTIES,
         time=web.local_time,
     )

@@ -191,13 +191,13 @@ class EventSQL:
                         f"ON x.gio_id = r.gio_id WHERE x.t > r.t GROUP BY x.gio_id)"
                     )
             elif i == 1:
-                parts.append(f"r1 AS (SELECT DISTINCT e.gio_id, {t} AS t {scan})")
+                parts.append(f"r1 AS (SELECT e.gio_id, {t} AS t {scan})")
             else:
-                parts.append(f"s{i} AS (SELECT DISTINCT e.gio_id, {t} AS t {scan})")
+                parts.append(f"s{i} AS (SELECT e.gio_id, {t} AS t {scan})")
                 joined = self.asof(f"s{i} AS x", f"r{i - 1} AS r", "x.t > r.t")
                 parts.append(f"r{i} AS (SELECT x.gio_id, x.t FROM {joined} WHERE x.t - r.t <= {int(gap)})")
         last = len(cond.steps)
-        return f"(u.gio_id IN (WITH {', '.join(parts)} SELECT DISTINCT gio_id FROM r{last}))"
+        return f"(u.gio_id IN (WITH {', '.join(parts)} SELECT gio_id FROM r{last}))"
 
     def drop_off(self, cond: DropOffCondition, window: Window) -> str:
         if self.table is None:
@@ -209,15 +209,12 @@ class EventSQL:
         after = Window(window.start_ms, None if window.end_ms is None else window.end_ms + within)
         then = self.step_scan(cond.then, after, [])
         joined = self.asof(
-            f"(SELECT DISTINCT e.gio_id, {t} AS t {first}) AS x",
-            f"(SELECT DISTINCT e.gio_id, {t} AS t, 1 AS hit {then}) AS r",
+            f"(SELECT e.gio_id, {t} AS t {first}) AS x",
+            f"(SELECT e.gio_id, {t} AS t, 1 AS hit {then}) AS r",
             "x.t < r.t",
             "LEFT",
         )
-        return (
-            f"(u.gio_id IN (SELECT DISTINCT x.gio_id FROM {joined} "
-            f"WHERE coalesce(r.hit, 0) = 0 OR r.t > x.t + {within}))"
-        )
+        return f"(u.gio_id IN (SELECT x.gio_id FROM {joined} WHERE coalesce(r.hit, 0) = 0 OR r.t > x.t + {within}))"
 
     # --- scans ------------------------------------------------------------------------------------------------
     def step_scan(self, step: Step, window: Window, extra: list[str]) -> str:

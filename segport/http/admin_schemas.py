@@ -34,8 +34,8 @@ _SCALAR: dict[str, Any] = {"type": ["string", "number", "boolean"]}
 _LEAF_KEY: dict[str, Any] = {"type": "string", "pattern": rf"^({KEY_GRAMMAR}|gio_id)$"}
 
 
-def _leaf(ops: list[str], value: dict[str, Any] | None) -> dict[str, Any]:
-    properties: dict[str, Any] = {"key": _LEAF_KEY, "op": {"enum": ops}}
+def _leaf(ops: list[str], value: dict[str, Any] | None, key: dict[str, Any] = _LEAF_KEY) -> dict[str, Any]:
+    properties: dict[str, Any] = {"key": key, "op": {"enum": ops}}
     properties["value"] = value if value is not None else {"type": "null"}
     return {
         "type": "object",
@@ -46,31 +46,131 @@ def _leaf(ops: list[str], value: dict[str, Any] | None) -> dict[str, Any]:
 
 
 _REF = {"$ref": "#/components/schemas/Rule"}
+_EVENT_REF = {"$ref": "#/components/schemas/EventRule"}
 RULE_FIELD: dict[str, Any] = {"anyOf": [_REF, {"type": "string"}]}
-# The rule tree as JSON (segport.domain.rules): its keys and their types are the project's catalogue's.
-RULE_SCHEMA: dict[str, Any] = {
-    "title": "Rule",
-    "description": "and/or/not of rules, or a {key, op, value} leaf (at most 32 levels, 1000 nodes).",
-    "oneOf": [
+
+
+def _tree(ref: dict[str, Any], key: dict[str, Any]) -> list[dict[str, Any]]:
+    """and/or/not of ``ref`` and the key/op/value leaves, their keys ``key``."""
+    return [
         {
             "type": "object",
-            "properties": {"and": {"type": "array", "items": _REF, "minItems": 1}},
+            "properties": {"and": {"type": "array", "items": ref, "minItems": 1}},
             "required": ["and"],
             "additionalProperties": False,
         },
         {
             "type": "object",
-            "properties": {"or": {"type": "array", "items": _REF, "minItems": 1}},
+            "properties": {"or": {"type": "array", "items": ref, "minItems": 1}},
             "required": ["or"],
             "additionalProperties": False,
         },
-        {"type": "object", "properties": {"not": _REF}, "required": ["not"], "additionalProperties": False},
-        _leaf(["eq", "ne", "gt", "gte", "lt", "lte"], _SCALAR),
-        _leaf(["in", "not_in"], {"type": "array", "items": _SCALAR, "minItems": 1, "maxItems": 10_000}),
-        _leaf(["between"], {"type": "array", "items": _SCALAR, "minItems": 2, "maxItems": 2}),
-        _leaf(["contains"], {"type": "string"}),
-        _leaf(["is_null", "not_null"], None),
+        {"type": "object", "properties": {"not": ref}, "required": ["not"], "additionalProperties": False},
+        _leaf(["eq", "ne", "gt", "gte", "lt", "lte"], _SCALAR, key),
+        _leaf(["in", "not_in"], {"type": "array", "items": _SCALAR, "minItems": 1, "maxItems": 10_000}, key),
+        _leaf(["between"], {"type": "array", "items": _SCALAR, "minItems": 2, "maxItems": 2}, key),
+        _leaf(["contains"], {"type": "string"}, key),
+        _leaf(["is_null", "not_null"], None, key),
+    ]
+
+
+def _one(name: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {name: value}, "required": [name], "additionalProperties": False}
+
+
+def _count(limit: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": limit}
+
+
+# Event conditions (segport.domain.behaviour_parse, docs/behaviour.md): event names and attribute keys are the
+# project's event catalogue's, and the limits are MAX_STEPS / MAX_DAYS there.
+_EVENT_NAME: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z_$][A-Za-z0-9_$]{0,99}$"}
+_ATTRIBUTE: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^([A-Za-z_][A-Za-z0-9_]{0,99}|\$[A-Za-z][A-Za-z0-9_]{0,99})$",
+}
+_WHERE: dict[str, Any] = {"anyOf": [_EVENT_REF, {"type": "null"}]}
+_BOUND: dict[str, Any] = {"type": "string", "maxLength": 40, "examples": ["2026-05-01", "2026-05-01T08:00:00+08:00"]}
+_TIME: dict[str, Any] = {
+    "description": "A time window, resolved at each computation in the project's time zone.",
+    "oneOf": [
+        _one("last_days", _count(3660)),
+        _one("last_hours", _count(3660 * 24)),
+        _one("between", {"type": "array", "items": _BOUND, "minItems": 2, "maxItems": 2}),
+        _one("since", _BOUND),
     ],
+}
+_DURATION: dict[str, Any] = {
+    "oneOf": [_one("minutes", _count(3660 * 1440)), _one("hours", _count(3660 * 24)), _one("days", _count(3660))]
+}
+_MEASURE: dict[str, Any] = {
+    "oneOf": [{"enum": ["count", "distinct_days"]}]
+    + [_one(m, _ATTRIBUTE) for m in ("sum", "avg", "min", "max", "distinct")]
+}
+_NUMBER: dict[str, Any] = {"type": "number"}
+_STEP: dict[str, Any] = {
+    "type": "object",
+    "properties": {"event": _EVENT_NAME, "where": _WHERE},
+    "required": ["event"],
+    "additionalProperties": False,
+}
+EVENT_CONDITIONS: list[dict[str, Any]] = [
+    {
+        "title": "EventCondition",
+        "type": "object",
+        "properties": {
+            "event": _EVENT_NAME,
+            "where": _WHERE,
+            "measure": _MEASURE,
+            "op": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte", "between"]},
+            "value": {"oneOf": [_NUMBER, {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}]},
+            "time": _TIME,
+        },
+        "required": ["event"],
+        "additionalProperties": False,
+    },
+    {
+        "title": "SequenceCondition",
+        "type": "object",
+        "properties": {
+            "sequence": {"type": "array", "items": _STEP, "minItems": 2, "maxItems": 10},
+            "time": _TIME,
+            "max_gap": _DURATION,
+        },
+        "required": ["sequence"],
+        "additionalProperties": False,
+    },
+    {
+        "title": "DropOffCondition",
+        "type": "object",
+        "properties": {
+            "event": _EVENT_NAME,
+            "where": _WHERE,
+            "time": _TIME,
+            "not_followed_by": {
+                "type": "object",
+                "properties": {"event": _EVENT_NAME, "where": _WHERE, "within": _DURATION},
+                "required": ["event", "within"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["event", "not_followed_by"],
+        "additionalProperties": False,
+    },
+]
+# The rule tree as JSON (segport.domain.rules): its keys and their types are the project's catalogue's.
+RULE_SCHEMA: dict[str, Any] = {
+    "title": "Rule",
+    "description": "and/or/not of rules, a {key, op, value} leaf, or an event condition (docs/behaviour.md); at "
+    "most 32 levels and 1000 objects.",
+    "oneOf": _tree(_REF, _LEAF_KEY) + EVENT_CONDITIONS,
+}
+# A step's `where`: a property rule over the event's attributes and standard fields ($path ...).
+EVENT_RULE_SCHEMA: dict[str, Any] = {
+    "title": "EventRule",
+    "description": "and/or/not of rules, or a {key, op, value} leaf whose key is an event attribute or a standard "
+    "field ($path ...).",
+    "oneOf": _tree(_EVENT_REF, _ATTRIBUTE),
 }
 
 

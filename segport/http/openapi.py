@@ -24,7 +24,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from segport.http.admin_schemas import DISPLAY_NAME_PATTERN, RULE_FIELD, RULE_SCHEMA, SEGMENT_KEY_PATTERN
+from segport.http.admin_schemas import (
+    DISPLAY_NAME_PATTERN,
+    EVENT_RULE_SCHEMA,
+    RULE_FIELD,
+    RULE_SCHEMA,
+    SEGMENT_KEY_PATTERN,
+)
 from segport.http.limits import MAX_PATH, MAX_QUERY, MAX_SEGMENT
 from segport.http.paging import MAX_LIMIT, MAX_OFFSET
 from segport.http.schemas import KEY_GRAMMAR
@@ -131,6 +137,7 @@ def describe(document: dict[str, Any], *, max_properties: int) -> dict[str, Any]
     }
     document["security"] = [{"bearer": []}]
     components.setdefault("schemas", {})["Rule"] = RULE_SCHEMA
+    components["schemas"]["EventRule"] = EVENT_RULE_SCHEMA
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
