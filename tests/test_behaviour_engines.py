@@ -501,6 +501,31 @@ E2E_RULES = [
 ]
 
 
+# measures of every kind for the shared pass: the same measure twice, zero values that match, no value
+SHARED_RULES: list[Any] = [
+    {"event": "pay", "measure": {"sum": "amount"}, "op": "lt", "value": 4},
+    {"event": "pay", "measure": {"sum": "amount"}, "op": "gte", "value": 4, "time": {"last_hours": 4}},
+    {
+        "or": [
+            {"event": "pay", "measure": {"avg": "amount"}, "op": "gt", "value": 2},
+            {"event": "view", "op": "eq", "value": 0},
+        ]
+    },
+    {"event": "pay", "measure": {"min": "amount"}, "op": "lte", "value": 2},
+    {"event": "view", "measure": {"distinct": "$path"}, "op": "ne", "value": 2},
+    {
+        "not": {
+            "event": "pay",
+            "where": {"key": "amount", "op": "gte", "value": 3},
+            "measure": "count",
+            "op": "between",
+            "value": [1, 1],
+        }
+    },
+    {"event": "view", "measure": {"max": "amount"}, "op": "lt", "value": 100},
+]
+
+
 def _parsed(rule: Any) -> Any:
     """A JSON rule with its event conditions parsed (the reference evaluator's input)."""
     if is_event_condition(rule):
@@ -576,3 +601,84 @@ def test_compute_segment_with_event_conditions(rig: Rig, tmp_path: Path, engine_
         assert expected[i] is None or want == expected[i], rule
         assert compute(rule, f"seg_{i}") == want, rule
     assert compute(E2E_RULES[0], "seg_none") == set()  # recomputed: U1 and U3 paid since
+
+    # the DAILY recompute: all of them together, their measures read in one pass over the events
+    ctx = BehaviourContext(project, E2E_SCHEMA, now, "Asia/Shanghai")
+    together = [*E2E_RULES, *SHARED_RULES, {"key": "usr_vip", "op": "eq", "value": "y"}]
+    definitions = [
+        SegmentDefinition(f"seg_all{i}", rule_tree=rule, catalog=E2E_CATALOG, behaviour=ctx)
+        for i, rule in enumerate(together)
+    ]
+    results = engine.compute_segments(project, definitions)
+    for i, rule in enumerate(together):
+        want = rule_members(_parsed(rule), props, events, now, "Asia/Shanghai")
+        page = engine.members_page(project, Target("segment", f"seg_all{i}"), [], 100, 0)
+        assert {int(r["gio_id"]) for r in page.rows} == want, rule
+        assert results[f"seg_all{i}"].total_users == len(want)
+
+    # a users import recomputes them in its transaction, sharing the passes the same way (U4 becomes a VIP)
+    users.write_text("id_$basic_userId,usr_vip\nU4,y\n", encoding="utf-8")
+    props[4] = {"usr_vip": "y"}
+    report = engine.import_users(project, E2E_CATALOG, users, "csv", "id_$basic_userId", definitions)
+    for i, rule in enumerate(together):
+        want = rule_members(_parsed(rule), props, events, now, "Asia/Shanghai")
+        assert report.segments[f"seg_all{i}"] == len(want), rule
+        page = engine.members_page(project, Target("segment", f"seg_all{i}"), [], 100, 0)
+        assert {int(r["gio_id"]) for r in page.rows} == want, rule
+
+
+def _duck_rows_scanned(node: Any) -> int:
+    if isinstance(node, dict):
+        own = int(node.get("rows_scanned", 0)) if node.get("type") == "TABLE_SCAN" else 0
+        return own + sum(_duck_rows_scanned(v) for k, v in node.items() if k in ("operator", "children"))
+    if isinstance(node, list):
+        return sum(_duck_rows_scanned(v) for v in node)
+    return 0
+
+
+def test_a_window_bounds_the_event_scan(rig: Rig) -> None:
+    """600,000 events over 90 days: a 7-day condition reads about a tenth of them (DuckDB: the zone maps of
+    its row groups; ClickHouse: its monthly partitions and its (time, gio_id) primary key)."""
+    project, total, span = "big", 600_000, 90 * DAY_MS
+    now = ms("2026-06-30T12:00:00+00:00")
+    rows = f"{now - span} + i * {span // total}"
+    cond = EventCondition(Step("pay"), op="gte", value=1, time=TimeSpec("last_days", 7))
+    ctx = BehaviourContext(project, SCHEMA, now, "UTC")
+    with rig.duck._cursor() as cur:
+        cur.execute(f'CREATE TABLE IF NOT EXISTS "users_{project}" AS SELECT range AS gio_id FROM range(1, 1001)')
+        duck_events.ensure_store(cur, project, {})
+        cur.execute(
+            f'INSERT INTO "events_{project}" (gio_id, "$time", "$event", "$type") SELECT 1 + i % 1000, '
+            f"epoch_ms(({rows})::BIGINT), CASE WHEN i % 3 = 0 THEN 'pay' ELSE 'view' END, 'CUSTOM' FROM range({total}) t(i)"
+        )
+        rules = DuckDBRules.on_events(*duck_behaviour.event_table(cur, project))(Catalog([]), "u", behaviour=ctx)
+        sql = rules.event_condition(cond)
+        cur.execute("SET enable_profiling = 'no_output'")
+        cur.execute("SET profiling_mode = 'detailed'")
+        found = cur.execute(f'SELECT count(*) FROM "users_{project}" u WHERE {sql}', rules.params).fetchone()
+        info = json.loads(cur.get_profiling_information(format="json"))
+        cur.execute("RESET enable_profiling")
+    assert found == (1000,)
+    scanned = _duck_rows_scanned(info) - 1000  # the users table's rows
+    assert 0 < scanned < total * 0.3, scanned
+
+    client = rig.ch.client()
+    rig.ch.ensure_project(project, Catalog([]))
+    client.command(
+        f"INSERT INTO {rig.ch.table(rig.ch.current(project).users)} (gio_id) SELECT number + 1 FROM numbers(1000)"
+    )
+    ch_events._ensure_store(rig.ch, project, {})
+    client.command(
+        f"INSERT INTO {ch_events.events_table(rig.ch, project)} (gio_id, `$time`, `$event`, `$type`) SELECT "
+        f"1 + number % 1000, fromUnixTimestamp64Milli(toInt64({rows.replace('i', 'number')}), 'UTC'), "
+        f"if(number % 3 = 0, 'pay', 'view'), 'CUSTOM' FROM numbers({total})"
+    )
+    rules = ClickHouseRules.on_events(*ch_behaviour.event_table(rig.ch, project))(Catalog([]), "u", behaviour=ctx)
+    sql = rules.event_condition(cond)
+    statement = f"SELECT count() FROM {rig.ch.table(rig.ch.current(project).users)} AS u WHERE {sql}"
+    assert client.query(statement, parameters=rule_parameters(rules.params)).result_rows[0][0] == 1000
+    assert sql.startswith("(u.gio_id IN (") and sql.endswith("))")
+    inner = sql.removeprefix("(u.gio_id IN (").removesuffix("))")  # the semi-join's event scan
+    plan = client.query(f"EXPLAIN ESTIMATE {inner}", parameters=rule_parameters(rules.params)).result_rows
+    read = sum(int(r[3]) for r in plan if str(r[1]) == f"events_{project}")
+    assert 0 < read < total * 0.3, plan

@@ -60,6 +60,16 @@ CALLS: dict[str, tuple[tuple[Any, ...], Any]] = {
     ),
     "load_member_ids": (("WlGk4Daj", "seg_b", Path("/data/uploads/ids.txt")), 7),
     "compute_segment": (("WlGk4Daj", SegmentDefinition.from_rule("seg_a", RULE, CATALOG)), ComputeResult(5, 1)),
+    "compute_segments": (
+        (
+            "WlGk4Daj",
+            [
+                SegmentDefinition.from_rule("seg_a", RULE, CATALOG),
+                SegmentDefinition("seg_b", identity="id_$basic_userId"),
+            ],
+        ),
+        {"seg_a": ComputeResult(5), "seg_b": ComputeResult(2, 1)},
+    ),
     "drop_segment": (("WlGk4Daj", "seg_a"), None),
     "compute_tag": (
         (

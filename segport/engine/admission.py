@@ -190,6 +190,7 @@ _ADMITTED: dict[str, Kind] = {
     "import_users": Kind.IMPORT,
     "load_member_ids": Kind.IMPORT,
     "compute_segment": Kind.IMPORT,
+    "compute_segments": Kind.IMPORT,
     "members_page": Kind.READ,
     "count": Kind.READ,
     "lookup_user": Kind.READ,

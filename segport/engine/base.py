@@ -150,6 +150,11 @@ class ProfileAccess(Protocol):
 
     def compute_segment(self, project_id: str, segment: SegmentDefinition) -> ComputeResult: ...
 
+    def compute_segments(self, project_id: str, segments: list[SegmentDefinition]) -> dict[str, ComputeResult]:
+        """Several segments computed together (the DAILY recompute): one snapshot, one data version, and the
+        event measures of their rules read in one pass over the events. All or nothing."""
+        ...
+
     def drop_segment(self, project_id: str, segment_key: str) -> None: ...
 
     def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:

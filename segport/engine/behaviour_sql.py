@@ -24,6 +24,11 @@ against ``[A-Za-z0-9_$]``, bounds are numbers we computed); the values of a step
 appended, in text order, to the rule compiler's own list (the step's ``where`` compiles with the same dialect,
 over the event table's alias ``e``).
 
+Several segments computed together (the DAILY recompute, a users import's recompute) share passes over the
+events: :func:`shared_groups` picks the measures of one event name that two or more conditions ask for,
+:meth:`EventSQL.shared_pass` computes them in one ``GROUP BY gio_id`` of filtered aggregates into a table (the
+engine's), and each condition then reads its column there (:class:`SharedPass`).
+
 A project without an event table sees no events: a measure is then its zero value for everyone, a sequence or a
 drop-off matches nobody. An attribute the catalogue knows but the table has no column for (no event carried it
 yet) is null on every event.
@@ -31,8 +36,10 @@ yet) is null on every event.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from segport.domain.behaviour import (
@@ -41,14 +48,16 @@ from segport.domain.behaviour import (
     Condition,
     DropOffCondition,
     EventCondition,
+    EventSchema,
     Measure,
     SequenceCondition,
     Step,
     Window,
     resolve_window,
 )
+from segport.domain.behaviour_parse import parse_condition
 from segport.domain.keys import GIO_ID, ValueType, quote_ident
-from segport.domain.rules import RuleCompiler
+from segport.domain.rules import RuleCompiler, is_event_condition
 
 MAX_MS = 9_999_999_999_999  # 2286-11-20: bounds beyond are clamped (every event lies well inside)
 _CMP = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -80,18 +89,70 @@ def where_keys(rule: Any) -> set[str]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class SharedPass:
+    """Measures computed for several segments by shared passes over the events: by :func:`measure_key`, the table
+    (``gio_id`` and one column per measure; users with no matching event have no row) and the column."""
+
+    columns: Mapping[str, tuple[str, str]]
+
+
+def shared_groups(conds: list[EventCondition], now_ms: int, time_zone: str) -> list[list[EventCondition]]:
+    """The measure conditions worth one pass each: those of one event name with two or more different measures
+    (the pass reads that name's events once for all of them). Distinct counts (``distinct``, ``distinct_days``)
+    are left to their own statements: a hash of distinct values per user for many users at once costs more than
+    the scans it saves."""
+    by_name: dict[str, dict[str, EventCondition]] = {}
+    for cond in conds:
+        if cond.measure.kind in ("distinct", "distinct_days"):
+            continue
+        window = resolve_window(cond.time, now_ms, time_zone)
+        by_name.setdefault(cond.step.event, {}).setdefault(measure_key(cond, window, time_zone), cond)
+    return [list(group.values()) for group in by_name.values() if len(group) >= 2]
+
+
+def measure_key(cond: EventCondition, window: Window, time_zone: str) -> str:
+    """What a measure condition's per-user value depends on: its step, its measure, its resolved window (and the
+    time zone, for days)."""
+    where = json.dumps(cond.step.where, sort_keys=True, ensure_ascii=False)
+    return repr((cond.step.event, where, cond.measure.kind, cond.measure.attribute, window, time_zone))
+
+
+def measure_conditions(rule: Any, events: EventSchema) -> list[EventCondition]:
+    """The measure conditions (``{"event": E, ...}`` without ``not_followed_by``) of a JSON rule, parsed."""
+    if not isinstance(rule, dict):
+        return []
+    if is_event_condition(rule):
+        cond = parse_condition(rule, "rule", events)
+        return [cond] if isinstance(cond, EventCondition) else []
+    out: list[EventCondition] = []
+    for name in ("and", "or"):
+        if isinstance(rule.get(name), list):
+            for child in rule[name]:
+                out += measure_conditions(child, events)
+    if "not" in rule:
+        out += measure_conditions(rule["not"], events)
+    return out
+
+
 class EventSQL:
     """Writes the SQL of event conditions for one rule compilation. ``rules`` is the rule compiler of the
     enclosing rule (its dialect writes the steps' ``where`` and its parameter list takes their values);
     ``table`` is the project's event table (``None``: it has none yet) and ``columns`` its column names."""
 
     def __init__(
-        self, ctx: BehaviourContext, rules: RuleCompiler, table: str | None, columns: Mapping[str, Any]
+        self,
+        ctx: BehaviourContext,
+        rules: RuleCompiler,
+        table: str | None,
+        columns: Mapping[str, Any],
+        shared: SharedPass | None = None,
     ) -> None:
         self.ctx = ctx
         self.rules = rules
         self.table = table
         self.columns = columns
+        self.shared = shared
 
     # --- the dialect ----------------------------------------------------------------------------------------
     def timestamp(self, ms: int) -> str:
@@ -117,6 +178,13 @@ class EventSQL:
         """A typed null (for a catalogued attribute the table has no column for)."""
         raise NotImplementedError
 
+    def aggregate_if(self, fn: str, arg: str, test: str) -> str:
+        """``fn`` (count, distinct, sum, avg, min, max) over the rows where ``test`` holds (``arg``: its argument;
+        ``*`` for count)."""
+        if fn == "distinct":
+            return f"count(DISTINCT {arg}) FILTER (WHERE {test})"
+        return f"{fn}({arg}) FILTER (WHERE {test})"
+
     def asof(self, left: str, right: str, key: str, kind: str = "") -> str:
         """``left [kind] ASOF JOIN right ON <same gio_id> AND <key>`` (``key`` names the aliases x/r)."""
         return f"{left} ASOF {kind + ' ' if kind else ''}JOIN {right} ON x.gio_id = r.gio_id AND {key}"
@@ -135,6 +203,14 @@ class EventSQL:
         zero_holds = kind in ZERO_MEASURES and compares(0, cond.op, cond.value)
         if self.table is None:  # no events: every user's measure is its zero value, or none
             return "true" if zero_holds else "false"
+        found = self.shared.columns.get(measure_key(cond, window, self.ctx.time_zone)) if self.shared else None
+        if found is not None:  # computed by a shared pass over the events
+            table, column = found
+            value = f"b.{column}"
+            test = self.comparison(f"coalesce({value}, 0)" if kind in ZERO_MEASURES else value, cond.op, cond.value)
+            if zero_holds:
+                return f"(u.gio_id NOT IN (SELECT b.gio_id FROM {table} AS b WHERE NOT {test}))"
+            return f"(u.gio_id IN (SELECT b.gio_id FROM {table} AS b WHERE {test}))"
         src = self.step_scan(cond.step, window, [cond.measure.attribute] if cond.measure.attribute else [])
         if kind == "count":
             did = cond.op in ("gt", "gte") and not zero_holds and compares(1, cond.op, cond.value)
@@ -217,20 +293,69 @@ class EventSQL:
         return f"(u.gio_id IN (SELECT x.gio_id FROM {joined} WHERE coalesce(r.hit, 0) = 0 OR r.t > x.t + {within}))"
 
     # --- scans ------------------------------------------------------------------------------------------------
-    def step_scan(self, step: Step, window: Window, extra: list[str]) -> str:
-        """``FROM <events> e WHERE <name> AND <window> AND <where>``: a step's matching events."""
-        tests = [f'e."$event" = {self.string(step.event)}']
+    def step_tests(self, step: Step, window: Window) -> list[str]:
+        """The tests of a step's matching events: its name, the window on ``$time``, its ``where``."""
+        tests = [f'e."$event" = {self.string(step.event)}', *self.window_tests(window)]
+        if step.where is not None:
+            tests.append(self.where(step.where))
+        return tests
+
+    def window_tests(self, window: Window) -> list[str]:
+        tests = []
         if window.start_ms is not None:
             tests.append(f'e."$time" >= {self.timestamp(max(0, min(window.start_ms, MAX_MS)))}')
         if window.end_ms is not None:
             tests.append(f'e."$time" < {self.timestamp(max(0, min(window.end_ms, MAX_MS)))}')
-        if step.where is not None:
-            tests.append(self.where(step.where))
+        return tests
+
+    def step_scan(self, step: Step, window: Window, extra: list[str]) -> str:
+        """``FROM <events> e WHERE <name> AND <window> AND <where>``: a step's matching events."""
+        tests = self.step_tests(step, window)
         return f"FROM {self.source(where_keys(step.where) | set(extra))} AS e WHERE {' AND '.join(tests)}"
 
-    def string(self, text: str) -> str:
-        """A string literal."""
-        raise NotImplementedError
+    def shared_pass(self, conds: list[EventCondition]) -> tuple[str, dict[str, str]] | None:
+        """One ``SELECT gio_id, <measure 0>, <measure 1>, ... GROUP BY gio_id`` over the events for measure
+        conditions of several segments (one group of :func:`shared_groups`; each measure an aggregate filtered by
+        its step's tests, the scan bounded by their windows together), and the column of each condition's measure
+        (by :func:`measure_key`); ``None`` when there is nothing to share."""
+        if self.table is None:
+            return None
+        picked: dict[str, tuple[EventCondition, Window]] = {}
+        for cond in conds:
+            window = resolve_window(cond.time, self.ctx.now_ms, self.ctx.time_zone)
+            picked.setdefault(measure_key(cond, window, self.ctx.time_zone), (cond, window))
+        if not picked:
+            return None
+        aggregates, columns, names, keys = [], {}, set(), set()
+        starts: list[int | None] = []
+        ends: list[int | None] = []
+        for i, (key, (cond, window)) in enumerate(picked.items()):
+            test = " AND ".join(self.step_tests(cond.step, window))
+            measure = cond.measure
+            attr = f"e.{quote_ident(measure.attribute)}" if measure.attribute else ""
+            if measure.kind == "count":
+                agg = self.aggregate_if("count", "*", test)
+            elif measure.kind == "distinct_days":
+                agg = self.aggregate_if("distinct", self.day('e."$time"'), test)
+            else:
+                agg = self.aggregate_if(measure.kind, attr, test)
+            aggregates.append(f"{agg} AS m{i}")
+            columns[key] = f"m{i}"
+            names.add(cond.step.event)
+            keys |= where_keys(cond.step.where) | ({measure.attribute} if measure.attribute else set())
+            starts.append(window.start_ms)
+            ends.append(window.end_ms)
+        tests = [f'e."$event" IN ({", ".join(self.string(n) for n in sorted(names))})']
+        bounded = Window(
+            None if None in starts else min(s for s in starts if s is not None),
+            None if None in ends else max(e for e in ends if e is not None),
+        )
+        tests += self.window_tests(bounded)
+        sql = (
+            f"SELECT e.gio_id, {', '.join(aggregates)} FROM {self.source(keys)} AS e "
+            f"WHERE {' AND '.join(tests)} GROUP BY e.gio_id"
+        )
+        return sql, columns
 
     def where(self, rule: Any) -> str:
         """A step's ``where`` in the rule compiler's dialect over the event alias ``e``, its values appended to

@@ -103,6 +103,7 @@ PROFILE_OPS: tuple[Op, ...] = (
     Op(ProfileAccess.import_users, IMPORT_S, local=("progress",)),
     Op(ProfileAccess.load_member_ids, IMPORT_S),
     Op(ProfileAccess.compute_segment, COMPUTE_S),
+    Op(ProfileAccess.compute_segments, COMPUTE_S),
     Op(ProfileAccess.drop_segment, CHANGE_S),
     Op(ProfileAccess.data_version, READ_S, read=True),
     Op(ProfileAccess.count, READ_S, read=True),

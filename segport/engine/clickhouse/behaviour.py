@@ -12,7 +12,7 @@ from typing import Any
 from segport.domain.behaviour import BehaviourContext, Condition
 from segport.domain.keys import ValueType
 from segport.domain.rules import RuleCompiler
-from segport.engine.behaviour_sql import EventSQL
+from segport.engine.behaviour_sql import EventSQL, SharedPass
 from segport.engine.clickhouse.events import events_table, store_columns
 from segport.engine.clickhouse.sql import CH_TYPES, ch_string
 
@@ -51,8 +51,13 @@ def event_table(engine: Any, project_id: str) -> tuple[str | None, dict[str, str
 
 
 def compile_condition(
-    cond: Condition, ctx: BehaviourContext, rules: RuleCompiler, table: str | None, columns: Mapping[str, Any]
+    cond: Condition,
+    ctx: BehaviourContext,
+    rules: RuleCompiler,
+    table: str | None,
+    columns: Mapping[str, Any],
+    shared: SharedPass | None = None,
 ) -> str:
     """An event condition as a ClickHouse boolean expression over the users alias ``u``; the values of its
     steps' ``where`` are appended to ``rules.params`` (named ``{pN:T}`` parameters)."""
-    return ClickHouseEventSQL(ctx, rules, table, columns).condition(cond)
+    return ClickHouseEventSQL(ctx, rules, table, columns, shared).condition(cond)

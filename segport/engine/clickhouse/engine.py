@@ -35,13 +35,14 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
+from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
 from segport.engine.clickhouse import behaviour, events, importer, tags, writer
 from segport.engine.clickhouse import snapshots as snaps
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
 from segport.engine.columns import Step, column_steps
 from segport.engine.interrupt import Interrupt
-from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, SegportError
+from segport.errors import ComputeFailed, EngineBusy, ExportFailed, InvalidRule, SegmentNotFound, SegportError
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -231,11 +232,16 @@ class ClickHouseEngine:
                 members = dict(snap.members)
                 if recompute and progress:
                     progress(f"recomputing {len(recompute)} segment(s)")
-                for seg in recompute:
-                    table, result = self._compute(project_id, nxt.seq, users, seg, snap.idlists, built)
-                    members[seg.key] = table
-                    report.segments[seg.key] = result.total_users
-                    report.unmatched[seg.key] = result.unmatched
+                passes: list[str] = []
+                try:  # the events did not change: their measures shared as for the DAILY recompute
+                    shared = self._shared_pass(project_id, nxt.seq, recompute, passes)
+                    for seg in recompute:
+                        table, result = self._compute(project_id, nxt.seq, users, seg, snap.idlists, built, shared)
+                        members[seg.key] = table
+                        report.segments[seg.key] = result.total_users
+                        report.unmatched[seg.key] = result.unmatched
+                finally:
+                    self._drop(passes)
                 self.publish(
                     snaps.Snapshot(
                         project_id,
@@ -281,6 +287,69 @@ class ClickHouseEngine:
                 raise ComputeFailed(f"segment {segment.key} could not be computed: {_first_line(exc)}") from exc
         return result
 
+    def compute_segments(self, project_id: str, segments: list[SegmentDefinition]) -> dict[str, ComputeResult]:
+        """Several segments published in one snapshot; the event measures of their rules come from one pass
+        over the events (a table of the measures per user, dropped after), each segment's statement reads it."""
+        with self._writer:
+            snap = self.current(project_id)
+            seq = snap.seq + 1
+            built: list[str] = []
+            passes: list[str] = []
+            try:
+                shared = self._shared_pass(project_id, seq, segments, passes)
+                members, results = dict(snap.members), {}
+                for seg in segments:
+                    table, result = self._compute(project_id, seq, snap.users, seg, snap.idlists, built, shared)
+                    members[seg.key], results[seg.key] = table, result
+                self.publish(snap.next(data_version=snap.data_version + 1, members=members))
+            except ComputeFailed:
+                self._drop(built)
+                raise
+            except Exception as exc:
+                self._drop(built)
+                keys = ", ".join(s.key for s in segments)
+                raise ComputeFailed(f"segments {keys} could not be computed: {_first_line(exc)}") from exc
+            finally:
+                self._drop(passes)
+        return results
+
+    def _shared_pass(
+        self, project_id: str, seq: int, segments: list[SegmentDefinition], made: list[str]
+    ) -> SharedPass | None:
+        """As the DuckDB engine's: each pass a table ``beh_<project>_<seq>_<i>`` (named in ``made``, for the caller
+        to drop); ``None`` when no measures share a pass."""
+        contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
+        if len(contexts) < 2:
+            return None
+        ctx = contexts[0]
+        conds = []
+        for seg in segments:
+            if seg.behaviour is not None and (seg.behaviour.now_ms, seg.behaviour.time_zone) == (
+                ctx.now_ms,
+                ctx.time_zone,
+            ):
+                try:
+                    conds += measure_conditions(seg.rule_tree, seg.behaviour.events)
+                except InvalidRule:
+                    continue  # the segment's own compilation says what is wrong
+        table, columns = behaviour.event_table(self, project_id)
+        found: dict[str, tuple[str, str]] = {}
+        for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):
+            rules = ClickHouseRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
+            built = behaviour.ClickHouseEventSQL(ctx, rules, table, columns).shared_pass(group)
+            if built is None:
+                continue
+            sql, measures = built
+            name = f"beh_{project_id}_{seq}_{i}"
+            made.append(name)
+            self.client().command(f"DROP TABLE IF EXISTS {self.table(name)}")
+            self.client().command(
+                f"CREATE TABLE {self.table(name)} ENGINE = MergeTree ORDER BY gio_id AS {sql}",
+                parameters=rule_parameters(rules.params),
+            )
+            found.update({key: (self.table(name), column) for key, column in measures.items()})
+        return SharedPass(found) if found else None
+
     def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:
         """A tag from events into its column: a new users table, published as the next snapshot (:mod:`.tags`)."""
         with self._writer:
@@ -310,7 +379,14 @@ class ClickHouseEngine:
                 self.client().command(f"DROP TABLE IF EXISTS {self.table(name)}")
 
     def _compute(
-        self, project_id: str, seq: int, users: str, seg: SegmentDefinition, idlists: dict[str, str], built: list[str]
+        self,
+        project_id: str,
+        seq: int,
+        users: str,
+        seg: SegmentDefinition,
+        idlists: dict[str, str],
+        built: list[str],
+        shared: SharedPass | None = None,
     ) -> tuple[str, ComputeResult]:
         client = self.client()
         name = f"m_{project_id}_{seg.key}_{seq}"
@@ -321,7 +397,7 @@ class ClickHouseEngine:
         if seg.rule_tree is not None and seg.catalog is not None:
             dialect = ClickHouseRules
             if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
-                dialect = ClickHouseRules.on_events(*behaviour.event_table(self, project_id))
+                dialect = ClickHouseRules.on_events(*behaviour.event_table(self, project_id), shared)
             rule = compile_rule(seg.rule_tree, seg.catalog, dialect, behaviour=seg.behaviour)
             client.command(create)
             client.command(

@@ -14,7 +14,7 @@ import duckdb
 from segport.domain.behaviour import BehaviourContext, Condition
 from segport.domain.keys import ValueType
 from segport.domain.rules import RuleCompiler
-from segport.engine.behaviour_sql import EventSQL
+from segport.engine.behaviour_sql import EventSQL, SharedPass
 from segport.engine.duckdb.events import events_table, store_columns
 from segport.engine.duckdb.sql import sql_string
 
@@ -50,8 +50,13 @@ def event_table(cur: duckdb.DuckDBPyConnection, project_id: str) -> tuple[str | 
 
 
 def compile_condition(
-    cond: Condition, ctx: BehaviourContext, rules: RuleCompiler, table: str | None, columns: Mapping[str, Any]
+    cond: Condition,
+    ctx: BehaviourContext,
+    rules: RuleCompiler,
+    table: str | None,
+    columns: Mapping[str, Any],
+    shared: SharedPass | None = None,
 ) -> str:
     """An event condition as a DuckDB boolean expression over the users alias ``u``; the values of its steps'
     ``where`` are appended to ``rules.params`` in text order."""
-    return DuckDBEventSQL(ctx, rules, table, columns).condition(cond)
+    return DuckDBEventSQL(ctx, rules, table, columns, shared).condition(cond)

@@ -33,6 +33,7 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
+from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
 from segport.engine.duckdb import behaviour, event_reads, importer, pages, schema, tags, writer
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
@@ -53,6 +54,7 @@ from segport.errors import (
     EngineBusy,
     ExportFailed,
     ImportRejected,
+    InvalidRule,
     OutOfMemory,
     SchemaChangeFailed,
     StorageFull,
@@ -217,10 +219,12 @@ class DuckDBEngine:
             report = importer.import_users(cur, project_id, catalog, path, file_format, match, progress)
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
+            shared = _shared_pass(cur, project_id, recompute)  # the events did not change: shared as for DAILY
             for seg in recompute:
-                result = _compute(cur, project_id, seg)
+                result = _compute(cur, project_id, seg, shared)
                 report.segments[seg.key] = result.total_users
                 report.unmatched[seg.key] = result.unmatched
+            _drop_passes(cur, shared)
             _bump(cur, project_id)
         return report
 
@@ -239,6 +243,23 @@ class DuckDBEngine:
                 raise exhausted from exc
             raise ComputeFailed(f"segment {segment.key} could not be computed: {engine_words(exc)}") from exc
         return result
+
+    def compute_segments(self, project_id: str, segments: list[SegmentDefinition]) -> dict[str, ComputeResult]:
+        """Several segments in one transaction; the event measures of their rules come from one pass over the
+        events (a temporary table of the measures per user), each segment's statement reads that table."""
+        try:
+            with self._transaction() as cur:
+                shared = _shared_pass(cur, project_id, segments)
+                results = {seg.key: _compute(cur, project_id, seg, shared) for seg in segments}
+                _drop_passes(cur, shared)
+                _bump(cur, project_id)
+        except duckdb.Error as exc:
+            exhausted = exhaustion_of(exc)
+            if exhausted is not None:
+                raise exhausted from exc
+            keys = ", ".join(s.key for s in segments)
+            raise ComputeFailed(f"segments {keys} could not be computed: {engine_words(exc)}") from exc
+        return results
 
     def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:
         """A tag from events into its column of the users table: one transaction (:mod:`.tags`)."""
@@ -479,14 +500,50 @@ def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:
     cur.execute("UPDATE segport_state SET data_version = data_version + 1 WHERE project = ?", [project_id])
 
 
-def _compute(cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefinition) -> ComputeResult:
+def _shared_pass(
+    cur: duckdb.DuckDBPyConnection, project_id: str, segments: list[SegmentDefinition]
+) -> SharedPass | None:
+    """The event measures of the segments' rules (those computed at the first one's clock and time zone) that
+    share a pass (:func:`shared_groups`), each pass a temporary table ``beh_pass<i>``; ``None``: none do."""
+    contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
+    if len(contexts) < 2:
+        return None
+    ctx = contexts[0]
+    conds = []
+    for seg in segments:
+        if seg.behaviour is not None and (seg.behaviour.now_ms, seg.behaviour.time_zone) == (ctx.now_ms, ctx.time_zone):
+            try:
+                conds += measure_conditions(seg.rule_tree, seg.behaviour.events)
+            except InvalidRule:
+                continue  # the segment's own compilation says what is wrong
+    table, columns = behaviour.event_table(cur, project_id)
+    found: dict[str, tuple[str, str]] = {}
+    for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):
+        rules = DuckDBRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
+        built = behaviour.DuckDBEventSQL(ctx, rules, table, columns).shared_pass(group)
+        if built is None:
+            continue
+        sql, measures = built
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE beh_pass{i} AS {sql}", rules.params)
+        found.update({key: (f"beh_pass{i}", column) for key, column in measures.items()})
+    return SharedPass(found) if found else None
+
+
+def _drop_passes(cur: duckdb.DuckDBPyConnection, shared: SharedPass | None) -> None:
+    for table in sorted({t for t, _ in shared.columns.values()} if shared else ()):
+        cur.execute(f"DROP TABLE {table}")
+
+
+def _compute(
+    cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefinition, shared: SharedPass | None = None
+) -> ComputeResult:
     users = users_table(project_id)
     members = members_table(project_id, seg.key)
     unmatched = 0
     if seg.rule_tree is not None and seg.catalog is not None:
         dialect = DuckDBRules
         if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
-            dialect = DuckDBRules.on_events(*behaviour.event_table(cur, project_id))
+            dialect = DuckDBRules.on_events(*behaviour.event_table(cur, project_id), shared)
         rule = compile_rule(seg.rule_tree, seg.catalog, dialect, behaviour=seg.behaviour)
         cur.execute(
             f"CREATE OR REPLACE TABLE {members} AS SELECT u.gio_id FROM {users} u WHERE {rule.sql} ORDER BY u.gio_id",

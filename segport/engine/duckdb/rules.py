@@ -9,6 +9,7 @@ from typing import Any
 from segport.domain.behaviour import Condition
 from segport.domain.keys import ValueType
 from segport.domain.rules import RuleCompiler
+from segport.engine.behaviour_sql import SharedPass
 from segport.engine.duckdb import behaviour
 
 
@@ -18,16 +19,22 @@ class DuckDBRules(RuleCompiler):
     # the project's event table, as event conditions read it: set by :meth:`on_events` for one computation
     event_table: str | None = None
     event_columns: Mapping[str, Any] | None = None
+    event_shared: SharedPass | None = None  # measures computed for several segments in one pass
 
     @classmethod
-    def on_events(cls, table: str | None, columns: Mapping[str, Any]) -> type[DuckDBRules]:
+    def on_events(
+        cls, table: str | None, columns: Mapping[str, Any], shared: SharedPass | None = None
+    ) -> type[DuckDBRules]:
         """This dialect over a project's event table (``None``: the project has none yet) and its columns."""
-        return type(cls.__name__, (cls,), {"event_table": table, "event_columns": dict(columns)})
+        attrs = {"event_table": table, "event_columns": dict(columns), "event_shared": shared}
+        return type(cls.__name__, (cls,), attrs)
 
     def event_condition(self, cond: Condition) -> str:
         if self.behaviour is None or self.event_columns is None:
             raise RuntimeError("event conditions compile over an event table: use DuckDBRules.on_events(...)")
-        return behaviour.compile_condition(cond, self.behaviour, self, self.event_table, self.event_columns)
+        return behaviour.compile_condition(
+            cond, self.behaviour, self, self.event_table, self.event_columns, self.event_shared
+        )
 
     def bind(self, value: Any, value_type: ValueType, *, typed: bool = True) -> str:
         """Keep ``value`` as the next parameter; return its placeholder (cast to ``value_type`` if ``typed``)."""
