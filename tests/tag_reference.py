@@ -2,16 +2,16 @@
 and segport/domain/tags.py (docs/tags.md), not from either engine's SQL: the tests compare both engines to it.
 
 Events are ``(gio_id, time_ms, event, attrs)``; a definition is the JSON a user writes; the answer is each user's
-value (``None``: no value)."""
+value (``None``: no value). The ``where`` rules and the measures are the event conditions' reference
+(tests/behaviour_reference.py); the picks, their ties and the layers are written here."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from segport.domain.behaviour import TimeSpec, resolve_window
+from segport.domain.behaviour import Measure, TimeSpec, resolve_window
+from tests.behaviour_reference import Ev, measure_value, where_holds
 
 Event = tuple[int, int, str, dict[str, Any]]
 
@@ -32,12 +32,12 @@ def tag_values(
     mine: dict[int, list[Event]] = {u: [] for u in users}
     for e in events:
         gio, t, name, attrs = e
-        if name == defn["event"] and window.holds(t) and _matches(defn.get("where"), attrs) and gio in mine:
+        if name == defn["event"] and window.holds(t) and where_holds(defn.get("where"), attrs) and gio in mine:
             mine[gio].append(e)
     out = {}
     for user, evs in mine.items():
         if kind == "AGGREGATED":
-            out[user] = _measure(defn.get("measure", "count"), evs, tz)
+            out[user] = measure_value(_measure(defn.get("measure", "count")), [Ev(*e) for e in evs], tz)
             continue
         attr = defn["attribute"]
         values = [(t, a[attr]) for _, t, _, a in evs if a.get(attr) is not None]
@@ -56,23 +56,11 @@ def tag_values(
     return out
 
 
-def _measure(measure: Any, evs: list[Event], tz: str) -> Any:
-    if measure == "count":
-        return len(evs)
-    if measure == "distinct_days":
-        zone = ZoneInfo(tz)
-        return len({dt.datetime.fromtimestamp(t / 1000, zone).date() for _, t, _, _ in evs})
+def _measure(measure: Any) -> Measure:
+    if isinstance(measure, str):
+        return Measure(measure)  # type: ignore[arg-type]
     ((kind, attr),) = measure.items()
-    values = [a[attr] for _, _, _, a in evs if a.get(attr) is not None]
-    if kind == "distinct":
-        return len(set(values))
-    if kind == "sum":
-        return sum(values) if values else 0
-    if not values:
-        return None
-    if kind == "avg":
-        return sum(values) / len(values)
-    return min(values) if kind == "min" else max(values)
+    return Measure(kind, attr)
 
 
 def _layer(value: Any, layers: list[dict[str, Any]]) -> str | None:
@@ -93,31 +81,3 @@ def _time(obj: dict[str, Any] | None) -> TimeSpec | None:
     if kind == "since":
         return TimeSpec("since", start=arg)
     return TimeSpec("between", start=arg[0], end=arg[1])
-
-
-def _matches(rule: Any, attrs: dict[str, Any]) -> bool:
-    """Today's rule grammar over one event's attributes: a leaf on a missing value is false (but ``is_null``)."""
-    if rule is None:
-        return True
-    if "and" in rule:
-        return all(_matches(r, attrs) for r in rule["and"])
-    if "or" in rule:
-        return any(_matches(r, attrs) for r in rule["or"])
-    if "not" in rule:
-        return not _matches(rule["not"], attrs)
-    op, have, want = rule["op"], attrs.get(rule["key"]), rule.get("value")
-    if op == "is_null":
-        return have is None
-    if have is None:
-        return False
-    return {
-        "not_null": lambda: True,
-        "eq": lambda: have == want,
-        "ne": lambda: have != want,
-        "gt": lambda: have > want,
-        "gte": lambda: have >= want,
-        "lt": lambda: have < want,
-        "lte": lambda: have <= want,
-        "in": lambda: have in want,
-        "not_in": lambda: have not in want,
-    }[op]()

@@ -13,8 +13,9 @@ import pytest
 
 from segport.app import App
 from segport.domain.behaviour import DAY_MS, HOUR_MS, BehaviourContext
+from segport.domain.behaviour_parse import parse_tag_definition
 from segport.domain.keys import ValueType
-from segport.domain.tags import parse_tag, value_type
+from segport.domain.tags import value_type
 from segport.engine.base import TagComputation, Target
 from segport.services.data import catalog_entry
 from segport.services.events import EventService
@@ -126,7 +127,7 @@ def test_every_tag_type_equals_the_reference(engine_name: str, seeded: Any, tmp_
     known: dict[str, dict[int, Any]] = {}
     for i, defn in enumerate(DEFINITIONS):
         key = f"tag_t{i}"
-        parsed = parse_tag(defn, schema, app.meta.catalog(PROJECT), key=key)
+        parsed = parse_tag_definition(defn, "definition", schema, app.meta.catalog(PROJECT))
         kind = value_type(parsed, schema)
         app.data.add_catalog_entries(PROJECT, [catalog_entry(key, key, kind.value)])
         result = app.engine.compute_tag(PROJECT, TagComputation(key, defn, app.meta.catalog(PROJECT), ctx))
@@ -161,3 +162,25 @@ def test_a_recompute_replaces_every_value_and_users_without_events_lose_theirs(
     later = TagComputation("tag_city", {**defn, "time": {"since": "2026-06-01"}}, compute.catalog, compute.behaviour)
     assert app.engine.compute_tag(PROJECT, later).total_users == 0
     assert read_values(app, "tag_city", ValueType.STRING) == {}
+
+
+def test_a_project_without_events_gives_zero_measures_to_everyone_and_nothing_else(
+    engine_name: str, seeded: Any
+) -> None:
+    app = seeded.app
+    schema = TagService(app.data).event_schema(PROJECT)
+    schema = type(schema)(["pay"], schema.attributes)  # a name the catalogue knows, no event table yet
+    ctx = BehaviourContext(PROJECT, schema, NOW, "Asia/Shanghai")
+    cases = {
+        "tag_n": ({"type": "AGGREGATED", "event": "pay"}, "int", {u: 0 for u in range(1, 8)}),
+        "tag_first": ({"type": "ATTRIBUTION_ATTRIBUTE", "event": "pay", "attribute": "$path", "pick": "first"}, "string", {}),
+        "tag_layer": (
+            {"type": "HORIZONTAL", "source": {"event": "pay"}, "layers": [{"name": "有", "gte": 1}, {"name": "无"}]},
+            "string",
+            {u: "无" for u in range(1, 8)},
+        ),
+    }  # fmt: skip
+    for key, (defn, kind, want) in cases.items():
+        app.data.add_catalog_entries(PROJECT, [catalog_entry(key, key, kind)])
+        result = app.engine.compute_tag(PROJECT, TagComputation(key, defn, app.meta.catalog(PROJECT), ctx))
+        assert read_values(app, key, ValueType(kind)) == want and result.total_users == len(want), key

@@ -25,7 +25,7 @@ class TagBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(
-        ..., max_length=110, examples=["tag_pay_30d"], json_schema_extra={"pattern": r"^tag_[A-Za-z_$][A-Za-z0-9_$]*$"}
+        ..., max_length=100, examples=["tag_pay_30d"], json_schema_extra={"pattern": r"^tag_[A-Za-z_$][A-Za-z0-9_$]*$"}
     )
     name: str = Field(
         ..., max_length=200, examples=["30天支付金额"], json_schema_extra={"pattern": DISPLAY_NAME_PATTERN}

@@ -16,9 +16,9 @@ from typing import Any
 
 from segport.domain import strict_json
 from segport.domain.behaviour import BehaviourContext, EventSchema
-from segport.domain.events import STD_STRINGS
-from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType, parse_key
-from segport.domain.tags import MAX_DEFINITION_CHARS, definition_text, parse_tag, tag_type, value_type
+from segport.domain.behaviour_parse import event_schema, parse_tag_definition
+from segport.domain.keys import CatalogEntry, KeyKind, parse_key
+from segport.domain.tags import MAX_DEFINITION_CHARS, definition_text, tag_type, value_type
 from segport.engine.base import ComputeResult, TagComputation
 from segport.errors import (
     AlreadyExists,
@@ -66,10 +66,7 @@ class TagService:
     # --- the context a definition is read in ----------------------------------------------------------
     def event_schema(self, project_id: str) -> EventSchema:
         """The project's event names and attributes (and the standard fields ``$path`` …, text)."""
-        names = [n.key for n in self.events.names(project_id)]
-        entries = [CatalogEntry(a.key, KeyKind.PROPERTY, a.name, a.type) for a in self.events.attributes(project_id)]
-        entries += [CatalogEntry(f"${s}", KeyKind.PROPERTY, s, ValueType.STRING) for s in STD_STRINGS]
-        return EventSchema(names, Catalog(entries))
+        return event_schema([n.key for n in self.events.names(project_id)], self.events.attributes(project_id))
 
     def context(self, project_id: str) -> BehaviourContext:
         project = self.meta.project(project_id)
@@ -90,10 +87,12 @@ class TagService:
             raise InvalidParameter(f"scheduler must be DAILY or ONCE, not {spec.scheduler!r}")
         obj = definition_json(spec.definition)
         catalog = self.meta.catalog(project_id)
-        if key in catalog:
-            raise AlreadyExists(f"key {key!r} is already in the catalogue of project {project_id}")
-        defn = parse_tag(obj, self.event_schema(project_id), catalog, key=key)
-        entry = catalog_entry(key, spec.name, value_type(defn, self.event_schema(project_id)).value, spec.description)
+        twin = next((k for k in catalog.entries if k.lower() == key.lower()), None)
+        if twin is not None:  # the same key, or one the profile engine cannot tell from it (case)
+            raise AlreadyExists(f"key {twin!r} is already in the catalogue of project {project_id}")
+        events = self.event_schema(project_id)
+        defn = parse_tag_definition(obj, "definition", events, catalog)
+        entry = catalog_entry(key, spec.name, value_type(defn, events).value, spec.description)
         now = utcnow()
         row = TagDefinitionRow(
             project_id=project_id,
@@ -179,10 +178,15 @@ class TagService:
     def delete(self, project_id: str, key: str) -> None:
         """Delete a computed tag: its definition, its catalogue entry and its column (refused while a segment
         rule or a HORIZONTAL tag reads it)."""
-        self.meta.project(project_id)
-        _, key = parse_key(key)
-        self.store.get(project_id, key)
-        self.data.remove_catalog_key(project_id, key)  # the definition goes with its entry (ON DELETE CASCADE)
+        view = self.view(project_id, key)
+        if view.definition is None:
+            raise TagNotFound(
+                f"tag {view.entry.key!r} of project {project_id} is not computed from events "
+                "(an imported tag's key is removed from the catalogue)"
+            )
+        self.data.remove_catalog_key(
+            project_id, view.entry.key
+        )  # the definition goes with its entry (ON DELETE CASCADE)
 
     # --- reading ---------------------------------------------------------------------------------------
     def view(self, project_id: str, key: str) -> TagView:
