@@ -67,7 +67,8 @@ def parse_key(raw: str) -> tuple[KeyKind, str]:
 
 
 def identity_column(identity: str) -> str:
-    """``$basic_userId`` -> ``id_$basic_userId`` (accepts the column form too)."""
+    """``$basic_userId`` -> ``id_$basic_userId`` (accepts the column form too, and surrounding blanks)."""
+    identity = identity.strip()
     if identity.startswith(("id_", "ids_")):
         kind, key = parse_key(identity)
         if kind is KeyKind.IDENTITY:

@@ -145,6 +145,8 @@ RAW_BODY: dict[str, Any] = {
 }
 
 
+# an identity key, as the catalogue spells it (``$basic_userId``) or as its column (``id_…``/``ids_…``)
+IDENTITY_PARAM = r"^\s*(ids?_)?[A-Za-z_$][A-Za-z0-9_$]*\s*$"
 _FLAG = re.compile(r"--(match|format|identity|key|name|description|scheduler)\b ?")
 
 
@@ -297,7 +299,7 @@ async def create_segment_from_file(
     who: Admin,
     key: Annotated[str, Query(max_length=100)],
     name: Annotated[str, Query(max_length=200)],
-    identity: Annotated[str, Query(max_length=110)] = "$basic_userId",
+    identity: Annotated[str, Query(max_length=110, pattern=IDENTITY_PARAM)] = "$basic_userId",
     description: Annotated[str, Query(max_length=2000)] = "",
     scheduler: Annotated[str | None, Query(pattern="^(DAILY|ONCE|daily|once)$")] = None,
 ) -> SegmentOut:

@@ -213,7 +213,7 @@ class DataService:
             identity = identity_column(spec.identity or "$basic_userId")
             entry = catalog.get(identity)
             if entry is None or entry.kind is not KeyKind.IDENTITY:
-                raise InvalidParameter(f"--identity {spec.identity!r} is not an identity in the catalogue")
+                raise UnknownKey(f"--identity {spec.identity!r} is not an identity in the catalogue")
             created_by, default_scheduler = "FROM_FILES", "ONCE"
         scheduler = (spec.scheduler or default_scheduler).upper()
         if scheduler not in ("DAILY", "ONCE"):
