@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from segport.app import App
-from segport.errors import ComputeFailed, InvalidParameter, InvalidRule, KeyInUse, SegmentNotFound
+from segport.errors import ComputeFailed, InvalidRule, KeyInUse, SegmentNotFound, UnknownKey
 from segport.roles.inline import create_app
 from segport.scheduler import DailyRecompute
 from segport.services.data import SegmentSpec
@@ -249,7 +249,7 @@ def test_from_files_counts_unmatched_ids(loaded: tuple[App, list[dict[str, Any]]
     )
     assert members(app, "seg_d") == {u[ID] for u in users if u["id_$device"] and "d1" in u["id_$device"]}
     assert row.unmatched == 1
-    with pytest.raises(InvalidParameter, match="not an identity"):
+    with pytest.raises(UnknownKey, match="not an identity"):  # the identity usr_city (column id_usr_city)
         app.data.create_segment(PROJECT, SegmentSpec(key="seg_x", name="x", members=ids, identity="usr_city"))
 
 
@@ -280,6 +280,24 @@ def test_daily_scheduler_recomputes_only_due_daily_segments(loaded: tuple[App, l
     before = app.meta.segment(PROJECT, "seg_daily").detected_at
     assert DailyRecompute(app.data, 0.0001).run_once() == [(PROJECT, "seg_daily")]
     assert app.meta.segment(PROJECT, "seg_daily").detected_at > before  # type: ignore[operator]
+
+
+def test_the_daily_scheduler_computes_a_projects_due_segments_together(
+    loaded: tuple[App, list[dict[str, Any]]],
+) -> None:
+    app, users = loaded
+    app.data.create_segment(
+        PROJECT, SegmentSpec(key="seg_a", name="a", rule={"key": "usr_age", "op": "gte", "value": 40})
+    )
+    app.data.create_segment(PROJECT, SegmentSpec(key="seg_b", name="b", rule={"key": "usr_age", "op": "is_null"}))
+    before = app.engine.data_version(PROJECT)
+    assert sorted(DailyRecompute(app.data, 0.0001).run_once()) == [(PROJECT, "seg_a"), (PROJECT, "seg_b")]
+    assert app.engine.data_version(PROJECT) == before + 1  # one engine operation, one snapshot: not one per segment
+    assert members(app, "seg_a") == {u[ID] for u in users if u["usr_age"] is not None and u["usr_age"] >= 40}
+    assert members(app, "seg_b") == {u[ID] for u in users if u["usr_age"] is None}
+    for key in ("seg_a", "seg_b"):
+        row = app.meta.segment(PROJECT, key)
+        assert row.detector_stage == "FINISH" and row.total_users == len(members(app, key))
 
 
 def test_removing_a_key_a_segment_uses_is_refused(loaded: tuple[App, list[dict[str, Any]]]) -> None:

@@ -281,17 +281,24 @@ class DataService:
     def recompute_daily(self, older_than_s: float = 0.0) -> list[tuple[str, str]]:
         """Recompute every DAILY segment (of every project) last computed more than ``older_than_s`` ago.
 
-        Returns the (project, segment) pairs that were recomputed; a segment that fails is marked ERROR and
-        the others still run."""
+        A project's due segments are computed together (:meth:`ProfileAccess.compute_segments`: one snapshot,
+        the event measures they share read in one pass over the events). That is all or nothing, so when it
+        fails the segments are computed one by one, and one that fails is marked ERROR while the others still
+        run. Returns the (project, segment) pairs that were recomputed."""
         done = []
         now = utcnow()
         for project in self.meta.projects():
             rows, _ = self.meta.segments(project.id)
-            for row in rows:
-                if row.scheduler != "DAILY":
-                    continue
-                if row.detected_at is not None and (now - row.detected_at).total_seconds() < older_than_s:
-                    continue
+            due = [
+                row
+                for row in rows
+                if row.scheduler == "DAILY"
+                and (row.detected_at is None or (now - row.detected_at).total_seconds() >= older_than_s)
+            ]
+            if len(due) > 1 and self._recompute_together(project.id, due):
+                done += [(project.id, row.key) for row in due]
+                continue
+            for row in due:
                 try:
                     self.recompute_segment(project.id, row.key)
                 except SegportError:
@@ -301,6 +308,38 @@ class DataService:
                     continue
                 done.append((project.id, row.key))
         return done
+
+    def _recompute_together(self, project_id: str, rows: list[SegmentRow]) -> bool:
+        """Compute ``rows`` in one engine operation; False (detectors left as they were, for the one-by-one
+        path to record) when any of them cannot be defined or the operation fails."""
+        try:
+            definitions = [self._definition(row) for row in rows]
+        except SegportError:
+            return False  # the one-by-one path records which segment is wrong
+        for row in rows:
+            self.meta.update_segment(project_id, row.key, detector_stage="RUNNING")
+        try:
+            try:
+                results = self.engine.compute_segments(project_id, definitions)
+            finally:
+                self.sync_version(project_id)
+        except Exception as exc:
+            if not isinstance(exc, SegportError):
+                log.exception("recomputing the DAILY segments of %s together failed", project_id)
+            return False
+        finished = utcnow()
+        for row in rows:
+            result = results[row.key]
+            self.meta.update_segment(
+                project_id,
+                row.key,
+                detector_stage="FINISH",
+                detected_at=finished,
+                total_users=result.total_users,
+                unmatched=result.unmatched,
+                detector_error=None,
+            )
+        return True
 
     def delete_segment(self, project_id: str, key: str) -> None:
         self.meta.segment(project_id, key)
