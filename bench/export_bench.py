@@ -209,11 +209,11 @@ def raw_copy(db: Path, query: str, options: str, scratch: Path) -> tuple[float, 
     Returns (seconds, CPU seconds of all its threads, the process's peak RSS in MB)."""
     target = scratch / "raw.out"
     nice = Settings().engine_nice  # the engine process's niceness (segport serve), so both get the same share
+    niced = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []  # every thread of it, from its start
     proc = subprocess.Popen(
-        [sys.executable, "-c", RAW_COPY, str(db), query, options, str(target)],
+        [*niced, sys.executable, "-c", RAW_COPY, str(db), query, options, str(target)],
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=(lambda: os.nice(nice)) if nice else None,  # noqa: PLW1509 - no threads started yet
     )
     rss = RssSampler(proc.pid)
     rss.start()

@@ -90,7 +90,7 @@ class DuckDBEngine:
         export_bytes: int = 0,
     ) -> None:
         # preserve_insertion_order stays on: imports number a file's rows in file order (row_number() OVER ()),
-        # and every export and page orders by gio_id itself, so turning it off would save nothing there
+        # and an export that is one scan of the users table (export_sql.scan_query) relies on it for its order
         config: dict[str, Any] = {"memory_limit": memory_limit, "preserve_insertion_order": True}
         self._memory_limit = memory_limit
         if temp_directory is not None:  # where sorts, joins and aggregates spill beyond memory_limit
