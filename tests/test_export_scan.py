@@ -6,6 +6,7 @@ a membership older than the data, or a users table no longer in ``gio_id`` order
 from __future__ import annotations
 
 import gzip
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,53 @@ def test_the_bench_statement_is_the_scan_with_its_parameters_written_in(seeded: 
     assert "JOIN" not in query and "?" not in query.split(" WHERE ", 1)[1]
     con.execute(f"COPY ({query}) TO '{tmp_path / 'bench.csv'}' ({options})")
     assert (tmp_path / "bench.csv").read_bytes() == export(app, tmp_path, spec, one_scan=True)
+
+
+def test_an_import_committing_after_the_check_does_not_reach_the_scan(
+    seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the COPY are one read transaction: an import that commits between them (and even makes the
+    rule current again by recomputing) changes neither the file nor the data version reported."""
+    app = seeded.app
+    spec = ExportSpec(properties=("id_$basic_userId", "usr_city"))
+    before = export(app, tmp_path, spec, one_scan=False)
+    version = app.engine.data_version(PROJECT)
+    checked, imported = threading.Event(), threading.Event()
+    done: dict[str, Any] = {}
+    real = duckdb_engine.scan_query
+
+    def check_then_hold(*args: Any, **kwargs: Any) -> Any:
+        found = done["scan"] = real(*args, **kwargs)
+        checked.set()
+        assert imported.wait(60), "the import did not commit"
+        return found
+
+    monkeypatch.setattr(duckdb_engine, "scan_query", check_then_hold)
+    out = tmp_path / "held"
+    out.mkdir()
+    app.engine.one_scan = True  # type: ignore[attr-defined]
+
+    def run() -> None:
+        done["output"] = app.engine.export(
+            PROJECT,
+            Target("segment", SEGMENT),
+            columns_of(spec, app.meta.catalog(PROJECT)),
+            spec,
+            out,
+            lambda parts: [f"f{i}.csv" for i in range(parts)],
+        )
+
+    exporter = threading.Thread(target=run)
+    exporter.start()
+    try:
+        assert checked.wait(60), "the export did not start"
+        changed = [dict(u, usr_city="改了") if u["id_$basic_userId"] == "C001" else u for u in USERS]
+        app.data.import_users(PROJECT, write_users_csv(tmp_path / "change.csv", changed))
+        app.data.recompute_segment(PROJECT, SEGMENT)
+    finally:
+        imported.set()
+    exporter.join(60)
+    assert done["scan"] is not None  # the one-scan path, not the join
+    assert app.engine.data_version(PROJECT) > version
+    assert done["output"].data_version == version
+    assert done["output"].files[0].read_bytes() == before
