@@ -92,7 +92,10 @@ def write_export(
                 query, params = scan
                 options = query_for("")[1]
                 path = out_dir / file_names(1)[0]
-                rows = _write_file(cur, lambda _where: (query, options), path, [(None, None)], stopped, params)
+                if can_stream:  # gzip through the pump, as below
+                    rows = _write_file(cur, lambda _where: (query, options), path, [(None, None)], stopped, params)
+                else:
+                    rows = copy_to(cur, query, path, options, stopped, params)
                 return ExportOutput(rows, [path], version)
         step = chunk_rows if can_stream else total + 1
         if total <= step and (not max_file_rows or total <= max_file_rows):
