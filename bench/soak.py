@@ -72,6 +72,7 @@ def serve(data_dir: Path, port: int, import_every_s: float, users: int, chunk_ro
     app = build(Settings(data_dir=data_dir, host="127.0.0.1", port=port))
     if chunk_rows:  # small chunks: every export streams through the FIFO pump, the path that could leak
         app.engine.chunk_rows = chunk_rows  # type: ignore[attr-defined]
+        app.engine.one_scan = False  # type: ignore[attr-defined]  # the chunked writer, not one scan
     stop = threading.Event()
 
     def importer() -> None:

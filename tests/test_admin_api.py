@@ -243,6 +243,7 @@ def test_export_running_across_an_import_writes_the_pre_import_data(
 ) -> None:
     n = 60_000
     app.engine.chunk_rows = 10_000  # type: ignore[attr-defined]  # six COPYs in one read transaction
+    app.engine.one_scan = False  # type: ignore[attr-defined]  # (not one scan of the users table)
     app.meta.create_project(PROJECT, "示例项目")
     app.data.import_catalog_csv(PROJECT, "key,name,type\nid_$basic_userId,ID,string\nusr_city,城市,string\n")
     import duckdb  # writes the input fast; the expected bytes below are built in Python

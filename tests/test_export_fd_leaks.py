@@ -136,6 +136,7 @@ def test_failed_and_cancelled_exports_leave_no_descriptor_open(
     token = build_demo(app, users=20_000)
     who = app.meta.authenticate(token)
     app.engine.chunk_rows = 700  # type: ignore[attr-defined]  # ~14 chunks a file: every path goes through the FIFO
+    app.engine.one_scan = False  # type: ignore[attr-defined]  # the chunked writer, not one scan
     rng = random.Random(15)
     variant = iter(range(10_000))
 

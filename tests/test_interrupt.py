@@ -99,6 +99,7 @@ def test_an_export_stopped_between_statements_stops_there(seeded: Seeded, on_ask
     if not hasattr(app.engine, "chunk_rows"):
         pytest.skip("the chunked writer is DuckDB's")
     app.engine.chunk_rows = 1  # type: ignore[attr-defined]  # a chunk per member: asks 1, 2 = snapshot, plan; 3.. = chunks
+    app.engine.one_scan = False  # type: ignore[attr-defined]  # the chunked writer, not one scan
     who = app.meta.authenticate(seeded.token)
     job = app.exports.submit(who, PROJECT, TargetKind.SEGMENT, SEGMENT, ExportRequest(["id_$basic_userId"]))
     row = app.queue.claim("probe", app.settings.lease_s)

@@ -146,6 +146,7 @@ def test_job_result_lists_the_parts_in_order_and_each_downloads(
 def test_chunked_export_is_byte_identical_to_one_copy(seeded: Seeded, tmp_path: Path, spec: ExportSpec) -> None:
     [whole] = engine_export(seeded.app, tmp_path, spec, 0)
     seeded.app.engine.chunk_rows = 2  # type: ignore[attr-defined]
+    seeded.app.engine.one_scan = False  # type: ignore[attr-defined]  # the chunked writer, not one scan
     out = tmp_path / "chunked"
     out.mkdir()
     columns = columns_of(spec, seeded.app.meta.catalog(PROJECT))
@@ -167,6 +168,7 @@ def test_parts_made_of_several_chunks_keep_one_header_each(seeded: Seeded, tmp_p
     spec = ExportSpec(properties=tuple(KEYS))
     [whole] = engine_export(seeded.app, tmp_path, spec, 0)
     seeded.app.engine.chunk_rows = 3  # type: ignore[attr-defined]
+    seeded.app.engine.one_scan = False  # type: ignore[attr-defined]  # the chunked writer, not one scan
     parts = engine_export(seeded.app, tmp_path, spec, 4)  # part 1 = chunks of 3 + 1 rows, part 2 = 2 rows
     assert [p.name for p in parts] == ["名单_2026-01-01_UserList_1.csv", "名单_2026-01-01_UserList_2.csv"]
     assert [len(p.read_bytes().split(b'\n"')) - 1 for p in parts] == [4, 2]
@@ -177,6 +179,7 @@ def test_chunked_gzip_export_decompresses_to_the_plain_bytes(seeded: Seeded, tmp
     plain = ExportSpec(properties=tuple(KEYS))
     [whole] = engine_export(seeded.app, tmp_path, plain, 0)
     seeded.app.engine.chunk_rows = 2  # type: ignore[attr-defined]
+    seeded.app.engine.one_scan = False  # type: ignore[attr-defined]  # the chunked writer, not one scan
     zipped = ExportSpec(properties=tuple(KEYS), compression=Compression.GZIP)
     [gz] = engine_export(seeded.app, tmp_path, zipped, 0)
     assert gz.name.endswith("_UserList.csv.gz")

@@ -8,6 +8,7 @@ memberships is one DuckDB transaction, so an export â€” one ``COPY`` statement â
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, fil
     _source,
     export_query,
     filtered_query,
+    scan_query,
 )
 from segport.engine.duckdb.messages import engine_words
 from segport.engine.duckdb.rules import DuckDBRules
@@ -66,6 +68,16 @@ _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS segport_state (
     project VARCHAR PRIMARY KEY, next_gio_id BIGINT NOT NULL, data_version BIGINT NOT NULL
 )"""
+# A rule segment's compiled rule, kept with the data version its membership was computed at (NULL until the
+# computing transaction bumps the version, see _bump): while the project's version still matches, the
+# membership is exactly the users the rule selects, so an export may read the users table with the rule as its
+# filter (one ordered scan) instead of joining the membership. No primary key: a DELETE and an INSERT of the
+# same key in one transaction is all it sees.
+_RULES_DDL = """
+CREATE TABLE IF NOT EXISTS segport_segment_rules (
+    project VARCHAR NOT NULL, segment VARCHAR NOT NULL, data_version BIGINT, rule_sql VARCHAR NOT NULL,
+    params VARCHAR NOT NULL
+)"""
 
 
 class DuckDBEngine:
@@ -81,7 +93,7 @@ class DuckDBEngine:
         export_bytes: int = 0,
     ) -> None:
         # preserve_insertion_order stays on: imports number a file's rows in file order (row_number() OVER ()),
-        # and every export and page orders by gio_id itself, so turning it off would save nothing there
+        # and an export that is one scan of the users table (export_sql.scan_query) relies on it for its order
         config: dict[str, Any] = {"memory_limit": memory_limit, "preserve_insertion_order": True}
         self._memory_limit = memory_limit
         if temp_directory is not None:  # where sorts, joins and aggregates spill beyond memory_limit
@@ -101,6 +113,9 @@ class DuckDBEngine:
                 ) from exc
             raise ExportFailed(f"cannot open the profile database {path}: {first}") from exc
         self.chunk_rows = writer.CHUNK_ROWS  # members one COPY sorts at once (see writer.py)
+        # an export reads the users table in one ordered scan when it can (export_sql.scan_query); tests and
+        # bench/soak.py turn it off to drive the chunked writer, the path every other export takes
+        self.one_scan = True
         self.export_bytes = export_bytes  # an export's reservation in the memory budget; 0 = not sized by it
         self._writer = threading.Lock()
         self._versions: dict[str, int] = {}
@@ -108,6 +123,7 @@ class DuckDBEngine:
         self._generation = 0  # one writer at a time; readers never wait for it
         with self._cursor() as cur:
             cur.execute(_STATE_DDL)
+            cur.execute(_RULES_DDL)
 
     # --- connections -------------------------------------------------------------------------------
     @contextmanager
@@ -278,6 +294,7 @@ class DuckDBEngine:
         with self._transaction() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {members_table(project_id, segment_key)}")
             cur.execute(f"DROP TABLE IF EXISTS {idlist_table(project_id, segment_key)}")
+            _forget_rule(cur, project_id, segment_key)
             _bump(cur, project_id)
 
     # --- reading -----------------------------------------------------------------------------------
@@ -428,6 +445,10 @@ class DuckDBEngine:
                 try:
                     src = _source(cur, project_id, target)
                     select_list, options = _select_list(columns, spec, excel_safe), _copy_options(spec)
+
+                    def scan(c: duckdb.DuckDBPyConnection, version: int, members: int) -> tuple[str, list] | None:
+                        return scan_query(c, project_id, target, select_list, version, members)
+
                     return writer.write_export(
                         cur,
                         lambda where: (_query(select_list, src, where), options),
@@ -438,6 +459,7 @@ class DuckDBEngine:
                         chunk_rows=self._chunk_rows(len(columns)),
                         version_of=lambda c: _version(c, project_id),
                         stopped=(lambda: interrupt.fired) if interrupt is not None else lambda: False,
+                        scan_for=scan if self.one_scan else None,
                     )
                 finally:
                     if interrupt is not None:  # before the cursor closes: a cancel now finds nothing to abort
@@ -500,6 +522,27 @@ def _version(cur: duckdb.DuckDBPyConnection, project_id: str) -> int:
 
 def _bump(cur: duckdb.DuckDBPyConnection, project_id: str) -> None:
     cur.execute("UPDATE segport_state SET data_version = data_version + 1 WHERE project = ?", [project_id])
+    # the rules of the memberships this transaction computed hold from the new version on
+    cur.execute(
+        "UPDATE segport_segment_rules SET data_version = (SELECT data_version FROM segport_state WHERE project = ?) "
+        "WHERE project = ? AND data_version IS NULL",
+        [project_id, project_id],
+    )
+
+
+def _forget_rule(cur: duckdb.DuckDBPyConnection, project_id: str, segment_key: str) -> None:
+    cur.execute("DELETE FROM segport_segment_rules WHERE project = ? AND segment = ?", [project_id, segment_key])
+
+
+def _remember_rule(cur: duckdb.DuckDBPyConnection, project_id: str, segment_key: str, sql: str, params: list) -> None:
+    """Keep a membership's rule for the export's one-scan path (export_sql.scan_query), when its parameters
+    survive JSON exactly (str, int, float, bool, None); otherwise the export joins the membership."""
+    if not all(p is None or type(p) in (str, int, float, bool) for p in params):
+        return
+    cur.execute(
+        "INSERT INTO segport_segment_rules VALUES (?, ?, NULL, ?, ?)",
+        [project_id, segment_key, sql, json.dumps(params, ensure_ascii=False)],
+    )
 
 
 def _shared_pass(
@@ -542,6 +585,7 @@ def _compute(
     users = users_table(project_id)
     members = members_table(project_id, seg.key)
     unmatched = 0
+    _forget_rule(cur, project_id, seg.key)  # whatever replaces the membership, the old rule no longer describes it
     if seg.rule_tree is not None and seg.catalog is not None:
         dialect = DuckDBRules
         if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
@@ -551,6 +595,8 @@ def _compute(
             f"CREATE OR REPLACE TABLE {members} AS SELECT u.gio_id FROM {users} u WHERE {rule.sql} ORDER BY u.gio_id",
             rule.params,
         )
+        if seg.behaviour is None:  # a rule on the users table alone (event conditions depend on more than it)
+            _remember_rule(cur, project_id, seg.key, rule.sql, rule.params)
     elif seg.identity is not None:
         ids = idlist_table(project_id, seg.key)
         col = f"u.{quote_ident(seg.identity)}"

@@ -6,6 +6,9 @@ shape), its source (a segment's membership joined to the users table, or a tag's
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import duckdb
 
 from segport.domain.export import ExportSpec, FileFormat, column_headers, split_columns
@@ -25,9 +28,40 @@ def export_query(
     excel_safe: bool = False,
 ) -> tuple[str, str]:
     """The whole export as one ``SELECT`` and its ``COPY`` options: the bench times this statement written by
-    DuckDB directly, the limit :meth:`DuckDBEngine.export` is measured against."""
+    DuckDB directly, the limit :meth:`DuckDBEngine.export` is measured against. It is the statement the engine
+    runs: one scan (:func:`scan_query`, its parameters written in as literals) when that applies, else the join
+    of the membership with the users table."""
     src = _source(cur, project_id, target)
-    return _query(_select_list(columns, spec, excel_safe), src, ""), _copy_options(spec)
+    select_list = _select_list(columns, spec, excel_safe)
+    version = cur.execute("SELECT data_version FROM segport_state WHERE project = ?", [project_id]).fetchone()
+    members = cur.execute(f"SELECT count(*) FROM ({_ids_query(src, project_id, target)})").fetchone()
+    if version is not None and members is not None:
+        scan = scan_query(cur, project_id, target, select_list, int(version[0]), int(members[0]))
+        if scan is not None:
+            query, params = scan
+            head, where = query.split(f" FROM {users_table(project_id)} u WHERE ", 1)  # headers may hold a "?"
+            return f"{head} FROM {users_table(project_id)} u WHERE {_with_literals(where, params)}", _copy_options(spec)
+    return _query(select_list, src, ""), _copy_options(spec)
+
+
+def _with_literals(query: str, params: list[Any]) -> str:
+    """``query`` (a rule: keys are never quoted with a ``?`` in them) with its ``?`` parameters (str, int, float,
+    bool or None) written as SQL literals."""
+    pieces = query.split("?")
+    if len(pieces) != len(params) + 1:
+        raise ValueError("a placeholder count that does not match the parameters")
+    out = [pieces[0]]
+    for value, piece in zip(params, pieces[1:], strict=True):
+        if value is None:
+            out.append("NULL")
+        elif isinstance(value, bool):
+            out.append("TRUE" if value else "FALSE")
+        elif isinstance(value, int | float):
+            out.append(repr(value))
+        else:
+            out.append(sql_string(str(value)))
+        out.append(piece)
+    return "".join(out)
 
 
 def filtered_query(
@@ -44,6 +78,42 @@ def _query(select_list: str, src: str, where: str) -> str:
     if where:
         src += f" {'AND' if ' WHERE ' in src else 'WHERE'} {where}"
     return f"SELECT {select_list} FROM {src} ORDER BY u.gio_id"
+
+
+def scan_query(
+    cur: duckdb.DuckDBPyConnection, project_id: str, target: Target, select_list: str, version: int, members: int
+) -> tuple[str, list[Any]] | None:
+    """The export as one scan of the users table with its filter and no sort, if that gives exactly the rows and
+    the order of :func:`_query`; else None (the export then joins the membership and sorts by ``gio_id``).
+
+    The filter: a tag's own (its column not null); a rule segment's rule, while the project's data version in
+    this snapshot is still the one its membership was computed at (``segport_segment_rules``; every change to
+    the users table bumps the version), so the rule selects exactly the membership's users. DuckDB then reads
+    only the filter's columns for the users it skips, where a join reads every column of every user.
+
+    No sort: the scan returns users in the table's physical order (``preserve_insertion_order``), which is
+    ``gio_id`` order when ``gio_id - rowid`` is the same for every row (imports append new users in ``gio_id``
+    order; an update that moves a row breaks it). That is checked in the same scan that counts the filter's
+    rows against the membership's ``members``, in the export's snapshot, before anything is written."""
+    users = users_table(project_id)
+    if target.kind == "tag":
+        where, params = f"u.{quote_ident(target.key)} IS NOT NULL", []
+    else:
+        row = cur.execute(
+            "SELECT rule_sql, params FROM segport_segment_rules WHERE project = ? AND segment = ? AND data_version = ?",
+            [project_id, target.key, version],
+        ).fetchone()
+        if row is None:
+            return None
+        where, params = f"({row[0]})", json.loads(row[1])
+    check = cur.execute(
+        f"SELECT coalesce(min(u.gio_id - u.rowid) = max(u.gio_id - u.rowid), true), count(*) FILTER (WHERE {where}) "
+        f"FROM {users} u",
+        params,
+    ).fetchone()
+    if check is None or not check[0] or int(check[1]) != members:
+        return None
+    return f"SELECT {select_list} FROM {users} u WHERE {where}", params
 
 
 def _ids_query(src: str, project_id: str, target: Target) -> str:

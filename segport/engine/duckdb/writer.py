@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -26,6 +27,7 @@ from segport.engine.base import ExportOutput
 from segport.engine.duckdb.fifo import fifo_into
 from segport.engine.duckdb.sql import sql_string
 
+ScanFor = Callable[[duckdb.DuckDBPyConnection, int, int], tuple[str, list[Any]] | None]
 CHUNK_ROWS = 200_000  # one chunk's sort fits well inside a 256MB DuckDB memory limit, even for JSON
 
 
@@ -40,11 +42,16 @@ def check(stopped: Callable[[], bool]) -> None:
 
 
 def copy_to(
-    cur: duckdb.DuckDBPyConnection, query: str, path: Path | str, options: str, stopped: Callable[[], bool] = _never
+    cur: duckdb.DuckDBPyConnection,
+    query: str,
+    path: Path | str,
+    options: str,
+    stopped: Callable[[], bool] = _never,
+    params: list[Any] | None = None,
 ) -> int:
     """``COPY (query) TO path (options)``; returns the rows written."""
     check(stopped)
-    row = cur.execute(f"COPY ({query}) TO {sql_string(str(path))} ({options})").fetchone()
+    row = cur.execute(f"COPY ({query}) TO {sql_string(str(path))} ({options})", params or None).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -59,12 +66,17 @@ def write_export(
     chunk_rows: int = CHUNK_ROWS,
     version_of: Callable[[duckdb.DuckDBPyConnection], int],
     stopped: Callable[[], bool] = _never,
+    scan_for: ScanFor | None = None,
 ) -> ExportOutput:
     """Write the export into ``out_dir``: one file, or parts of at most ``max_file_rows`` rows (0 = one file).
 
     ``query_for(where)`` gives the export's query and ``COPY`` options, narrowed by ``where`` (a condition on
     ``u.gio_id``; empty = all). ``ids_query`` selects the ``gio_id`` of every member. A single part keeps the
     plain file name (``file_names(1)``). ``stopped()`` true: stop before the next statement.
+
+    ``scan_for(cur, version, members)``: the whole export as one ``SELECT`` (and its parameters) that needs no
+    sort (a scan of the users table in ``gio_id`` order, export_sql.scan_query), or None. When it gives one and
+    the export is one file, that is the export: one ``COPY``, streaming, so its memory is flat without chunks.
     """
     can_stream = hasattr(os, "mkfifo")
     cur.execute("SET enable_progress_bar = false")  # no bars in the server's log
@@ -73,6 +85,18 @@ def write_export(
         check(stopped)
         version = version_of(cur)  # in the snapshot the files are read from
         total = int(cur.execute(f"SELECT count(*) FROM ({ids_query})").fetchone()[0])  # type: ignore[index]
+        if scan_for is not None and (not max_file_rows or total <= max_file_rows):
+            check(stopped)
+            scan = scan_for(cur, version, total)
+            if scan is not None:
+                query, params = scan
+                options = query_for("")[1]
+                path = out_dir / file_names(1)[0]
+                if can_stream:  # gzip through the pump, as below
+                    rows = _write_file(cur, lambda _where: (query, options), path, [(None, None)], stopped, params)
+                else:
+                    rows = copy_to(cur, query, path, options, stopped, params)
+                return ExportOutput(rows, [path], version)
         step = chunk_rows if can_stream else total + 1
         if total <= step and (not max_file_rows or total <= max_file_rows):
             path = out_dir / file_names(1)[0]
@@ -126,6 +150,7 @@ def _write_file(
     path: Path,
     chunks: list[tuple[int | None, int | None]],
     stopped: Callable[[], bool] = _never,
+    params: list[Any] | None = None,
 ) -> int:
     """One result file: a single ``COPY`` for one chunk, else every chunk streamed through a FIFO into it.
 
@@ -135,7 +160,7 @@ def _write_file(
     gzipped = _gzipped(query_for("")[1])
     if len(chunks) == 1 and not gzipped:
         query, options = query_for(_range(*chunks[0]))
-        return copy_to(cur, query, path, options, stopped)
+        return copy_to(cur, query, path, options, stopped, params)
     rows = 0
     with fifo_into(path, gzipped=gzipped) as pump:
         for i, chunk in enumerate(chunks):
@@ -145,5 +170,5 @@ def _write_file(
             options = options.replace("COMPRESSION gzip", "COMPRESSION uncompressed")
             if i:
                 options = options.replace("HEADER", "HEADER false")
-            rows += copy_to(cur, query, pump.path, options, stopped)
+            rows += copy_to(cur, query, pump.path, options, stopped, params)
     return rows
