@@ -80,6 +80,7 @@ class ClickHouseEngine:
         self._connect = clickhouse_connect.get_client
         self._dsn, self.db_name = parse_url(url)
         self.db = f"`{self.db_name}`"
+        self.local_files = self._dsn.startswith("chdb:")
         self.scratch = scratch
         self.keep_s = keep_s
         self.import_memory_limit = import_memory_limit

@@ -15,6 +15,8 @@ Parts (``max_file_rows``) are cut on exact row counts by ``gio_id`` ranges read 
 
 from __future__ import annotations
 
+import itertools
+import mmap
 import os
 import re
 import threading
@@ -38,6 +40,8 @@ SETTINGS: dict[str, Any] = {
     "output_format_json_quote_64bit_integers": 1,
     "optimize_read_in_order": 1,
 }
+CHUNK_ROWS = 250_000  # rows per statement when ClickHouse writes a file itself: what a cancel waits for at most
+_GLOB = re.compile(r"[*?{}]")
 _LINE_SEP = re.compile(rb"(?<!\\)((?:\\\\)*)\\u(2028|2029)")
 
 
@@ -86,29 +90,38 @@ def write_export(
     data_version: int,
 ) -> ExportOutput:
     client = engine.client()
-    query, fmt = export_query(source, columns, spec, excel_safe=excel_safe)
+    _, fmt = export_query(source, columns, spec, excel_safe=excel_safe)
+    select = f"SELECT {select_list(columns, spec, excel_safe)} FROM {source}"  # source ends in a WHERE
     gzipped = spec.compression.value == "gzip"
+    # ClickHouse in this process writes the file itself (its own writer, formatting in parallel), in gio_id
+    # ranges so that a cancel is seen between two of them; a server's ClickHouse (or a gzip file) is streamed
+    here = engine.local_files and not gzipped and not _GLOB.search(str(out_dir))
     stop = threading.Event()
     if interrupt is not None:
         interrupt.bind(stop.set)
     try:
-        total = int(client.query(f"SELECT count() FROM {source}").result_rows[0][0])
+        row = client.query(f"SELECT count(), min(u.gio_id), max(u.gio_id) FROM {source}").result_rows[0]
+        total, last = int(row[0]), int(row[2] or 0)
         if not max_file_rows or total <= max_file_rows:
-            path = out_dir / file_names(1)[0]
-            _write(client, query, fmt, path, gzipped, stop)
-            return ExportOutput(total, [path], data_version)
-        starts = [
-            int(r[0])
-            for r in client.query(
-                f"SELECT gio_id FROM (SELECT u.gio_id AS gio_id, row_number() OVER (ORDER BY u.gio_id) AS n "
-                f"FROM {source}) WHERE (n - 1) % {int(max_file_rows)} = 0 ORDER BY gio_id"
-            ).result_rows
-        ]
-        paths = [out_dir / name for name in file_names(len(starts))]
-        sel, where = query.split(" ORDER BY u.gio_id")[0], ""
-        for i, path in enumerate(paths):
-            where = f"u.gio_id >= {starts[i]}" + (f" AND u.gio_id < {starts[i + 1]}" if i + 1 < len(starts) else "")
-            _write(client, f"{sel} AND {where} ORDER BY u.gio_id", fmt, path, gzipped, stop)
+            bounds = [(int(row[1] or 0), None)]
+        else:
+            starts = [
+                int(r[0])
+                for r in client.query(
+                    f"SELECT gio_id FROM (SELECT u.gio_id AS gio_id, row_number() OVER (ORDER BY u.gio_id) AS n "
+                    f"FROM {source}) WHERE (n - 1) % {int(max_file_rows)} = 0 ORDER BY gio_id"
+                ).result_rows
+            ]
+            bounds = [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
+        paths = [out_dir / name for name in file_names(len(bounds))]
+        for path, (start, end) in zip(paths, bounds, strict=True):
+            rows = max_file_rows if end is not None else total - max_file_rows * (len(bounds) - 1)
+            if here and _regular(path):
+                _write_here(client, select, fmt, path, _ranges(start, end, last, rows, total), stop)
+            else:
+                where = f" AND u.gio_id >= {start}" + (f" AND u.gio_id < {end}" if end is not None else "")
+                query = f"{select}{where if len(bounds) > 1 else ''} ORDER BY u.gio_id"
+                _write(client, query, fmt, path, gzipped, stop)
         return ExportOutput(total, paths, data_version)
     except (ExportFailed, StorageFull, ResourceExhausted):
         raise
@@ -161,6 +174,67 @@ def _write(client: Any, query: str, fmt: str, path: Path, gzipped: bool, stop: t
                 data = data[os.write(fd, data) :]
     finally:
         os.close(fd)
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` is (or will be) a plain file that ClickHouse may write: not a FIFO a result store
+    streams through (S3), which only the stream path below feeds."""
+    return not path.exists() or path.is_file()
+
+
+def _ranges(start: int, end: int | None, last: int, rows: int, total: int) -> list[str]:
+    """``gio_id`` conditions cutting one file's rows (``start`` up to ``end``, or to ``last`` inclusive) into
+    ranges of about ``CHUNK_ROWS`` rows each; ids are dense, so equal id ranges hold about equal rows."""
+    count = max(1, -(-rows // CHUNK_ROWS)) if total else 1
+    stop = end if end is not None else last + 1
+    if not total or count == 1:
+        return [f" AND u.gio_id >= {start} AND u.gio_id < {stop}" if total else ""]
+    step = -(-(stop - start) // count)
+    cuts = list(range(start, stop, step)) + [stop]
+    return [f" AND u.gio_id >= {a} AND u.gio_id < {b}" for a, b in itertools.pairwise(cuts)]
+
+
+def _write_here(client: Any, select: str, fmt: str, path: Path, ranges: list[str], stop: threading.Event) -> None:
+    """ClickHouse writes ``path`` itself, one statement per range, each appended to the last (a CSV's header
+    with the first only). It writes under a plain name (``file()`` reads ``*``, ``?`` and ``{}`` in a path as
+    globs) that is renamed once complete. JSON Lines are checked for ClickHouse's escaped U+2028/U+2029 as they
+    land, and rewritten without them only where one occurs (rare)."""
+    work = path.with_name(f".clickhouse-{os.getpid()}-{threading.get_ident()}.part")
+    escaped = False
+    try:
+        for i, where in enumerate(ranges):
+            if stop.is_set():
+                raise ExportFailed("the export was interrupted (cancelled or taken over)")
+            before = work.stat().st_size if i else 0
+            appended = "CSV" if i and fmt == "CSVWithNames" else fmt  # the header once
+            client.command(
+                f"INSERT INTO FUNCTION file({ch_string(str(work))}, {ch_string(appended)}) "
+                f"{select}{where} ORDER BY u.gio_id",
+                settings={**SETTINGS, "engine_file_truncate_on_insert": int(i == 0)},
+            )
+            if fmt == "JSONEachRow" and not escaped:
+                escaped = _holds_escaped_separator(work, before)
+        if not work.exists():  # nothing written at all
+            work.touch()
+        if escaped:
+            with open(work, "rb") as f, open(path, "wb") as out:
+                for chunk in _unescape_line_separators(iter(lambda: f.read(1 << 20), b"")):
+                    out.write(chunk)
+        else:
+            os.replace(work, path)
+    finally:
+        work.unlink(missing_ok=True)
+
+
+def _holds_escaped_separator(path: Path, offset: int) -> bool:
+    """Whether the bytes of ``path`` from ``offset`` on hold ClickHouse's escape of U+2028 or U+2029 (or an
+    escaped backslash before ``u202``: the rewrite tells them apart)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= offset:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return view.find(b"\\u202", offset) >= 0
 
 
 def _unescape_line_separators(stream: Iterable[bytes]) -> Iterable[bytes]:
