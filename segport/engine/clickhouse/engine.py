@@ -220,6 +220,7 @@ class ClickHouseEngine:
         recompute: list[SegmentDefinition],
         progress: Any = None,
     ) -> ImportReport:
+        started = time.perf_counter()
         with self._writer:
             snap = self.current(project_id)
             nxt = snap.next()
@@ -250,6 +251,7 @@ class ClickHouseEngine:
             except BaseException:
                 self._drop(built)
                 raise
+        report.elapsed_s = time.perf_counter() - started  # the whole import, not its check alone
         return report
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:

@@ -16,6 +16,7 @@ result goes to ClickHouse as one Parquet file (columnar; ClickHouse parses it), 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,12 +27,13 @@ import duckdb
 from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, quote_ident
 from segport.engine.base import ImportReport
 from segport.engine.clickhouse.snapshots import Snapshot
-from segport.engine.clickhouse.sql import ClickHouseHandle, column_type
+from segport.engine.clickhouse.sql import ClickHouseHandle, ch_string, column_type
 from segport.engine.duckdb import importer as duckdb_import
 from segport.engine.duckdb.sql import sql_string
 from segport.errors import ImportRejected
 
 _INSERT_SETTINGS = {"input_format_null_as_default": 1}
+_GLOB = re.compile(r"[*?{}]")
 
 
 @contextlib.contextmanager
@@ -61,12 +63,16 @@ def import_users(
     appended to ``built`` (the caller drops them if anything fails)."""
     project = snap.project
     say = progress or (lambda _msg: None)
+    client = engine.client()
+    # a project without users yet (its first load) takes the checked rows as they are: numbered from
+    # next_gio_id in file order by the check itself, as the merge would number them, with nothing to merge
+    first = int(client.query(f"SELECT count() FROM {engine.table(snap.users)}").result_rows[0][0]) == 0
     with _scratch_duckdb(engine) as (con, folder):
         con.execute(f"CREATE TABLE users_{project} (gio_id BIGINT NOT NULL)")
         for entry in catalog.entries.values():
             con.execute(f"ALTER TABLE users_{project} ADD COLUMN {quote_ident(entry.key)} {entry.sql_type}")
         con.execute("CREATE TABLE segport_state (project VARCHAR, next_gio_id BIGINT, data_version BIGINT)")
-        con.execute("INSERT INTO segport_state VALUES (?, 1, 0)", [project])
+        con.execute("INSERT INTO segport_state VALUES (?, ?, 0)", [project, snap.next_gio_id if first else 1])
         if not path.is_file():
             raise ImportRejected(f"no such file: {path}")
         keys: list[str] = []
@@ -75,26 +81,47 @@ def import_users(
         con.execute("COMMIT")
         staged = folder / "rows.parquet"
         cols = ", ".join(quote_ident(k) for k in keys)
-        con.execute(
-            f"COPY (SELECT gio_id, {cols} FROM users_{project} ORDER BY gio_id) TO {sql_string(str(staged))} "
-            "(FORMAT PARQUET)"
-        )
+        # in table order, unsorted: ClickHouse sorts each block by gio_id as it stores it, and the merge numbers
+        # new users by their gio_id here, not by their place in the file
+        con.execute(f"COPY (SELECT gio_id, {cols} FROM users_{project}) TO {sql_string(str(staged))} (FORMAT PARQUET)")
         distinct = int(con.execute(f"SELECT count(*) FROM users_{project}").fetchone()[0])  # type: ignore[index]
+        con.close()  # its memory is free before ClickHouse reads the file
         say("loading into ClickHouse")
         entries = [catalog.entries[k] for k in keys]
+        if first:
+            name = f"u_{project}_{seq}"
+            built.append(name)
+            client.command(f"CREATE TABLE {engine.table(name)} AS {engine.table(snap.users)}")
+            _load_parquet(engine, name, [GIO_ID, *keys], staged)
+            report.updated, report.inserted = 0, distinct
+            return report, name, distinct
         stage = f"s_{project}_{seq}"
         built.append(stage)
-        client = engine.client()
         defs = ", ".join(f"{quote_ident(e.key)} {column_type(e)}" for e in entries)
         client.command(f"CREATE TABLE {engine.table(stage)} (gio_id Int64, {defs}) ENGINE = MergeTree ORDER BY gio_id")
-        with open(staged, "rb") as f:
-            client.raw_insert(engine.table(stage), None, f, settings=_INSERT_SETTINGS, fmt="Parquet")
+        _load_parquet(engine, stage, [GIO_ID, *keys], staged)
     match_key = canonical_key(match)
     users, updated = _merge(engine, snap, seq, entries, match_key, distinct, built, say)
     engine.client().command(f"DROP TABLE IF EXISTS {engine.table(stage)}")
     built.remove(stage)
     report.updated, report.inserted = updated, distinct - updated
     return report, users, report.inserted
+
+
+def _load_parquet(engine: ClickHouseHandle, table: str, columns: list[str], path: Path) -> None:
+    """Insert a Parquet file of ``columns`` into ``table``: read by ClickHouse itself where it runs in this
+    process (``file()``, which takes ``*``, ``?`` and ``{}`` in a path as globs: such a path is sent instead),
+    sent through the driver to a server."""
+    client = engine.client()
+    cols = ", ".join(quote_ident(c) for c in columns)
+    if engine.local_files and not _GLOB.search(str(path)):
+        client.command(
+            f"INSERT INTO {engine.table(table)} ({cols}) SELECT * FROM file({ch_string(str(path))}, 'Parquet')",
+            settings=_INSERT_SETTINGS,
+        )
+        return
+    with open(path, "rb") as f:
+        client.raw_insert(engine.table(table), columns, f, settings=_INSERT_SETTINGS, fmt="Parquet")
 
 
 def _merge(
