@@ -78,7 +78,7 @@ def export_query(
 
 def write_export(
     engine: ClickHouseHandle,
-    source: str,
+    source_of: Callable[..., str],
     columns: list[CatalogEntry],
     spec: ExportSpec,
     out_dir: Path,
@@ -88,19 +88,26 @@ def write_export(
     excel_safe: bool = False,
     interrupt: Interrupt | None = None,
     data_version: int,
+    members: str | None = None,
 ) -> ExportOutput:
+    """Write the rows of ``source_of()`` (a FROM clause; ``source_of((lo, hi))`` the same cut to those ids)
+    into the files ``file_names`` gives. ``members``: the segment's membership table, every id of which is a
+    user of the snapshot (users are never removed, and memberships are computed from the users), so it counts
+    the rows and bounds their ids without reading the users table."""
     client = engine.client()
+    source = source_of()
     _, fmt = export_query(source, columns, spec, excel_safe=excel_safe)
-    select = f"SELECT {select_list(columns, spec, excel_safe)} FROM {source}"  # source ends in a WHERE
+    select_list_sql = select_list(columns, spec, excel_safe)
     gzipped = spec.compression.value == "gzip"
-    # ClickHouse in this process writes the file itself (its own writer, formatting in parallel), in gio_id
+    # ClickHouse in this process writes the file itself (its own file writer, no byte through Python), in gio_id
     # ranges so that a cancel is seen between two of them; a server's ClickHouse (or a gzip file) is streamed
     here = engine.local_files and not gzipped and not _GLOB.search(str(out_dir))
     stop = threading.Event()
     if interrupt is not None:
         interrupt.bind(stop.set)
     try:
-        row = client.query(f"SELECT count(), min(u.gio_id), max(u.gio_id) FROM {source}").result_rows[0]
+        counted = f"{members} AS u" if members else source
+        row = client.query(f"SELECT count(), min(u.gio_id), max(u.gio_id) FROM {counted}").result_rows[0]
         total, last = int(row[0]), int(row[2] or 0)
         if not max_file_rows or total <= max_file_rows:
             bounds = [(int(row[1] or 0), None)]
@@ -116,12 +123,16 @@ def write_export(
         paths = [out_dir / name for name in file_names(len(bounds))]
         for path, (start, end) in zip(paths, bounds, strict=True):
             rows = max_file_rows if end is not None else total - max_file_rows * (len(bounds) - 1)
+            stop_at = end if end is not None else last + 1
             if here and _regular(path):
-                _write_here(client, select, fmt, path, _ranges(start, end, last, rows, total), stop)
+                queries = [
+                    f"SELECT {select_list_sql} FROM {source_of(r) if r else source} ORDER BY u.gio_id"
+                    for r in _ranges(start, stop_at, rows, total)
+                ]
+                _write_here(client, queries, fmt, path, stop)
             else:
-                where = f" AND u.gio_id >= {start}" + (f" AND u.gio_id < {end}" if end is not None else "")
-                query = f"{select}{where if len(bounds) > 1 else ''} ORDER BY u.gio_id"
-                _write(client, query, fmt, path, gzipped, stop)
+                cut = source_of((start, stop_at)) if len(bounds) > 1 else source
+                _write(client, f"SELECT {select_list_sql} FROM {cut} ORDER BY u.gio_id", fmt, path, gzipped, stop)
         return ExportOutput(total, paths, data_version)
     except (ExportFailed, StorageFull, ResourceExhausted):
         raise
@@ -182,34 +193,32 @@ def _regular(path: Path) -> bool:
     return not path.exists() or path.is_file()
 
 
-def _ranges(start: int, end: int | None, last: int, rows: int, total: int) -> list[str]:
-    """``gio_id`` conditions cutting one file's rows (``start`` up to ``end``, or to ``last`` inclusive) into
-    ranges of about ``CHUNK_ROWS`` rows each; ids are dense, so equal id ranges hold about equal rows."""
+def _ranges(start: int, stop: int, rows: int, total: int) -> list[tuple[int, int] | None]:
+    """One file's ids (``start <= gio_id < stop``) cut into ranges of about ``CHUNK_ROWS`` rows each (ids are
+    dense, so equal id ranges hold about equal rows); ``[None]``: one statement, uncut."""
     count = max(1, -(-rows // CHUNK_ROWS)) if total else 1
-    stop = end if end is not None else last + 1
-    if not total or count == 1:
-        return [f" AND u.gio_id >= {start} AND u.gio_id < {stop}" if total else ""]
+    if count == 1:
+        return [(start, stop)] if total else [None]
     step = -(-(stop - start) // count)
-    cuts = list(range(start, stop, step)) + [stop]
-    return [f" AND u.gio_id >= {a} AND u.gio_id < {b}" for a, b in itertools.pairwise(cuts)]
+    cuts = [*range(start, stop, step), stop]
+    return list(itertools.pairwise(cuts))
 
 
-def _write_here(client: Any, select: str, fmt: str, path: Path, ranges: list[str], stop: threading.Event) -> None:
-    """ClickHouse writes ``path`` itself, one statement per range, each appended to the last (a CSV's header
+def _write_here(client: Any, queries: list[str], fmt: str, path: Path, stop: threading.Event) -> None:
+    """ClickHouse writes ``path`` itself, one statement per query, each appended to the last (a CSV's header
     with the first only). It writes under a plain name (``file()`` reads ``*``, ``?`` and ``{}`` in a path as
     globs) that is renamed once complete. JSON Lines are checked for ClickHouse's escaped U+2028/U+2029 as they
     land, and rewritten without them only where one occurs (rare)."""
     work = path.with_name(f".clickhouse-{os.getpid()}-{threading.get_ident()}.part")
     escaped = False
     try:
-        for i, where in enumerate(ranges):
+        for i, query in enumerate(queries):
             if stop.is_set():
                 raise ExportFailed("the export was interrupted (cancelled or taken over)")
             before = work.stat().st_size if i else 0
             appended = "CSV" if i and fmt == "CSVWithNames" else fmt  # the header once
             client.command(
-                f"INSERT INTO FUNCTION file({ch_string(str(work))}, {ch_string(appended)}) "
-                f"{select}{where} ORDER BY u.gio_id",
+                f"INSERT INTO FUNCTION file({ch_string(str(work))}, {ch_string(appended)}) {query}",
                 settings={**SETTINGS, "engine_file_truncate_on_insert": int(i == 0)},
             )
             if fmt == "JSONEachRow" and not escaped:
