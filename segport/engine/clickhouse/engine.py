@@ -82,6 +82,7 @@ class ClickHouseEngine:
         self._connect = clickhouse_connect.get_client
         self._dsn, self.db_name = parse_url(url)
         self.db = f"`{self.db_name}`"
+        self.local_files = self._dsn.startswith("chdb:")
         self.scratch = scratch
         self.keep_s = keep_s
         self.import_memory_limit = import_memory_limit
@@ -221,6 +222,7 @@ class ClickHouseEngine:
         recompute: list[SegmentDefinition],
         progress: Any = None,
     ) -> ImportReport:
+        started = time.perf_counter()
         with self._writer:
             snap = self.current(project_id)
             nxt = snap.next()
@@ -256,6 +258,7 @@ class ClickHouseEngine:
             except BaseException:
                 self._drop(built)
                 raise
+        report.elapsed_s = time.perf_counter() - started  # the whole import, not its check alone
         return report
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:
@@ -435,17 +438,20 @@ class ClickHouseEngine:
         return self.column_types(users).get(key, "").startswith("Array")
 
     # --- reading -----------------------------------------------------------------------------------
-    def source(self, snap: snaps.Snapshot, target: Target) -> str:
+    def source(self, snap: snaps.Snapshot, target: Target, within: tuple[int, int] | None = None) -> str:
         """FROM clause (aliased ``u``) with its ``WHERE``: a segment's members are looked up in a set of ids,
-        so the wide users table is streamed in ``gio_id`` order, never hashed."""
+        so the wide users table is streamed in ``gio_id`` order, never hashed. ``within`` (lo, hi) keeps the
+        ids ``lo <= gio_id < hi``, the set of members included (a range of an export: the set is that range's)."""
         users = f"{self.table(snap.users)} AS u"
+        cut = f" AND u.gio_id >= {int(within[0])} AND u.gio_id < {int(within[1])}" if within else ""
         if target.kind == "tag":
             entry = CatalogEntry(target.key, KeyKind.TAG, target.key, multi=self._is_multi(snap.users, target.key))
-            return f"{users} WHERE {present(entry)}"
+            return f"{users} WHERE {present(entry)}{cut}"
         members = snap.members.get(target.key)
         if members is None:
             raise SegmentNotFound(f"segment {target.key!r} has no computed membership yet")
-        return f"{users} WHERE u.gio_id IN (SELECT gio_id FROM {self.table(members)})"
+        inner = f" WHERE gio_id >= {int(within[0])} AND gio_id < {int(within[1])}" if within else ""
+        return f"{users} WHERE u.gio_id IN (SELECT gio_id FROM {self.table(members)}{inner}){cut}"
 
     def count(self, project_id: str, target: Target) -> int:
         snap = self.current(project_id)
@@ -533,9 +539,10 @@ class ClickHouseEngine:
         interrupt: Interrupt | None = None,
     ) -> ExportOutput:
         snap = self.current(project_id)
+        members = snap.members.get(target.key) if target.kind == "segment" else None
         return writer.write_export(
             self,
-            self.source(snap, target),
+            lambda within=None: self.source(snap, target, within),
             columns,
             spec,
             out_dir,
@@ -544,6 +551,7 @@ class ClickHouseEngine:
             excel_safe=excel_safe,
             interrupt=interrupt,
             data_version=snap.data_version,
+            members=self.table(members) if members else None,
         )
 
 

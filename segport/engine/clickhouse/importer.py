@@ -16,22 +16,28 @@ result goes to ClickHouse as one Parquet file (columnar; ClickHouse parses it), 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, canonical_key, quote_ident
+from segport.domain.formats import detect_format
+from segport.domain.keys import GIO_ID, Catalog, CatalogEntry, KeyKind, ValueType, canonical_key, quote_ident
 from segport.engine.base import ImportReport
 from segport.engine.clickhouse.snapshots import Snapshot
-from segport.engine.clickhouse.sql import ClickHouseHandle, column_type
+from segport.engine.clickhouse.sql import ClickHouseHandle, ch_ident, ch_string, column_type
 from segport.engine.duckdb import importer as duckdb_import
+from segport.engine.duckdb.import_columns import CONTROL_RE
 from segport.engine.duckdb.sql import sql_string
-from segport.errors import ImportRejected
+from segport.errors import ImportRejected, exhaustion_of
 
 _INSERT_SETTINGS = {"input_format_null_as_default": 1}
+_REFUSED = "segport: a row the import refuses"  # raised inside the one-pass load: the DuckDB import says why
+_GLOB = re.compile(r"[*?{}]")
 
 
 @contextlib.contextmanager
@@ -61,12 +67,54 @@ def import_users(
     appended to ``built`` (the caller drops them if anything fails)."""
     project = snap.project
     say = progress or (lambda _msg: None)
+    client = engine.client()
+    # a project without users yet (its first load) takes the checked rows as they are: numbered from
+    # next_gio_id in file order by the check itself, as the merge would number them, with nothing to merge
+    first = int(client.query(f"SELECT count() FROM {engine.table(snap.users)}").result_rows[0][0]) == 0
+    table = f"u_{project}_{seq}" if first else f"s_{project}_{seq}"
+    match_key = canonical_key(match)
+    plan = _direct_plan(engine, catalog, path, file_format, match_key)
+    loaded = _load_direct(engine, snap, table, plan, first, built, say) if plan is not None else None
+    if loaded is not None:
+        keys, distinct = plan.keys, loaded  # type: ignore[union-attr]
+        report = ImportReport(distinct, 0, 0)
+    else:
+        report, keys, distinct = _load_checked_in_duckdb(
+            engine, snap, table, catalog, path, file_format, match, progress, first, built, say
+        )
+    if first:
+        report.updated, report.inserted = 0, distinct
+        return report, table, distinct
+    entries = [catalog.entries[k] for k in keys]
+    users, updated = _merge(engine, snap, seq, entries, match_key, distinct, built, say)
+    engine.client().command(f"DROP TABLE IF EXISTS {engine.table(table)}")
+    built.remove(table)
+    report.updated, report.inserted = updated, distinct - updated
+    return report, users, report.inserted
+
+
+def _load_checked_in_duckdb(
+    engine: ClickHouseHandle,
+    snap: Snapshot,
+    table: str,
+    catalog: Catalog,
+    path: Path,
+    file_format: str | None,
+    match: str,
+    progress: Any,
+    first: bool,
+    built: list[str],
+    say: Any,
+) -> tuple[ImportReport, list[str], int]:
+    """Read and check the file with the DuckDB import, then load its rows into ``table`` (made here: the new
+    users table on a first load, else the stage the merge reads): (report, keys the file has, distinct users)."""
+    project = snap.project
     with _scratch_duckdb(engine) as (con, folder):
         con.execute(f"CREATE TABLE users_{project} (gio_id BIGINT NOT NULL)")
         for entry in catalog.entries.values():
             con.execute(f"ALTER TABLE users_{project} ADD COLUMN {quote_ident(entry.key)} {entry.sql_type}")
         con.execute("CREATE TABLE segport_state (project VARCHAR, next_gio_id BIGINT, data_version BIGINT)")
-        con.execute("INSERT INTO segport_state VALUES (?, 1, 0)", [project])
+        con.execute("INSERT INTO segport_state VALUES (?, ?, 0)", [project, snap.next_gio_id if first else 1])
         if not path.is_file():
             raise ImportRejected(f"no such file: {path}")
         keys: list[str] = []
@@ -75,26 +123,163 @@ def import_users(
         con.execute("COMMIT")
         staged = folder / "rows.parquet"
         cols = ", ".join(quote_ident(k) for k in keys)
-        con.execute(
-            f"COPY (SELECT gio_id, {cols} FROM users_{project} ORDER BY gio_id) TO {sql_string(str(staged))} "
-            "(FORMAT PARQUET)"
-        )
+        # in table order, unsorted: ClickHouse sorts each block by gio_id as it stores it, and the merge numbers
+        # new users by their gio_id here, not by their place in the file
+        con.execute(f"COPY (SELECT gio_id, {cols} FROM users_{project}) TO {sql_string(str(staged))} (FORMAT PARQUET)")
         distinct = int(con.execute(f"SELECT count(*) FROM users_{project}").fetchone()[0])  # type: ignore[index]
+        con.close()  # its memory is free before ClickHouse reads the file
         say("loading into ClickHouse")
-        entries = [catalog.entries[k] for k in keys]
-        stage = f"s_{project}_{seq}"
-        built.append(stage)
-        client = engine.client()
-        defs = ", ".join(f"{quote_ident(e.key)} {column_type(e)}" for e in entries)
-        client.command(f"CREATE TABLE {engine.table(stage)} (gio_id Int64, {defs}) ENGINE = MergeTree ORDER BY gio_id")
-        with open(staged, "rb") as f:
-            client.raw_insert(engine.table(stage), None, f, settings=_INSERT_SETTINGS, fmt="Parquet")
-    match_key = canonical_key(match)
-    users, updated = _merge(engine, snap, seq, entries, match_key, distinct, built, say)
-    engine.client().command(f"DROP TABLE IF EXISTS {engine.table(stage)}")
-    built.remove(stage)
-    report.updated, report.inserted = updated, distinct - updated
-    return report, users, report.inserted
+        built.append(table)
+        _create(engine, snap, table, [catalog.entries[k] for k in keys], first)
+        _load_parquet(engine, table, [GIO_ID, *keys], staged)
+    return report, keys, distinct
+
+
+def _create(engine: ClickHouseHandle, snap: Snapshot, table: str, entries: list[CatalogEntry], first: bool) -> None:
+    if first:  # the new users table: every column of the current one
+        engine.client().command(f"CREATE TABLE {engine.table(table)} AS {engine.table(snap.users)}")
+        return
+    defs = ", ".join(f"{quote_ident(e.key)} {column_type(e)}" for e in entries)
+    engine.client().command(
+        f"CREATE TABLE {engine.table(table)} (gio_id Int64, {defs}) ENGINE = MergeTree ORDER BY gio_id"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _DirectPlan:
+    """A Parquet file ClickHouse can load and check by itself in one pass: its columns, as the keys they fill
+    (in file order), the checked value of each, and the condition of a row the DuckDB import would refuse."""
+
+    path: Path
+    entries: list[CatalogEntry]
+    values: list[str]
+    bad: str
+    match_key: str
+
+    @property
+    def keys(self) -> list[str]:
+        return [e.key for e in self.entries]
+
+
+# (catalogue type, multi-valued) -> the DuckDB types of a Parquet column that need no conversion (every int
+# that fits in 64 bits is cast as it is, as the DuckDB import casts it)
+_DIRECT_TYPES = {
+    (ValueType.STRING, False): {"VARCHAR"},
+    (ValueType.INT, False): {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"},
+    (ValueType.DOUBLE, False): {"DOUBLE"},
+    (ValueType.DATE, False): {"DATE"},
+    (ValueType.STRING, True): {"VARCHAR[]"},
+}
+
+
+def _direct_plan(
+    engine: ClickHouseHandle, catalog: Catalog, path: Path, file_format: str | None, match_key: str
+) -> _DirectPlan | None:
+    """The one-pass plan for ``path``, or ``None`` when the DuckDB import has to read it: anything but a
+    Parquet file (read by ClickHouse in this process) whose every column is a catalogue key of exactly its
+    type (text, an int of at most 64 bits, a double, a date, a list of text for a multi-valued text key), with the match
+    key single-valued text. Those are the columns the DuckDB import takes as they are, checking only what the
+    condition below checks: text free of control characters (and valid UTF-8), an identity to match on in
+    every row, finite doubles, no null inside a list; an empty list (or ``['']``) is no value."""
+    if not engine.local_files or _GLOB.search(str(path)) or not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        if detect_format(path, file_format) != "parquet":
+            return None
+        with duckdb.connect() as con:
+            described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_string(str(path))})").fetchall()
+    except Exception:  # the DuckDB import names what is wrong with the file
+        return None
+    entries: list[CatalogEntry] = []
+    values: list[str] = []
+    bad: list[str] = []
+    texts: list[str] = []
+    match = ""
+    for name, dtype, *_ in described:
+        name, dtype = str(name), str(dtype)
+        entry = catalog.get(canonical_key(name.strip()))
+        if entry is None or entry in entries or dtype not in _DIRECT_TYPES.get((entry.type, entry.multi), ()):
+            return None
+        raw = ch_ident(name)
+        if entry.multi:  # Array(Nullable(String)) as read: a null item is refused, [] and [''] are no value
+            values.append(f"if(length({raw}) = 0 OR {raw} = [''], [], arrayMap(x -> assumeNotNull(x), {raw}))")
+            bad.append(f"arrayExists(x -> isNull(x) OR NOT isValidUTF8(assumeNotNull(x)), {raw})")
+            texts.append(f"arrayStringConcat(arrayMap(x -> ifNull(x, ''), {raw}))")
+        elif entry.type is ValueType.STRING:
+            values.append(f"CAST({raw} AS Nullable(String))")
+            bad.append(f"NOT isValidUTF8(ifNull({raw}, ''))")
+            texts.append(f"ifNull({raw}, '')")
+            if entry.key == match_key:
+                match = raw
+        elif entry.type is ValueType.DOUBLE:
+            values.append(f"CAST({raw} AS Nullable(Float64))")
+            bad.append(f"({raw} IS NOT NULL AND NOT isFinite(assumeNotNull({raw})))")
+        else:
+            values.append(f"CAST({raw} AS {column_type(entry)})")
+        entries.append(entry)
+    if not match:  # no column to match on (or a multi-valued one): the DuckDB import says so
+        return None
+    bad.append(f"ifNull({match}, '') = ''")
+    if texts:
+        bad.append(f"match(concat({', '.join(texts)}), {ch_string(CONTROL_RE)})")  # the DuckDB import's own
+    return _DirectPlan(path, entries, values, " OR ".join(f"({b})" for b in bad), match_key)
+
+
+def _load_direct(
+    engine: ClickHouseHandle,
+    snap: Snapshot,
+    table: str,
+    plan: _DirectPlan,
+    first: bool,
+    built: list[str],
+    say: Any,
+) -> int | None:
+    """Load ``plan``'s file into ``table`` in one pass of ClickHouse, numbered in file order (from
+    ``next_gio_id`` on a first load, from 1 for the merge otherwise): the number of users, or ``None`` (and
+    nothing left behind) when a row is one the DuckDB import would refuse or an identity repeats, for the
+    DuckDB import to read the file again and say which, or to resolve the repeats."""
+    client = engine.client()
+    say("loading and checking")
+    base = snap.next_gio_id if first else 1
+    built.append(table)
+    _create(engine, snap, table, plan.entries, first)
+    cols = ", ".join(quote_ident(k) for k in [GIO_ID, *plan.keys])
+    try:
+        client.command(
+            f"INSERT INTO {engine.table(table)} ({cols}) SELECT {base} + _row_number + throwIf({plan.bad}, "
+            f"'{_REFUSED}'), {', '.join(plan.values)} FROM file({ch_string(str(plan.path))}, 'Parquet')",
+            settings=_INSERT_SETTINGS,
+        )
+        # distinct identities counted by their 64-bit hashes (a third of the cost of the strings): a collision
+        # can only make a repeat appear, which hands the file to the DuckDB import, never hide one
+        row = client.query(
+            f"SELECT count(), uniqExact(cityHash64({quote_ident(plan.match_key)})) FROM {engine.table(table)}"
+        ).result_rows[0]
+    except Exception as exc:
+        if _REFUSED not in str(exc) and exhaustion_of(exc) is not None:
+            raise
+        row = None
+    if row is None or int(row[0]) == 0 or int(row[0]) != int(row[1]):
+        client.command(f"DROP TABLE IF EXISTS {engine.table(table)}")
+        built.remove(table)
+        return None
+    return int(row[0])
+
+
+def _load_parquet(engine: ClickHouseHandle, table: str, columns: list[str], path: Path) -> None:
+    """Insert a Parquet file of ``columns`` into ``table``: read by ClickHouse itself where it runs in this
+    process (``file()``, which takes ``*``, ``?`` and ``{}`` in a path as globs: such a path is sent instead),
+    sent through the driver to a server."""
+    client = engine.client()
+    cols = ", ".join(quote_ident(c) for c in columns)
+    if engine.local_files and not _GLOB.search(str(path)):
+        client.command(
+            f"INSERT INTO {engine.table(table)} ({cols}) SELECT * FROM file({ch_string(str(path))}, 'Parquet')",
+            settings=_INSERT_SETTINGS,
+        )
+        return
+    with open(path, "rb") as f:
+        client.raw_insert(engine.table(table), columns, f, settings=_INSERT_SETTINGS, fmt="Parquet")
 
 
 def _merge(

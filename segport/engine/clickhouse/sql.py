@@ -137,6 +137,8 @@ class ClickHouseHandle(Protocol):
 
     scratch: Path
     import_memory_limit: str
+    # ClickHouse runs in this process (chdb): its own file writer and reader reach this host's files
+    local_files: bool
 
     def client(self) -> Any: ...
 

@@ -15,6 +15,8 @@ Parts (``max_file_rows``) are cut on exact row counts by ``gio_id`` ranges read 
 
 from __future__ import annotations
 
+import itertools
+import mmap
 import os
 import re
 import threading
@@ -38,6 +40,8 @@ SETTINGS: dict[str, Any] = {
     "output_format_json_quote_64bit_integers": 1,
     "optimize_read_in_order": 1,
 }
+CHUNK_ROWS = 250_000  # rows per statement when ClickHouse writes a file itself: what a cancel waits for at most
+_GLOB = re.compile(r"[*?{}]")
 _LINE_SEP = re.compile(rb"(?<!\\)((?:\\\\)*)\\u(2028|2029)")
 
 
@@ -74,7 +78,7 @@ def export_query(
 
 def write_export(
     engine: ClickHouseHandle,
-    source: str,
+    source_of: Callable[..., str],
     columns: list[CatalogEntry],
     spec: ExportSpec,
     out_dir: Path,
@@ -84,31 +88,51 @@ def write_export(
     excel_safe: bool = False,
     interrupt: Interrupt | None = None,
     data_version: int,
+    members: str | None = None,
 ) -> ExportOutput:
+    """Write the rows of ``source_of()`` (a FROM clause; ``source_of((lo, hi))`` the same cut to those ids)
+    into the files ``file_names`` gives. ``members``: the segment's membership table, every id of which is a
+    user of the snapshot (users are never removed, and memberships are computed from the users), so it counts
+    the rows and bounds their ids without reading the users table."""
     client = engine.client()
-    query, fmt = export_query(source, columns, spec, excel_safe=excel_safe)
+    source = source_of()
+    _, fmt = export_query(source, columns, spec, excel_safe=excel_safe)
+    select_list_sql = select_list(columns, spec, excel_safe)
     gzipped = spec.compression.value == "gzip"
+    # ClickHouse in this process writes the file itself (its own file writer, no byte through Python), in gio_id
+    # ranges so that a cancel is seen between two of them; a server's ClickHouse (or a gzip file) is streamed
+    here = engine.local_files and not gzipped and not _GLOB.search(str(out_dir))
     stop = threading.Event()
     if interrupt is not None:
         interrupt.bind(stop.set)
     try:
-        total = int(client.query(f"SELECT count() FROM {source}").result_rows[0][0])
+        counted = f"{members} AS u" if members else source
+        row = client.query(f"SELECT count(), min(u.gio_id), max(u.gio_id) FROM {counted}").result_rows[0]
+        total, last = int(row[0]), int(row[2] or 0)
         if not max_file_rows or total <= max_file_rows:
-            path = out_dir / file_names(1)[0]
-            _write(client, query, fmt, path, gzipped, stop)
-            return ExportOutput(total, [path], data_version)
-        starts = [
-            int(r[0])
-            for r in client.query(
-                f"SELECT gio_id FROM (SELECT u.gio_id AS gio_id, row_number() OVER (ORDER BY u.gio_id) AS n "
-                f"FROM {source}) WHERE (n - 1) % {int(max_file_rows)} = 0 ORDER BY gio_id"
-            ).result_rows
-        ]
-        paths = [out_dir / name for name in file_names(len(starts))]
-        sel, where = query.split(" ORDER BY u.gio_id")[0], ""
-        for i, path in enumerate(paths):
-            where = f"u.gio_id >= {starts[i]}" + (f" AND u.gio_id < {starts[i + 1]}" if i + 1 < len(starts) else "")
-            _write(client, f"{sel} AND {where} ORDER BY u.gio_id", fmt, path, gzipped, stop)
+            bounds = [(int(row[1] or 0), None)]
+        else:
+            starts = [
+                int(r[0])
+                for r in client.query(
+                    f"SELECT gio_id FROM (SELECT u.gio_id AS gio_id, row_number() OVER (ORDER BY u.gio_id) AS n "
+                    f"FROM {source}) WHERE (n - 1) % {int(max_file_rows)} = 0 ORDER BY gio_id"
+                ).result_rows
+            ]
+            bounds = [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
+        paths = [out_dir / name for name in file_names(len(bounds))]
+        for path, (start, end) in zip(paths, bounds, strict=True):
+            rows = max_file_rows if end is not None else total - max_file_rows * (len(bounds) - 1)
+            stop_at = end if end is not None else last + 1
+            if here and _regular(path):
+                queries = [
+                    f"SELECT {select_list_sql} FROM {source_of(r) if r else source} ORDER BY u.gio_id"
+                    for r in _ranges(start, stop_at, rows, total)
+                ]
+                _write_here(client, queries, fmt, path, stop)
+            else:
+                cut = source_of((start, stop_at)) if len(bounds) > 1 else source
+                _write(client, f"SELECT {select_list_sql} FROM {cut} ORDER BY u.gio_id", fmt, path, gzipped, stop)
         return ExportOutput(total, paths, data_version)
     except (ExportFailed, StorageFull, ResourceExhausted):
         raise
@@ -161,6 +185,65 @@ def _write(client: Any, query: str, fmt: str, path: Path, gzipped: bool, stop: t
                 data = data[os.write(fd, data) :]
     finally:
         os.close(fd)
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` is (or will be) a plain file that ClickHouse may write: not a FIFO a result store
+    streams through (S3), which only the stream path below feeds."""
+    return not path.exists() or path.is_file()
+
+
+def _ranges(start: int, stop: int, rows: int, total: int) -> list[tuple[int, int] | None]:
+    """One file's ids (``start <= gio_id < stop``) cut into ranges of about ``CHUNK_ROWS`` rows each (ids are
+    dense, so equal id ranges hold about equal rows); ``[None]``: one statement, uncut."""
+    count = max(1, -(-rows // CHUNK_ROWS)) if total else 1
+    if count == 1:
+        return [(start, stop)] if total else [None]
+    step = -(-(stop - start) // count)
+    cuts = [*range(start, stop, step), stop]
+    return list(itertools.pairwise(cuts))
+
+
+def _write_here(client: Any, queries: list[str], fmt: str, path: Path, stop: threading.Event) -> None:
+    """ClickHouse writes ``path`` itself, one statement per query, each appended to the last (a CSV's header
+    with the first only). It writes under a plain name (``file()`` reads ``*``, ``?`` and ``{}`` in a path as
+    globs) that is renamed once complete. JSON Lines are checked for ClickHouse's escaped U+2028/U+2029 as they
+    land, and rewritten without them only where one occurs (rare)."""
+    work = path.with_name(f".clickhouse-{os.getpid()}-{threading.get_ident()}.part")
+    escaped = False
+    try:
+        for i, query in enumerate(queries):
+            if stop.is_set():
+                raise ExportFailed("the export was interrupted (cancelled or taken over)")
+            before = work.stat().st_size if i else 0
+            appended = "CSV" if i and fmt == "CSVWithNames" else fmt  # the header once
+            client.command(
+                f"INSERT INTO FUNCTION file({ch_string(str(work))}, {ch_string(appended)}) {query}",
+                settings={**SETTINGS, "engine_file_truncate_on_insert": int(i == 0)},
+            )
+            if fmt == "JSONEachRow" and not escaped:
+                escaped = _holds_escaped_separator(work, before)
+        if not work.exists():  # nothing written at all
+            work.touch()
+        if escaped:
+            with open(work, "rb") as f, open(path, "wb") as out:
+                for chunk in _unescape_line_separators(iter(lambda: f.read(1 << 20), b"")):
+                    out.write(chunk)
+        else:
+            os.replace(work, path)
+    finally:
+        work.unlink(missing_ok=True)
+
+
+def _holds_escaped_separator(path: Path, offset: int) -> bool:
+    """Whether the bytes of ``path`` from ``offset`` on hold ClickHouse's escape of U+2028 or U+2029 (or an
+    escaped backslash before ``u202``: the rewrite tells them apart)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= offset:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return view.find(b"\\u202", offset) >= 0
 
 
 def _unescape_line_separators(stream: Iterable[bytes]) -> Iterable[bytes]:
