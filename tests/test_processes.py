@@ -134,7 +134,9 @@ def test_a_submit_while_the_engine_is_down_is_accepted_and_runs_when_it_is_back(
         60,
     )
     assert isinstance(done, dict) and done["stage"] == "FINISH", done
-    assert users_page(server, token).status_code == 200
+    # reads are served again once the API process's watcher has seen a probe answered (docs/processes.md):
+    # the job may finish before that probe, so wait for it, within interval + deadline and some slack
+    wait_for(lambda: users_page(server, token).status_code == 200, "member pages to be served again", 10)
 
 
 def test_the_engine_keeps_an_idle_connection_longer_than_api_processes_do(

@@ -100,9 +100,9 @@ def list_tags(project_id: str, request: Request, _who: Admin) -> list[TagOut]:
     return [tag_out(v) for v in _tags(request).views(project_id)]
 
 
-@router.get("/projects/{project_id}/tags/{key}", response_model=TagOut, summary="Show a tag")
-def show_tag(project_id: str, key: str, request: Request, _who: Admin) -> TagOut:
-    return tag_out(_tags(request).view(project_id, key))
+@router.get("/projects/{project_id}/tags/{tag_key}", response_model=TagOut, summary="Show a tag")
+def show_tag(project_id: str, tag_key: str, request: Request, _who: Admin) -> TagOut:
+    return tag_out(_tags(request).view(project_id, tag_key))
 
 
 @router.post(
@@ -127,17 +127,17 @@ async def create_tag(project_id: str, request: Request, who: Admin) -> TagOut:
 
 
 @router.post(
-    "/projects/{project_id}/tags/{key}/recompute",
+    "/projects/{project_id}/tags/{tag_key}/recompute",
     response_model=TagOut,
     summary="Recompute a computed tag now (when its detector is FINISH or ERROR)",
 )
-async def recompute_tag(project_id: str, key: str, request: Request, _who: Admin) -> TagOut:
+async def recompute_tag(project_id: str, tag_key: str, request: Request, _who: Admin) -> TagOut:
     tags = _tags(request)
-    view = tags.view(project_id, key)
+    view = tags.view(project_id, tag_key)
     await run_in_threadpool(tags.recompute_if_idle, project_id, view.entry.key)
-    return tag_out(tags.view(project_id, key))
+    return tag_out(tags.view(project_id, tag_key))
 
 
-@router.delete("/projects/{project_id}/tags/{key}", status_code=204, summary="Delete a computed tag and its values")
-async def delete_tag(project_id: str, key: str, request: Request, _who: Admin) -> None:
-    await run_in_threadpool(_tags(request).delete, project_id, key)
+@router.delete("/projects/{project_id}/tags/{tag_key}", status_code=204, summary="Delete a computed tag and its values")
+async def delete_tag(project_id: str, tag_key: str, request: Request, _who: Admin) -> None:
+    await run_in_threadpool(_tags(request).delete, project_id, tag_key)
