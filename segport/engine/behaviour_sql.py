@@ -61,6 +61,7 @@ from segport.domain.behaviour import (
 from segport.domain.behaviour_parse import parse_condition
 from segport.domain.keys import GIO_ID, ValueType, quote_ident
 from segport.domain.rules import RuleCompiler, is_event_condition
+from segport.errors import InvalidRule
 
 MAX_OFFSET_SCAN_MS = 400 * 24 * HOUR_MS  # longer windows are not checked for one UTC offset
 MAX_MS = 9_999_999_999_999  # 2286-11-20: bounds beyond are clamped (every event lies well inside)
@@ -139,6 +140,24 @@ def measure_key(cond: EventCondition, window: Window, time_zone: str) -> str:
     time zone, for days)."""
     where = json.dumps(cond.step.where, sort_keys=True, ensure_ascii=False)
     return repr((cond.step.event, where, cond.measure.kind, cond.measure.attribute, window, time_zone))
+
+
+def shared_conditions(segments: list[Any]) -> tuple[BehaviourContext, list[EventCondition]] | None:
+    """The measure conditions of several segments' rules that passes may share: those of the segments computed at
+    the first one's clock and time zone (a segment whose rule does not parse is left to its own compilation,
+    which says what is wrong); ``None`` when fewer than two segments have event conditions."""
+    contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
+    if len(contexts) < 2:
+        return None
+    ctx = contexts[0]
+    conds: list[EventCondition] = []
+    for seg in segments:
+        if seg.behaviour is not None and (seg.behaviour.now_ms, seg.behaviour.time_zone) == (ctx.now_ms, ctx.time_zone):
+            try:
+                conds += measure_conditions(seg.rule_tree, seg.behaviour.events)
+            except InvalidRule:
+                continue
+    return ctx, conds
 
 
 def measure_conditions(rule: Any, events: EventSchema) -> list[EventCondition]:

@@ -35,14 +35,14 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
-from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
+from segport.engine.behaviour_sql import SharedPass, shared_conditions, shared_groups
 from segport.engine.clickhouse import behaviour, events, importer, tags, writer
 from segport.engine.clickhouse import snapshots as snaps
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
 from segport.engine.columns import Step, column_steps
 from segport.engine.interrupt import Interrupt
-from segport.errors import ComputeFailed, EngineBusy, ExportFailed, InvalidRule, SegmentNotFound, SegportError
+from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, SegportError
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -321,20 +321,10 @@ class ClickHouseEngine:
     ) -> SharedPass | None:
         """As the DuckDB engine's: each pass a table ``beh_<project>_<seq>_<i>`` (named in ``made``, for the caller
         to drop); ``None`` when no measures share a pass."""
-        contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
-        if len(contexts) < 2:
+        shared = shared_conditions(segments)
+        if shared is None:
             return None
-        ctx = contexts[0]
-        conds = []
-        for seg in segments:
-            if seg.behaviour is not None and (seg.behaviour.now_ms, seg.behaviour.time_zone) == (
-                ctx.now_ms,
-                ctx.time_zone,
-            ):
-                try:
-                    conds += measure_conditions(seg.rule_tree, seg.behaviour.events)
-                except InvalidRule:
-                    continue  # the segment's own compilation says what is wrong
+        ctx, conds = shared
         table, columns = behaviour.event_table(self, project_id)
         found: dict[str, tuple[str, str]] = {}
         for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):

@@ -34,7 +34,7 @@ from segport.engine.base import (
     Target,
     UserEvents,
 )
-from segport.engine.behaviour_sql import SharedPass, measure_conditions, shared_groups
+from segport.engine.behaviour_sql import SharedPass, shared_conditions, shared_groups
 from segport.engine.duckdb import behaviour, event_reads, importer, pages, schema, tags, writer
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.export_sql import (  # noqa: F401  (export_query, filtered_query: imported from here)
@@ -56,7 +56,6 @@ from segport.errors import (
     EngineBusy,
     ExportFailed,
     ImportRejected,
-    InvalidRule,
     OutOfMemory,
     SchemaChangeFailed,
     StorageFull,
@@ -550,17 +549,10 @@ def _shared_pass(
 ) -> SharedPass | None:
     """The event measures of the segments' rules (those computed at the first one's clock and time zone) that
     share a pass (:func:`shared_groups`), each pass a temporary table ``beh_pass<i>``; ``None``: none do."""
-    contexts = [s.behaviour for s in segments if s.behaviour is not None and s.rule_tree is not None]
-    if len(contexts) < 2:
+    shared = shared_conditions(segments)
+    if shared is None:
         return None
-    ctx = contexts[0]
-    conds = []
-    for seg in segments:
-        if seg.behaviour is not None and (seg.behaviour.now_ms, seg.behaviour.time_zone) == (ctx.now_ms, ctx.time_zone):
-            try:
-                conds += measure_conditions(seg.rule_tree, seg.behaviour.events)
-            except InvalidRule:
-                continue  # the segment's own compilation says what is wrong
+    ctx, conds = shared
     table, columns = behaviour.event_table(cur, project_id)
     found: dict[str, tuple[str, str]] = {}
     for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):
