@@ -415,3 +415,32 @@ class EventSQL:
             entry = self.ctx.events.attributes.get(key)
             nulls.append(f"{self.null_of(entry.type if entry else ValueType.STRING)} AS {quote_ident(key)}")
         return f"(SELECT *, {', '.join(nulls)} FROM {self.table})"
+
+
+class EventTableRules(RuleCompiler):
+    """A rule dialect that compiles event conditions over a project's event table: each engine's dialect
+    (``DuckDBRules``, ``ClickHouseRules``) derives from it and names its writer of event SQL in ``event_sql``."""
+
+    event_sql: type[EventSQL]
+    # the project's event table, as event conditions read it: set by :meth:`on_events` for one computation
+    event_table: str | None = None
+    event_columns: Mapping[str, Any] | None = None
+    event_shared: SharedPass | None = None  # measures computed for several segments in one pass
+
+    @classmethod
+    def on_events(
+        cls, table: str | None, columns: Mapping[str, Any], shared: SharedPass | None = None
+    ) -> type[EventTableRules]:
+        """This dialect over a project's event table (``None``: the project has none yet) and its columns."""
+        attrs = {"event_table": table, "event_columns": dict(columns), "event_shared": shared}
+        return type(cls.__name__, (cls,), attrs)
+
+    def event_condition(self, cond: Condition) -> str:
+        """An event condition as a boolean expression over the users alias ``u``; its steps' ``where`` values
+        join this compiler's parameters in text order."""
+        if self.behaviour is None or self.event_columns is None:
+            raise RuntimeError(
+                f"event conditions compile over an event table: use {type(self).__name__}.on_events(...)"
+            )
+        sql = self.event_sql(self.behaviour, self, self.event_table, self.event_columns, self.event_shared)
+        return sql.condition(cond)

@@ -6,13 +6,11 @@ ClickHouse's ``ASOF JOIN`` for sequences and drop-off."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
-from segport.domain.behaviour import BehaviourContext, Condition, Window
+from segport.domain.behaviour import Window
 from segport.domain.keys import ValueType
-from segport.domain.rules import RuleCompiler
-from segport.engine.behaviour_sql import EventSQL, SharedPass
+from segport.engine.behaviour_sql import EventSQL
 from segport.engine.clickhouse.events import events_table, store_columns
 from segport.engine.clickhouse.sql import CH_TYPES, ch_string
 
@@ -48,16 +46,3 @@ def event_table(engine: Any, project_id: str) -> tuple[str | None, dict[str, str
     """The project's event table and its columns (``None`` and no columns when it has none yet)."""
     columns = store_columns(engine, project_id)
     return (events_table(engine, project_id) if columns else None), columns
-
-
-def compile_condition(
-    cond: Condition,
-    ctx: BehaviourContext,
-    rules: RuleCompiler,
-    table: str | None,
-    columns: Mapping[str, Any],
-    shared: SharedPass | None = None,
-) -> str:
-    """An event condition as a ClickHouse boolean expression over the users alias ``u``; the values of its
-    steps' ``where`` are appended to ``rules.params`` (named ``{pN:T}`` parameters)."""
-    return ClickHouseEventSQL(ctx, rules, table, columns, shared).condition(cond)

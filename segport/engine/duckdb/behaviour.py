@@ -6,15 +6,12 @@ stored in time order) skip everything outside a window; days in the project's ti
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
 
 import duckdb
 
-from segport.domain.behaviour import BehaviourContext, Condition, Window
+from segport.domain.behaviour import Window
 from segport.domain.keys import ValueType
-from segport.domain.rules import RuleCompiler
-from segport.engine.behaviour_sql import EventSQL, SharedPass, fixed_offset_ms
+from segport.engine.behaviour_sql import EventSQL, fixed_offset_ms
 from segport.engine.duckdb.events import events_table, store_columns
 from segport.engine.duckdb.sql import sql_string
 
@@ -50,16 +47,3 @@ def event_table(cur: duckdb.DuckDBPyConnection, project_id: str) -> tuple[str | 
     """The project's event table and its columns (``None`` and no columns when it has none yet)."""
     columns = store_columns(cur, project_id)
     return (events_table(project_id) if columns else None), columns
-
-
-def compile_condition(
-    cond: Condition,
-    ctx: BehaviourContext,
-    rules: RuleCompiler,
-    table: str | None,
-    columns: Mapping[str, Any],
-    shared: SharedPass | None = None,
-) -> str:
-    """An event condition as a DuckDB boolean expression over the users alias ``u``; the values of its steps'
-    ``where`` are appended to ``rules.params`` in text order."""
-    return DuckDBEventSQL(ctx, rules, table, columns, shared).condition(cond)
