@@ -94,11 +94,14 @@ def test_visitor_attributes_become_the_anonymous_users_properties(
     assert c001["properties"]["usr_city"] == "北京"  # a key no event named keeps its value
     assert app.meta.catalog(PROJECT).get("usr_plan") is not None  # a new usr_ key, in the catalogue
     # a later round overrides key by key
-    post(client, key, source, [visitor(5, "vis-1", city="苏州")], NOW + 12)
-    load.run_once()
+    # (a device id holding "||", the profile file's list separator, sets nothing; its event is stored all the same)
+    post(client, key, source, [visitor(5, "vis-1", city="苏州"), visitor(6, "x||y", plan="odd")], NOW + 12)
+    assert load.run_once().events == 2
     again = profile(client, token, "$anonymous_user", "vis-1")
     assert again["gioId"] == anonymous["gioId"]
     assert (again["properties"]["usr_city"], again["properties"]["usr_plan"]) == ("苏州", "pro")
+    odd = profile(client, token, "$anonymous_user", "x||y")
+    assert odd["gioId"] != "0" and odd["properties"]["usr_plan"] is None
     # and an export shows them
     app.data.create_segment(
         PROJECT, SegmentSpec(key="seg_planned", name="有套餐", rule={"key": "usr_plan", "op": "not_null"})
@@ -188,6 +191,7 @@ def test_a_multi_valued_match_takes_the_lowest_gio_id_holding_the_value(seeded: 
         (None, "row 2: id_$anonymous_user must hold exactly one value: users are matched on it"),
         ("x\x01y", "row 2: key id_$anonymous_user: value 'x\\x01y' holds the control character U+0001"),
     ],
+    ids=["two-values", "no-value", "control-character"],
 )
 def test_a_multi_valued_match_needs_one_value_per_row(
     seeded: Seeded, tmp_path: Path, value: str | None, why: str
