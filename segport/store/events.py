@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -211,6 +212,8 @@ def decode_payload(payload: bytes) -> list[dict[str, Any]]:
 class EventSpool:
     def __init__(self, meta: Any) -> None:
         self.db = _database(meta)
+        self._local = threading.local()
+        self._received: Any = None
 
     def append(
         self,
@@ -290,22 +293,32 @@ class EventSpool:
         return fresh
 
     def _append_many_sqlite(self, batches: Sequence[NewBatch], now: datetime) -> list[bool]:
-        """:meth:`append_many` on SQLite, with the driver's statements (the group commit's hot path: SQLAlchemy's
-        statement machinery took most of the writer's time). One writer at a time (``BEGIN IMMEDIATE`` under
-        the write lock), so ``ON CONFLICT DO NOTHING`` tells a key already there (or earlier in the group) by
-        its row count, and no other writer can race it."""
-        with self.db.reachable(), self.db.write_core() as conn:
-            received = _sqlite_time(conn, now)
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        """:meth:`append_many` on SQLite, with the driver alone (the group commit's hot path: SQLAlchemy's
+        statement, transaction and pool machinery took most of the writer's time): one ``BEGIN IMMEDIATE``
+        under the database's write lock, so no other writer runs meanwhile and ``ON CONFLICT DO NOTHING`` tells
+        a key already there (or earlier in the group) by its row count. The calling thread keeps one
+        connection of the pool for it (the group commit's writer thread: one per API process)."""
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            raw = self._local.raw = self.db.engine.raw_connection()
+        driver = raw.driver_connection
+        if self._received is None:
+            self._received = _BATCHES.c.received_at.type.bind_processor(self.db.engine.dialect) or (lambda v: v)
+        received = self._received(now)
+        with self.db.reachable(), self.db._write_lock:  # noqa: SLF001 - the same lock as Database.write_core
+            driver.execute("BEGIN IMMEDIATE")
             try:
-                fresh: list[bool] = []
-                for b in batches:
-                    cursor.execute(
+                fresh = [
+                    driver.execute(
                         _SQLITE_INSERT, (b.project_id, b.datasource_id, b.dedup_key, received, b.n_events, b.payload)
-                    )
-                    fresh.append(cursor.rowcount == 1)
-            finally:
-                cursor.close()
+                    ).rowcount
+                    == 1
+                    for b in batches
+                ]
+                driver.commit()
+            except BaseException:
+                driver.rollback()
+                raise
         return fresh
 
     def contains(self, project_id: str, dedup_key: str) -> bool:
@@ -361,13 +374,6 @@ class EventSpool:
             query = query.where(_BATCHES.c.project_id == project_id)
         with self.db.connect() as conn:
             return int(conn.scalar(query) or 0)
-
-
-def _sqlite_time(conn: Any, value: datetime) -> Any:
-    """``value`` as SQLAlchemy stores it in ``event_batches.received_at`` on this connection's dialect (what
-    the reads of the column expect)."""
-    process = _BATCHES.c.received_at.type.bind_processor(conn.dialect)
-    return value if process is None else process(value)
 
 
 def _events_of(batch_id: int, payload: bytes) -> list[dict[str, Any]]:
