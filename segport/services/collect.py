@@ -290,7 +290,10 @@ class LoopCommitter:
         def answer(results: list[bool | BaseException]) -> None:  # on the writer thread
             loop.call_soon_threadsafe(self._answer, group, results)
 
-        self.writer.submit_lot([b for b, _ in group], answer)
+        try:
+            self.writer.submit_lot([b for b, _ in group], answer)
+        except Exception as exc:  # noqa: BLE001 - no writer thread (none could be started): these requests fail
+            self._answer(group, [exc] * len(group))
 
     def _answer(self, group: list[tuple[NewBatch, asyncio.Future[bool]]], results: list[bool | BaseException]) -> None:
         for (_, done), result in zip(group, results, strict=True):
