@@ -828,7 +828,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="Runs of each side per case (alternating); medians.")
     ap.add_argument("--memory", default="4GB", help="DuckDB memory_limit of both sides (and of the generator).")
     ap.add_argument("--threads", type=int, default=2, help="DuckDB threads of both sides.")
-    ap.add_argument("--only", default="", help="Comma-separated case names (default: all, then the ten).")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="Comma-separated case names, 'ten' for the ten segments (default: all, then the ten).",
+    )
     ap.add_argument("--no-ten", action="store_true", help="Skip the ten-segments case.")
     ap.add_argument("--ten-repeat", type=int, default=0, help="Runs of the ten-segments case (default: --repeat).")
     ap.add_argument("--hand-only", action="store_true", help="Time the hand-written statements alone.")
@@ -867,7 +871,7 @@ def main() -> None:
         r = compare(args, data, [case.name], case.name, args.repeat)
         r["rows"] = check_equal(data, case, args.engine)
         results["cases"][case.name] = r
-    if not args.no_ten and not only:
+    if not args.no_ten and (not only or "ten" in only):
         r = compare(args, data, [c.name for c in TEN], "ten segments", args.ten_repeat or args.repeat)
         r["rows"] = sum(check_equal(data, c, args.engine) for c in TEN)
         results["cases"]["ten segments (sum)"] = r
