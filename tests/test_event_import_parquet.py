@@ -132,3 +132,24 @@ def test_a_bad_parquet_file_is_refused_whole_naming_its_row(
     assert message in err.value.message and name in err.value.message, err.value.message
     assert seeded.app.engine.count_events(PROJECT, 0, 2 * T0).events == before
     assert gio_of(seeded, "$anonymous_user", "d-1") == "0" and gio_of(seeded, U, "C001") == users_before
+
+
+def test_a_file_with_several_identity_columns_and_attributes_resolves_each_row(seeded: Any, tmp_path: Path) -> None:
+    # userId and deviceId (and an attribute): matched on the identity of each row, not on one column as written
+    ev = events(seeded.app)
+    both = parquet(
+        tmp_path / "both.parquet",
+        f"SELECT * FROM (VALUES ('buy', {T0}, 'C001', NULL, 5), ('open', {T0 + 1}, NULL, 'd-9', 6), "
+        f"('open', {T0 + 2}, NULL, ' d-9 ', 7)) t(event, time, userId, deviceId, n)",
+    )
+    report = ev.import_events(PROJECT, both)
+    assert (report.stored, report.users_created) == (3, 1)
+    assert stored(seeded, U, "C001") == [("buy", T0)]
+    assert stored(seeded, "$anonymous_user", "d-9") == [("open", T0 + 1), ("open", T0 + 2)]
+    # a gio_id column and an attribute: the rows are those users'
+    gio = gio_of(seeded, U, "C001")
+    given = parquet(
+        tmp_path / "gio.parquet", f"SELECT 'pay' AS event, {T0 + 5} AS time, {gio}::BIGINT AS gio_id, 1 AS n"
+    )
+    assert ev.import_events(PROJECT, given).stored == 1
+    assert stored(seeded, U, "C001") == [("buy", T0), ("pay", T0 + 5)]

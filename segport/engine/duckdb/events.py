@@ -196,8 +196,8 @@ def stage(
     # user, on the column as written; whether a value names anyone (not blank) is checked on its distinct values.
     alone = [c for c in (USER_ID, DEVICE_ID) if c in cols]
     nulls = False
-    raw = raw_identities and fmt == "parquet" and len(alone) == 1 and not {USER_KEY, GIO_ID_COLUMN} & set(cols)
-    if raw:
+    as_written = raw_identities and fmt == "parquet" and len(alone) == 1 and not {USER_KEY, GIO_ID_COLUMN} & set(cols)
+    if as_written:
         by_value |= {5, 6, 7}  # gio_id not a number, no identity, userKey without userId
     select = {
         "_idcol": (
@@ -207,7 +207,7 @@ def stage(
         "_idval": f"coalesce({user_id}, {device_id})",
         "_gio": f"CASE WHEN {user_id} IS NULL AND {device_id} IS NULL THEN {gio} END",
         "_device": f"CASE WHEN {user_id} IS NOT NULL THEN {device_id} END" if links else "NULL::VARCHAR",
-        **({"_idraw": f"r.{q(alone[0])}"} if raw else {}),
+        **({"_idraw": f"r.{q(alone[0])}"} if as_written else {}),
         "$time": f"epoch_ms(({time_ms})::BIGINT)",
         "$event": event,
         "$type": f"coalesce({text(TYPE_COLUMN)}, '{DEFAULT_TYPE}')" if TYPE_COLUMN in cols else f"'{DEFAULT_TYPE}'",
@@ -267,13 +267,13 @@ def stage(
     # run row by row to name the first bad row and its reason (the message is the same whichever check saw it).
     staged.view = numbered and BATCH_COLUMN not in cols
     staged.links = links
-    raw = raw and staged.view
-    if raw:
+    as_written = as_written and staged.view
+    if as_written:
         staged.raw_id = text(alone[0]).replace(f"r.{q(alone[0])}", "_idraw")
     attrs = [c for c in columns if not c.startswith("$")]
     # the values each row stores, evaluated once here so that one that cannot be converted fails before anything
     # is stored (the identity columns: only those the rows are grouped on)
-    skip = {"$event", "$type", BATCH_COLUMN, *(("_idcol", "_idval", "_gio", "_device", "_idraw") if raw else ())}
+    skip = {"$event", "$type", BATCH_COLUMN, *(("_idcol", "_idval", "_gio", "_device", "_idraw") if as_written else ())}
     forced = [c for c in select if c not in skip] + [c for c in columns if c not in attrs]
     aggregates = ", ".join(
         ["count(*) AS _n", "count(_problem) AS _bad"]
@@ -290,7 +290,7 @@ def stage(
             f"CREATE OR REPLACE TEMP {'VIEW' if staged.view else 'TABLE'} ev_stage AS SELECT {rowno} AS _row, "
             f"{fast} AS _problem, {body} FROM {src} r"
         )
-        if raw:  # the distinct values of the identity column as written, in the same pass
+        if as_written:  # the distinct values of the identity column as written, in the same pass
             cur.execute(
                 f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates}, _idraw, '
                 'grouping("$event") AS _set, min(_row) AS _first FROM ev_stage '
@@ -340,7 +340,7 @@ def stage(
         raise ImportRejected(f"{path.name}: {bad_row[0]}") from None
     if any(g[2] or g[-1] for g in grouped):
         refuse(cur, staged)
-    if raw and nulls:
+    if as_written and nulls:
         refuse(cur, staged)  # a row with no identity
     staged.rows = sum(int(g[1]) for g in grouped)
     events = {str(g[0]): [a for a, n in zip(attrs, g[3 : 3 + len(attrs)], strict=True) if n] for g in grouped}
