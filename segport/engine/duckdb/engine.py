@@ -371,7 +371,9 @@ class DuckDBEngine:
                 cur.execute(f"CREATE TABLE IF NOT EXISTS {users_table(project_id)} (gio_id BIGINT NOT NULL)")
                 cur.execute("INSERT INTO segport_state VALUES (?, 1, 0) ON CONFLICT DO NOTHING", [project_id])
                 declared = ev.declared_types(attributes, ev.store_columns(cur, project_id))
-                staged = ev.stage(cur, catalog, declared, path, file_format or None, project_id, _now_ms())
+                staged = ev.stage(
+                    cur, catalog, declared, path, file_format or None, project_id, _now_ms(), raw_identities=True
+                )
                 ev.ensure_store(cur, project_id, staged.columns)
                 skipped = ev.skip_loaded_batches(cur, staged, project_id)
                 added = ev.resolve_identities(cur, catalog, staged, users_table(project_id), project_id)
@@ -387,7 +389,7 @@ class DuckDBEngine:
                 )
                 events = ev.event_names(cur, staged)
                 cur.execute("DROP VIEW IF EXISTS ev_stage" if staged.view else "DROP TABLE IF EXISTS ev_stage")
-                for table in ("ev_ids", "ev_map"):
+                for table in ("ev_ids", "ev_map", "ev_rawids", "ev_rawmap"):
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
                 if added:
                     _bump(cur, project_id)

@@ -86,6 +86,12 @@ class Staged:
     ids_check: str = "false"  # SQL over ev_ids: true for an identity that refuses the file
     ids_ready: bool = False  # ev_ids was made by the check pass
     links: bool = False  # the file has userId and deviceId: rows with both link the device to the user
+    # SQL over ``_idraw`` (the file's one identity column as it is written, a column of ``ev_stage``): its
+    # identity value. Set when rows are matched to their user on that column as written (see stage's
+    # ``raw_identities``): on ev_map's ``_idval`` itself, or, with ``raw_map``, through ``ev_rawmap(_idraw,
+    # gio_id)`` (made by resolve_identities from ``ev_rawids(_idraw)``, the distinct values as written).
+    raw_id: str = ""
+    raw_map: bool = False  # some value is written otherwise than its identity value (blanks around it, a number)
 
     def at(self, row: int) -> str:
         """Where row ``row`` (1-based) is in the file, as messages name it."""
@@ -104,9 +110,15 @@ def stage(
     file_format: str | None,
     project_id: str,
     now_ms: int,
+    *,
+    raw_identities: bool = False,
 ) -> Staged:
     """Check every row of the file and stage them in ``ev_stage``; the first bad row refuses the file with a
-    message naming its line (CSV: the header is line 1; JSON Lines: line N is the Nth record) or row."""
+    message naming its line (CSV: the header is line 1; JSON Lines: line N is the Nth record) or row.
+
+    With ``raw_identities`` (the DuckDB engine), a Parquet file whose one identity column is ``userId`` or
+    ``deviceId`` (no ``userKey``, no ``gio_id``) is grouped and later joined on that column as it is written:
+    the trimming and the identity checks run on its distinct values, not on every row (``Staged.raw_id``)."""
     if not path.is_file():
         raise ImportRejected(f"no such file: {path}")
     if path.stat().st_size == 0:
@@ -180,6 +192,13 @@ def stage(
     by_value = {0, 1, 8, 9}
     if USER_ID in cols and DEVICE_ID in cols:
         problems.append((f"{user_id} IS NOT NULL AND regexp_matches({device_id}, '{CONTROL_RE}')", problems[9][1]))
+    # One identity column and nothing else naming the user: its rows are grouped, and later joined to their
+    # user, on the column as written; whether a value names anyone (not blank) is checked on its distinct values.
+    alone = [c for c in (USER_ID, DEVICE_ID) if c in cols]
+    nulls = False
+    as_written = raw_identities and fmt == "parquet" and len(alone) == 1 and not {USER_KEY, GIO_ID_COLUMN} & set(cols)
+    if as_written:
+        by_value |= {5, 6, 7}  # gio_id not a number, no identity, userKey without userId
     select = {
         "_idcol": (
             f"CASE WHEN {user_id} IS NOT NULL THEN 'id_' || coalesce({user_key}, {sql_string(LOGIN_IDENTITY)}) "
@@ -188,6 +207,7 @@ def stage(
         "_idval": f"coalesce({user_id}, {device_id})",
         "_gio": f"CASE WHEN {user_id} IS NULL AND {device_id} IS NULL THEN {gio} END",
         "_device": f"CASE WHEN {user_id} IS NOT NULL THEN {device_id} END" if links else "NULL::VARCHAR",
+        **({"_idraw": f"r.{q(alone[0])}"} if as_written else {}),
         "$time": f"epoch_ms(({time_ms})::BIGINT)",
         "$event": event,
         "$type": f"coalesce({text(TYPE_COLUMN)}, '{DEFAULT_TYPE}')" if TYPE_COLUMN in cols else f"'{DEFAULT_TYPE}'",
@@ -247,8 +267,14 @@ def stage(
     # run row by row to name the first bad row and its reason (the message is the same whichever check saw it).
     staged.view = numbered and BATCH_COLUMN not in cols
     staged.links = links
+    as_written = as_written and staged.view
+    if as_written:
+        staged.raw_id = text(alone[0]).replace(f"r.{q(alone[0])}", "_idraw")
     attrs = [c for c in columns if not c.startswith("$")]
-    forced = [c for c in select if c not in ("$event", "$type", BATCH_COLUMN)] + [c for c in columns if c not in attrs]
+    # the values each row stores, evaluated once here so that one that cannot be converted fails before anything
+    # is stored (the identity columns: only those the rows are grouped on)
+    skip = {"$event", "$type", BATCH_COLUMN, *(("_idcol", "_idval", "_gio", "_device", "_idraw") if as_written else ())}
+    forced = [c for c in select if c not in skip] + [c for c in columns if c not in attrs]
     aggregates = ", ".join(
         ["count(*) AS _n", "count(_problem) AS _bad"]
         + [f"count({q(a)}) AS _a{i}" for i, a in enumerate(attrs)]
@@ -264,7 +290,26 @@ def stage(
             f"CREATE OR REPLACE TEMP {'VIEW' if staged.view else 'TABLE'} ev_stage AS SELECT {rowno} AS _row, "
             f"{fast} AS _problem, {body} FROM {src} r"
         )
-        if staged.view:  # the distinct identities in the same pass (nothing is dropped from a view later)
+        if as_written:  # the distinct values of the identity column as written, in the same pass
+            cur.execute(
+                f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates}, _idraw, '
+                'grouping("$event") AS _set, min(_row) AS _first FROM ev_stage '
+                'GROUP BY GROUPING SETS (("$event"), (_idraw))'
+            )
+            raw_col = "id_" + (LOGIN_IDENTITY if alone[0] == USER_ID else DEVICE_IDENTITY)
+            # each identity value (the values written with other blanks around them are one) with its first row,
+            # and whether any value is written otherwise than its identity value; a null value is a row with none
+            cur.execute(
+                f"CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT {sql_string(raw_col)} AS _idcol, {staged.raw_id} AS "
+                f"_idval, min(_first) AS _first, bool_or(_idraw::VARCHAR IS DISTINCT FROM {staged.raw_id}) AS _odd "
+                "FROM ev_groups WHERE _set = 1 GROUP BY 2"
+            )
+            nulls, odd = cur.execute("SELECT bool_or(_idval IS NULL), bool_or(_odd) FROM ev_ids").fetchone()  # type: ignore[misc]
+            staged.raw_map = bool(odd) or cols[alone[0]] != "VARCHAR"
+            if staged.raw_map:  # join the rows on the value as written (ev_rawmap), not on the identity value
+                cur.execute("CREATE OR REPLACE TEMP TABLE ev_rawids AS SELECT _idraw FROM ev_groups WHERE _set = 1")
+            staged.ids_ready = True
+        elif staged.view:  # the distinct identities in the same pass (nothing is dropped from a view later)
             cur.execute(
                 f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates}, _idcol, _idval, '
                 'grouping("$event") AS _set, min(_row) AS _first FROM ev_stage '
@@ -275,6 +320,7 @@ def stage(
                 "WHERE _set = 1 AND _idcol IS NOT NULL"
             )
             staged.ids_ready = True
+        if staged.view:
             groups = "ev_groups WHERE _set = 0"
         else:
             groups = f'(SELECT "$event", {aggregates} FROM ev_stage GROUP BY 1)'
@@ -294,6 +340,8 @@ def stage(
         raise ImportRejected(f"{path.name}: {bad_row[0]}") from None
     if any(g[2] or g[-1] for g in grouped):
         refuse(cur, staged)
+    if as_written and nulls:
+        refuse(cur, staged)  # a row with no identity
     staged.rows = sum(int(g[1]) for g in grouped)
     events = {str(g[0]): [a for a, n in zip(attrs, g[3 : 3 + len(attrs)], strict=True) if n] for g in grouped}
     staged.events = dict(sorted(events.items()))
@@ -446,10 +494,12 @@ def resolve_identities(
 ) -> int:
     """Map every staged identity to a ``gio_id`` in ``ev_map(_idcol, _idval, gio_id)``, adding a user for each
     identity value no user holds yet, numbered in the order of their first rows. Returns the users added."""
-    bad = cur.execute(
-        f"SELECT s._row, s._gio FROM ev_stage s WHERE s._gio IS NOT NULL AND s._gio NOT IN (SELECT gio_id FROM {users}) "
-        "ORDER BY s._row LIMIT 1"
-    ).fetchone()
+    bad = None
+    if not staged.raw_id:  # (a file grouped on its one identity column as written has no gio_id column)
+        bad = cur.execute(
+            f"SELECT s._row, s._gio FROM ev_stage s WHERE s._gio IS NOT NULL AND s._gio NOT IN (SELECT gio_id FROM {users}) "
+            "ORDER BY s._row LIMIT 1"
+        ).fetchone()
     if bad is not None:
         raise ImportRejected(f"{staged.at(int(bad[0]))}: gio_id {bad[1]} is not a user of project {project_id}")
     collect_identities(cur, staged)
@@ -492,6 +542,11 @@ def resolve_identities(
         cur.execute("INSERT INTO ev_map SELECT * FROM ev_new")
         cur.execute("UPDATE segport_state SET next_gio_id = next_gio_id + ? WHERE project = ?", [added, project_id])
     cur.execute("DROP TABLE ev_new")
+    if staged.raw_map:  # each value as written -> its user (ev_map holds one identity column)
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE ev_rawmap AS SELECT r._idraw, m.gio_id FROM ev_rawids r "
+            f"JOIN ev_map m ON m._idval = {staged.raw_id.replace('_idraw', 'r._idraw')}"
+        )
     return added
 
 
@@ -507,14 +562,18 @@ def new_users_sql(next_gio_id: int) -> str:
 
 def final_rows(staged: Staged, ordered: bool = True) -> tuple[list[str], str]:
     """(the event table's columns, the SELECT of the staged rows with their ``gio_id``, in time order unless
-    ``ordered`` is false: ClickHouse sorts each insert by its own key)."""
+    ``ordered`` is false: ClickHouse sorts each insert by its own key). Rows of the same time come in no
+    particular order."""
     names = [*FIXED, *staged.columns]
-    values = ["coalesce(s._gio, m.gio_id) AS gio_id", *(f"s.{q(n)}" for n in names[1:])]
-    sql = (
-        f"SELECT {', '.join(values)} FROM ev_stage s LEFT JOIN ev_map m ON m._idcol = s._idcol AND m._idval = s._idval"
-        + (' ORDER BY s."$time", s._row' if ordered else "")
+    if staged.raw_id:  # one identity column, matched as written: one key, nothing computed per row
+        on = "ev_rawmap m ON m._idraw = s._idraw" if staged.raw_map else "ev_map m ON m._idval = s._idraw"
+        gio, join = "m.gio_id AS gio_id", on
+    else:
+        gio, join = "coalesce(s._gio, m.gio_id) AS gio_id", "ev_map m ON m._idcol = s._idcol AND m._idval = s._idval"
+    values = [gio, *(f"s.{q(n)}" for n in names[1:])]
+    return names, f"SELECT {', '.join(values)} FROM ev_stage s LEFT JOIN {join}" + (
+        ' ORDER BY s."$time"' if ordered else ""
     )
-    return names, sql
 
 
 def staged_links(cur: duckdb.DuckDBPyConnection) -> None:
