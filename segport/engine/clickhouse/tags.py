@@ -110,7 +110,8 @@ def _update(
             f"AS SELECT gio_id, v FROM ({query})",
             parameters=rule_parameters(rules.params),
         )
-        value = f"coalesce(joinGetOrNull({ch_string(f'{engine.db_name}.{name}')}, 'v', gio_id), {fill})"
+        value = f"joinGetOrNull({ch_string(f'{engine.db_name}.{name}')}, 'v', gio_id)"
+        value = value if fill == "NULL" else f"coalesce({value}, {fill})"
         client.command(
             f"ALTER TABLE {new} UPDATE {quote_ident(key)} = CAST({value} AS {kind}) WHERE 1",
             settings={"mutations_sync": 2},
