@@ -27,9 +27,11 @@ from segport.domain.events import (
     MAX_DECODED_BYTES,
     MAX_EVENTS,
     check_events,
+    check_json_events,
     decode_events,
     decode_items,
     encoding_of,
+    json_is_clean,
     normalize_events,
     normalize_items,
 )
@@ -433,6 +435,73 @@ def test_the_fast_check_passes_a_typical_batch_and_names_the_first_bad_event() -
     bad = [*good[:2], {**good[2], "attributes": {"price": "9\x01"}}]
     with pytest.raises(InvalidEvent, match="^event 2: attribute 'price' holds a control character"):
         check_events(bad, "k", NOW, clean=False)
+
+
+def _mostly(good: Any, *bad: Any) -> Any:
+    """``good`` most of the time, else one of ``bad``: most events of a batch then pass, so that a batch is
+    often entirely right, or wrong in one place."""
+    return st.sampled_from([good] * (4 * len(bad) + 4) + list(bad))
+
+
+# events near the common shape: each field right, or wrong in one of the ways normalizing refuses or converts
+NEAR = st.lists(
+    st.fixed_dictionaries(
+        {
+            "eventType": _mostly("CUSTOM", "PAGE", "VISITOR_ATTRIBUTES", "LOGIN_USER_ATTRIBUTES", "X", None),
+            "dataSourceId": _mostly("ds", "ds2", "", None, 5),
+            "timestamp": _mostly(NOW, NOW - 1, 5, NOW + 10**11, "1", 1.5, True, 2**70, None),
+            "eventName": _mostly("buy", "view", "1bad", "", None, 5),
+            "deviceId": _mostly("d1", "", None, 7, "\u00e9" * 4097),
+        },
+        optional={
+            "userId": _mostly("u1", "", None, 7, "x" * 4097),
+            "userKey": _mostly("$basic_userId", "", None, "1bad", 3),
+            "projectKey": _mostly("k", "", "other", 5, None),
+            "attributes": _mostly(
+                {"price": "9.5"}, None, {}, {"price": 9.5}, {"1bad": "x"}, {"k": "x" * 4097}, "s", {"a": None}
+            ),
+            "platform": _mostly("python", "", 5, None),
+            "index": _mostly(1, 2**63, -(2**63), "1", None, True),
+            "latitude": _mostly(None, 1.5),
+            "resourceItem": _mostly(None, {"id": "a"}),
+        },
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=500, deadline=None, database=None, derandomize=True)
+@given(events=NEAR)
+def test_the_one_pass_json_check_accepts_only_what_normalizing_accepts(events: list[Any]) -> None:
+    # the collect path tries check_json_events on the request's text first and takes the full path whenever it
+    # answers None: what it accepts, normalizing the same text must accept, with the same dataSourceId
+    text = json.dumps(events).encode()
+    for _ in range(2):  # the second time, the names normalizing accepted are known (the fast path's cache)
+        fast = check_json_events(text, "k", NOW) if json_is_clean(text) else None
+        full = _outcome(lambda: normalize_events(json.loads(text), "k", NOW, clean=json_is_clean(text)).datasource_id)
+        if fast is not None:
+            assert full == ("ok", fast[0]) and fast[1] == len(events)
+
+
+def test_the_one_pass_json_check_takes_a_typical_batch_and_leaves_the_rest_to_the_full_path() -> None:
+    good = [event("ds", "k", timestamp=NOW - i, deviceId=f"d{i}", sendTime=NOW) for i in range(3)]
+    text = json.dumps(good).encode()
+    normalize_events(good, "k", NOW)  # the names are known now
+    assert check_json_events(text, "k", NOW) == ("ds", 3)
+    for other in (
+        [{**good[0], "gioId": 5}],  # a field normalizing does not read: the full path parses it
+        [{**good[0], "zzz": [[[[1]]]]}],
+        [{**good[0], "attributes": {"price": 9.5}}],  # converted by normalizing
+        [{**good[0], "latitude": 31.2}],
+        [{**good[0], "eventName": "never_seen"}],
+        [{**good[0], "timestamp": NOW + 10**11}],
+        [good[0], {**good[1], "dataSourceId": "other"}],
+        [],
+    ):
+        assert check_json_events(json.dumps(other).encode(), "k", NOW) is None
+    assert check_json_events(b"[1, 2", "k", NOW) is None
+    assert check_json_events(b'{"a": 1}', "k", NOW) is None
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -17,7 +19,7 @@ from sqlalchemy import inspect
 
 from segport.domain.events import normalize_events
 from segport.errors import DataSourceNotFound, InvalidParameter, ProjectNotFound
-from segport.services.collect import SpoolWriter
+from segport.services.collect import LoopCommitter, SpoolWriter
 from segport.store.db import MIGRATIONS, Database
 from segport.store.events import DataSources, EventSpool, NewBatch, encode_payload, encode_wire_payload
 from segport.store.meta import MetaStore
@@ -179,3 +181,27 @@ def test_the_spool_writer_appends_one_by_one_when_another_writer_raced_the_group
     assert writer.submit(_new(P, "raced")).result(30) is False
     assert writer.submit(_new(P, "fresh")).result(30) is True
     assert spool.count(P) == 2
+
+
+def test_the_loop_committer_answers_each_request_of_a_group_after_its_commit(db: Database) -> None:
+    spool = EventSpool(db)
+
+    async def send_all() -> list[bool]:
+        committer = LoopCommitter(SpoolWriter(spool), asyncio.get_running_loop())
+        return list(await asyncio.gather(*(committer.commit(_new(P, f"k{i % 5}")) for i in range(20))))
+
+    results = asyncio.run(send_all())
+    assert results[:5] == [True] * 5 and results[5:] == [False] * 15  # in order: the first of each key stored
+    assert spool.count(P) == 5
+
+
+def test_the_loop_committer_fails_its_requests_when_no_writer_can_take_them(db: Database) -> None:
+    class NoThread(SpoolWriter):
+        def submit_lot(self, batches: list[NewBatch], answer: Any) -> None:
+            raise RuntimeError("can't start new thread")
+
+    async def send() -> bool:
+        return await LoopCommitter(NoThread(EventSpool(db)), asyncio.get_running_loop()).commit(_new(P, "k"))
+
+    with pytest.raises(RuntimeError, match="new thread"):
+        asyncio.run(asyncio.wait_for(send(), 30))

@@ -19,9 +19,10 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import cramjam
+import msgspec
 from pydantic_core import from_json
 
 from segport.errors import InvalidBody, InvalidEvent, PayloadTooLarge
@@ -734,3 +735,79 @@ def check_events(raw: list[Any], project_key: str, now_ms: int | None = None, *,
     else:
         return source  # every event passed
     return normalize_events(raw, project_key, now_ms, clean=clean).datasource_id
+
+
+# --- the collect path's one-pass check of a JSON batch ---------------------------------------------------
+def _wire_event_type() -> Any:
+    """The common shape of a wire event as msgspec types: every field :func:`normalize_events` reads, of the
+    type it takes without converting (strings that fit, 64-bit integers, ``null``), and no other field."""
+    value = Annotated[str, msgspec.Meta(max_length=MAX_VALUE_CHARS)]
+    int64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+    fields: list[tuple[str, Any, Any]] = [
+        ("dataSourceId", str | None, None),
+        ("projectKey", str | None, None),
+        ("eventType", Literal[EVENT_TYPES] | None, None),  # type: ignore[valid-type]
+        ("eventName", str | None, None),
+        ("userId", value | None, None),
+        ("deviceId", value | None, None),
+        ("userKey", str | None, None),
+        ("timestamp", int | None, None),
+        ("attributes", Annotated[dict[str, value], msgspec.Meta(max_length=MAX_ATTRIBUTES)] | None, None),
+    ]
+    fields += [(f, value | None, None) for f in STD_STRINGS]
+    fields += [(f, int64 | None, None) for f in STD_INTS]
+    # a double or a resource item is converted by normalizing: only null here
+    fields += [(f, None, None) for f in (*STD_DOUBLES, "resourceItemId", "resourceItemKey", "resourceItem")]
+    return msgspec.defstruct("WireEvent", fields, forbid_unknown_fields=True, gc=False)
+
+
+_WIRE_BATCH = msgspec.json.Decoder(list[_wire_event_type()])  # type: ignore[misc]
+
+
+def check_json_events(text: bytes, project_key: str, now_ms: int | None = None) -> tuple[str, int] | None:
+    """The collect path's check of a JSON batch in the common shape, parsed and type-checked in one pass
+    (msgspec) instead of parsed into objects (``from_json``) and then checked field by field: the batch's
+    dataSourceId and its number of events if it passes, else None, and then the caller takes the full path
+    (:func:`decode_json_list`, :func:`check_events`), which accepts or refuses it with its own words. So this
+    accepts a subset of what normalizing accepts and refuses nothing itself.
+
+    Only for a text :func:`json_is_clean` holds for (its strings need no scan for control characters). A field
+    that normalizing does not read (which the decoder would skip unchecked: it might hold JSON that
+    ``from_json`` refuses), a value it would convert (a number as an attribute, a double), a name not seen yet:
+    all take the full path."""
+    try:
+        events = _WIRE_BATCH.decode(text)
+    except Exception:  # noqa: BLE001 - malformed, another shape, nested too deep: the full path words it
+        return None
+    if not events or len(events) > MAX_EVENTS:
+        return None
+    source = events[0].dataSourceId
+    if not source:
+        return None
+    latest = (int(time.time() * 1000) if now_ms is None else now_ms) + MAX_FUTURE_SKEW_MS
+    names, user_key_re = _GOOD_NAMES, USER_KEY_RE
+    for ev in events:
+        if ev.dataSourceId != source:
+            return None
+        key = ev.projectKey
+        if key is not None and key != project_key and key != "":
+            return None
+        kind = ev.eventType
+        if kind is None or (kind == "CUSTOM" and ev.eventName not in names):
+            return None
+        device = ev.deviceId
+        if ev.userId:
+            user_key = ev.userKey
+            if user_key and user_key_re.fullmatch(user_key) is None:
+                return None
+        elif not device or kind == "LOGIN_USER_ATTRIBUTES":
+            return None
+        if not device and kind == "VISITOR_ATTRIBUTES":
+            return None
+        t = ev.timestamp
+        if t is None or t < MIN_TIME_MS or t > latest:
+            return None
+        attrs = ev.attributes
+        if attrs and not names.issuperset(attrs):
+            return None
+    return source, len(events)

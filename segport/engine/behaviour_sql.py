@@ -25,9 +25,10 @@ appended, in text order, to the rule compiler's own list (the step's ``where`` c
 over the event table's alias ``e``).
 
 Several segments computed together (the DAILY recompute, a users import's recompute) share passes over the
-events: :func:`shared_groups` picks the measures of one event name that two or more conditions ask for,
-:meth:`EventSQL.shared_pass` computes them in one ``GROUP BY gio_id`` of filtered aggregates into a table (the
-engine's), and each condition then reads its column there (:class:`SharedPass`).
+events: :func:`shared_groups` picks the measures of one event name with overlapping windows that two or
+more conditions ask for, :meth:`EventSQL.shared_pass` computes them in one ``GROUP BY gio_id`` into a table (the
+engine's; each aggregate filtered only by what its measure asks beyond the pass's scan), and each condition
+then reads its column there (:class:`SharedPass`).
 
 A project without an event table sees no events: a measure is then its zero value for everyone, a sequence or a
 drop-off matches nobody. An attribute the catalogue knows but the table has no column for (no event carried it
@@ -122,17 +123,32 @@ class SharedPass:
 
 
 def shared_groups(conds: list[EventCondition], now_ms: int, time_zone: str) -> list[list[EventCondition]]:
-    """The measure conditions worth one pass each: those of one event name with two or more different measures
-    (the pass reads that name's events once for all of them). Distinct counts (``distinct``, ``distinct_days``)
-    are left to their own statements: a hash of distinct values per user for many users at once costs more than
-    the scans it saves."""
-    by_name: dict[str, dict[str, EventCondition]] = {}
+    """The measure conditions worth one pass each: of one event name, two or more different measures whose windows
+    overlap (chained: each overlaps the ones before it), so the pass reads no event the separate statements would
+    not (windows apart would make it read the time between them). Distinct counts (``distinct``,
+    ``distinct_days``) are left to their own statements: a hash of distinct values per user for many users at
+    once costs more than the scans it saves."""
+    by_name: dict[str, dict[str, tuple[EventCondition, Window]]] = {}
     for cond in conds:
         if cond.measure.kind in ("distinct", "distinct_days"):
             continue
         window = resolve_window(cond.time, now_ms, time_zone)
-        by_name.setdefault(cond.step.event, {}).setdefault(measure_key(cond, window, time_zone), cond)
-    return [list(group.values()) for group in by_name.values() if len(group) >= 2]
+        by_name.setdefault(cond.step.event, {}).setdefault(measure_key(cond, window, time_zone), (cond, window))
+    groups: list[list[EventCondition]] = []
+    for found in by_name.values():
+        # by start (unbounded first); a window joins the group while it starts before the group's end
+        ordered = sorted(found.values(), key=lambda cw: -math.inf if cw[1].start_ms is None else cw[1].start_ms)
+        group: list[EventCondition] = []
+        end: float = -math.inf
+        for cond, window in ordered:
+            start = -math.inf if window.start_ms is None else window.start_ms
+            if group and start >= end:
+                groups.append(group)
+                group, end = [], -math.inf
+            group.append(cond)
+            end = max(end, math.inf if window.end_ms is None else window.end_ms)
+        groups.append(group)
+    return [group for group in groups if len(group) >= 2]
 
 
 def measure_key(cond: EventCondition, window: Window, time_zone: str) -> str:
@@ -212,6 +228,10 @@ class EventSQL:
     def count_distinct(self, expr: str) -> str:
         raise NotImplementedError
 
+    def distinct_days(self, col: str, window: Window | None = None) -> str:
+        """The number of distinct days (:meth:`day`) of ``col`` over the rows aggregated, all inside ``window``."""
+        return self.count_distinct(self.day(col, window))
+
     def double(self, value: float) -> str:
         """A double literal."""
         raise NotImplementedError
@@ -270,7 +290,7 @@ class EventSQL:
         if measure.kind == "count":
             return "count(*)"
         if measure.kind == "distinct_days":
-            return self.count_distinct(self.day('e."$time"', window))
+            return self.distinct_days('e."$time"', window)
         if measure.kind == "distinct":
             return self.count_distinct(attr)
         if measure.kind == "sum":
@@ -357,9 +377,10 @@ class EventSQL:
 
     def shared_pass(self, conds: list[EventCondition]) -> tuple[str, dict[str, str]] | None:
         """One ``SELECT gio_id, <measure 0>, <measure 1>, ... GROUP BY gio_id`` over the events for measure
-        conditions of several segments (one group of :func:`shared_groups`; each measure an aggregate filtered by
-        its step's tests, the scan bounded by their windows together), and the column of each condition's measure
-        (by :func:`measure_key`); ``None`` when there is nothing to share."""
+        conditions of several segments (one group of :func:`shared_groups`), and the column of each condition's
+        measure (by :func:`measure_key`); ``None`` when there is nothing to share. The scan is bounded by the
+        names and the windows together; each measure is an aggregate filtered by what its step asks beyond that
+        (a plain aggregate when nothing: its name is the only one, its window the widest)."""
         if self.table is None:
             return None
         picked: dict[str, tuple[EventCondition, Window]] = {}
@@ -368,31 +389,39 @@ class EventSQL:
             picked.setdefault(measure_key(cond, window, self.ctx.time_zone), (cond, window))
         if not picked:
             return None
-        aggregates, columns, names, keys = [], {}, set(), set()
-        starts: list[int | None] = []
-        ends: list[int | None] = []
-        for i, (key, (cond, window)) in enumerate(picked.items()):
-            test = " AND ".join(self.step_tests(cond.step, window))
-            measure = cond.measure
-            attr = f"e.{quote_ident(measure.attribute)}" if measure.attribute else ""
-            if measure.kind == "count":
-                agg = self.aggregate_if("count", "*", test)
-            elif measure.kind == "distinct_days":
-                agg = self.aggregate_if("distinct", self.day('e."$time"'), test)
-            else:
-                agg = self.aggregate_if(measure.kind, attr, test)
-            aggregates.append(f"{agg} AS m{i}")
-            columns[key] = f"m{i}"
-            names.add(cond.step.event)
-            keys |= where_keys(cond.step.where) | ({measure.attribute} if measure.attribute else set())
-            starts.append(window.start_ms)
-            ends.append(window.end_ms)
-        tests = [f'e."$event" IN ({", ".join(self.string(n) for n in sorted(names))})']
+        names = sorted({cond.step.event for cond, _ in picked.values()})
+        starts = [w.start_ms for _, w in picked.values()]
+        ends = [w.end_ms for _, w in picked.values()]
         bounded = Window(
             None if None in starts else min(s for s in starts if s is not None),
             None if None in ends else max(e for e in ends if e is not None),
         )
-        tests += self.window_tests(bounded)
+        aggregates, columns, keys = [], {}, set()
+        for i, (key, (cond, window)) in enumerate(picked.items()):
+            tests = [f'e."$event" = {self.string(cond.step.event)}'] if len(names) > 1 else []
+            tests += self.window_tests(
+                Window(
+                    None if window.start_ms == bounded.start_ms else window.start_ms,
+                    None if window.end_ms == bounded.end_ms else window.end_ms,
+                )
+            )
+            if cond.step.where is not None:  # its values join the parameters in text order: the aggregates first
+                tests.append(self.where(cond.step.where))
+            measure = cond.measure
+            attr = f"e.{quote_ident(measure.attribute)}" if measure.attribute else ""
+            fn, arg = measure.kind, attr
+            if measure.kind == "count":
+                arg = "*"
+            elif measure.kind == "distinct_days":
+                fn, arg = "distinct", self.day('e."$time"', bounded)
+            if tests:
+                agg = self.aggregate_if(fn, arg, " AND ".join(tests))
+            else:
+                agg = self.count_distinct(arg) if fn == "distinct" else f"{fn}({arg})"
+            aggregates.append(f"{agg} AS m{i}")
+            columns[key] = f"m{i}"
+            keys |= where_keys(cond.step.where) | ({measure.attribute} if measure.attribute else set())
+        tests = [f'e."$event" IN ({", ".join(self.string(n) for n in names)})', *self.window_tests(bounded)]
         sql = (
             f"SELECT e.gio_id, {', '.join(aggregates)} FROM {self.source(keys)} AS e "
             f"WHERE {' AND '.join(tests)} GROUP BY e.gio_id"

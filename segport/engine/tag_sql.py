@@ -67,7 +67,7 @@ class TagSQL:
             if self.ev.table is None:
                 return None, fill
             scan = self.ev.step_scan(defn.step, window, [m.attribute] if m.attribute else [])
-            agg = self.ev.aggregate(m)
+            agg = self.ev.aggregate(m, window)  # days: the engine's cheapest form for this window
             if m.kind in ("count", "distinct_days", "distinct"):
                 agg = self.integer(agg)
             return f"SELECT e.gio_id AS gio_id, {agg} AS v {scan} GROUP BY e.gio_id", fill

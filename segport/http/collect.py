@@ -8,8 +8,6 @@ must name a data source that is not revoked. The answer is 200 only once the bat
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.routing import Route
@@ -77,7 +75,7 @@ async def _collect(request: Request, project_key: str, *, items: bool) -> Respon
     if project_id is None:
         project_id = await run_in_threadpool(service.project_of, prepared)
     # the group commit: answered once the transaction holding this batch has committed
-    stored = await asyncio.wrap_future(service.submit(project_id, prepared))
+    stored = await service.commit(project_id, prepared)
     return Response(
         b'{"accepted":%d,"duplicate":%s}' % (prepared.n_events, b"false" if stored else b"true"),
         media_type="application/json",

@@ -12,11 +12,14 @@ events differ in ``stm`` (JSON, snappy); two protobuf bodies that are byte-ident
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -24,6 +27,7 @@ from segport.domain.events import (
     Batch,
     Encoding,
     check_events,
+    check_json_events,
     decode_events,
     decode_items,
     decode_json_list,
@@ -65,6 +69,9 @@ class CollectService:
         self.resolve_ttl_s = resolve_ttl_s
         self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
         self.writer = SpoolWriter(spool)
+        self._committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCommitter] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def collect(self, project_key: str, body: bytes, enc: Encoding, *, items: bool = False) -> Accepted:
         """Store the batch of ``body`` (events, or items with ``items``); raise a 4xx error if any of it is bad."""
@@ -87,9 +94,13 @@ class CollectService:
                 batch = normalize_events(raw, project_key, clean=clean)
             return Prepared(project_key, batch.datasource_id, key, len(batch.events), encode_payload(batch.events))
         text = unwrap(body, enc)
-        wire = decode_json_list(text, "events")
-        source = check_events(wire, project_key, clean=json_is_clean(text))
-        return Prepared(project_key, source, key, len(wire), encode_wire_payload(project_key, text))
+        clean = json_is_clean(text)
+        checked = check_json_events(text, project_key) if clean else None
+        if checked is None:  # not the common shape: parsed, then checked (or refused) as normalizing does
+            wire = decode_json_list(text, "events")
+            checked = check_events(wire, project_key, clean=clean), len(wire)
+        source, n_events = checked
+        return Prepared(project_key, source, key, n_events, encode_wire_payload(project_key, text))
 
     def store(self, prepared: Prepared) -> Accepted:
         """Check the key and the data source, commit the batch to the spool (blocking: database I/O)."""
@@ -119,6 +130,17 @@ class CollectService:
         """Queue the batch for the group commit; the future's result (True: stored, False: a duplicate) is set
         once the transaction holding it has committed."""
         return self.writer.submit(
+            NewBatch(project_id, prepared.datasource_id, prepared.dedup_key, prepared.n_events, prepared.payload)
+        )
+
+    async def commit(self, project_id: str, prepared: Prepared) -> bool:
+        """:meth:`submit` for a coroutine on an event loop: True once the batch is committed, False if it was
+        a duplicate (one hand-over to the writer per group: :class:`LoopCommitter`)."""
+        loop = asyncio.get_running_loop()
+        committer = self._committers.get(loop)
+        if committer is None:
+            committer = self._committers[loop] = LoopCommitter(self.writer, loop)
+        return await committer.commit(
             NewBatch(project_id, prepared.datasource_id, prepared.dedup_key, prepared.n_events, prepared.payload)
         )
 
@@ -156,51 +178,129 @@ def dedup_key(project_key: str, body: bytes, enc: Encoding, *, items: bool = Fal
 class SpoolWriter:
     """Group commit: one thread commits the batches waiting for it in one transaction, so concurrent requests
     share its commit (on SQLite one write lock, one WAL append; on PostgreSQL one round trip and one flush of
-    the WAL). A batch's future is set only after the commit that holds it, and the request answers 200 only
-    then: the guarantee of a single append (a 200 means committed) holds for every batch of the group."""
+    the WAL). A batch's answer is given only after the commit that holds it, and the request answers 200 only
+    then: the guarantee of a single append (a 200 means committed) holds for every batch of the group.
+
+    Work arrives in lots: :meth:`submit` hands over one batch (a future for threads), :meth:`submit_lot` several
+    with one callback (the event loop's :class:`LoopCommitter`: one hand-over to this thread and one back per
+    group, not per request)."""
 
     def __init__(self, spool: EventSpool, max_group: int = MAX_GROUP) -> None:
         self.spool = spool
         self.max_group = max_group
-        self._queue: deque[tuple[NewBatch, Future[bool]]] = deque()
+        self._queue: deque[tuple[list[NewBatch], Callable[[list[bool | BaseException]], None]]] = deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def submit(self, batch: NewBatch) -> Future[bool]:
+        """Queue one batch; the future's result (True: stored, False: a duplicate) is set once the transaction
+        holding it has committed."""
         done: Future[bool] = Future()
+
+        def answer(results: list[bool | BaseException]) -> None:
+            (result,) = results
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+        self.submit_lot([batch], answer)
+        return done
+
+    def submit_lot(self, batches: list[NewBatch], answer: Callable[[list[bool | BaseException]], None]) -> None:
+        """Queue ``batches``; once the transaction holding them has committed (or failed), ``answer`` is called
+        on the writer thread with one result per batch: True (stored), False (a duplicate) or the store's
+        error. It must not raise."""
         with self._ready:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="segport-spool-writer", daemon=True)
                 self._thread.start()
-            self._queue.append((batch, done))
+            self._queue.append((batches, answer))
             self._ready.notify()
-        return done
 
     def _run(self) -> None:
         while True:
             with self._ready:
                 while not self._queue:
                     self._ready.wait()
-                group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_group))]
-            self._commit(group)
-
-    def _commit(self, group: list[tuple[NewBatch, Future[bool]]]) -> None:
-        try:
-            stored = self.spool.append_many([b for b, _ in group])
-        except Exception as exc:  # noqa: BLE001 - every waiting request gets the store's error
-            for _, done in group:
-                done.set_exception(exc)
-            return
-        if stored is None:  # another process committed one of these keys meanwhile: one transaction each
-            for b, done in group:
+                lots = [self._queue.popleft()]
+                size = len(lots[0][0])
+                while self._queue and size + len(self._queue[0][0]) <= self.max_group:
+                    size += len(self._queue[0][0])
+                    lots.append(self._queue.popleft())
+            results = self._commit([b for batches, _ in lots for b in batches])
+            at = 0
+            for batches, answer in lots:
                 try:
-                    fresh = self.spool.append(
+                    answer(results[at : at + len(batches)])
+                except Exception:  # noqa: BLE001 - a caller gone (its loop closed) must not stop the writer
+                    log.exception("a spool writer's answer failed")
+                at += len(batches)
+
+    def _commit(self, group: list[NewBatch]) -> list[bool | BaseException]:
+        try:
+            stored = self.spool.append_many(group)
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the store's error
+            return [exc] * len(group)
+        if stored is not None:
+            return list(stored)
+        # another process committed one of these keys meanwhile: one transaction each
+        out: list[bool | BaseException] = []
+        for b in group:
+            try:
+                out.append(
+                    self.spool.append(
                         b.project_id, b.datasource_id, b.dedup_key, [], payload=b.payload, n_events=b.n_events
                     )
-                except Exception as exc:  # noqa: BLE001 - this request gets the store's error
-                    done.set_exception(exc)
-                    continue
-                done.set_result(fresh)
+                )
+            except Exception as exc:  # noqa: BLE001 - this request gets the store's error
+                out.append(exc)
+        return out
+
+
+class LoopCommitter:
+    """The group commit as the event loop sees it: a request queues its batch and awaits its answer. The
+    requests that arrive while a group is being committed wait together and go to the writer thread as the
+    next group in one hand-over, whose answers come back in one call onto the loop (instead of a wake-up of
+    the writer and a call back onto the loop per request). Used from one event loop only."""
+
+    def __init__(self, writer: SpoolWriter, loop: asyncio.AbstractEventLoop) -> None:
+        self.writer = writer
+        self.loop = loop
+        self._waiting: list[tuple[NewBatch, asyncio.Future[bool]]] = []
+        self._busy = False
+
+    async def commit(self, batch: NewBatch) -> bool:
+        """True once ``batch`` is committed, False if its key was already in the spool (nothing written)."""
+        done: asyncio.Future[bool] = self.loop.create_future()
+        self._waiting.append((batch, done))
+        if not self._busy:
+            self._busy = True
+            self.loop.call_soon(self._send)  # the requests read in this turn of the loop join the group
+        return await done
+
+    def _send(self) -> None:
+        group = self._waiting[: self.writer.max_group]
+        del self._waiting[: self.writer.max_group]
+        if not group:
+            self._busy = False
             return
-        for (_, done), fresh in zip(group, stored, strict=True):
-            done.set_result(fresh)
+        loop = self.loop
+
+        def answer(results: list[bool | BaseException]) -> None:  # on the writer thread
+            loop.call_soon_threadsafe(self._answer, group, results)
+
+        try:
+            self.writer.submit_lot([b for b, _ in group], answer)
+        except Exception as exc:  # noqa: BLE001 - no writer thread (none could be started): these requests fail
+            self._answer(group, [exc] * len(group))
+
+    def _answer(self, group: list[tuple[NewBatch, asyncio.Future[bool]]], results: list[bool | BaseException]) -> None:
+        for (_, done), result in zip(group, results, strict=True):
+            if done.done():  # the request was cancelled (its client left): the batch is committed all the same
+                continue
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+        self._send()

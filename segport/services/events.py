@@ -191,13 +191,18 @@ class EventService:
         return len(rows)
 
     def _set_user_properties(self, project_id: str, profiles: dict[str, list[dict[str, Any]]], folder: Path) -> None:
-        """LOGIN_USER_ATTRIBUTES: the login user's ``usr_`` properties (new keys added to the catalogue as
-        strings), a later event winning key by key; a key an event does not name is left as it was. Applied after
-        the events, on every load of the batch (the same values again: idempotent)."""
-        for column, items in profiles.items():
+        """LOGIN_USER_ATTRIBUTES: the login user's ``usr_`` properties; VISITOR_ATTRIBUTES: the properties of the
+        user the device id resolves to (a profile import matched on the multi-valued ``id_$anonymous_user``, after
+        the events, so the device's user exists). New keys are added to the catalogue as strings, a later event
+        winning key by key; a key an event does not name is left as it was. Applied after the events, login
+        properties first, on every load of the batch (the same values again: idempotent)."""
+        device = identity_column(DEVICE_IDENTITY)
+        for column, items in sorted(profiles.items(), key=lambda p: p[0] == device):
             merged: dict[str, dict[str, Any]] = {}
             for item in items:  # in time order
                 merged.setdefault(item[column], {}).update({k: v for k, v in item.items() if k != column})
+                merged[item[column]] = merged.pop(item[column])  # in the order of each one's last event: of two
+                # device ids of one user in one file, the later row wins (docs/events.md, "User properties")
             keys = sorted({k for values in merged.values() for k in values})
             try:
                 catalog = self.meta.catalog(project_id)
@@ -239,7 +244,8 @@ def _fit(value: Any, value_type: ValueType) -> Any:
 def _rows(
     batches: list[Any], declared: dict[str, ValueType]
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """The spool's normalized events as event-file rows (and the login users' properties, per identity)."""
+    """The spool's normalized events as event-file rows (and the user properties their LOGIN_USER_ATTRIBUTES and
+    VISITOR_ATTRIBUTES events set, per identity column: the login identity, or the device id)."""
     rows: list[dict[str, Any]] = []
     profiles: dict[str, list[dict[str, Any]]] = {}
     for batch in batches:
@@ -261,9 +267,14 @@ def _rows(
                 row["$" + k] = None if v is None else str(v)
             attrs = e.get("attrs") or {}
             if kind in USER_PROPERTY_TYPES:
+                column = ""
                 if kind == "LOGIN_USER_ATTRIBUTES" and e.get("user_id"):
-                    column = identity_column(identity_of_user_key(e.get("user_key")))
-                    item = {column: e["user_id"]}
+                    column, who = identity_column(identity_of_user_key(e.get("user_key"))), e["user_id"]
+                # keyed by the device id ("||" would split it into two values in the profile file: left out)
+                elif kind == "VISITOR_ATTRIBUTES" and e.get("device_id") and "||" not in e["device_id"]:
+                    column, who = identity_column(DEVICE_IDENTITY), e["device_id"]
+                if column:
+                    item = {column: who}
                     for k, v in attrs.items():
                         key = "usr_" + k
                         if KEY_RE.match(key):

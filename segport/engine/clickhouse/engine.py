@@ -38,6 +38,7 @@ from segport.engine.base import (
 from segport.engine.behaviour_sql import SharedPass, shared_conditions, shared_groups
 from segport.engine.clickhouse import behaviour, events, importer, tags, writer
 from segport.engine.clickhouse import snapshots as snaps
+from segport.engine.clickhouse.collector import Collector
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
 from segport.engine.columns import Step, column_steps
@@ -98,6 +99,10 @@ class ClickHouseEngine:
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
         self._writer = threading.Lock()
+        # replaced tables are dropped after a publish, off the writer's path (engine/clickhouse/collector.py)
+        self._collector = Collector(lambda project: snaps.collect(self.client(), self.db, project, self.keep_s))
+        # project -> its event table and columns, as computations read them; only an event import changes them
+        self._event_tables: dict[str, tuple[str, dict[str, str]]] = {}
         try:
             client = self.client()
             client.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
@@ -121,6 +126,7 @@ class ClickHouseEngine:
         return client
 
     def close(self) -> None:
+        self._collector.close()  # before the clients: a collection in progress uses its own
         with self._clients_lock:
             clients, self._clients = self._clients, []
         for client in clients:
@@ -137,8 +143,13 @@ class ClickHouseEngine:
         return snap
 
     def publish(self, snap: snaps.Snapshot) -> None:
+        """Publish ``snap``; the tables it replaced are collected afterwards, by the collector's thread."""
         snaps.publish(self.client(), self.db, snap)
-        snaps.collect(self.client(), self.db, snap.project, self.keep_s)
+        self._collector.request(snap.project)
+
+    def collected(self, timeout: float | None = None) -> bool:
+        """Wait until the collections asked for by the publishes so far have run (tests, and a clean stop)."""
+        return self._collector.wait_idle(timeout)
 
     # --- schema ------------------------------------------------------------------------------------
     def ensure_project(self, project_id: str, catalog: Catalog) -> None:
@@ -325,7 +336,7 @@ class ClickHouseEngine:
         if shared is None:
             return None
         ctx, conds = shared
-        table, columns = behaviour.event_table(self, project_id)
+        table, columns = self.event_table(project_id)
         found: dict[str, tuple[str, str]] = {}
         for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):
             rules = ClickHouseRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
@@ -342,6 +353,18 @@ class ClickHouseEngine:
             )
             found.update({key: (self.table(name), column) for key, column in measures.items()})
         return SharedPass(found) if found else None
+
+    def event_table(self, project_id: str) -> tuple[str | None, dict[str, str]]:
+        """:func:`.behaviour.event_table`, kept between computations: its columns change only when an event
+        import (:meth:`import_events`, which forgets them) adds an attribute. A project without an event table
+        yet is asked again each time."""
+        found = self._event_tables.get(project_id)
+        if found is None:
+            table, columns = behaviour.event_table(self, project_id)
+            if table is None:
+                return None, columns
+            found = self._event_tables[project_id] = (table, columns)
+        return found[0], dict(found[1])
 
     def compute_tag(self, project_id: str, tag: TagComputation) -> ComputeResult:
         """A tag from events into its column: a new users table, published as the next snapshot (:mod:`.tags`)."""
@@ -386,15 +409,16 @@ class ClickHouseEngine:
         table = self.table(name)
         built.append(name)
         unmatched = 0
-        create = f"CREATE TABLE {table} (gio_id Int64) ENGINE = MergeTree ORDER BY gio_id"
+        # made and filled by one statement: an empty table created first, then filled, cost a second statement
+        # (and its round trip) per computation
+        create = f"CREATE TABLE {table} ENGINE = MergeTree ORDER BY gio_id AS"
         if seg.rule_tree is not None and seg.catalog is not None:
             dialect = ClickHouseRules
             if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
-                dialect = ClickHouseRules.on_events(*behaviour.event_table(self, project_id), shared)
+                dialect = ClickHouseRules.on_events(*self.event_table(project_id), shared)
             rule = compile_rule(seg.rule_tree, seg.catalog, dialect, behaviour=seg.behaviour)
-            client.command(create)
             client.command(
-                f"INSERT INTO {table} SELECT u.gio_id FROM {self.table(users)} AS u WHERE {rule.sql}",
+                f"{create} SELECT u.gio_id AS gio_id FROM {self.table(users)} AS u WHERE {rule.sql}",
                 parameters=rule_parameters(rule.params),
             )
         elif seg.identity is not None:
@@ -409,10 +433,8 @@ class ClickHouseEngine:
                     f"SELECT u.gio_id AS gio_id, assumeNotNull({col}) AS value FROM {self.table(users)} AS u "
                     f"WHERE {col} IS NOT NULL"
                 )
-            client.command(create)
             client.command(
-                f"INSERT INTO {table} SELECT DISTINCT gio_id FROM ({matched}) "
-                f"WHERE value IN (SELECT value FROM {self.table(ids)})"
+                f"{create} SELECT DISTINCT gio_id FROM ({matched}) WHERE value IN (SELECT value FROM {self.table(ids)})"
             )
             unmatched = int(
                 client.query(
@@ -494,9 +516,12 @@ class ClickHouseEngine:
     ) -> EventImportReport:
         with self._writer:
             self._align(self.client(), project_id, catalog, prune=False)
-            return events.import_events(
-                self, project_id, catalog, attributes, path, file_format, int(time.time() * 1000)
-            )
+            try:
+                return events.import_events(
+                    self, project_id, catalog, attributes, path, file_format, int(time.time() * 1000)
+                )
+            finally:  # it may have made the table or added columns, even if it failed after that
+                self._event_tables.pop(project_id, None)
 
     def user_events(
         self,

@@ -8,7 +8,8 @@ repeated identities within the file the same way (the later row wins; a user's r
 result goes to ClickHouse as one Parquet file (columnar; ClickHouse parses it), and the merge runs there:
 
 * known users (matched on the ``match`` identity) keep their ``gio_id``; the file's columns overwrite theirs
-  (a null clears), multi-valued identities accumulate; the columns the file lacks keep their values;
+  (a null clears), multi-valued identities accumulate; the columns the file lacks keep their values; a
+  multi-valued ``match`` is matched by containment, as the DuckDB import does (:func:`_contained`);
 * new users get ``next_gio_id`` onwards in file order;
 * everyone else is copied as is.
 """
@@ -31,6 +32,7 @@ from segport.engine.base import ImportReport
 from segport.engine.clickhouse.snapshots import Snapshot
 from segport.engine.clickhouse.sql import ClickHouseHandle, ch_ident, ch_string, column_type
 from segport.engine.duckdb import importer as duckdb_import
+from segport.engine.duckdb.events import DEVICE_COLUMN
 from segport.engine.duckdb.import_columns import CONTROL_RE
 from segport.engine.duckdb.sql import sql_string
 from segport.errors import ImportRejected, exhaustion_of
@@ -38,6 +40,22 @@ from segport.errors import ImportRejected, exhaustion_of
 _INSERT_SETTINGS = {"input_format_null_as_default": 1}
 _REFUSED = "segport: a row the import refuses"  # raised inside the one-pass load: the DuckDB import says why
 _GLOB = re.compile(r"[*?{}]")
+# the one-pass load reads the file's row groups in file order: its rows then reach the table's writer as one block
+# already in gio_id order, which MergeTree stores as it is (in arrival order it would sort and permute every
+# column of the block: a fifth of the load's CPU)
+_DIRECT_SETTINGS = {**_INSERT_SETTINGS, "input_format_parquet_preserve_order": 1}
+# The DuckDB import's control characters (CONTROL_RE: a class of code points below 0x80), as bytes. In valid
+# UTF-8 (checked beside it) such a code point is that byte and no byte of a longer character is below 0x80, so a
+# byte test is the same test. Each is mapped to 0x01 (one of them) by ``translate`` and the result searched for
+# that one byte: a plain byte loop and one search of the whole column, a third of the cost of the regex per row.
+_CONTROL_BYTES = [c for c in range(0x80) if re.fullmatch(CONTROL_RE, chr(c))]
+_CONTROL_FROM = "'" + "".join(f"\\x{c:02x}" for c in _CONTROL_BYTES) + "'"
+_CONTROL_TO = "'" + "\\x01" * len(_CONTROL_BYTES) + "'"
+
+
+def _has_control(text: str) -> str:
+    """ClickHouse: true where the String ``text`` holds a control character the DuckDB import refuses."""
+    return f"position(translate({text}, {_CONTROL_FROM}, {_CONTROL_TO}), '\\x01') > 0"
 
 
 @contextlib.contextmanager
@@ -86,6 +104,8 @@ def import_users(
         report.updated, report.inserted = 0, distinct
         return report, table, distinct
     entries = [catalog.entries[k] for k in keys]
+    if catalog.entries[match_key].multi:  # matched by containment: one row per user left in the stage
+        distinct -= _drop_superseded(engine, snap, engine.table(table), match_key)
     users, updated = _merge(engine, snap, seq, entries, match_key, distinct, built, say)
     engine.client().command(f"DROP TABLE IF EXISTS {engine.table(table)}")
     built.remove(table)
@@ -207,8 +227,9 @@ def _direct_plan(
             texts.append(f"arrayStringConcat(arrayMap(x -> ifNull(x, ''), {raw}))")
         elif entry.type is ValueType.STRING:
             values.append(f"CAST({raw} AS Nullable(String))")
-            bad.append(f"NOT isValidUTF8(ifNull({raw}, ''))")
-            texts.append(f"ifNull({raw}, '')")
+            # a null's place in a Nullable(String) holds '': assumeNotNull reads the strings without a copy
+            bad.append(f"NOT isValidUTF8(assumeNotNull({raw}))")
+            texts.append(f"assumeNotNull({raw})")
             if entry.key == match_key:
                 match = raw
         elif entry.type is ValueType.DOUBLE:
@@ -220,8 +241,8 @@ def _direct_plan(
     if not match:  # no column to match on (or a multi-valued one): the DuckDB import says so
         return None
     bad.append(f"ifNull({match}, '') = ''")
-    if texts:
-        bad.append(f"match(concat({', '.join(texts)}), {ch_string(CONTROL_RE)})")  # the DuckDB import's own
+    # column by column: joining the texts first costs as much as the test
+    bad += [_has_control(t) for t in texts]
     return _DirectPlan(path, entries, values, " OR ".join(f"({b})" for b in bad), match_key)
 
 
@@ -248,7 +269,7 @@ def _load_direct(
         client.command(
             f"INSERT INTO {engine.table(table)} ({cols}) SELECT {base} + _row_number + throwIf({plan.bad}, "
             f"'{_REFUSED}'), {', '.join(plan.values)} FROM file({ch_string(str(plan.path))}, 'Parquet')",
-            settings=_INSERT_SETTINGS,
+            settings=_DIRECT_SETTINGS,
         )
         # distinct identities counted by their 64-bit hashes (a third of the cost of the strings): a collision
         # can only make a repeat appear, which hands the file to the DuckDB import, never hide one
@@ -303,10 +324,14 @@ def _merge(
     client.command(f"CREATE TABLE {known} (old_id Int64, rank Int64) ENGINE = MergeTree ORDER BY rank")
     m = quote_ident(match_key)
     say("matching known users")
-    client.command(
-        f"INSERT INTO {known} SELECT o.gio_id, s.gio_id FROM {stage} AS s INNER JOIN "
-        f"(SELECT gio_id, {m} FROM {old} WHERE {m} IN (SELECT {m} FROM {stage})) AS o ON o.{m} = s.{m}"
-    )
+    contained = next(e.multi for e in entries if e.key == match_key)
+    if contained:
+        client.command(f"INSERT INTO {known} {_contained(engine, snap, stage, match_key)}")
+    else:
+        client.command(
+            f"INSERT INTO {known} SELECT o.gio_id, s.gio_id FROM {stage} AS s INNER JOIN "
+            f"(SELECT gio_id, {m} FROM {old} WHERE {m} IN (SELECT {m} FROM {stage})) AS o ON o.{m} = s.{m}"
+        )
     updated = int(client.query(f"SELECT count() FROM {known}").result_rows[0][0])
     have = list(engine.column_types(snap.users))
     by_key = {e.key: e for e in entries}
@@ -323,7 +348,7 @@ def _merge(
             e = by_key.get(c)
             if c == GIO_ID:
                 select.append("k.old_id")
-            elif e is None:
+            elif e is None or (c == match_key and contained):  # (matched by containment: the list stays)
                 select.append(f"o.{q}")
             elif e.kind is KeyKind.IDENTITY and e.multi:  # accumulate: known values, then the new ones
                 select.append(
@@ -351,6 +376,45 @@ def _merge(
     client.command(f"DROP TABLE IF EXISTS {known}")
     built.remove(f"k_{snap.project}_{seq}")
     return name, updated
+
+
+def _contained(engine: ClickHouseHandle, snap: Snapshot, stage: str, match_key: str) -> str:
+    """SQL: ``(old_id, rank)`` of each stage row matching a user on a multi-valued identity, as
+    :func:`segport.engine.duckdb.importer._match_contained` matches: a row's one value matches the user whose list
+    holds it (the lowest ``gio_id``); a device id linked to a user by an event is that user first."""
+    m, old = quote_ident(match_key), engine.table(snap.users)
+    wanted = f"(SELECT {m}[1] FROM {stage})"
+    holders = f"SELECT v, min(gio_id) AS gio_id FROM {old} ARRAY JOIN {m} AS v WHERE v IN {wanted} GROUP BY v"
+    links = engine.table(f"links_{snap.project}")  # as segport.engine.clickhouse.events.links_table names it
+    if match_key == DEVICE_COLUMN and int(engine.client().query(f"EXISTS TABLE {links}").result_rows[0][0]):
+        holders = (
+            f"SELECT device AS v, any(gio_id) AS gio_id FROM {links} WHERE device IN {wanted} GROUP BY device "
+            f"UNION ALL SELECT v, gio_id FROM ({holders}) WHERE v NOT IN (SELECT device FROM {links})"
+        )
+    return (
+        f"SELECT h.gio_id AS old_id, s.gio_id AS rank FROM {stage} AS s INNER JOIN ({holders}) AS h ON h.v = s.{m}[1]"
+    )
+
+
+def _drop_superseded(engine: ClickHouseHandle, snap: Snapshot, stage: str, match_key: str) -> int:
+    """Of several stage rows matching one user on a multi-valued identity (two of its device ids), keep the
+    latest-ranked (the DuckDB import's rule) and delete the others from the stage: their value is the user's
+    already, so they neither update nor insert. Returns the rows deleted."""
+    client = engine.client()
+    matched = _contained(engine, snap, stage, match_key)
+    losers = [
+        int(r[0])
+        for r in client.query(
+            f"SELECT rank FROM ({matched}) WHERE rank NOT IN (SELECT max(rank) FROM ({matched}) GROUP BY old_id)"
+        ).result_rows
+    ]
+    if losers:
+        client.command(
+            f"ALTER TABLE {stage} DELETE WHERE gio_id IN {{r:Array(Int64)}}",
+            parameters={"r": losers},
+            settings={"mutations_sync": 2},
+        )
+    return len(losers)
 
 
 def load_id_list(engine: ClickHouseHandle, name: str, path: Path) -> int:

@@ -234,9 +234,10 @@ class DuckDBEngine:
             report = importer.import_users(cur, project_id, catalog, path, file_format, match, progress)
             if recompute and progress:
                 progress(f"recomputing {len(recompute)} segment(s)")
-            shared = _shared_pass(cur, project_id, recompute)  # the events did not change: shared as for DAILY
+            events = behaviour.event_table(cur, project_id)
+            shared = _shared_pass(cur, recompute, events)  # the events did not change: shared as for DAILY
             for seg in recompute:
-                result = _compute(cur, project_id, seg, shared)
+                result = _compute(cur, project_id, seg, shared, events)
                 report.segments[seg.key] = result.total_users
                 report.unmatched[seg.key] = result.unmatched
             _drop_passes(cur, shared)
@@ -264,8 +265,9 @@ class DuckDBEngine:
         events (a temporary table of the measures per user), each segment's statement reads that table."""
         try:
             with self._transaction() as cur:
-                shared = _shared_pass(cur, project_id, segments)
-                results = {seg.key: _compute(cur, project_id, seg, shared) for seg in segments}
+                events = behaviour.event_table(cur, project_id)  # read once: no segment changes it
+                shared = _shared_pass(cur, segments, events)
+                results = {seg.key: _compute(cur, project_id, seg, shared, events) for seg in segments}
                 _drop_passes(cur, shared)
                 _bump(cur, project_id)
         except duckdb.Error as exc:
@@ -545,15 +547,16 @@ def _remember_rule(cur: duckdb.DuckDBPyConnection, project_id: str, segment_key:
 
 
 def _shared_pass(
-    cur: duckdb.DuckDBPyConnection, project_id: str, segments: list[SegmentDefinition]
+    cur: duckdb.DuckDBPyConnection, segments: list[SegmentDefinition], events: tuple[str | None, dict[str, str]]
 ) -> SharedPass | None:
     """The event measures of the segments' rules (those computed at the first one's clock and time zone) that
-    share a pass (:func:`shared_groups`), each pass a temporary table ``beh_pass<i>``; ``None``: none do."""
+    share a pass (:func:`shared_groups`) over the project's ``events`` (its event table and columns), each pass a
+    temporary table ``beh_pass<i>``; ``None``: none do."""
     shared = shared_conditions(segments)
     if shared is None:
         return None
     ctx, conds = shared
-    table, columns = behaviour.event_table(cur, project_id)
+    table, columns = events
     found: dict[str, tuple[str, str]] = {}
     for i, group in enumerate(shared_groups(conds, ctx.now_ms, ctx.time_zone)):
         rules = DuckDBRules.on_events(table, columns)(Catalog([]), "u", behaviour=ctx)
@@ -572,8 +575,13 @@ def _drop_passes(cur: duckdb.DuckDBPyConnection, shared: SharedPass | None) -> N
 
 
 def _compute(
-    cur: duckdb.DuckDBPyConnection, project_id: str, seg: SegmentDefinition, shared: SharedPass | None = None
+    cur: duckdb.DuckDBPyConnection,
+    project_id: str,
+    seg: SegmentDefinition,
+    shared: SharedPass | None = None,
+    events: tuple[str | None, dict[str, str]] | None = None,
 ) -> ComputeResult:
+    """``seg``'s membership table; ``events``: the project's event table and columns when the caller read them."""
     users = users_table(project_id)
     members = members_table(project_id, seg.key)
     unmatched = 0
@@ -581,7 +589,7 @@ def _compute(
     if seg.rule_tree is not None and seg.catalog is not None:
         dialect = DuckDBRules
         if seg.behaviour is not None:  # event conditions read the project's event table (if it has one yet)
-            dialect = DuckDBRules.on_events(*behaviour.event_table(cur, project_id), shared)
+            dialect = DuckDBRules.on_events(*(events or behaviour.event_table(cur, project_id)), shared)
         rule = compile_rule(seg.rule_tree, seg.catalog, dialect, behaviour=seg.behaviour)
         cur.execute(
             f"CREATE OR REPLACE TABLE {members} AS SELECT u.gio_id FROM {users} u WHERE {rule.sql} ORDER BY u.gio_id",

@@ -3,8 +3,12 @@
 The caller runs this inside one DuckDB transaction; any error raised here rolls the whole import back.
 
 * Columns are catalogue keys (``ids_`` accepted for ``id_``); an unknown column names itself in the error.
-* Users are matched on one single-valued identity (``match``). A new value gets the next ``gio_id`` of the
-  project (monotonic, in file order, never reused); a known one is updated. Within one file a later row wins.
+* Users are matched on one identity (``match``). A new value gets the next ``gio_id`` of the project
+  (monotonic, in file order, never reused); a known one is updated. Within one file a later row wins.
+  A multi-valued identity (``id_$anonymous_user``) is matched on by containment: each row holds exactly one
+  value, which matches the user whose list holds it (the lowest ``gio_id`` if several do; a device linked to a
+  user by an event is that user, as events resolve it: :func:`_match_contained`). The matched list is left
+  as it is.
 * Columns present in the file overwrite (a null clears the value); absent columns are left alone.
   Multi-valued identities accumulate: new values are appended to the ones already known.
 * CSV: an empty unquoted field is null, ``""`` is the empty string; for int/double/date keys an empty or
@@ -32,6 +36,7 @@ import duckdb
 from segport.domain.formats import detect_format
 from segport.domain.keys import GIO_ID, Catalog, KeyKind, canonical_key, quote_ident
 from segport.engine.base import ImportReport
+from segport.engine.duckdb.events import DEVICE_COLUMN, LINKS
 from segport.engine.duckdb.import_columns import (  # noqa: F401  (reader: imported from here)
     _DOUBLE_RE,
     BAD,
@@ -94,8 +99,6 @@ def _import(
     match_entry = catalog.get(match_key)
     if match_entry is None or match_entry.kind is not KeyKind.IDENTITY:
         raise ImportRejected(f"--match {match!r} is not an identity in the catalogue")
-    if match_entry.multi:
-        raise ImportRejected(f"--match {match!r} is multi-valued; match on a single-valued identity")
     numbered = fmt == "parquet"
     rowno = "(r.file_row_number + 1)" if numbered else "row_number() OVER ()"
     columns = plan_columns(described, catalog, project_id)
@@ -106,7 +109,8 @@ def _import(
     # Every value is checked as it is loaded: a bad one raises BAD inside the statement (DuckDB's error()),
     # which aborts the transaction; only then is the file scanned again to name the first bad row.
     checks = {c.entry.key: c.bad for c in columns if c.bad}
-    checks[match_key] = f"({m} IS NULL OR {m} = ''" + (f" OR {checks[match_key]})" if match_key in checks else ")")
+    missing = f"len({m}) <> 1" if match_entry.multi else f"{m} = ''"  # a list: exactly one value to match on
+    checks[match_key] = f"({m} IS NULL OR {missing}" + (f" OR {checks[match_key]})" if match_key in checks else ")")
     # control characters: one regex over a row's strings while loading (a third of the cost of one per value);
     # the diagnosis, which runs only when a row is bad, checks each column to name it
     diagnose = dict(checks)
@@ -149,11 +153,12 @@ def _import(
                     cur.execute(f"DELETE FROM {users}")
         if existing or rows_read != distinct:
             direct = None
-            if numbered and rows_read == distinct:
+            if numbered and rows_read == distinct and not match_entry.multi:
                 direct = f"(SELECT {rowno} AS _row, {values} FROM {src} r)"
             rows_read, inserted, updated = _upsert(
-                cur, users, src, columns, match_key, values, next_id, existing, direct=direct, say=say
-            )
+                cur, users, src, columns, match_key, values, next_id, existing, direct=direct, say=say,
+                contained=project_id if match_entry.multi else None,
+            )  # fmt: skip
         else:
             inserted, updated = rows_read, 0
     except duckdb.Error as exc:
@@ -179,11 +184,13 @@ def _upsert(
     *,
     direct: str | None,
     say: Progress,
+    contained: str | None = None,
 ) -> tuple[int, int, int]:
     """Update known users and insert new ones. Returns (read, inserted, updated).
 
     ``direct`` is a relation of the file's checked rows (``_row`` + values) with no repeated identity, read
-    again at each step; without it the rows are staged in a temp table first (and repeats resolved there)."""
+    again at each step; without it the rows are staged in a temp table first (and repeats resolved there).
+    ``contained`` (the project) when ``match_key`` is multi-valued: users are matched by :func:`_match_contained`."""
     mcol = quote_ident(match_key)
     rows = direct or "import_rows"
     first = "_row"
@@ -205,7 +212,11 @@ def _upsert(
         )
         first = "_first"
     updated = 0
-    if existing:
+    if existing and contained is not None:
+        say("matching known users")
+        distinct -= _match_contained(cur, users, contained, match_key, first)
+        updated = int(cur.execute("SELECT count(*) FROM import_known").fetchone()[0])  # type: ignore[index]
+    elif existing:
         say("matching known users")
         cur.execute(
             f"CREATE OR REPLACE TEMP TABLE import_known AS SELECT u.gio_id, t._row FROM {rows} t "
@@ -236,6 +247,45 @@ def _upsert(
     cur.execute("DROP TABLE IF EXISTS import_rows")
     cur.execute("DROP TABLE IF EXISTS import_known")
     return rows_read, inserted, updated
+
+
+def _match_contained(cur: duckdb.DuckDBPyConnection, users: str, project_id: str, match_key: str, order: str) -> int:
+    """``import_known(gio_id, _row)`` for a match on a multi-valued identity: a row's one value matches the user
+    whose list holds it, the lowest ``gio_id`` if several do; for the device id, a device an event linked to a
+    user is that user first (docs/events.md, "Identity links"), whoever holds it. When several rows match one
+    user, the row whose value comes latest in the file (``order``: each value's first row) wins and the others
+    are dropped from ``import_rows`` (neither updating nor inserting: their value is the user's already).
+    Returns the rows dropped."""
+    m = quote_ident(match_key)
+    wanted = f"(SELECT {m}[1] FROM import_rows)"
+    holders = (
+        f"SELECT v, min(gio_id) AS gio_id FROM (SELECT gio_id, unnest({m}) AS v FROM {users}) "
+        f"WHERE v IN {wanted} GROUP BY v"
+    )
+    has_links = cur.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [LINKS]).fetchone()
+    if match_key == DEVICE_COLUMN and has_links and has_links[0]:
+        linked = f"(SELECT device, gio_id FROM {LINKS} WHERE project = {sql_string(project_id)})"
+        holders = (
+            f"SELECT device AS v, gio_id FROM {linked} WHERE device IN {wanted} "
+            f"UNION ALL SELECT v, gio_id FROM ({holders}) WHERE v NOT IN (SELECT device FROM {linked})"
+        )
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE import_matched AS SELECT h.gio_id, t._row, t.{order} AS _order "
+        f"FROM import_rows t JOIN ({holders}) h ON h.v = t.{m}[1]"
+    )
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE import_known AS SELECT gio_id, _row FROM import_matched "
+        "QUALIFY row_number() OVER (PARTITION BY gio_id ORDER BY _order DESC) = 1"
+    )
+    row = cur.execute("SELECT (SELECT count(*) FROM import_matched) - (SELECT count(*) FROM import_known)").fetchone()
+    dropped = int(row[0]) if row else 0
+    if dropped:
+        cur.execute(
+            "DELETE FROM import_rows WHERE _row IN (SELECT _row FROM import_matched) "
+            "AND _row NOT IN (SELECT _row FROM import_known)"
+        )
+    cur.execute("DROP TABLE import_matched")
+    return dropped
 
 
 def _merged(c: _Column, old: str, new: str) -> str:
@@ -272,7 +322,7 @@ def _rewrite(cur: duckdb.DuckDBPyConnection, users: str, columns: list[_Column],
         c = by_key.get(col)
         if col == GIO_ID:
             select.append("k.gio_id")
-        elif c is None:
+        elif c is None or (col == match_key and c.entry.multi):  # (matched by containment: the list stays)
             select.append(f"o.{q}")
             old_cols.append(q)
         elif col == match_key:
@@ -314,6 +364,17 @@ def _reject_first_bad(
     if row is None:  # cannot happen: the load saw a bad value
         raise ImportRejected("the file has an invalid value")
     row_no, idx = int(row[0]), int(row[1])
+    if idx < 0:
+        match = next(c for c in columns if c.entry.key == match_key)
+        if match.entry.multi:
+            found = cur.execute(
+                f"SELECT len({match.value}) FROM (SELECT row_number() OVER () AS _row, {raws} FROM {src} r) r "
+                "WHERE _row = ?",
+                [row_no],
+            ).fetchone()
+            if found is None or found[0] != 1:
+                raise ImportRejected(f"row {row_no}: {match_key} must hold exactly one value: users are matched on it")
+            idx = columns.index(match)  # one value, and a bad one: said as for any value
     if idx < 0:
         match = next(c for c in columns if c.entry.key == match_key)
         if match.bad:

@@ -38,15 +38,14 @@ def compute_tag(cur: duckdb.DuckDBPyConnection, project_id: str, tag: TagComputa
     users = users_table(project_id)
     query, fill = DuckDBTagSQL(DuckDBEventSQL(ctx, rules, table, columns), users).values(defn)
     col, kind = quote_ident(tag.key), entry.type.sql
-    value = f"CAST({fill} AS {kind})" if query is None else f"CAST(coalesce(x.v, {fill}) AS {kind})"
-    joined = f"{users} AS u" if query is None else f"{users} AS u LEFT JOIN ({query}) AS x ON x.gio_id = u.gio_id"
-    # the table rewritten with the tag's column replaced, as an import that changes most users does: DuckDB's
-    # UPDATE ... FROM writes (and logs) row by row, some twenty times slower on a million users
-    name = users.strip('"')
-    nxt = quote_ident(name + "__next")
-    cur.execute(f"DROP TABLE IF EXISTS {nxt}")
-    cur.execute(f"CREATE TABLE {nxt} AS SELECT u.* REPLACE ({value} AS {col}) FROM {joined}", rules.params)
-    cur.execute(f"DROP TABLE {users}")
-    cur.execute(f"ALTER TABLE {nxt} RENAME TO {users}")
+    # the column written in place: every user to the empty value, then the users the query gives one. DuckDB
+    # keeps an UPDATE's new values per column, so only the tag's column is written, where rewriting the table
+    # (every column of every user) cost the whole table's width
+    cur.execute(f"UPDATE {users} SET {col} = CAST({fill} AS {kind})")
+    if query is not None:
+        cur.execute(
+            f"UPDATE {users} AS u SET {col} = CAST(x.v AS {kind}) FROM ({query}) AS x WHERE u.gio_id = x.gio_id",
+            rules.params,
+        )
     row = cur.execute(f"SELECT count(*) FROM {users} WHERE {col} IS NOT NULL").fetchone()
     return ComputeResult(int(row[0]) if row else 0)
