@@ -16,21 +16,41 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from segport.domain.event_files import BATCH_COLUMN, EventAttribute
-from segport.domain.keys import Catalog, CatalogEntry, KeyKind
+from segport.domain.event_files import (
+    ATTRIBUTE_KEY_RE,
+    BATCH_COLUMN,
+    DEFAULT_TYPE,
+    DEVICE_ID,
+    EVENT_COLUMN,
+    EVENT_NAME_RE,
+    GIO_ID_COLUMN,
+    LOGIN_IDENTITY,
+    MIN_TIME_MS,
+    RESERVED_COLUMNS,
+    STANDARD_RE,
+    TIME_COLUMN,
+    TYPE_COLUMN,
+    USER_ID,
+    USER_KEY,
+    EventAttribute,
+)
+from segport.domain.formats import detect_format
+from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import EventImportReport, EventScan, UserEvents
 from segport.engine.clickhouse import snapshots as snaps
-from segport.engine.clickhouse.importer import _scratch_duckdb
+from segport.engine.clickhouse.importer import _GLOB, _scratch_duckdb
 from segport.engine.clickhouse.sql import ch_ident, ch_string
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.event_reads import MAX_MS, shape
+from segport.engine.duckdb.import_columns import CONTROL_RE
 from segport.engine.duckdb.sql import sql_string
-from segport.errors import ImportRejected
+from segport.errors import ImportRejected, SegportError
 
 _CH = {"VARCHAR": "String", "BIGINT": "Int64", "DOUBLE": "Float64", "DATE": "Date32"}
 _DUCK = {f"Nullable({v})": k for k, v in _CH.items()}
@@ -94,6 +114,9 @@ def import_events(
     now_ms: int,
 ) -> EventImportReport:
     started = time.perf_counter()
+    fast = _import_parquet(engine, project_id, catalog, attributes, path, file_format, now_ms, started)
+    if fast is not None:
+        return fast
     snap = engine.current(project_id)
     client = engine.client()
     with _scratch_duckdb(engine) as (con, folder):
@@ -186,6 +209,248 @@ def import_events(
     return EventImportReport(
         staged.rows, stored, added, staged.new_attributes, events, skipped, time.perf_counter() - started
     )
+
+
+# --- Parquet, checked and resolved in ClickHouse --------------------------------------------------------------
+# A Parquet file of plain columns is read by ClickHouse itself (``file(path, Parquet, structure)``), as chDB's own
+# load reads it: one aggregate pass checks every row and yields the event names and the distinct identities, the
+# identities are resolved by joins against the users table (new users numbered in ClickHouse), and one
+# ``INSERT … SELECT`` joins the file to that map. Anything else (CSV, JSON Lines, the loader's files with
+# ``$batch``, files with ``gio_id`` or with both ``userId`` and ``deviceId``, columns of other types, and any file
+# a check refuses) takes the DuckDB path above, which names the first bad row.
+
+_FAST_INT = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
+_FAST_FLOAT = {"FLOAT", "DOUBLE"}
+_FAST_CH = (
+    {"VARCHAR": "String", "DATE": "Date32"} | dict.fromkeys(_FAST_INT, "Int64") | dict.fromkeys(_FAST_FLOAT, "Float64")
+)
+_CONTROL = ch_string(CONTROL_RE)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """How a Parquet file's rows become the event table's: the file as ClickHouse reads it, the SELECT of its
+    rows (``_idcol``, ``_idval``, ``_bad`` and the stored columns), the stored columns and their types."""
+
+    select: str
+    columns: dict[str, str]  # standard fields and attributes: name -> DuckDB type
+    attrs: list[str]
+    new_attributes: list[EventAttribute]
+    value_checks: str  # SQL over the pass's groups: true for an event name or an identity the file is refused for
+
+
+def _parquet_plan(
+    engine: Any,
+    catalog: Catalog,
+    declared: dict[str, ValueType],
+    path: Path,
+    file_format: str,
+    now_ms: int,
+) -> _Plan | None:
+    """The plan for a Parquet file ClickHouse can check and store itself, or None (the DuckDB path)."""
+    if not engine.local_files or _GLOB.search(str(path)) or not path.is_file() or path.stat().st_size == 0:
+        return None  # (file() takes *, ? and {} in a path as globs)
+    try:
+        if detect_format(path, file_format or None) != "parquet":
+            return None
+        with duckdb.connect() as con:  # the footer only: names and types
+            described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_string(str(path))})").fetchall()
+    except (duckdb.Error, SegportError):
+        return None
+    cols = {str(r[0]): str(r[1]) for r in described}
+    if any(c.startswith("_") for c in cols):  # the names of the plan's own columns
+        return None
+    if len(cols) != len(described) or EVENT_COLUMN not in cols or cols.get(TIME_COLUMN) not in _FAST_INT:
+        return None
+    if GIO_ID_COLUMN in cols or BATCH_COLUMN in cols or (USER_ID in cols) == (DEVICE_ID in cols):
+        return None  # gio_id, the loader's batches, identity links, or no identity: the DuckDB path
+    if any(cols.get(c, "VARCHAR") != "VARCHAR" for c in (EVENT_COLUMN, USER_ID, USER_KEY, DEVICE_ID, TYPE_COLUMN)):
+        return None
+    select = {}
+    columns: dict[str, str] = {}
+    new: list[EventAttribute] = []
+    checks: list[str] = []
+    for name, dtype in cols.items():
+        if name in RESERVED_COLUMNS or name == TYPE_COLUMN:
+            continue
+        raw = ch_ident(name)
+        if name.startswith("$"):
+            if not STANDARD_RE.match(name) or name in ev.FIXED or dtype != "VARCHAR":
+                return None
+            select[name], columns[name] = raw, "VARCHAR"
+            checks.append(f"match(ifNull({raw}, ''), {_CONTROL})")
+            continue
+        if not ATTRIBUTE_KEY_RE.match(name):
+            return None
+        vtype = declared.get(name)
+        if vtype is None:
+            vtype = (
+                ValueType.INT
+                if dtype in _FAST_INT
+                else ValueType.DOUBLE
+                if dtype in _FAST_FLOAT
+                else ValueType.DATE
+                if dtype == "DATE"
+                else ValueType.STRING
+            )
+            new.append(EventAttribute(name, name, vtype))
+        if vtype is ValueType.STRING and dtype == "VARCHAR":
+            checks.append(f"match(ifNull({raw}, ''), {_CONTROL})")
+        elif vtype is ValueType.DOUBLE and dtype in _FAST_FLOAT:
+            checks.append(f"NOT isFinite(ifNull({raw}, 0))")
+        elif not (
+            (vtype is ValueType.INT and dtype in _FAST_INT)
+            or (vtype is ValueType.DOUBLE and dtype in _FAST_INT)
+            or (vtype is ValueType.DATE and dtype == "DATE")
+        ):
+            return None
+        select[name], columns[name] = raw, vtype.sql
+    structure = ", ".join(f"{ch_ident(n)} Nullable({_FAST_CH[t]})" for n, t in cols.items() if t in _FAST_CH)
+
+    def text(name: str) -> str:
+        return f"nullIf(trimBoth({ch_ident(name)}), '')" if name in cols else "CAST(NULL AS Nullable(String))"
+
+    event, user_id, user_key, device_id = text(EVENT_COLUMN), text(USER_ID), text(USER_KEY), text(DEVICE_ID)
+    time_ms = f"toInt64({ch_ident(TIME_COLUMN)})"
+    identities = [ch_string("id_" + e.identity) for e in catalog.of_kind(KeyKind.IDENTITY)]
+    if not identities:
+        return None
+    known = "[" + ", ".join(identities) + "]"
+    ident = "ifNull(_idcol, ''), ifNull(_idval, '')"
+    joined = "concat(ifNull(_idcol, ''), '\\0', ifNull(_idval, ''))"  # (no control character is in either)
+    idcol = (
+        f"multiIf(isNotNull({user_id}), concat('id_', ifNull({user_key}, {ch_string(LOGIN_IDENTITY)})), "
+        f"isNotNull({device_id}), {ch_string(ev.DEVICE_COLUMN)}, NULL)"
+    )
+    # the checks of the DuckDB path made on every row (a file any of them refuses goes there to be named); the
+    # event name and the identity (key in the catalogue, control characters) are checked on the distinct values
+    # after the pass (_value_checks)
+    checks = [
+        f"isNull({time_ms}) OR {time_ms} < {MIN_TIME_MS} OR {time_ms} > {now_ms + ev.FUTURE_SKEW_MS}",
+        "isNull(_idcol)",
+        f"isNotNull({user_key}) AND isNull({user_id})",
+        *checks,
+        # text DuckDB could not read (it refuses a file with invalid UTF-8)
+        *(f"NOT isValidUTF8(ifNull({ch_ident(n)}, ''))" for n, t in cols.items() if t == "VARCHAR"),
+    ]
+    kind = (
+        f"ifNull(nullIf(trimBoth({ch_ident(TYPE_COLUMN)}), ''), {ch_string(DEFAULT_TYPE)})"
+        if TYPE_COLUMN in cols
+        else ch_string(DEFAULT_TYPE)
+    )
+    body = ", ".join(f"{expr} AS {ch_ident(name)}" for name, expr in select.items())
+    rows = (
+        f"SELECT _row_number AS _row, {event} AS _ev, {idcol} AS _idcol, ifNull({user_id}, {device_id}) AS _idval, "
+        # an identity's key in the map, and a second hash of it that tells two identities sharing a key apart
+        f"cityHash64({ident}) AS _key, xxHash64({joined}) AS _check, "
+        f"{time_ms} AS _t, {kind} AS _type{', ' + body if body else ''}, "
+        f"ifNull({' OR '.join(f'({c})' for c in checks)}, 1) AS _bad FROM "
+        f"file({ch_string(str(path))}, 'Parquet', {ch_string(structure)})"
+    )
+    attrs = [c for c in columns if not c.startswith("$")]
+    value_checks = (
+        f"(_set = 0 AND NOT match(_ev, {ch_string(EVENT_NAME_RE.pattern)})) OR (_set = 1 AND (_low <> _high OR "
+        f"NOT has({known}, _idcol) OR match(concat(_idcol, _idval), {_CONTROL})))"
+    )
+    return _Plan(rows, columns, attrs, new, value_checks)
+
+
+def _import_parquet(
+    engine: Any,
+    project_id: str,
+    catalog: Catalog,
+    attributes: list[EventAttribute],
+    path: Path,
+    file_format: str,
+    now_ms: int,
+    started: float,
+) -> EventImportReport | None:
+    """Import a Parquet file in ClickHouse alone (see above); None when the file takes the DuckDB path (nothing
+    is stored then)."""
+    declared = ev.declared_types(attributes, store_columns(engine, project_id))
+    plan = _parquet_plan(engine, catalog, declared, path, file_format, now_ms)
+    if plan is None:
+        return None
+    client = engine.client()
+    snap = engine.current(project_id)
+    temp = engine.table(f"ef_{project_id}_{snap.seq}")
+    ids, mapped, new = temp[:-1] + "_ids`", temp[:-1] + "_map`", temp[:-1] + "_new`"
+    counts = "".join(f", count({ch_ident(a)})" for a in plan.attrs)
+    tables = (ids, mapped, new)
+    for t in tables:
+        client.command(f"DROP TABLE IF EXISTS {t}")
+    try:
+        # one pass over the file: every row checked, the event names (with the attributes their rows carry) and
+        # the distinct identities with the first row naming each
+        client.command(
+            f"CREATE TABLE {ids} (_set UInt8, _ev String, _n UInt64, _bad UInt64, _counts Array(UInt64), _key UInt64, "
+            "_idcol String, _idval String, _first UInt64, _low UInt64, _high UInt64) ENGINE = Memory"
+        )
+        client.command(
+            f"INSERT INTO {ids} SELECT grouping(_ev), ifNull(_ev, ''), count(), countIf(_bad), [toUInt64(0){counts}], "
+            "_key, ifNull(any(_idcol), ''), ifNull(any(_idval), ''), min(_row), min(_check), max(_check) "
+            f"FROM ({plan.select}) GROUP BY GROUPING SETS ((_ev), (_key))",
+            settings={"group_by_use_nulls": 0},
+        )
+        grouped = client.query(f"SELECT _ev, _n, _bad, _counts FROM {ids} WHERE _set = 0").result_rows
+        rows = sum(int(g[1]) for g in grouped)
+        if not rows or any(int(g[2]) for g in grouped):
+            return None  # refused: the DuckDB path names the first bad row
+        if client.query(f"SELECT count() FROM {ids} WHERE {plan.value_checks}").result_rows[0][0]:
+            return None  # the same (or, for two identities sharing a key, the DuckDB path stores the file)
+        _ensure_store(engine, project_id, plan.columns)
+        identities = sorted(
+            str(r[0]) for r in client.query(f"SELECT DISTINCT _idcol FROM {ids} WHERE _set = 1").result_rows
+        )
+        users = engine.table(snap.users)
+        links = links_table(engine, project_id)
+        client.command(f"CREATE TABLE {mapped} (_key UInt64, gio_id Int64) ENGINE = Memory")
+        for col in identities:
+            entry = catalog.get(col)
+            assert entry is not None  # checked against the catalogue
+            value = f"arrayJoin({ch_ident(col)})" if entry.multi else ch_ident(col)
+            unlinked = ""
+            if col == ev.DEVICE_COLUMN:  # a device linked to a user is that user
+                client.command(
+                    f"INSERT INTO {mapped} SELECT i._key, l.gio_id FROM {ids} AS i INNER JOIN {links} "
+                    f"AS l ON l.device = i._idval WHERE i._set = 1 AND i._idcol = {ch_string(col)}"
+                )
+                unlinked = f" AND i._idval NOT IN (SELECT device FROM {links})"
+            client.command(
+                f"INSERT INTO {mapped} SELECT i._key, toInt64(min(u.gio_id)) FROM {ids} AS i INNER JOIN "
+                f"(SELECT gio_id, {value} AS v FROM {users}) AS u ON u.v = i._idval WHERE i._set = 1 AND "
+                f"i._idcol = {ch_string(col)}{unlinked} GROUP BY i._key"
+            )
+        # identities no user holds: new users, numbered in the order of the rows that first name them
+        client.command(
+            f"CREATE TABLE {new} ENGINE = Memory AS SELECT _idcol, _idval, _key, toInt64({snap.next_gio_id - 1} + "
+            f"row_number() OVER (ORDER BY _first)) AS gio_id FROM {ids} WHERE _set = 1 AND _key "
+            f"NOT IN (SELECT _key FROM {mapped})"
+        )
+        added = int(client.query(f"SELECT count() FROM {new}").result_rows[0][0])
+        if added:
+            engine.publish(snap.next(data_version=snap.data_version + 1, next_gio_id=snap.next_gio_id + added))
+            for col in identities:
+                entry = catalog.get(col)
+                assert entry is not None
+                value = "[_idval]" if entry.multi else "_idval"
+                client.command(
+                    f"INSERT INTO {users} (gio_id, {ch_ident(col)}) SELECT gio_id, {value} FROM {new} "
+                    f"WHERE _idcol = {ch_string(col)} ORDER BY gio_id"
+                )
+            client.command(f"INSERT INTO {mapped} SELECT _key, gio_id FROM {new}")
+        names = ["gio_id", "$time", "$event", "$type", *plan.columns]
+        values = ["m.gio_id", "fromUnixTimestamp64Milli(assumeNotNull(s._t), 'UTC')", "assumeNotNull(s._ev)", "s._type"]
+        values += [f"s.{ch_ident(c)}" for c in plan.columns]
+        client.command(
+            f"INSERT INTO {events_table(engine, project_id)} ({', '.join(ch_ident(n) for n in names)}) "
+            f"SELECT {', '.join(values)} FROM ({plan.select}) AS s ANY LEFT JOIN {mapped} AS m ON m._key = s._key"
+        )
+    finally:
+        for t in tables:
+            client.command(f"DROP TABLE IF EXISTS {t}")
+    events = {str(g[0]): [a for a, n in zip(plan.attrs, list(g[3])[1:], strict=True) if n] for g in sorted(grouped)}
+    return EventImportReport(rows, rows, added, plan.new_attributes, events, [], time.perf_counter() - started)
 
 
 def _plan_links(
