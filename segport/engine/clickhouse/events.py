@@ -44,7 +44,7 @@ from segport.domain.formats import detect_format
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind, ValueType
 from segport.engine.base import EventImportReport, EventScan, UserEvents
 from segport.engine.clickhouse import snapshots as snaps
-from segport.engine.clickhouse.importer import _GLOB, _scratch_duckdb
+from segport.engine.clickhouse.importer import _GLOB, _REFUSED, _scratch_duckdb
 from segport.engine.clickhouse.sql import ch_ident, ch_string
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.event_reads import MAX_MS, shape
@@ -230,13 +230,14 @@ _CONTROL = ch_string(CONTROL_RE)
 @dataclass(slots=True)
 class _Plan:
     """How a Parquet file's rows become the event table's: the file as ClickHouse reads it, the SELECT of its
-    rows (``_idcol``, ``_idval``, ``_bad`` and the stored columns), the stored columns and their types."""
+    rows (``_idx``, ``_idval``, ``_key``, ``_bad`` and the stored columns), the stored columns and their types."""
 
     select: str
     columns: dict[str, str]  # standard fields and attributes: name -> DuckDB type
     attrs: list[str]
     new_attributes: list[EventAttribute]
-    value_checks: str  # SQL over the pass's groups: true for an event name or an identity the file is refused for
+    value_checks: str  # SQL over the distinct identities: true for one the file is refused for
+    keys: list[str]  # the catalogue's identity keys: _idx is a place in this list
 
 
 def _parquet_plan(
@@ -312,23 +313,26 @@ def _parquet_plan(
 
     event, user_id, user_key, device_id = text(EVENT_COLUMN), text(USER_ID), text(USER_KEY), text(DEVICE_ID)
     time_ms = f"toInt64({ch_ident(TIME_COLUMN)})"
-    identities = [ch_string("id_" + e.identity) for e in catalog.of_kind(KeyKind.IDENTITY)]
-    if not identities:
+    keys = [e.key for e in catalog.of_kind(KeyKind.IDENTITY)]  # an identity is its place in this list (1-based)
+    if not keys:
         return None
-    known = "[" + ", ".join(identities) + "]"
-    ident = "ifNull(_idcol, ''), ifNull(_idval, '')"
-    joined = "concat(ifNull(_idcol, ''), '\\0', ifNull(_idval, ''))"  # (no control character is in either)
-    idcol = (
-        f"multiIf(isNotNull({user_id}), concat('id_', ifNull({user_key}, {ch_string(LOGIN_IDENTITY)})), "
-        f"isNotNull({device_id}), {ch_string(ev.DEVICE_COLUMN)}, NULL)"
-    )
+    known = "[" + ", ".join(ch_string(k) for k in keys) + "]"
+
+    def place(key: str) -> int:
+        return keys.index(key) + 1 if key in keys else 0  # 0: not in the catalogue (refused)
+
+    if USER_ID in cols:
+        login = place("id_" + LOGIN_IDENTITY)
+        named = f"indexOf({known}, concat('id_', ifNull({user_key}, {ch_string(LOGIN_IDENTITY)})))"
+        idx, idval = f"if(isNull({user_id}), 0, {named if USER_KEY in cols else login})", user_id
+    else:
+        idx, idval = f"if(isNull({device_id}), 0, {place(ev.DEVICE_COLUMN)})", device_id
     # the checks of the DuckDB path made on every row (a file any of them refuses goes there to be named); the
-    # event name and the identity (key in the catalogue, control characters) are checked on the distinct values
-    # after the pass (_value_checks)
+    # event name and the identity value (control characters) are checked on the distinct values instead
     checks = [
         f"isNull({time_ms}) OR {time_ms} < {MIN_TIME_MS} OR {time_ms} > {now_ms + ev.FUTURE_SKEW_MS}",
-        "isNull(_idcol)",
-        f"isNotNull({user_key}) AND isNull({user_id})",
+        "_idx = 0",  # no identity, or one not in the catalogue
+        *([f"isNotNull({user_key}) AND isNull({user_id})"] if USER_KEY in cols else []),
         *checks,
         # text DuckDB could not read (it refuses a file with invalid UTF-8)
         *(f"NOT isValidUTF8(ifNull({ch_ident(n)}, ''))" for n, t in cols.items() if t == "VARCHAR"),
@@ -340,19 +344,17 @@ def _parquet_plan(
     )
     body = ", ".join(f"{expr} AS {ch_ident(name)}" for name, expr in select.items())
     rows = (
-        f"SELECT _row_number AS _row, {event} AS _ev, {idcol} AS _idcol, ifNull({user_id}, {device_id}) AS _idval, "
-        # an identity's key in the map, and a second hash of it that tells two identities sharing a key apart
-        f"cityHash64({ident}) AS _key, xxHash64({joined}) AS _check, "
+        f"SELECT _row_number AS _row, {event} AS _ev, toUInt8({idx}) AS _idx, ifNull({idval}, '') AS _idval, "
+        # an identity's key in the map, and a second, independent hash of it: two identities sharing a key are
+        # told apart by it (the pass groups by both, then finds no key twice)
+        "cityHash64(_idx, _idval) AS _key, murmurHash3_64(_idx, _idval) AS _check, "
         f"{time_ms} AS _t, {kind} AS _type{', ' + body if body else ''}, "
         f"ifNull({' OR '.join(f'({c})' for c in checks)}, 1) AS _bad FROM "
         f"file({ch_string(str(path))}, 'Parquet', {ch_string(structure)})"
     )
     attrs = [c for c in columns if not c.startswith("$")]
-    value_checks = (
-        f"(_set = 0 AND NOT match(_ev, {ch_string(EVENT_NAME_RE.pattern)})) OR (_set = 1 AND (_low <> _high OR "
-        f"NOT has({known}, _idcol) OR match(concat(_idcol, _idval), {_CONTROL})))"
-    )
-    return _Plan(rows, columns, attrs, new, value_checks)
+    value_checks = f"_idx = 0 OR match(_idval, {_CONTROL})"
+    return _Plan(rows, columns, attrs, new, value_checks, keys)
 
 
 def _import_parquet(
@@ -373,83 +375,128 @@ def _import_parquet(
         return None
     client = engine.client()
     snap = engine.current(project_id)
-    temp = engine.table(f"ef_{project_id}_{snap.seq}")
-    ids, mapped, new = temp[:-1] + "_ids`", temp[:-1] + "_map`", temp[:-1] + "_new`"
-    counts = "".join(f", count({ch_ident(a)})" for a in plan.attrs)
-    tables = (ids, mapped, new)
-    for t in tables:
-        client.command(f"DROP TABLE IF EXISTS {t}")
+    temp = f"ef_{project_id}_{snap.seq}"
+    ids, mapped, new, dic, stage = (engine.table(f"{temp}_{t}") for t in ("ids", "map", "new", "dic", "stage"))
     try:
-        # one pass over the file: every row checked, the event names (with the attributes their rows carry) and
-        # the distinct identities with the first row naming each
+        return _load_parquet(engine, catalog, plan, snap, project_id, (ids, mapped, new, dic, stage), started)
+    finally:
+        client.command(f"DROP DICTIONARY IF EXISTS {dic}")
+        for t in (ids, mapped, new, stage):
+            client.command(f"DROP TABLE IF EXISTS {t}")
+
+
+def _load_parquet(
+    engine: Any,
+    catalog: Catalog,
+    plan: _Plan,
+    snap: snaps.Snapshot,
+    project_id: str,
+    temp: tuple[str, str, str, str, str],
+    started: float,
+) -> EventImportReport | None:
+    client = engine.client()
+    ids, mapped, new, dic, stage = temp
+    try:
+        client.command(f"DROP DICTIONARY IF EXISTS {dic}")
+        for t in (ids, mapped, new, stage):
+            client.command(f"DROP TABLE IF EXISTS {t}")
+        # the distinct identities (keyed by their hash), with the first row naming each: read from the identity
+        # columns alone, and checked once each (in the catalogue, no control character, two sharing no key)
         client.command(
-            f"CREATE TABLE {ids} (_set UInt8, _ev String, _n UInt64, _bad UInt64, _counts Array(UInt64), _key UInt64, "
-            "_idcol String, _idval String, _first UInt64, _low UInt64, _high UInt64) ENGINE = Memory"
+            f"CREATE TABLE {ids} (_key UInt64, _check UInt64, _idx UInt8, _idval String, _first UInt64) ENGINE = Memory"
         )
         client.command(
-            f"INSERT INTO {ids} SELECT grouping(_ev), ifNull(_ev, ''), count(), countIf(_bad), [toUInt64(0){counts}], "
-            "_key, ifNull(any(_idcol), ''), ifNull(any(_idval), ''), min(_row), min(_check), max(_check) "
-            f"FROM ({plan.select}) GROUP BY GROUPING SETS ((_ev), (_key))",
-            settings={"group_by_use_nulls": 0},
+            f"INSERT INTO {ids} SELECT _key, _check, any(_idx), any(_idval), min(_row) FROM ({plan.select}) "
+            "GROUP BY _key, _check"
         )
-        grouped = client.query(f"SELECT _ev, _n, _bad, _counts FROM {ids} WHERE _set = 0").result_rows
-        rows = sum(int(g[1]) for g in grouped)
-        if not rows or any(int(g[2]) for g in grouped):
-            return None  # refused: the DuckDB path names the first bad row
-        if client.query(f"SELECT count() FROM {ids} WHERE {plan.value_checks}").result_rows[0][0]:
-            return None  # the same (or, for two identities sharing a key, the DuckDB path stores the file)
-        _ensure_store(engine, project_id, plan.columns)
-        identities = sorted(
-            str(r[0]) for r in client.query(f"SELECT DISTINCT _idcol FROM {ids} WHERE _set = 1").result_rows
-        )
+        bad, keys, distinct = client.query(
+            f"SELECT countIf({plan.value_checks}), count(), uniqExact(_key) FROM {ids}"
+        ).result_rows[0]
+        if bad or keys != distinct:  # (two identities sharing a key: the DuckDB path stores the file)
+            return None
+        _ensure_store(engine, project_id, {})  # (the links; the attribute columns only once the file is accepted)
+        places = sorted(int(r[0]) for r in client.query(f"SELECT DISTINCT _idx FROM {ids}").result_rows)
+        identities = {plan.keys[n - 1]: n for n in places}
         users = engine.table(snap.users)
         links = links_table(engine, project_id)
         client.command(f"CREATE TABLE {mapped} (_key UInt64, gio_id Int64) ENGINE = Memory")
-        for col in identities:
+        for col, n in identities.items():
             entry = catalog.get(col)
             assert entry is not None  # checked against the catalogue
             value = f"arrayJoin({ch_ident(col)})" if entry.multi else ch_ident(col)
             unlinked = ""
             if col == ev.DEVICE_COLUMN:  # a device linked to a user is that user
                 client.command(
-                    f"INSERT INTO {mapped} SELECT i._key, l.gio_id FROM {ids} AS i INNER JOIN {links} "
-                    f"AS l ON l.device = i._idval WHERE i._set = 1 AND i._idcol = {ch_string(col)}"
+                    f"INSERT INTO {mapped} SELECT i._key, l.gio_id FROM {ids} AS i INNER JOIN {links} AS l "
+                    f"ON l.device = i._idval WHERE i._idx = {n}"
                 )
                 unlinked = f" AND i._idval NOT IN (SELECT device FROM {links})"
             client.command(
                 f"INSERT INTO {mapped} SELECT i._key, toInt64(min(u.gio_id)) FROM {ids} AS i INNER JOIN "
-                f"(SELECT gio_id, {value} AS v FROM {users}) AS u ON u.v = i._idval WHERE i._set = 1 AND "
-                f"i._idcol = {ch_string(col)}{unlinked} GROUP BY i._key"
+                f"(SELECT gio_id, {value} AS v FROM {users}) AS u ON u.v = i._idval WHERE "
+                f"i._idx = {n}{unlinked} GROUP BY i._key"
             )
-        # identities no user holds: new users, numbered in the order of the rows that first name them
+        # identities no user holds: new users, numbered in the order of the rows that first name them (the numbers
+        # are reserved below, once every row is checked)
         client.command(
-            f"CREATE TABLE {new} ENGINE = Memory AS SELECT _idcol, _idval, _key, toInt64({snap.next_gio_id - 1} + "
-            f"row_number() OVER (ORDER BY _first)) AS gio_id FROM {ids} WHERE _set = 1 AND _key "
-            f"NOT IN (SELECT _key FROM {mapped})"
+            f"CREATE TABLE {new} ENGINE = Memory AS SELECT _idx, _idval, _key, toInt64({snap.next_gio_id - 1} + "
+            f"row_number() OVER (ORDER BY _first)) AS gio_id FROM {ids} WHERE _key NOT IN (SELECT _key FROM {mapped})"
         )
         added = int(client.query(f"SELECT count() FROM {new}").result_rows[0][0])
-        if added:
-            engine.publish(snap.next(data_version=snap.data_version + 1, next_gio_id=snap.next_gio_id + added))
-            for col in identities:
-                entry = catalog.get(col)
-                assert entry is not None
-                value = "[_idval]" if entry.multi else "_idval"
-                client.command(
-                    f"INSERT INTO {users} (gio_id, {ch_ident(col)}) SELECT gio_id, {value} FROM {new} "
-                    f"WHERE _idcol = {ch_string(col)} ORDER BY gio_id"
-                )
-            client.command(f"INSERT INTO {mapped} SELECT _key, gio_id FROM {new}")
-        names = ["gio_id", "$time", "$event", "$type", *plan.columns]
-        values = ["m.gio_id", "fromUnixTimestamp64Milli(assumeNotNull(s._t), 'UTC')", "assumeNotNull(s._ev)", "s._type"]
-        values += [f"s.{ch_ident(c)}" for c in plan.columns]
+        client.command(f"INSERT INTO {mapped} SELECT _key, gio_id FROM {new}")
+        db, name = engine.db_name, mapped.rsplit(".", 1)[1].strip("`")
         client.command(
-            f"INSERT INTO {events_table(engine, project_id)} ({', '.join(ch_ident(n) for n in names)}) "
-            f"SELECT {', '.join(values)} FROM ({plan.select}) AS s ANY LEFT JOIN {mapped} AS m ON m._key = s._key"
+            f"CREATE DICTIONARY {dic} (_key UInt64, gio_id Int64) PRIMARY KEY _key SOURCE(CLICKHOUSE(DB "
+            f"{ch_string(db)} TABLE {ch_string(name)})) LIFETIME(0) LAYOUT(HASHED())"
         )
-    finally:
-        for t in tables:
-            client.command(f"DROP TABLE IF EXISTS {t}")
-    events = {str(g[0]): [a for a, n in zip(plan.attrs, list(g[3])[1:], strict=True) if n] for g in sorted(grouped)}
+        # every row, checked as it goes (throwIf: the first bad one stops the insert), into a staging table of the
+        # event table's layout, whose parts are attached to the event table once all of them are written
+        table = events_table(engine, project_id)
+        client.command(f"CREATE TABLE {stage} AS {table}")
+        have = store_columns(engine, project_id)
+        for col, sql in plan.columns.items():
+            if col not in have:
+                client.command(f"ALTER TABLE {stage} ADD COLUMN {ch_ident(col)} Nullable({_CH[sql]})")
+        names = ["gio_id", "$time", "$event", "$type", *plan.columns]
+        values = [
+            f"dictGet({ch_string(dic.replace('`', ''))}, 'gio_id', _key) + throwIf(_bad, {ch_string(_REFUSED)})",
+            "fromUnixTimestamp64Milli(assumeNotNull(_t), 'UTC')",
+            "assumeNotNull(_ev)",
+            "_type",
+            *(ch_ident(c) for c in plan.columns),
+        ]
+        client.command(
+            f"INSERT INTO {stage} ({', '.join(ch_ident(n) for n in names)}) SELECT {', '.join(values)} FROM ({plan.select})"
+        )
+        # the event names (checked once each) and the attribute keys their rows carry, from the staged rows
+        counts = "".join(f", count({ch_ident(a)})" for a in plan.attrs)
+        grouped = client.query(
+            f"SELECT `$event`, count(), NOT match(`$event`, {ch_string(EVENT_NAME_RE.pattern)}){counts} FROM {stage} "
+            "GROUP BY `$event` ORDER BY `$event`"
+        ).result_rows
+        rows = sum(int(g[1]) for g in grouped)
+        if not rows or any(g[2] for g in grouped):
+            return None
+    except Exception:  # a row a check refuses (throwIf), or a file ClickHouse cannot read: the DuckDB path says why
+        return None  # (nothing is stored: the staged rows and the new users' numbers are dropped)
+    if added:  # the new users' numbers reserved by a published snapshot, then the users appended
+        engine.publish(snap.next(data_version=snap.data_version + 1, next_gio_id=snap.next_gio_id + added))
+        for col, n in identities.items():
+            entry = catalog.get(col)
+            assert entry is not None
+            value = "[_idval]" if entry.multi else "_idval"
+            client.command(
+                f"INSERT INTO {users} (gio_id, {ch_ident(col)}) SELECT gio_id, {value} FROM {new} "
+                f"WHERE _idx = {n} ORDER BY gio_id"
+            )
+    _ensure_store(engine, project_id, plan.columns)
+    parts = client.query(
+        "SELECT DISTINCT partition_id FROM system.parts WHERE database = {d:String} AND table = {t:String} AND active",
+        parameters={"d": engine.db_name, "t": stage.rsplit(".", 1)[1].strip("`")},
+    ).result_rows
+    for (part,) in parts:
+        client.command(f"ALTER TABLE {table} ATTACH PARTITION ID {ch_string(str(part))} FROM {stage}")
+    events = {str(g[0]): [a for a, n in zip(plan.attrs, g[3:], strict=True) if n] for g in grouped}
     return EventImportReport(rows, rows, added, plan.new_attributes, events, [], time.perf_counter() - started)
 
 
