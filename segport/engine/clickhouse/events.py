@@ -1,7 +1,8 @@
 """Events in ClickHouse: ``events_<project>``, a MergeTree partitioned by month and ordered by time, so a scan
 bounded by ``$time`` reads only the parts (and the granules within them) of that time.
 
-A file is read, checked and staged exactly as the DuckDB engine does it (:mod:`segport.engine.duckdb.events`),
+A Parquet file of plain columns is checked, resolved and stored by ClickHouse itself (:func:`_import_parquet`).
+Any other file is read, checked and staged exactly as the DuckDB engine does it (:mod:`segport.engine.duckdb.events`),
 in a scratch DuckDB file; identities are resolved against the project's current users table here, and the
 rows go to ClickHouse as one Parquet file in one ``INSERT``. Identities seen for the first time become users:
 their ``gio_id`` range is reserved first (a snapshot with ``next_gio_id`` moved on and ``data_version`` + 1,
@@ -213,11 +214,13 @@ def import_events(
 
 # --- Parquet, checked and resolved in ClickHouse --------------------------------------------------------------
 # A Parquet file of plain columns is read by ClickHouse itself (``file(path, Parquet, structure)``), as chDB's own
-# load reads it: one aggregate pass checks every row and yields the event names and the distinct identities, the
-# identities are resolved by joins against the users table (new users numbered in ClickHouse), and one
-# ``INSERT … SELECT`` joins the file to that map. Anything else (CSV, JSON Lines, the loader's files with
-# ``$batch``, files with ``gio_id`` or with both ``userId`` and ``deviceId``, columns of other types, and any file
-# a check refuses) takes the DuckDB path above, which names the first bad row.
+# load reads it, twice: the identity columns, grouped into the distinct identities (checked once each, resolved
+# by joins against the users table, new users numbered in ClickHouse, the map made a hashed dictionary); then
+# every row, checked by ``throwIf`` and given its ``gio_id`` by the dictionary, into a staging table whose
+# partitions are attached to the event table once every row is in and the event names are checked. Anything
+# else (CSV, JSON Lines, the loader's files with ``$batch``, files with ``gio_id`` or with both ``userId`` and
+# ``deviceId``, columns of other types) and any file a check refuses takes the DuckDB path above, which names the
+# first bad row; nothing is stored before (docs/events.md, "The store").
 
 _FAST_INT = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
 _FAST_FLOAT = {"FLOAT", "DOUBLE"}
