@@ -351,9 +351,8 @@ def _parquet_plan(
     body = ", ".join(f"{expr} AS {ch_ident(name)}" for name, expr in select.items())
     rows = (
         f"SELECT _row_number AS _row, {event} AS _ev, toUInt8({idx}) AS _idx, ifNull({idval}, '') AS _idval, "
-        # an identity's key in the map, and a second, independent hash of it: two identities sharing a key are
-        # told apart by it (the pass groups by both, then finds no key twice)
-        "cityHash64(_idx, _idval) AS _key, murmurHash3_64(_idx, _idval) AS _check, "
+        # an identity's key in the map (the distinct identities are checked to share no key)
+        "cityHash64(_idx, _idval) AS _key, "
         f"{time_ms} AS _t, {kind} AS _type{', ' + body if body else ''}, "
         f"ifNull({' OR '.join(f'({c})' for c in checks)}, 1) AS _bad FROM "
         f"file({ch_string(str(path))}, 'Parquet', {ch_string(structure)})"
@@ -408,17 +407,15 @@ def _load_parquet(
             client.command(f"DROP TABLE IF EXISTS {t}")
         # the distinct identities (keyed by their hash), with the first row naming each: read from the identity
         # columns alone, and checked once each (in the catalogue, no control character, two sharing no key)
+        client.command(f"CREATE TABLE {ids} (_key UInt64, _idx UInt8, _idval String, _first UInt64) ENGINE = Memory")
         client.command(
-            f"CREATE TABLE {ids} (_key UInt64, _check UInt64, _idx UInt8, _idval String, _first UInt64) ENGINE = Memory"
-        )
-        client.command(
-            f"INSERT INTO {ids} SELECT _key, _check, any(_idx), any(_idval), min(_row) FROM ({plan.select}) "
-            "GROUP BY _key, _check"
+            f"INSERT INTO {ids} SELECT cityHash64(_idx, _idval), _idx, _idval, min(_row) FROM ({plan.select}) "
+            "GROUP BY _idx, _idval"
         )
         bad, keys, distinct = client.query(
             f"SELECT countIf({plan.value_checks}), count(), uniqExact(_key) FROM {ids}"
         ).result_rows[0]
-        if bad or keys != distinct:  # (two identities sharing a key: the DuckDB path stores the file)
+        if bad or keys != distinct:  # (two of the distinct identities share a key: the DuckDB path stores the file)
             return None
         _ensure_store(engine, project_id, {})  # (the links; the attribute columns only once the file is accepted)
         places = sorted(int(r[0]) for r in client.query(f"SELECT DISTINCT _idx FROM {ids}").result_rows)
