@@ -387,7 +387,7 @@ def _import_parquet(
     finally:
         client.command(f"DROP DICTIONARY IF EXISTS {dic}")
         for t in (ids, mapped, new, stage):
-            client.command(f"DROP TABLE IF EXISTS {t}")
+            client.command(f"DROP TABLE IF EXISTS {t} SYNC")  # (a refused file's staged parts go at once)
 
 
 def _load_parquet(
