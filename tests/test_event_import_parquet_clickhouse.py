@@ -128,8 +128,11 @@ def test_clickhouse_stores_a_parquet_file_as_the_duckdb_staged_path_does(
     files = [parquet(tmp_path / "mixed.parquet", MIXED), parquet(tmp_path / "devices.parquet", DEVICES)]
     other = second_app(chdb_dir, tmp_path)
     try:
+        links = tmp_path / "links.csv"  # d-1 linked to C001 first: the devices file's d-1 rows are C001's
+        links.write_text(f"event,time,userId,deviceId\nlogin,{T0},C001,d-1\n", encoding="utf-8")
         for app in (seeded.app, other):
             prepare(app)
+            assert events(app).import_events(PROJECT, links).stored == 1
         for path in files:
             fast, took = run(seeded.app, path, duckdb_path=False, monkeypatch=monkeypatch)
             assert took, f"{path.name} took the DuckDB path"
@@ -139,9 +142,11 @@ def test_clickhouse_stores_a_parquet_file_as_the_duckdb_staged_path_does(
         assert stored(seeded.app, PROJECT) == stored(other, PROJECT)
         assert users(seeded.app, PROJECT) == users(other, PROJECT)
         assert events(seeded.app).catalog.attributes(PROJECT) == events(other).catalog.attributes(PROJECT)
-        # the figures themselves: 3 new users for MIXED (N9, N1 by email, N1), numbered by first row; 4 devices
+        # the figures themselves: 3 new users for MIXED (N9, N1 by email, N1), numbered by first row; 3 devices
         rows = stored(seeded.app, PROJECT)
-        assert len(rows) == 16
+        assert len(rows) == 17
+        c001 = {r[0] for r in rows if r[2] == "login"}
+        assert len(c001) == 1 and sum(1 for r in rows if r[2] == "open" and r[0] in c001) == 3
         assert [r[3] for r in rows if r[2] == "view"] == ["PAGE", "CUSTOM"]
         new = [u for u in users(seeded.app, PROJECT) if u[0] > 7]
         assert [(u[1], u[3]) for u in new[:3]] == [("N9", None), (None, "N1"), ("N1", None)]
