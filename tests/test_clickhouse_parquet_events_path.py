@@ -1,0 +1,243 @@
+"""Parquet event files on ClickHouse (chdb): checked, resolved and stored by ClickHouse itself
+(docs/events.md, "The store"). The rows, the users created and their numbers, the report and the catalogue are
+the same as the DuckDB-staged path gives for the same file; every refusal names the same row with the same
+reason, and a refused file stores nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from segport.app import App
+from segport.engine.clickhouse import events as ch_events
+from segport.errors import ImportRejected
+from segport.roles.inline import build
+from segport.services.events import EventService
+from segport.settings import Settings
+from tests.conftest import PROJECT, seed_project
+
+T0 = 1777593600000  # 2026-05-01T00:00:00Z
+
+
+@pytest.fixture
+def engine_name() -> str:
+    return "clickhouse"
+
+
+def events(app: App) -> EventService:
+    return EventService(app.meta, app.engine, app.data)
+
+
+def parquet(path: Path, select: str) -> Path:
+    duckdb.sql(f"COPY ({select}) TO '{path}' (FORMAT PARQUET)")
+    return path
+
+
+# existing users (C001, C002), new ones first named out of order, a second identity (userKey), blanks trimmed,
+# every kind of column the ClickHouse path takes: $type (with blanks), a standard field, string / int / double /
+# date attributes, a declared type
+MIXED = f"""
+SELECT * FROM (VALUES
+  ('buy', {T0} + 5000, ' C001 ', NULL, '', '/a', 'x', 1::INTEGER, 1.5::DOUBLE, DATE '2026-05-01', 7::BIGINT),
+  (' view', {T0} + 1000, 'N9', '', 'PAGE', NULL, '', NULL, NULL, NULL, 8),
+  ('buy', {T0} + 9000, 'N1', 'email', NULL, '/b', NULL, 3, 2.0, NULL, NULL),
+  ('view', {T0} + 2000, 'N9', NULL, ' ', '', 'y', 4, NULL, DATE '2026-05-02', 9),
+  ('signup', {T0} + 3000, 'C002', NULL, NULL, NULL, 'z\ty', NULL, -0.0, NULL, NULL),
+  ('buy', {T0}, 'N1', NULL, 'CUSTOM', '/c', 'w', 6, 1e300, NULL, 10)
+) t(event, time, userId, userKey, "$type", "$path", note, n, price, day, amount)
+"""
+DEVICES = f"""
+SELECT 'open' AS event, {T0} + i * 1000 AS time, 'd-' || (i % 4) AS deviceId, i AS n FROM range(10) r(i)
+"""
+
+
+def stored(app: App, project: str) -> list[tuple[Any, ...]]:
+    """Every stored row with the identity its gio_id holds (new users compared by number and identity)."""
+    engine: Any = app.engine
+    table = ch_events.events_table(engine, project)
+    cols = [c for c in ch_events.store_columns(engine, project) if c not in ch_events.ev.FIXED]
+    shown = "".join(f", toString(e.`{c}`)" for c in cols)
+    rows = (
+        engine.client()
+        .query(
+            f"SELECT e.gio_id, toUnixTimestamp64Milli(e.`$time`), e.`$event`, e.`$type`, e.`$batch`{shown} FROM {table} e "
+            "ORDER BY 1, 2, 3"
+        )
+        .result_rows
+    )
+    return [tuple(r) for r in rows]
+
+
+def users(app: App, project: str) -> list[tuple[Any, ...]]:
+    engine: Any = app.engine
+    snap = engine.current(project)
+    return [
+        tuple(r)
+        for r in engine.client()
+        .query(
+            f"SELECT gio_id, `id_$basic_userId`, `id_$anonymous_user`, `id_email` FROM {engine.table(snap.users)} "
+            "ORDER BY gio_id"
+        )
+        .result_rows
+    ]
+
+
+def run(app: App, path: Path, *, duckdb_path: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, bool]:
+    """Import ``path`` into PROJECT; returns the report and whether ClickHouse alone stored it."""
+    taken: list[bool] = []
+    real = ch_events._import_parquet
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = None if duckdb_path else real(*args, **kwargs)
+        taken.append(out is not None)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(ch_events, "_import_parquet", spy)
+        report = events(app).import_events(PROJECT, path)
+    return report, taken == [True]
+
+
+def second_app(chdb_dir: Path, tmp_path: Path) -> App:
+    other = build(
+        Settings(
+            data_dir=tmp_path / "data2",
+            serve_workers=False,
+            engine="clickhouse",
+            clickhouse_url=f"chdb://{chdb_dir}?database=t_{uuid.uuid4().hex[:12]}",
+        )
+    )
+    seed_project(other, tmp_path / "seed2")
+    return other
+
+
+def prepare(app: App) -> None:
+    app.data.import_catalog_csv(PROJECT, "key,name,type\nid_email,邮箱,string\n")
+    events(app).declare(PROJECT, "amount", "金额", "double")
+
+
+def test_clickhouse_stores_a_parquet_file_as_the_duckdb_staged_path_does(
+    seeded: Any, tmp_path: Path, chdb_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "seed2").mkdir()
+    files = [parquet(tmp_path / "mixed.parquet", MIXED), parquet(tmp_path / "devices.parquet", DEVICES)]
+    other = second_app(chdb_dir, tmp_path)
+    try:
+        links = tmp_path / "links.csv"  # d-1 linked to C001 first: the devices file's d-1 rows are C001's
+        links.write_text(f"event,time,userId,deviceId\nlogin,{T0},C001,d-1\n", encoding="utf-8")
+        for app in (seeded.app, other):
+            prepare(app)
+            assert events(app).import_events(PROJECT, links).stored == 1
+        for path in files:
+            fast, took = run(seeded.app, path, duckdb_path=False, monkeypatch=monkeypatch)
+            assert took, f"{path.name} took the DuckDB path"
+            slow, took = run(other, path, duckdb_path=True, monkeypatch=monkeypatch)
+            assert not took
+            assert dataclasses.replace(fast, elapsed_s=0) == dataclasses.replace(slow, elapsed_s=0)
+        assert stored(seeded.app, PROJECT) == stored(other, PROJECT)
+        assert users(seeded.app, PROJECT) == users(other, PROJECT)
+        assert events(seeded.app).catalog.attributes(PROJECT) == events(other).catalog.attributes(PROJECT)
+        # the figures themselves: 3 new users for MIXED (N9, N1 by email, N1), numbered by first row; 3 devices
+        rows = stored(seeded.app, PROJECT)
+        assert len(rows) == 17
+        c001 = {r[0] for r in rows if r[2] == "login"}
+        assert len(c001) == 1 and sum(1 for r in rows if r[2] == "open" and r[0] in c001) == 3
+        assert [r[3] for r in rows if r[2] == "view"] == ["PAGE", "CUSTOM"]
+        new = [u for u in users(seeded.app, PROJECT) if u[0] > 7]
+        assert [(u[1], u[3]) for u in new[:3]] == [("N9", None), (None, "N1"), ("N1", None)]
+    finally:
+        other.close()
+
+
+BAD = [
+    (
+        f"SELECT * FROM (VALUES ('buy', {T0}, 'C001'), ('9x', {T0}, 'C001')) t(event, time, userId)",
+        "row 2: event name '9x' is not valid",
+    ),
+    (
+        f"SELECT * FROM (VALUES ('buy', {T0}, 'C001'), (NULL, {T0}, 'C001')) t(event, time, userId)",
+        "row 2: event is empty",
+    ),
+    ("SELECT 'buy' AS event, 946684799999 AS time, 'C001' AS userId", "row 1: time is before 2000-01-01"),
+    (
+        "SELECT 'buy' AS event, 99999999999999 AS time, 'C001' AS userId",
+        "row 1: time is more than 24 hours in the future",
+    ),
+    (
+        f"SELECT * FROM (VALUES ('buy', {T0}, 'C001'), ('buy', NULL, 'C001')) t(event, time, userId)",
+        "row 2: time null is not ISO 8601",
+    ),
+    (
+        f"SELECT * FROM (VALUES ('buy', {T0}, 'C001'), ('buy', {T0}, ' ')) t(event, time, userId)",
+        "row 2: no identity",
+    ),
+    (
+        f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, '$nokey' AS userKey",
+        "row 1: identity '$nokey' is not an identity",
+    ),
+    (
+        f"SELECT 'buy' AS event, {T0} AS time, 'C0\x0101' AS userId",
+        "row 1: event, userId, userKey or deviceId holds a control character",
+    ),
+    (
+        f"SELECT 'open' AS event, {T0} AS time, 'd\x7f' AS deviceId",
+        "row 1: event, userId, userKey or deviceId holds a control character",
+    ),
+    (
+        f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, 'a\x1fb' AS note",
+        "row 1: attribute note holds a control character",
+    ),
+    (
+        f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, 'a' || chr(0) || 'b' AS \"$path\"",
+        "row 1: $path holds a control character",
+    ),
+    (
+        f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, 'inf'::DOUBLE AS price",
+        "row 1: attribute price: value 'inf' is not a valid double",
+    ),
+    (
+        f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, 'nan'::DOUBLE AS amount",
+        "row 1: attribute amount: value 'nan' is not a valid double",
+    ),
+]
+
+
+def test_a_bad_parquet_file_is_refused_whole_naming_its_row(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepare(seeded.app)
+    ok, took = run(seeded.app, parquet(tmp_path / "ok.parquet", MIXED), duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and ok.stored == 6
+    before = (stored(seeded.app, PROJECT), users(seeded.app, PROJECT), events(seeded.app).catalog.attributes(PROJECT))
+    for n, (select, message) in enumerate(BAD):
+        with pytest.raises(ImportRejected) as err:
+            events(seeded.app).import_events(PROJECT, parquet(tmp_path / f"bad{n}.parquet", select))
+        assert message in err.value.message and f"bad{n}.parquet" in err.value.message, err.value.message
+        after = (
+            stored(seeded.app, PROJECT),
+            users(seeded.app, PROJECT),
+            events(seeded.app).catalog.attributes(PROJECT),
+        )
+        assert after == before, select
+
+
+def test_files_the_clickhouse_path_does_not_take_are_still_stored(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """userId with deviceId (identity links), gio_id, a text time, a text attribute of a declared double type: the
+    DuckDB-staged path, with the same results as before."""
+    prepare(seeded.app)
+    for name, select in [
+        ("links.parquet", f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, 'd-1' AS deviceId"),
+        ("gio.parquet", f"SELECT 'buy' AS event, {T0} AS time, 1 AS gio_id"),
+        ("iso.parquet", "SELECT 'buy' AS event, '2026-05-01T08:00:00+08:00' AS time, 'C001' AS userId"),
+        ("text-int.parquet", f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, '12' AS amount"),
+    ]:
+        report, took = run(seeded.app, parquet(tmp_path / name, select), duckdb_path=False, monkeypatch=monkeypatch)
+        assert not took and report.stored == 1, name
+    assert len(stored(seeded.app, PROJECT)) == 4
