@@ -20,7 +20,7 @@ from typing import Any
 from segport.domain.behaviour_parse import parse_tag_definition
 from segport.domain.keys import quote_ident
 from segport.engine.base import ComputeResult, TagComputation
-from segport.engine.clickhouse.behaviour import ClickHouseEventSQL, event_table
+from segport.engine.clickhouse.behaviour import ClickHouseEventSQL
 from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import ch_string, column_type
 from segport.engine.tag_sql import TagSQL
@@ -62,7 +62,7 @@ def compute_tag(engine: Any, project_id: str, tag: TagComputation, built: list[s
     snap = engine.current(project_id)
     client = engine.client()
     rules = ClickHouseRules(tag.catalog, "u", behaviour=ctx)
-    table, columns = event_table(engine, project_id)
+    table, columns = engine.event_table(project_id)  # kept by the engine until an event import
     old = engine.table(snap.users)
     query, fill = ClickHouseTagSQL(ClickHouseEventSQL(ctx, rules, table, columns), old).values(defn)
     name = f"u_{project_id}_{snap.seq + 1}"
