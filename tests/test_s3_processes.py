@@ -9,16 +9,19 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import botocore.exceptions
 import httpx
+import psutil
 import pytest
 
 from segport.demo import CATALOG, generate_users
 from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.settings import Settings
-from tests.conftest import PROJECT, auth, free_port, start_server, stop_server
+from tests.conftest import PROJECT, LiveServer, auth, free_port, start_server, stop_server
 from tests.s3_support import S3Gateway
 from tests.test_crash import FAST, PROPS, expected_jsonl, job_result, make_data_dir, submit, wait_for
 
@@ -30,6 +33,36 @@ def uploads_of(gateway: S3Gateway, bucket: str, marker: str) -> list[dict]:
 
 def object_keys(gateway: S3Gateway, bucket: str) -> list[str]:
     return sorted(o["Key"] for o in gateway.client().list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def process_tree(server: LiveServer) -> list[psutil.Process]:
+    """The server's processes, children first (the supervisor restarts nothing while it is stopped last)."""
+    parent = psutil.Process(server.process.pid)
+    return [*parent.children(recursive=True), parent]
+
+
+def freeze_when(server: LiveServer, check: Callable[[], object], what: str) -> list[psutil.Process]:
+    """Wait until ``check()`` holds while the server's processes are stopped (SIGSTOP), and leave them stopped: the
+    state ``check`` saw cannot move on (an upload completing, say) before the test acts on it. Returns the
+    processes, for `thaw`."""
+
+    def frozen() -> list[psutil.Process] | None:
+        if not check():
+            return None
+        tree = process_tree(server)
+        for proc in tree:
+            proc.send_signal(signal.SIGSTOP)
+        if check():  # seen again with nothing moving
+            return tree
+        thaw(tree)
+        return None
+
+    return wait_for(frozen, what)  # type: ignore[return-value]
+
+
+def thaw(tree: list[psutil.Process]) -> None:
+    for proc in reversed(tree):
+        proc.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
@@ -65,21 +98,27 @@ def test_sigkill_mid_upload_then_restart_finishes_with_no_stray_object(tmp_path:
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})
         marker = f"/{job['id']}-1/"
 
-        def uploading() -> list[dict]:
+        def with_a_part() -> bool:
             found = uploads_of(s3_gateway, bucket, marker)
             if not found:
-                return []
-            parts = s3_gateway.client().list_parts(Bucket=bucket, Key=found[0]["Key"], UploadId=found[0]["UploadId"])
-            return found if parts.get("Parts") else []
+                return False
+            try:
+                parts = s3_gateway.client().list_parts(
+                    Bucket=bucket, Key=found[0]["Key"], UploadId=found[0]["UploadId"]
+                )
+            except botocore.exceptions.ClientError:  # completed between the two calls (not yet frozen)
+                return False
+            return bool(parts.get("Parts"))
 
-        (upload,) = wait_for(uploading, "a part of the export to reach S3")  # type: ignore[misc]
+        freeze_when(server, with_a_part, "a part of the export to reach S3")  # the SIGKILL below meets it frozen
         # meanwhile the local staging folder holds a FIFO, not a copy of the file
         staging = data / "results" / ".staging" / f"{job['id']}-1"
         entries = list(staging.iterdir())
         assert entries and all(stat.S_ISFIFO(e.lstat().st_mode) for e in entries), entries
     finally:
-        # mid-upload, no chance to abort anything; at once: on a busy machine the export may otherwise finish
-        server.process.send_signal(signal.SIGKILL)
+        # mid-upload (frozen there), no chance to abort anything; SIGKILL ends stopped processes too
+        for proc in process_tree(server):
+            proc.send_signal(signal.SIGKILL)
         server.process.wait(10)
     assert uploads_of(s3_gateway, bucket, marker)  # the killed attempt's upload is still open
     assert object_keys(s3_gateway, bucket) == []  # and nothing was published
@@ -124,8 +163,12 @@ def test_s3_going_away_mid_export_is_a_clear_error_and_the_server_keeps_serving(
         assert content.startswith(b'"gio_id"')
 
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})
-        wait_for(lambda: uploads_of(gateway, bucket, f"/{job['id']}-1/"), "the upload to start")
-        gateway.stop()  # S3 is gone mid-export
+        # frozen while S3 goes, so the upload cannot complete first, however fast the machine
+        tree = freeze_when(server, lambda: uploads_of(gateway, bucket, f"/{job['id']}-1/"), "the upload to start")
+        try:
+            gateway.stop()  # S3 is gone mid-export
+        finally:
+            thaw(tree)
 
         failed = wait_for(
             lambda: (r := job_result(server, token, job["id"]))["stage"] != "RUNNING" and r, "the job to end", 120
