@@ -131,3 +131,37 @@ def test_a_refused_file_links_nothing(seeded: Any, tmp_path: Path, client: TestC
     assert gio_of(client, token, "$anonymous_user", "dev-r") == anonymous
     assert history(client, token, "$anonymous_user", "dev-r") == ["browse"]
     assert gio_of(client, token, "$basic_userId", "NEWU2") == 0
+
+
+def lookup(client: TestClient, token: str, path: str) -> dict[str, Any]:
+    page = client.get(path, headers=auth(token))
+    assert page.status_code == 200, page.text
+    return dict(page.json())
+
+
+def test_the_single_user_lookup_resolves_a_device_as_events_do(seeded: Any, tmp_path: Path, client: TestClient) -> None:
+    """E11 (and E10) by ``$anonymous_user``: a linked device is its login user, as E18 and the loader resolve it;
+    a device no link names is the lowest gio_id holding it, as before."""
+    app, token = seeded.app, seeded.token
+    service = EventService(app.meta, app.engine, app.data)
+    first = tmp_path / "first.csv"
+    first.write_text("event,time,deviceId\nbrowse,2026-05-01T10:00:00+08:00,dev-e11\n")
+    service.import_events(PROJECT, first)
+    anonymous = gio_of(client, token, "$anonymous_user", "dev-e11")
+    assert lookup(client, token, f"{E18}/$anonymous_user/dev-e11")["gioId"] == str(anonymous)
+    second = tmp_path / "second.csv"
+    second.write_text(
+        "event,time,userId,deviceId\n"
+        "login,2026-05-01T10:05:00+08:00,NEWU3,dev-e11\n"  # the anonymous user's device: merged into NEWU3
+        "login,2026-05-01T10:06:00+08:00,C002,dev-nobody\n"  # a device no user holds: simply linked to C002
+    )
+    service.import_events(PROJECT, second)
+    for device, login in [("dev-e11", "NEWU3"), ("dev-nobody", "C002")]:
+        resolved = gio_of(client, token, "$anonymous_user", device)
+        assert resolved == gio_of(client, token, "$basic_userId", login) and resolved != anonymous
+        for path in (f"{E18}/$anonymous_user/{device}", f"/v1/api/users/ids_$anonymous_user/{device}"):
+            user = lookup(client, token, path)
+            assert user["gioId"] == str(resolved), (path, user)
+            assert user["identifications"]["ids_$basic_userId"] == [login], (path, user)
+    # a device a profile import gave a login user (C001's d1), which no link names, is that user as before
+    assert lookup(client, token, f"{E18}/$anonymous_user/d1")["identifications"]["ids_$basic_userId"] == ["C001"]

@@ -488,17 +488,18 @@ class ClickHouseEngine:
         self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
     ) -> dict[str, Any] | None:
         snap = self.current(project_id)
-        col = f"u.{quote_ident(identity.key)}"
-        test = f"has({col}, {{v:String}})" if identity.multi else f"{col} = {{v:String}}"
+        # the user events resolve it to: a linked device is its login user (docs/events.md, "Identity links")
+        gio_id = events.resolve_gio_id(self, snap.users, project_id, identity, value)
         entries = list(catalog.entries.values())
         rows = (
             self.client()
             .query(
-                f"SELECT {page_select_list(entries)} FROM {self.table(snap.users)} AS u WHERE {test} "
-                "ORDER BY u.gio_id LIMIT 1",
-                parameters={"v": value},
+                f"SELECT {page_select_list(entries)} FROM {self.table(snap.users)} AS u WHERE u.gio_id = {{g:Int64}}",
+                parameters={"g": gio_id},
             )
             .result_rows
+            if gio_id
+            else []
         )
         return _api_row([GIO_ID, *(e.key for e in entries)], rows[0]) if rows else None
 

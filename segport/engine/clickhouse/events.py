@@ -632,6 +632,14 @@ def user_events(
     snap = snaps.read_current(engine.client(), engine.db, project_id)
     if snap is None:
         return UserEvents(0, [], False)
+    gio_id = resolve_gio_id(engine, snap.users, project_id, identity, value)
+    return _user_events(engine, project_id, gio_id, start_ms, end_ms, limit, offset, descending)
+
+
+def resolve_gio_id(engine: Any, users: str, project_id: str, identity: CatalogEntry, value: str) -> int:
+    """The user an identity value names, as events resolve it (0: nobody): a device id an event linked to a login
+    user is that user (docs/events.md, "Identity links"); otherwise the lowest ``gio_id`` of the users table
+    ``users`` holding the value. E18 and the single-user lookup (E10/E11) both resolve by it."""
     col = f"u.{ch_ident(identity.key)}"
     test = f"has({col}, {{v:String}})" if identity.multi else f"{col} = {{v:String}}"
     client = engine.client()
@@ -644,16 +652,15 @@ def user_events(
         except Exception:  # no event loaded since links began: no links
             linked = []
         if linked:
-            return _user_events(engine, project_id, int(linked[0][0]), start_ms, end_ms, limit, offset, descending)
+            return int(linked[0][0])
     try:
         found = client.query(
-            f"SELECT u.gio_id FROM {engine.table(snap.users)} AS u WHERE {test} ORDER BY u.gio_id LIMIT 1",
+            f"SELECT u.gio_id FROM {engine.table(users)} AS u WHERE {test} ORDER BY u.gio_id LIMIT 1",
             parameters={"v": value},
         ).result_rows
     except Exception:  # no such column yet: no such user
         found = []
-    gio_id = int(found[0][0]) if found else 0
-    return _user_events(engine, project_id, gio_id, start_ms, end_ms, limit, offset, descending)
+    return int(found[0][0]) if found else 0
 
 
 def _user_events(

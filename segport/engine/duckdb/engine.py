@@ -339,16 +339,19 @@ class DuckDBEngine:
     def lookup_user(
         self, project_id: str, catalog: Catalog, identity: CatalogEntry, value: str
     ) -> dict[str, Any] | None:
-        """The user (lowest ``gio_id``) holding ``value`` for ``identity``, every catalogue key rendered."""
-        col = f"u.{quote_ident(identity.key)}"
-        test = f"list_contains({col}, ?)" if identity.multi else f"{col} = ?"
+        """The user ``value`` names for ``identity`` as events resolve it (a linked device is its login user, else
+        the lowest ``gio_id`` holding it: :func:`event_reads.resolve_gio_id`), every catalogue key rendered."""
         entries = list(catalog.entries.values())
         with self._cursor() as cur, _exhaustion():
-            row = cur.execute(
-                f"SELECT {pages.select_list(entries)} FROM {users_table(project_id)} u WHERE {test} "
-                "ORDER BY u.gio_id LIMIT 1",
-                [value],
-            ).fetchone()
+            gio_id = event_reads.resolve_gio_id(cur, project_id, identity, value)
+            row = (
+                cur.execute(
+                    f"SELECT {pages.select_list(entries)} FROM {users_table(project_id)} u WHERE u.gio_id = ?",
+                    [gio_id],
+                ).fetchone()
+                if gio_id
+                else None
+            )
         return None if row is None else dict(zip([GIO_ID, *(e.key for e in entries)], row, strict=True))
 
     def tag_counts(self, project_id: str, tags: list[CatalogEntry]) -> dict[str, int]:

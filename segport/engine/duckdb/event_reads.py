@@ -20,7 +20,10 @@ def _clamp(ms: int) -> int:
     return max(0, min(ms, MAX_MS))
 
 
-def _gio_id(cur: duckdb.DuckDBPyConnection, project_id: str, identity: CatalogEntry, value: str) -> int:
+def resolve_gio_id(cur: duckdb.DuckDBPyConnection, project_id: str, identity: CatalogEntry, value: str) -> int:
+    """The user an identity value names, as events resolve it (0: nobody): a device id an event linked to a login
+    user is that user (docs/events.md, "Identity links"); otherwise the lowest ``gio_id`` holding the value. E18
+    and the single-user lookup (E10/E11) both resolve by it."""
     col = f"u.{quote_ident(identity.key)}"
     test = f"list_contains({col}, ?)" if identity.multi else f"{col} = ?"
     if identity.key == DEVICE_COLUMN:  # a device linked to a user is that user (docs/events.md)
@@ -51,7 +54,7 @@ def user_events(
     offset: int,
     descending: bool,
 ) -> UserEvents:
-    gio_id = _gio_id(cur, project_id, identity, value)
+    gio_id = resolve_gio_id(cur, project_id, identity, value)
     have = store_columns(cur, project_id)
     if not gio_id or not have:
         return UserEvents(gio_id, [], False)
