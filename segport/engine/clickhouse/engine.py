@@ -43,7 +43,7 @@ from segport.engine.clickhouse.rules import ClickHouseRules, rule_parameters
 from segport.engine.clickhouse.sql import column_type, page_select_list, present
 from segport.engine.columns import Step, column_steps
 from segport.engine.interrupt import Interrupt
-from segport.errors import ComputeFailed, EngineBusy, ExportFailed, SegmentNotFound, SegportError
+from segport.errors import ComputeFailed, EngineBusy, ExportFailed, ImportRejected, SegmentNotFound, SegportError
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -517,10 +517,14 @@ class ClickHouseEngine:
     ) -> EventImportReport:
         with self._writer:
             self._align(self.client(), project_id, catalog, prune=False)
+            before = events.store_state(self, project_id)
             try:
                 return events.import_events(
                     self, project_id, catalog, attributes, path, file_format, int(time.time() * 1000)
                 )
+            except ImportRejected:  # a refused file stores nothing: the tables and columns made for it go again
+                events.restore_store(self, project_id, before)
+                raise
             finally:  # it may have made the table or added columns, even if it failed after that
                 self._event_tables.pop(project_id, None)
 

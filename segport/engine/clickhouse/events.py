@@ -90,6 +90,28 @@ def _ensure_store(engine: Any, project_id: str, columns: dict[str, str]) -> None
             client.command(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {ch_ident(name)} Nullable({_CH[sql]})")
 
 
+def store_state(engine: Any, project_id: str) -> tuple[dict[str, str], bool]:
+    """The event table's columns (``{}``: no table) and whether the links table exists, before an import."""
+    links = snaps.columns(engine.client(), engine.db_name, f"links_{project_id}")
+    return store_columns(engine, project_id), bool(links)
+
+
+def restore_store(engine: Any, project_id: str, before: tuple[dict[str, str], bool]) -> None:
+    """Undo what :func:`_ensure_store` did for a refused file (refusals come before any row, user or link is
+    stored): the event and links tables it created are dropped, the attribute columns it added to an existing
+    event table are dropped again, so a refused file neither makes a store nor fixes an attribute's type."""
+    client = engine.client()
+    columns, had_links = before
+    if not had_links:
+        client.command(f"DROP TABLE IF EXISTS {links_table(engine, project_id)} SYNC")
+    if not columns:
+        client.command(f"DROP TABLE IF EXISTS {events_table(engine, project_id)} SYNC")
+        return
+    for name in store_columns(engine, project_id):
+        if name not in columns:
+            client.command(f"ALTER TABLE {events_table(engine, project_id)} DROP COLUMN IF EXISTS {ch_ident(name)}")
+
+
 def _fetch(engine: Any, con: duckdb.DuckDBPyConnection, folder: Path, query: str, into: str) -> None:
     """Run ``query`` in ClickHouse and insert its rows into the scratch table ``into`` (through Parquet)."""
     data = engine.client().raw_query(query, fmt="Parquet")
