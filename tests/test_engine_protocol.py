@@ -47,7 +47,7 @@ CALLS: dict[str, tuple[tuple[Any, ...], Any]] = {
     "import_users": (
         (
             "WlGk4Daj",
-            CATALOG,
+            Catalog(list(CATALOG.entries.values()), ["tag_rfm"]),  # a computed tag travels with its catalogue
             Path("/data/uploads/upload-1.csv"),
             "csv",
             "id_$basic_userId",
@@ -118,7 +118,7 @@ def through_json(value: Any) -> Any:
 def plain(value: Any) -> Any:
     """``value`` with each catalogue as its entries (a Catalog has no equality of its own)."""
     if isinstance(value, Catalog):
-        return ("Catalog", list(value.entries.values()))
+        return ("Catalog", list(value.entries.values()), sorted(value.computed))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (type(value).__name__, [plain(getattr(value, f.name)) for f in dataclasses.fields(value)])
     if isinstance(value, dict):

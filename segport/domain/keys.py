@@ -12,6 +12,7 @@ Three kinds of key, told apart by their prefix (GrowingIO's own convention):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -127,10 +128,12 @@ def parse_type(raw: str) -> tuple[ValueType, bool]:
 
 
 class Catalog:
-    """A project's keys, by canonical key."""
+    """A project's keys, by canonical key. ``computed`` names the tags computed from events (docs/tags.md): their
+    values belong to their definitions, so a profile import refuses a column for one."""
 
-    def __init__(self, entries: list[CatalogEntry]) -> None:
+    def __init__(self, entries: list[CatalogEntry], computed: Iterable[str] = ()) -> None:
         self.entries = {e.key: e for e in entries}
+        self.computed = frozenset(computed)
 
     def __contains__(self, key: str) -> bool:
         return canonical_key(key) in self.entries

@@ -1,7 +1,8 @@
 """The values engine operations take and answer, as JSON and back, led by their type hints.
 
 What travels: ``None``, booleans, numbers and strings as they are; enums by value; paths as absolute paths (the
-engine process reads a file where it lies, on the same data dir); a :class:`Catalog` as its list of entries;
+engine process reads a file where it lies, on the same data dir); a :class:`Catalog` as its list of entries
+(with the computed tags it names: ``{"entries", "computed"}``);
 dataclasses as objects of their fields; lists and string-keyed dicts of any of these. Anything else (a callable,
 an open file) is refused when it is sent, so a new operation that cannot travel fails the first time it is
 called, in the tests, not in production.
@@ -29,7 +30,8 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value.resolve())
     if isinstance(value, Catalog):
-        return [to_wire(e) for e in value.entries.values()]
+        entries = [to_wire(e) for e in value.entries.values()]
+        return {"entries": entries, "computed": sorted(value.computed)} if value.computed else entries
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -53,8 +55,9 @@ def from_wire(data: Any, hint: Any) -> Any:
     if origin is dict:
         _, item = typing.get_args(hint)
         return {k: from_wire(v, item) for k, v in data.items()}
-    if hint is Catalog:
-        return Catalog([from_wire(e, CatalogEntry) for e in data])
+    if hint is Catalog:  # its entries, or {"entries", "computed"} when it names computed tags
+        named = data if isinstance(data, dict) else {"entries": data, "computed": []}
+        return Catalog([from_wire(e, CatalogEntry) for e in named["entries"]], named["computed"])
     if hint is Path:
         return Path(data)
     if isinstance(hint, type) and issubclass(hint, Enum):

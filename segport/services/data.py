@@ -16,7 +16,7 @@ from typing import Any
 
 from segport.domain.behaviour import BehaviourContext, EventSchema
 from segport.domain.behaviour_parse import event_schema
-from segport.domain.keys import CatalogEntry, KeyKind, identity_column, parse_key, parse_type
+from segport.domain.keys import Catalog, CatalogEntry, KeyKind, identity_column, parse_key, parse_type
 from segport.domain.rules import check_rule, has_event_conditions, parse_rule_text, rule_keys
 from segport.domain.text import bad_character, display_name_problem
 from segport.engine.base import ComputeResult, ImportReport, ProfileAccess, ProfileEngine, SegmentDefinition
@@ -162,6 +162,8 @@ class DataService:
         self.meta.project(project_id)
         catalog = self.meta.catalog(project_id)
         self.engine.ensure_project(project_id, catalog)
+        # a computed tag's values belong to its definition: the import refuses a column for one (docs/tags.md)
+        catalog = Catalog(list(catalog.entries.values()), [r.key for r in TagStore(self.meta).all(project_id)])
         column = identity_column(match)
         entry = catalog.get(column)
         if entry is None or entry.kind is not KeyKind.IDENTITY:  # said here: the engine only sees the column

@@ -220,6 +220,8 @@ def _direct_plan(
         entry = catalog.get(canonical_key(name.strip()))
         if entry is None or entry in entries or dtype not in _DIRECT_TYPES.get((entry.type, entry.multi), ()):
             return None
+        if entry.key in catalog.computed:  # refused: the DuckDB import says why
+            return None
         raw = ch_ident(name)
         if entry.multi:  # Array(Nullable(String)) as read: a null item is refused, [] and [''] are no value
             values.append(f"if(length({raw}) = 0 OR {raw} = [''], [], arrayMap(x -> assumeNotNull(x), {raw}))")

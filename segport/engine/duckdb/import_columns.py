@@ -276,6 +276,11 @@ def plan_columns(file_cols: list[tuple[str, str]], catalog: Catalog, project_id:
         entry = catalog.get(key)
         if entry is None:
             raise ImportRejected(f"column {name!r} is not a key in the catalogue of project {project_id}")
+        if entry.key in catalog.computed:  # its values belong to its definition (docs/tags.md)
+            raise ImportRejected(
+                f"column {name!r} is the computed tag {entry.key}: its values come from its definition, not from "
+                "a profile import; leave the column out of the file"
+            )
         if key in seen:
             raise ImportRejected(f"column {name!r} appears twice")
         seen.add(key)
