@@ -18,11 +18,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from segport.console import web
-from segport.console.rule_text import rule_lines
+from segport.console.rule_text import rule_lines, tag_lines
 from segport.console.service import PREVIEW_ROWS, ConsoleService
 from segport.console.sessions import Session, SessionStore
 from segport.console.web import PREFIX, Page, first, redirect
 from segport.domain.jobs import Stage
+from segport.domain.tags import IMPORTED_TYPE
 from segport.errors import InvalidBody, SegportError, Unauthorized
 from segport.http.files import ResultFileResponse
 from segport.http.job_result import job_result
@@ -163,6 +164,47 @@ async def events(request: Request, project_id: str) -> Response:
         attributes=attributes,
         collect_key=collect_key,
         sources=sources,
+        time=web.local_time,
+    )
+
+
+@router.get("/p/{project_id}/tags")
+async def tags(request: Request, project_id: str) -> Response:
+    session = await _session(request)
+    if session is None:
+        return _to_signin(request)
+    page = Page(request, session)
+    service = _service(request)
+    try:
+        project = await _run(service.project, session.who, project_id)
+        views = await _run(service.tags, session.who, project_id)
+    except SegportError as exc:
+        return page.error(exc)
+    return page.render("tags.html", project=project, tags=views, time=web.local_time, imported=IMPORTED_TYPE)
+
+
+@router.get("/p/{project_id}/tags/{key}")
+async def tag(request: Request, project_id: str, key: str) -> Response:
+    """A tag: a computed one's definition in words (as a segment's rule) with its JSON, type, value type and
+    detector; an imported one says so."""
+    session = await _session(request)
+    if session is None:
+        return _to_signin(request)
+    page = Page(request, session)
+    service = _service(request)
+    try:
+        project = await _run(service.project, session.who, project_id)
+        view = await _run(service.tag, session.who, project_id, key)
+    except SegportError as exc:
+        return page.error(exc)
+    definition = json.loads(view.definition.definition) if view.definition is not None else None
+    return page.render(
+        "tag.html",
+        project=project,
+        tag=view,
+        imported=IMPORTED_TYPE,
+        definition_lines=tag_lines(definition, page.lang) if definition is not None else [],
+        definition_json=json.dumps(definition, ensure_ascii=False, indent=2) if definition is not None else "",
         time=web.local_time,
     )
 

@@ -1,7 +1,8 @@
 """A segment's rule as the console shows it: one line per node, indented by depth, in the page's language —
 property leaves as ``key op value``, event conditions in words (did / did not, the measure, the window, the
 order of a sequence, the drop-off). The rule was checked when the segment was stored; a node this module does
-not know how to say is shown as its JSON."""
+not know how to say is shown as its JSON. A computed tag's definition (docs/tags.md) is said the same way
+(:func:`tag_lines`): its type and what it takes, the events it reads, a HORIZONTAL tag's source and layers."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ _WORDS: dict[str, dict[str, str]] = {
         "minutes": "{n} minutes",
         "hours": "{n} hours",
         "days": "{n} days",
+        "first": "the earliest value of {a}",
+        "last": "the latest value of {a}",
+        "most_frequent": "the most frequent value of {a}",
+        "layers": "layers of {source}",
+        "layers_of": "layers of",
+        "rest": "every other value",
         "sep": ", ",
     },
     "zh": {
@@ -61,6 +68,12 @@ _WORDS: dict[str, dict[str, str]] = {
         "minutes": "{n} 分钟",
         "hours": "{n} 小时",
         "days": "{n} 天",
+        "first": "最早的 {a}",
+        "last": "最近的 {a}",
+        "most_frequent": "出现最多的 {a}",
+        "layers": "{source} 分层",
+        "layers_of": "分层依据",
+        "rest": "其余的值",
         "sep": "，",
     },
 }
@@ -72,6 +85,41 @@ def rule_lines(rule: Any, lang: str = "en") -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     _node(rule, 0, words, out)
     return out
+
+
+def tag_lines(definition: Any, lang: str = "en") -> list[tuple[int, str]]:
+    """``(depth, text)`` per line of a computed tag's definition: its type and what it takes, then the events it
+    reads (a HORIZONTAL tag: its source, then one line per layer). Checked when the tag was stored; a part this
+    function does not know how to say is shown as its JSON."""
+    w = _WORDS.get(lang, _WORDS["en"])
+    out: list[tuple[int, str]] = []
+    try:
+        _tag(definition, 0, w, out)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return [(0, _json(definition))]
+    return out
+
+
+def _tag(defn: dict[str, Any], depth: int, w: dict[str, str], out: list[tuple[int, str]]) -> None:
+    kind = defn.get("type", "AGGREGATED")
+    if kind == "HORIZONTAL":
+        source = defn["source"]
+        if isinstance(source, str):
+            out.append((depth, f"{kind}: {w['layers'].format(source=source)}"))
+        else:
+            out.append((depth, f"{kind}: {w['layers_of']}"))
+            _tag(source, depth + 1, w, out)
+        for layer in defn["layers"]:
+            bound = f"≥ {_json(layer['gte'])}" if "gte" in layer else w["rest"]
+            out.append((depth + 1, f"{layer['name']}: {bound}"))
+        return
+    if kind == "AGGREGATED":
+        what = _measure(defn.get("measure", "count"), w)
+    else:
+        pick = defn["pick"]
+        what = w[pick].format(a=defn["attribute"])
+    out.append((depth, f"{kind}: {what}"))
+    out.append((depth + 1, w["sep"].join([w["did"].format(event=_step(defn, w)), *_time(defn, w)])))
 
 
 def _node(rule: Any, depth: int, w: dict[str, str], out: list[tuple[int, str]]) -> None:

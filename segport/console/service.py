@@ -15,6 +15,7 @@ from segport.domain.jobs import TargetKind
 from segport.domain.keys import Catalog, CatalogEntry, KeyKind
 from segport.services.exports import Download, ExportRequest
 from segport.services.queries import MAX_PAGE_PROPERTIES, UserPage
+from segport.services.tags import TagService, TagView
 from segport.store.event_catalog import AttributeInfo, EventCatalog, EventName
 from segport.store.events import DataSource, DataSources
 from segport.store.meta import Principal
@@ -66,6 +67,15 @@ class ConsoleService:
     def catalog(self, who: Principal, project_id: str) -> CatalogGroups:
         self.queries.project(who, project_id)
         return CatalogGroups.of(self.app.meta.catalog(project_id))
+
+    def tags(self, who: Principal, project_id: str) -> list[TagView]:
+        """Every tag of the project (imported and computed), with a computed tag's definition and detector."""
+        self.queries.project(who, project_id)
+        return TagService(self.app.data).views(project_id)
+
+    def tag(self, who: Principal, project_id: str, key: str) -> TagView:
+        self.queries.project(who, project_id)
+        return TagService(self.app.data).view(project_id, key)
 
     def preview(self, who: Principal, project_id: str, key: str, properties: list[str]) -> UserPage:
         """The first members of the segment (the API's segment users page), with at most the first 20 of
