@@ -131,8 +131,11 @@ def test_a_device_linked_to_a_login_user_sets_that_users_properties(
     assert vip["properties"]["usr_level"] == "gold"  # the user the device resolves to, as its events do
     # a link does not put the device in the login user's list
     assert vip["identifications"]["ids_$anonymous_user"] is None
-    # the anonymous user's row stays as it was (docs/events.md, "Identity links")
-    assert profile(client, token, "$anonymous_user", "lnk-1")["properties"]["usr_level"] == "silver"
+    # the device now answers its login user in a lookup too (docs/api.md, E10/E11), while the anonymous user's
+    # row stays as it was (docs/events.md, "Identity links"): one user holds silver
+    assert profile(client, token, "$anonymous_user", "lnk-1")["gioId"] == vip["gioId"]
+    silver = {"key": "usr_level", "op": "eq", "value": "silver"}
+    assert app.data.create_segment(PROJECT, SegmentSpec(key="seg_silver", name="银", rule=silver)).total_users == 1
     post(client, key, source, [visitor(5, "lnk-1", level="platinum")], NOW + 12)
     load.run_once()
     assert profile(client, token, "$basic_userId", "VIP9")["properties"]["usr_level"] == "platinum"
