@@ -380,7 +380,7 @@ class DuckDBEngine:
                 ev.ensure_store(cur, project_id, staged.columns)
                 skipped = ev.skip_loaded_batches(cur, staged, project_id)
                 added = ev.resolve_identities(cur, catalog, staged, users_table(project_id), project_id)
-                names, select = ev.final_rows(staged)
+                names, select = ev.final_rows(staged, ordered=not staged.in_order)
                 stored = cur.execute(
                     f"INSERT INTO {ev.events_table(project_id)} ({', '.join(ev.q(n) for n in names)}) {select}"
                 ).fetchone()

@@ -4,7 +4,8 @@ identities and store the rows in DuckDB's event store.
 
 The event store is one table per project, ``events_<project>``: ``gio_id``, ``$time`` (``TIMESTAMP``, UTC),
 ``$event``, ``$type``, ``$batch`` (the spool batch a row came from; null for files), one text column per
-standard field (``$path`` …) and one typed column per attribute key. Each load is inserted in time order, so the
+standard field (``$path`` …) and one typed column per attribute key. Each load is inserted in time order (a
+Parquet file already in time order in file order, without a sort: ``in_time_order``), so the
 zone maps DuckDB keeps per row group (min/max of every column, 122,880 rows a group) let a scan bounded by
 ``$time`` skip the row groups outside its bounds. ``segport_event_batches`` holds the spool batches stored, in
 the same transaction as their rows.
@@ -92,6 +93,9 @@ class Staged:
     # gio_id)`` (made by resolve_identities from ``ev_rawids(_idraw)``, the distinct values as written).
     raw_id: str = ""
     raw_map: bool = False  # some value is written otherwise than its identity value (blanks around it, a number)
+    # the file's rows are already in time order (each row's time at or after the previous row's): they are stored
+    # in file order, without a sort (see in_time_order)
+    in_order: bool = False
 
     def at(self, row: int) -> str:
         """Where row ``row`` (1-based) is in the file, as messages name it."""
@@ -343,9 +347,34 @@ def stage(
     if as_written and nulls:
         refuse(cur, staged)  # a row with no identity
     staged.rows = sum(int(g[1]) for g in grouped)
+    if staged.view and raw_identities:  # (ClickHouse sorts every insert itself)
+        staged.in_order = in_time_order(cur, path, src, cols[TIME_COLUMN])
     events = {str(g[0]): [a for a, n in zip(attrs, g[3 : 3 + len(attrs)], strict=True) if n] for g in grouped}
     staged.events = dict(sorted(events.items()))
     return staged
+
+
+def in_time_order(cur: duckdb.DuckDBPyConnection, path: Path, src: str, dtype: str) -> bool:
+    """Whether a Parquet file's rows are in time order: no row's ``time`` before the previous row's (an integer
+    or timestamp column; a text column is not looked at). The file's own statistics answer first (a row group
+    starting before the previous one ends means no); otherwise one streaming pass over the time column alone
+    counts the descents (``lag() OVER ()``: the scan's order is the file's, as the insert's is, with
+    ``preserve_insertion_order``). About 2% of an import's time; the sort it saves costs far more."""
+    if dtype not in _INT_TYPES and not dtype.startswith("TIMESTAMP"):
+        return False
+    if dtype in _INT_TYPES:
+        stats = cur.execute(
+            "SELECT stats_min_value, stats_max_value FROM parquet_metadata(?) WHERE path_in_schema = ? "
+            "ORDER BY row_group_id",
+            [str(path), TIME_COLUMN],
+        ).fetchall()
+        if stats and all(lo is not None and hi is not None for lo, hi in stats):
+            bounds = [(int(lo), int(hi)) for lo, hi in stats]
+            if any(lo < before for (_, before), (lo, _) in zip(bounds, bounds[1:], strict=False)):
+                return False
+    t = f"r.{q(TIME_COLUMN)}"
+    row = cur.execute(f"SELECT count(*) FROM (SELECT {t} < lag({t}) OVER () AS d FROM {src} r) WHERE d").fetchone()
+    return row is not None and int(row[0]) == 0
 
 
 def _ids_check(known: set[str]) -> str:
