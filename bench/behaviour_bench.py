@@ -547,7 +547,11 @@ CH_HAND: dict[str, Callable[[int], str]] = {
     "cart_then_pay_1d": _ch_then("add_to_cart", "pay", 30, DAY_MS),
     "cart_no_pay_1d": _ch_not_followed("add_to_cart", "pay", 30, DAY_MS),
     "tag_pay_sum_30d": _ch_tag("sum(amount)", "pay", 30, "0"),
-    "tag_last_pay_channel": _ch_tag("argMax(channel, `$time`)", "pay", None, "NULL"),
+    # ties between equal times broken by the greatest channel, as the tag's semantics ask (docs/tags.md): the
+    # cheapest tie-breaking form found (maxArgMax: the max of channel over the rows at the latest time) costs
+    # what argMax(channel, `$time`) costs, where argMax by the tuple (time, channel) or the max of the tuples
+    # cost ~25% more (docs/performance.md)
+    "tag_last_pay_channel": _ch_tag("maxArgMax(channel, `$time`)", "pay", None, "NULL"),
     "t_pay1_7d": _ch_having("pay", 7, "count() >= 1"),
     "t_pay3_90d": _ch_having("pay", 90, "count() >= 3"),
     "t_login5_30d": _ch_having("login", 30, "count() >= 5"),
