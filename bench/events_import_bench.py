@@ -12,7 +12,11 @@ import it counts one day's events with the engine's own time-bounded scan (``cou
 that scan read against the rows stored: the store's time order lets it skip the rest.
 
     .venv/bin/python bench/events_import_bench.py [--events 2000000] [--users 200000] [--days 90]
-        [--engine duckdb|clickhouse] [--repeat 3] [--file events.parquet]
+        [--engine duckdb|clickhouse] [--repeat 3] [--file events.parquet] [--statements]
+
+``--statements`` (ClickHouse) adds, for each round's import, every statement segport sent to ClickHouse with its
+wall and CPU seconds (the whole process's, chDB's threads included), so where an import's time goes can be read
+from one run.
 
 The issue's size: ``--events 100000000 --users 10000000`` (about 2 GB of Parquet, and a data dir of as much
 again per engine in each round).
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--file", type=Path, help="an event file to load instead of generating one")
+    parser.add_argument("--statements", action="store_true", help="each ClickHouse statement's wall and CPU")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="segport-evimport-") as tmp:
         base = Path(tmp)
@@ -65,7 +70,8 @@ def main() -> None:
         for n in range(args.repeat):
             work = base / f"round-{n}"
             work.mkdir()
-            seg_wall, seg_cpu, report = segport_import(args.engine, work, path, scan if n == 0 else None)
+            statements: list[dict[str, Any]] | None = [] if args.statements else None
+            seg_wall, seg_cpu, report = segport_import(args.engine, work, path, scan if n == 0 else None, statements)
             own_wall, own_cpu, _ = own_load(args.engine, work, path)
             rounds.append(
                 {
@@ -73,10 +79,11 @@ def main() -> None:
                     "segportCpuSeconds": round(seg_cpu, 3),
                     "engineOwnLoadSeconds": round(own_wall, 3),
                     "engineOwnLoadCpuSeconds": round(own_cpu, 3),
+                    **({"statements": statements} if statements is not None else {}),
                 }
             )
             shutil.rmtree(work, ignore_errors=True)
-        med = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
+        med = {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0] if k != "statements"}
         print(
             json.dumps(
                 {
@@ -104,7 +111,9 @@ def timed(run: Any) -> tuple[float, float, Any]:
     return time.perf_counter() - started, _cpu() - cpu, out
 
 
-def segport_import(engine: str, base: Path, path: Path, scan: dict[str, int] | None) -> tuple[float, float, Any]:
+def segport_import(
+    engine: str, base: Path, path: Path, scan: dict[str, int] | None, statements: list[dict[str, Any]] | None = None
+) -> tuple[float, float, Any]:
     extra: dict[str, Any] = {}
     if engine == "clickhouse":
         extra = {"engine": "clickhouse", "clickhouse_url": f"chdb://{base / 'ch'}?database=bench"}
@@ -112,6 +121,8 @@ def segport_import(engine: str, base: Path, path: Path, scan: dict[str, int] | N
     try:
         app.meta.create_project(P, "bench")
         service = EventService(app.meta, app.engine, app.data)
+        if statements is not None:
+            record(app.engine.client(), statements)
         out = timed(lambda: service.import_events(P, path))
         if scan is not None:  # one day, the second of the span
             day = app.engine.count_events(P, T0 + 86_400_000, T0 + 2 * 86_400_000)
@@ -120,6 +131,20 @@ def segport_import(engine: str, base: Path, path: Path, scan: dict[str, int] | N
         return out
     finally:
         app.close()
+
+
+def record(client: Any, into: list[dict[str, Any]]) -> None:
+    """Wrap the ClickHouse client's calls so each statement's wall and CPU seconds are appended to ``into``."""
+    for method in ("command", "query", "raw_query", "raw_insert"):
+        real = getattr(client, method)
+
+        def wrapped(*args: Any, _real: Any = real, _method: str = method, **kwargs: Any) -> Any:
+            wall, cpu, out = timed(lambda: _real(*args, **kwargs))
+            shown = " ".join(str(args[0] if args else kwargs.get("query", "")).split())
+            into.append({"sql": f"{_method}: {shown[:160]}", "wall": round(wall, 3), "cpu": round(cpu, 3)})
+            return out
+
+        setattr(client, method, wrapped)
 
 
 def own_load(engine: str, base: Path, path: Path) -> tuple[float, float, Any]:
