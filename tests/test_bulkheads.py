@@ -22,6 +22,7 @@ import httpx
 import psutil
 import pytest
 
+from segport.store.queue import _RECHECK_S
 from tests.conftest import PROJECT, LiveServer, auth, children, engine_pid, start_server, stop_server, wait_for
 from tests.test_crash import job_result, make_data_dir, submit
 from tests.test_processes import SPLIT
@@ -193,6 +194,7 @@ def test_a_submit_whose_client_disconnected_before_the_job_was_inserted_creates_
             with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
                 client.sendall(request)
                 wait_for(lambda: waits_for_lock(api.pid, data / "meta.sqlite.lock"), "the submit to wait for the lock")
+                time.sleep(_RECHECK_S * 2)  # it waits long enough to ask again, once it has the lock, if we are there
                 mine = client.getsockname()
             # the client has given up and gone, and the API process has seen it (it closed its end)
             wait_for(lambda: not any(c.raddr == mine for c in api.net_connections()), "the API process to see it")
