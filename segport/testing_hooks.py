@@ -3,6 +3,10 @@
 With ``SEGPORT_TEST_PAUSE_AT=<name>`` set, the process reaching :func:`pause_point` ``name`` writes its pid to
 the file ``SEGPORT_TEST_PAUSE_FILE`` (when set) and sleeps until it is killed. Nothing sets these variables
 outside the tests; unset, a pause point is one dictionary lookup.
+
+:func:`hold_point` is a pause a test ends: with ``SEGPORT_TEST_HOLD_AT=<name>`` set, a process reaching it while
+the file ``SEGPORT_TEST_HOLD_FILE`` exists writes its pid to that path + ``.held`` and waits until the test
+removes the file, then goes on (with no file it goes on at once).
 """
 
 from __future__ import annotations
@@ -16,10 +20,25 @@ def pause_point(name: str) -> None:
     if os.environ.get("SEGPORT_TEST_PAUSE_AT") != name:
         return
     marker = os.environ.get("SEGPORT_TEST_PAUSE_FILE")
-    if marker:
-        Path(marker).write_text(str(os.getpid()), encoding="utf-8")
+    if marker:  # written whole, then renamed: a test that sees the file never reads it empty
+        written = Path(f"{marker}.{os.getpid()}.tmp")
+        written.write_text(str(os.getpid()), encoding="utf-8")
+        os.replace(written, marker)
     while True:  # the test kills us here
         time.sleep(1)
+
+
+def hold_point(name: str) -> None:
+    if os.environ.get("SEGPORT_TEST_HOLD_AT") != name:
+        return
+    gate = Path(os.environ.get("SEGPORT_TEST_HOLD_FILE", ""))
+    if not gate.name or not gate.exists():
+        return
+    written = Path(f"{gate}.{os.getpid()}.tmp")
+    written.write_text(str(os.getpid()), encoding="utf-8")
+    os.replace(written, f"{gate}.held")
+    while gate.exists():  # the test removes it once it has acted
+        time.sleep(0.01)
 
 
 def fault_point(name: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 
@@ -308,3 +310,74 @@ def stop_server(server: LiveServer) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- looking at a live server mid-work ----------------------------------------------------------------
+# A test that sees a job "in the middle" of something (RUNNING, writing, uploading) and then acts on it must
+# not assume it is still there when it acts: a fast machine finishes the work in between. `freeze_when` stops
+# the processes doing the work (SIGSTOP) once the state is seen, and checks it again while nothing moves.
+
+
+def children(server: LiveServer) -> dict[str, list[psutil.Process]]:
+    """The supervisor's live children by role: the engine is the one holding the DuckDB file open."""
+    found: dict[str, list[psutil.Process]] = {"engine": [], "api": []}
+    for child in psutil.Process(server.process.pid).children():
+        try:
+            files = {Path(f.path).name for f in child.open_files()}
+        except psutil.Error:
+            continue
+        found["engine" if "profiles.duckdb" in files else "api"].append(child)
+    return found
+
+
+def engine_pid(server: LiveServer) -> int:
+    engines = children(server)["engine"]
+    return engines[0].pid if len(engines) == 1 else 0
+
+
+def process_tree(server: LiveServer) -> list[psutil.Process]:
+    """The server's processes, children first (the supervisor restarts nothing while it is stopped last)."""
+    parent = psutil.Process(server.process.pid)
+    return [*parent.children(recursive=True), parent]
+
+
+def freeze_when(
+    server: LiveServer,
+    check: Callable[[], object],
+    what: str,
+    *,
+    only: Callable[[], list[psutil.Process]] | None = None,
+    timeout: float = 60,
+) -> list[psutil.Process]:
+    """Wait until ``check()`` holds while the server's processes (or those ``only()`` names: the engine, say,
+    so the API processes still answer) are stopped with SIGSTOP, and leave them stopped: the state ``check``
+    saw cannot move on (an upload completing, an export finishing) before the test acts on it. Returns the
+    stopped processes, for `thaw` (or SIGKILL, which ends stopped processes too)."""
+
+    def frozen() -> list[psutil.Process] | None:
+        if not check():
+            return None
+        procs = only() if only is not None else process_tree(server)
+        for proc in procs:
+            proc.send_signal(signal.SIGSTOP)
+        if check():  # seen again with nothing moving
+            return procs
+        thaw(procs)
+        return None
+
+    return wait_for(frozen, what, timeout)  # type: ignore[return-value]
+
+
+def thaw(procs: list[psutil.Process]) -> None:
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGCONT)

@@ -22,9 +22,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import PROJECT, LiveServer, auth, start_server, stop_server
-from tests.test_crash import job_result, make_data_dir, submit, wait_for
-from tests.test_processes import SPLIT, engine_pid
+from segport.store.queue import _RECHECK_S
+from tests.conftest import PROJECT, LiveServer, auth, children, engine_pid, start_server, stop_server, wait_for
+from tests.test_crash import job_result, make_data_dir, submit
+from tests.test_processes import SPLIT
 
 PROBE = {"SEGPORT_ENGINE_PROBE_INTERVAL_S": "1.0", "SEGPORT_ENGINE_PROBE_DEADLINE_S": "2.0"}
 BOUND_S = 1.0 + 2.0  # docs/processes.md: a page answers 503 at most interval + deadline after the engine stopped
@@ -60,6 +61,19 @@ def stopped(pid: int, data: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+
+
+def waits_for_lock(pid: int, lock: Path) -> bool:
+    """Whether ``pid`` is blocked on a ``flock`` of ``lock``: /proc/locks lists a waiter as
+    ``N: -> FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF``."""
+    inode = str(lock.stat().st_ino)
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields:
+            at = fields.index("->")
+            if fields[at + 4] == str(pid) and fields[at + 5].rsplit(":", 1)[-1] == inode:
+                return True
+    return False
 
 
 def timed_get(client: httpx.Client, url: str, token: str) -> tuple[float, httpx.Response | Exception]:
@@ -173,13 +187,17 @@ def test_a_submit_whose_client_disconnected_before_the_job_was_inserted_creates_
             f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
+        (api,) = children(server)["api"]
         # holding the metadata write lock keeps the submit waiting just before its insert, as a busy store (or a
         # busy machine) would
         with metadata_write_lock(data):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
                 client.sendall(request)
-                time.sleep(1.5)  # the API process has read the request and waits for the lock
-            time.sleep(0.5)  # the client has given up and gone
+                wait_for(lambda: waits_for_lock(api.pid, data / "meta.sqlite.lock"), "the submit to wait for the lock")
+                time.sleep(_RECHECK_S * 2)  # it waits long enough to ask again, once it has the lock, if we are there
+                mine = client.getsockname()
+            # the client has given up and gone, and the API process has seen it (it closed its end)
+            wait_for(lambda: not any(c.raddr == mine for c in api.net_connections()), "the API process to see it")
         # a later submit in the same process queues behind the abandoned one: once it is answered, that one is done
         after = submit(server, token, "seg_few", {"properties": ["id_$basic_userId"], "fileFormat": "json"})
         with contextlib.closing(sqlite3.connect(data / "meta.sqlite")) as db:

@@ -21,7 +21,7 @@ from segport.demo import CATALOG, generate_users
 from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.settings import Settings
-from tests.conftest import PROJECT, LiveServer, auth, start_server, stop_server
+from tests.conftest import PROJECT, LiveServer, auth, engine_pid, freeze_when, start_server, stop_server, wait_for
 
 USERS = 200_000
 PROPS = ["id_$basic_userId", "usr_name", "usr_gender", "usr_city", "tag_rfm", "tag_channel"]
@@ -89,16 +89,6 @@ def job_result(server: LiveServer, token: str, job_id: str) -> dict:
     return r.json()
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigkill_mid_export_then_restart_finishes_the_job_with_the_right_bytes(tmp_path: Path) -> None:
     data, token, parquet = make_data_dir(tmp_path, USERS)
     log = tmp_path / "server.log"
@@ -111,12 +101,16 @@ def test_sigkill_mid_export_then_restart_finishes_the_job_with_the_right_bytes(t
             files = [p for p in staging.glob("*") if p.is_file() and p.stat().st_size > 0]
             return files[0] if files else None
 
-        partial = wait_for(partial_file, "the export to start writing")
+        # the engine is stopped once the partial file is seen, so the export cannot finish before the SIGKILL
+        # (or before the poll below), however fast the machine; the API processes still answer
+        engine = wait_for(lambda: engine_pid(server), "the engine process")
+        freeze_when(server, partial_file, "the export to start writing", only=lambda: [psutil.Process(engine)])
+        partial = partial_file()
         running = job_result(server, token, job["id"])
         assert running["stage"] == "RUNNING" and running["uris"] == []
     finally:
         kids = psutil.Process(server.process.pid).children(recursive=True)
-        server.process.send_signal(signal.SIGKILL)  # mid-export, no chance to clean up
+        server.process.send_signal(signal.SIGKILL)  # mid-export (stopped there), no chance to clean up
         server.process.wait(10)
         # its API and engine processes follow it (parent-death signal), a moment later: the restart below must
         # not find the old engine still holding the DuckDB file

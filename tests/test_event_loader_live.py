@@ -21,9 +21,8 @@ import pytest
 from segport.roles.inline import build
 from segport.settings import Settings
 from segport.store.events import DataSources
-from tests.conftest import LiveServer, start_server, stop_server
-from tests.test_crash import FAST, wait_for
-from tests.test_processes import engine_pid
+from tests.conftest import LiveServer, engine_pid, start_server, stop_server, wait_for
+from tests.test_crash import FAST
 
 P = "Live0001"
 

@@ -29,9 +29,8 @@ from segport.store.db import Database
 from segport.store.events import decode_payload
 from segport.store.models import EventBatchRow
 from tests.client_venvs import client_python
-from tests.conftest import LiveServer, start_server, stop_server
-from tests.test_crash import FAST, wait_for
-from tests.test_processes import children
+from tests.conftest import LiveServer, children, start_server, stop_server, wait_for
+from tests.test_crash import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "tests" / "sdk" / "requirements.lock"

@@ -3,6 +3,8 @@ bounds on bodies, lists and strings."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -154,8 +156,12 @@ def test_cancel_another_projects_job_is_404(client: TestClient, seeded: Seeded) 
 
 @contextmanager
 def export_being_written(app: App, client: TestClient) -> Iterator[tuple[str, str]]:
-    """A demo export of 300k users, JSON gzip, run by a worker: yields (token, job id) once its file is being
-    written; afterwards waits for the staging folder to be empty again, then stops the worker."""
+    """A demo export of 300k users, JSON gzip, run by a worker: yields (token, job id) while its file is being
+    written; afterwards waits for the staging folder to be empty again, then stops the worker.
+
+    The pump that compresses the COPY's output into the file (segport/engine/duckdb/fifo.py) is held after its
+    first write until the block ends: the COPY, its FIFO full, is still running when the block acts on it, and the
+    job cannot finish meanwhile, however fast the machine."""
     from segport.demo import build_demo
 
     token = build_demo(app, users=300_000)  # WlGk4Daj gets the demo catalogue and segment too
@@ -174,16 +180,31 @@ def export_being_written(app: App, client: TestClient) -> Iterator[tuple[str, st
     }
     job = submit(client, token, body, f"/v1/api/projects/{PROJECT}/segment_profiles/seg_51activity/export_jobs")
     staging = app.settings.data_dir / "results" / ".staging"
-    w = Worker(app, threads=1)
-    w.start()
-    try:
-        wait_until(
-            lambda: any(p.is_file() for p in staging.rglob("*")), 30, "the export never started writing", poll_s=0.005
-        )  # the COPY is writing
-        yield token, job["id"]
-        wait_until(lambda: not any(staging.iterdir()), 10, "the partial file was not removed", poll_s=0.02)
-    finally:
-        w.stop()
+    wrote, release = threading.Event(), threading.Event()
+    real_write = os.write
+
+    def write_then_hold(fd: int, data: bytes) -> int:
+        written = real_write(fd, data)
+        if threading.current_thread().name.startswith("segport-fifo"):  # the pump, writing the result file
+            wrote.set()
+            release.wait(60)
+        return written
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "write", write_then_hold)
+        w = Worker(app, threads=1)
+        w.start()
+        try:
+            assert wrote.wait(30), "the export never started writing"
+            assert any(p.is_file() and p.stat().st_size for p in staging.rglob("*"))  # a partial file
+            try:
+                yield token, job["id"]
+            finally:
+                release.set()  # the COPY goes on, and meets what the block did
+            wait_until(lambda: not any(staging.iterdir()), 10, "the partial file was not removed", poll_s=0.02)
+        finally:
+            release.set()
+            w.stop()
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, failure: str, *, poll_s: float) -> None:

@@ -29,8 +29,8 @@ from segport.roles.inline import build, create_app
 from segport.services.exports import ExportRequest
 from segport.settings import Settings
 from segport.worker import Worker
-from tests.conftest import PROJECT, auth, start_server, stop_server
-from tests.test_crash import FAST, job_result, make_data_dir, submit, wait_for
+from tests.conftest import PROJECT, auth, start_server, stop_server, wait_for
+from tests.test_crash import FAST, job_result, make_data_dir, submit
 
 USERS = 150_000
 # the pair of exports: three properties as JSON, and the same plus one more as CSV with display names
@@ -156,7 +156,8 @@ def test_reads_past_the_queue_are_refused_with_engine_overloaded_and_retry_after
     for t in holders:
         t.start()
     assert held.wait(5)
-    time.sleep(0.1)
+    # every holder is in (a slow machine may not have run them all yet): the pool is full, nobody waits
+    wait_for(lambda: admission.reads.used == reads_at_once * budget.read_bytes, "the reads pool to fill", 10)
     waiter_done = threading.Event()
 
     def wait_in_line() -> None:
@@ -165,7 +166,7 @@ def test_reads_past_the_queue_are_refused_with_engine_overloaded_and_retry_after
 
     waiter = threading.Thread(target=wait_in_line)
     waiter.start()
-    time.sleep(0.2)  # the one place in line is taken now
+    wait_for(lambda: len(admission.reads._line) == 1, "the waiter to queue", 10)  # the one place in line is taken
     with pytest.raises(EngineOverloaded) as refused, admission.admit(Kind.READ):
         pass
     assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "3"}
@@ -183,6 +184,7 @@ def test_a_read_that_waits_past_its_bound_is_refused_and_exports_wait_their_turn
         second: list[float] = []
         t = threading.Thread(target=lambda: admission.admit(Kind.EXPORT).__enter__() or second.append(time.monotonic()))
         t.start()
+        wait_for(lambda: len(admission.work._line) == 1, "the second export to queue", 10)  # it got that far
         time.sleep(0.3)
         assert second == []  # the second export waits (it is not refused)
         with admission.admit(Kind.READ):  # reads have their own pool: never behind exports

@@ -21,27 +21,22 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import PROJECT, LiveServer, auth, free_port, start_server, stop_server, write_users_csv
-from tests.test_crash import FAST, PROPS, expected_jsonl, job_result, make_data_dir, submit, wait_for
+from tests.conftest import (
+    PROJECT,
+    LiveServer,
+    auth,
+    children,
+    engine_pid,
+    free_port,
+    freeze_when,
+    start_server,
+    stop_server,
+    wait_for,
+    write_users_csv,
+)
+from tests.test_crash import FAST, PROPS, expected_jsonl, job_result, make_data_dir, submit
 
 SPLIT = {**FAST, "SEGPORT_API_PROCESSES": "2"}
-
-
-def children(server: LiveServer) -> dict[str, list[psutil.Process]]:
-    """The supervisor's live children by role: the engine is the one holding the DuckDB file open."""
-    found: dict[str, list[psutil.Process]] = {"engine": [], "api": []}
-    for child in psutil.Process(server.process.pid).children():
-        try:
-            files = {Path(f.path).name for f in child.open_files()}
-        except psutil.Error:
-            continue
-        found["engine" if "profiles.duckdb" in files else "api"].append(child)
-    return found
-
-
-def engine_pid(server: LiveServer) -> int:
-    engines = children(server)["engine"]
-    return engines[0].pid if len(engines) == 1 else 0
 
 
 def users_page(server: LiveServer, token: str) -> httpx.Response:
@@ -92,7 +87,13 @@ def test_engine_killed_mid_export_is_restarted_and_the_job_finishes_with_the_rig
 def _kill_the_engine_mid_export(server: LiveServer, token: str, parquet: Path) -> None:
     first = wait_for(lambda: engine_pid(server), "the engine process")
     job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json", "compression": "gzip"})
-    wait_for(lambda: job_result(server, token, job["id"])["stage"] == "RUNNING", "the export to start")
+    # stopped once RUNNING is seen: the export cannot finish before the SIGKILL, however fast the machine
+    freeze_when(
+        server,
+        lambda: job_result(server, token, job["id"])["stage"] == "RUNNING",
+        "the export to start",
+        only=lambda: [psutil.Process(int(first))],  # type: ignore[call-overload]
+    )
     os.kill(int(first), signal.SIGKILL)  # type: ignore[call-overload]
     wait_for(lambda: engine_pid(server) not in (0, first), "a new engine process", 30)
     done = wait_for(

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROJECT, auth, start_server, stop_server
+from tests.conftest import PROJECT, auth, start_server, stop_server, wait_for
 from tests.s3_support import S3Gateway
-from tests.test_crash import FAST, PROPS, job_result, make_data_dir, submit, wait_for
+from tests.test_crash import FAST, PROPS, job_result, make_data_dir, submit
 from tests.test_s3_processes import object_keys, uploads_of
 
 CLIENTS = 20
@@ -85,7 +85,15 @@ def test_s3_unreachable_during_uploads_and_downloads(
     gateway = own_s3_gateway
     data, token, _ = make_data_dir(tmp_path, 20_000)
     bucket = gateway.new_bucket()
-    env = {**FAST, **gateway.env(bucket), "SEGPORT_S3_TIMEOUT_S": "2", "SEGPORT_MAX_QUEUED_JOBS_PER_PROJECT": "10000"}
+    hold = tmp_path / "hold"  # segport/testing_hooks.py: while it exists, an upload holds after its first part
+    env = {
+        **FAST,
+        **gateway.env(bucket),
+        "SEGPORT_S3_TIMEOUT_S": "2",
+        "SEGPORT_MAX_QUEUED_JOBS_PER_PROJECT": "10000",
+        "SEGPORT_TEST_HOLD_AT": "s3-part-sent",
+        "SEGPORT_TEST_HOLD_FILE": str(hold),
+    }
     log = tmp_path / "server.log"
     server = start_server(data, log, env)
     load, stop = Load(), threading.Event()
@@ -99,15 +107,27 @@ def test_s3_unreachable_during_uploads_and_downloads(
             early.append(done)
             url = f"/download?file={done['uris'][0]}"
             files[url] = httpx.get(server.base_url + url, headers=auth(token), timeout=30).content
-        big = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})  # uploading when S3 goes
+        # the big export's upload holds once its first part is in, until S3 has gone: it is mid-upload when S3
+        # goes, however fast the machine (one export runs at a time, and it is the first in line)
+        hold.touch()
+        big = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})
+        failed: list[BaseException] = []
 
         def outage() -> None:
-            wait_for(lambda: uploads_of(gateway, bucket, f"/{big['id']}-"), "the big upload to start", 60)
-            gateway.stop()
-            time.sleep(outage_s)
-            gateway.start()
-            time.sleep(3)  # the load goes on a little with S3 back
-            stop.set()
+            try:
+                wait_for(lambda: Path(f"{hold}.held").exists(), "the big upload to hold", 60)
+                assert uploads_of(gateway, bucket, f"/{big['id']}-")  # open, not completed
+                try:
+                    gateway.stop()
+                finally:
+                    hold.unlink()
+                time.sleep(outage_s)
+                gateway.start()
+                time.sleep(3)  # the load goes on a little with S3 back
+            except BaseException as exc:  # noqa: BLE001 - raised in the test's thread below
+                failed.append(exc)
+            finally:
+                stop.set()  # the load ends whatever happened here
 
         fault = threading.Thread(target=outage)
         fault.start()
@@ -116,6 +136,9 @@ def test_s3_unreachable_during_uploads_and_downloads(
         finally:
             stop.set()
             fault.join()
+            hold.unlink(missing_ok=True)
+        if failed:
+            raise failed[0]
 
         assert not load.wrong, f"{len(load.wrong)} wrong answers, e.g. {load.wrong[:5]}; all: {dict(load.answers)}"
         assert any(status == 503 for (_, status, _) in load.answers), f"the outage was not seen: {load.answers}"

@@ -9,21 +9,29 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import botocore.exceptions
 import httpx
-import psutil
 import pytest
 
 from segport.demo import CATALOG, generate_users
 from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.settings import Settings
-from tests.conftest import PROJECT, LiveServer, auth, free_port, start_server, stop_server
+from tests.conftest import (
+    PROJECT,
+    auth,
+    free_port,
+    freeze_when,
+    process_tree,
+    start_server,
+    stop_server,
+    thaw,
+    wait_for,
+)
 from tests.s3_support import S3Gateway
-from tests.test_crash import FAST, PROPS, expected_jsonl, job_result, make_data_dir, submit, wait_for
+from tests.test_crash import FAST, PROPS, expected_jsonl, job_result, make_data_dir, submit
 
 
 def uploads_of(gateway: S3Gateway, bucket: str, marker: str) -> list[dict]:
@@ -33,36 +41,6 @@ def uploads_of(gateway: S3Gateway, bucket: str, marker: str) -> list[dict]:
 
 def object_keys(gateway: S3Gateway, bucket: str) -> list[str]:
     return sorted(o["Key"] for o in gateway.client().list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
-def process_tree(server: LiveServer) -> list[psutil.Process]:
-    """The server's processes, children first (the supervisor restarts nothing while it is stopped last)."""
-    parent = psutil.Process(server.process.pid)
-    return [*parent.children(recursive=True), parent]
-
-
-def freeze_when(server: LiveServer, check: Callable[[], object], what: str) -> list[psutil.Process]:
-    """Wait until ``check()`` holds while the server's processes are stopped (SIGSTOP), and leave them stopped: the
-    state ``check`` saw cannot move on (an upload completing, say) before the test acts on it. Returns the
-    processes, for `thaw`."""
-
-    def frozen() -> list[psutil.Process] | None:
-        if not check():
-            return None
-        tree = process_tree(server)
-        for proc in tree:
-            proc.send_signal(signal.SIGSTOP)
-        if check():  # seen again with nothing moving
-            return tree
-        thaw(tree)
-        return None
-
-    return wait_for(frozen, what)  # type: ignore[return-value]
-
-
-def thaw(tree: list[psutil.Process]) -> None:
-    for proc in reversed(tree):
-        proc.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])

@@ -5,9 +5,9 @@ expiry, and a server that really checks signatures."""
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -321,22 +321,37 @@ def test_check_names_a_missing_bucket_and_refused_credentials(
 
 
 def test_a_cancelled_export_aborts_its_uploads(
-    big_data: tuple[Path, str], tmp_path: Path, s3_env: dict[str, str]
+    big_data: tuple[Path, str], tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, token = big_data
     shutil.copytree(data, tmp_path / "data")
     side = Side(s3_settings(tmp_path / "data", s3_env, s3_upload_buffers=1, duckdb_threads=1))
     bucket, s3 = s3_env["SEGPORT_S3_BUCKET"], side.app.results.client  # type: ignore[attr-defined]
+    # the upload's reader (segport/results/s3_upload.py) is held after its first read until the cancel is in: the
+    # export is mid-upload when cancelled (the COPY blocked on its FIFO), however fast the machine
+    read, release = threading.Event(), threading.Event()
+    real_readv = os.readv
+
+    def readv_then_hold(fd: int, buffers: list) -> int:
+        n = real_readv(fd, buffers)
+        if threading.current_thread().name.startswith("segport-s3-read"):
+            read.set()
+            release.wait(60)
+        return n
+
+    monkeypatch.setattr(os, "readv", readv_then_hold)
+    runner = None
     try:
         created = side.client.post(export_path("seg_all"), headers=auth(token), json={"properties": PROPS})
         job_id = created.json()["id"]
         runner = threading.Thread(target=side.worker.run_until_empty)
         runner.start()
-        deadline = time.monotonic() + 60
-        while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
-            assert time.monotonic() < deadline, "the upload never started"
-            time.sleep(0.01)
-        side.app.exports.cancel(side.app.meta.authenticate(token), job_id)
+        assert read.wait(60), "the upload never started"
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")  # open, not completed
+        try:
+            side.app.exports.cancel(side.app.meta.authenticate(token), job_id)
+        finally:
+            release.set()
         runner.join(60)
         assert not runner.is_alive()
         result = side.client.get(f"/v1/api/job/result/{job_id}", headers=auth(token)).json()
@@ -345,4 +360,7 @@ def test_a_cancelled_export_aborts_its_uploads(
         assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
         assert not any((tmp_path / "data" / "results" / ".staging").iterdir())
     finally:
+        release.set()
+        if runner is not None:
+            runner.join(60)
         side.close()

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROJECT, SEGMENT, LiveServer, start_server, stop_server
-from tests.test_processes import children
+from tests.conftest import PROJECT, SEGMENT, LiveServer, children, start_server, stop_server
 
 READ_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 60

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from segport.errors import ResultStoreUnavailable
+from segport.testing_hooks import hold_point
 
 log = logging.getLogger("segport.results.s3")
 _F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe buffer means fewer wake-ups between the engine and the reader
@@ -126,6 +127,7 @@ class _Upload:
                         "upload_part", Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
                     )
                     self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                    hold_point("s3-part-sent")  # tests hold an upload here (open, a part in) to act on it
             except BaseException as exc:  # noqa: BLE001 - reported by finish() / failure()
                 self.error = self.error or exc
             finally:
