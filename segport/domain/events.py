@@ -758,7 +758,19 @@ def _wire_event_type() -> Any:
     fields += [(f, int64 | None, None) for f in STD_INTS]
     # a double or a resource item is converted by normalizing: only null here
     fields += [(f, None, None) for f in (*STD_DOUBLES, "resourceItemId", "resourceItemKey", "resourceItem")]
+    # In the order GrowingIO's Python SDK writes them (growingio-tracker's JsonParser), the rest after: msgspec
+    # looks a key up from the field after the last one found, so a body in this order finds each key at its
+    # first try (a decode of a typical batch of 100 events: 164 µs in the order above, 129 µs in this one).
+    first = {name: i for i, name in enumerate(SDK_JSON_ORDER)}
+    fields.sort(key=lambda f: first.get(f[0], len(first)))
     return msgspec.defstruct("WireEvent", fields, forbid_unknown_fields=True, gc=False)
+
+
+# The keys of an event as growingio-tracker's JsonParser writes them, in its order.
+SDK_JSON_ORDER = (
+    "eventType", "sdkVersion", "platform", "timestamp", "eventName", "deviceId", "userKey", "userId", "attributes",
+    "sendTime", "dataSourceId", "projectKey",
+)  # fmt: skip
 
 
 _WIRE_BATCH = msgspec.json.Decoder(list[_wire_event_type()])  # type: ignore[misc]

@@ -8,11 +8,17 @@ must name a data source that is not revoked. The answer is 200 only once the bat
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from starlette.routing import Route
+from starlette._utils import get_route_path
+from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from segport.domain.events import encoding_of
+from segport.http.errors import known_error_response
 from segport.http.schemas import ERRORS
 from segport.services.collect import CollectService
 from segport.store.events import DataSources, EventSpool
@@ -47,7 +53,11 @@ _BODY = {
 
 
 def _service(request: Request) -> CollectService:
-    state = request.app.state
+    return _service_of(request.app.state)
+
+
+def _service_of(state: Any) -> CollectService:
+    """The app's one collect service (and so one group commit per process), made on first use."""
     service: CollectService | None = getattr(state, "segport_collect", None)
     if service is None:
         db = state.segport.db
@@ -82,22 +92,114 @@ async def _collect(request: Request, project_key: str, *, items: bool) -> Respon
     )
 
 
-async def _events_endpoint(request: Request) -> Response:
-    return await _collect(request, request.path_params["projectKey"], items=False)
+class CollectFastPath:
+    """The SDKs' hot path, ``POST`` on the collect paths, answered as raw ASGI just inside the edge guards
+    (:class:`segport.http.guard.EdgeGuard`, the request-line and body limits, which it runs behind like every
+    request): no routing through the whole API (a regular expression per route), no ``Request`` or
+    ``Response`` objects, no FastAPI parameter machinery. Every other method and path goes on to the app, and
+    the FastAPI routes below stay for the OpenAPI document (and answer a 405 to another method).
+
+    What a request gets is what the routes gave it: the headers and ``stm`` read as Starlette reads them (the
+    first header of a name; the query string as ``QueryParams`` parses it), the body read to its end (a client
+    gone mid-body is Starlette's ``ClientDisconnect``), a refusal rendered by the app's own renderer
+    (:func:`segport.http.errors.known_error_response`; anything else propagates to the app's last-resort
+    handler), and a 200 as ``Response`` built it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._service: CollectService | None = None  # the app's (its state's), found on the first request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            target = _collect_target(get_route_path(scope))
+            if target is not None:
+                await self._answer(scope, receive, send, *target)
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, project_key: str, items: bool) -> None:
+        try:
+            accepted, duplicate = await self._collect(scope, receive, project_key, items)
+        except Exception as exc:  # noqa: BLE001 - the app's renderer answers what it knows, the rest goes on up
+            response = known_error_response(exc)
+            if response is None:
+                raise
+            await response(scope, receive, send)
+            return
+        body = b'{"accepted":%d,"duplicate":%s}' % (accepted, b"true" if duplicate else b"false")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _collect(self, scope: Scope, receive: Receive, project_key: str, items: bool) -> tuple[int, bool]:
+        content_type = compress = crypt = coding = None
+        for name, value in scope["headers"]:  # the first of each name, as Starlette's Headers.get
+            if name == b"content-type":
+                content_type = value.decode("latin-1") if content_type is None else content_type
+            elif name == b"x-compress-codec":
+                compress = value.decode("latin-1") if compress is None else compress
+            elif name == b"x-crypt-codec":
+                crypt = value.decode("latin-1") if crypt is None else crypt
+            elif name == b"content-encoding":
+                coding = value.decode("latin-1") if coding is None else coding
+        enc = encoding_of(content_type, compress, crypt, coding, _stm(scope["query_string"]))
+        body = await _read_body(receive)
+        service = self._service
+        if service is None:
+            service = self._service = _service_of(scope["app"].state)
+        if len(body) <= INLINE_BYTES:  # a typical batch: checked here, cheaper than the hop to a thread and back
+            prepared = service.prepare(project_key, body, enc, items=items)
+        else:  # a large body takes milliseconds to check, which would hold up every other request here
+            prepared = await run_in_threadpool(service.prepare, project_key, body, enc, items=items)
+        project_id = service.cached_project(prepared)
+        if project_id is None:
+            project_id = await run_in_threadpool(service.project_of, prepared)
+        # the group commit: answered once the transaction holding this batch has committed
+        stored = await service.commit(project_id, prepared)
+        return prepared.n_events, not stored
 
 
-async def _items_endpoint(request: Request) -> Response:
-    return await _collect(request, request.path_params["projectKey"], items=True)
+_EVENTS_PREFIX, _EVENTS_SUFFIX = "/v3/projects/", "/collect"
+_ITEMS_PREFIX, _ITEMS_SUFFIX = "/projects/", "/collect/item"
 
 
-def install_first(api: FastAPI) -> None:
-    """The collect paths as plain Starlette routes ahead of every other route: the hot path of the SDKs then
-    skips matching the whole API (a regular expression per route, some hundreds of microseconds a request) and
-    FastAPI's parameter machinery. The FastAPI routes below stay for the OpenAPI document; these answer."""
-    api.router.routes[0:0] = [
-        Route("/v3/projects/{projectKey}/collect", _events_endpoint, methods=["POST"], include_in_schema=False),
-        Route("/projects/{projectKey}/collect/item", _items_endpoint, methods=["POST"], include_in_schema=False),
-    ]
+def _collect_target(path: str) -> tuple[str, bool] | None:
+    """(projectKey, items?) of a collect path, matched as the routes' ``{projectKey}`` (one non-empty segment)."""
+    for prefix, suffix, items in ((_EVENTS_PREFIX, _EVENTS_SUFFIX, False), (_ITEMS_PREFIX, _ITEMS_SUFFIX, True)):
+        if path.startswith(prefix) and path.endswith(suffix):
+            key = path[len(prefix) : len(path) - len(suffix)]
+            if key and "/" not in key:
+                return key, items
+    return None
+
+
+def _stm(query: bytes) -> str | None:
+    """``stm`` of the query string as ``request.query_params.get("stm")`` gives it (EdgeGuard has refused a
+    repeated parameter already)."""
+    if query[:4] == b"stm=" and query[4:].isdigit():  # what the SDKs send: nothing to decode
+        return query[4:].decode("ascii")
+    return QueryParams(query).get("stm") if query else None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole body, as ``Request.body()`` reads it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @router.post(

@@ -118,10 +118,22 @@ def parse_body(model: type[M], raw: bytes) -> M:
         raise InvalidBody(describe_validation(list(exc.errors()))[1]) from None
 
 
+def known_error_response(exc: BaseException) -> JSONResponse | None:
+    """The answer to a refusal segport names itself (a :class:`SegportError`, or no metadata connection free
+    within the pool's timeout), as the app's handlers below give it; None for anything else."""
+    if isinstance(exc, SegportError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers or None)
+    if isinstance(exc, PoolTimeout):
+        busy = MetadataBusy()
+        log.warning("no metadata connection free within the pool timeout: %s", busy.message)
+        return error_response(busy.status, busy.code, busy.message, busy.headers)
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(SegportError)
     async def _segport(_req: Request, exc: SegportError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers or None)
+        return known_error_response(exc)  # type: ignore[return-value]
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -140,10 +152,8 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, code, message, headers)
 
     @app.exception_handler(PoolTimeout)
-    async def _pool(_req: Request, _exc: PoolTimeout) -> JSONResponse:
-        busy = MetadataBusy()
-        log.warning("no metadata connection free within the pool timeout: %s", busy.message)
-        return error_response(busy.status, busy.code, busy.message, busy.headers)
+    async def _pool(_req: Request, exc: PoolTimeout) -> JSONResponse:
+        return known_error_response(exc)  # type: ignore[return-value]
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

@@ -76,9 +76,9 @@ def public_app(app: App, *, background: Callable[[], AbstractContextManager[None
         collect,
     ):  # events before users: E11's path
         api.include_router(routes.router)
-    collect.install_first(api)
     console.install(api, app)
     api.router.redirect_slashes = False  # EdgeGuard drops a trailing slash instead: the same answer, no 307
+    api.add_middleware(collect.CollectFastPath)  # inside the limits and the guard below, ahead of the routes
     api.add_middleware(
         BodyLimit,
         max_bytes=app.settings.max_body_bytes,
