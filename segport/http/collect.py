@@ -17,7 +17,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from segport.domain.events import encoding_of
+from segport.domain.events import Encoding, encoding_of
 from segport.http.errors import known_error_response
 from segport.http.schemas import ERRORS
 from segport.services.collect import CollectService
@@ -66,17 +66,11 @@ def _service_of(state: Any) -> CollectService:
     return service
 
 
-async def _collect(request: Request, project_key: str, *, items: bool) -> Response:
-    headers = request.headers
-    enc = encoding_of(
-        headers.get("content-type"),
-        headers.get("x-compress-codec"),
-        headers.get("x-crypt-codec"),
-        headers.get("content-encoding"),
-        request.query_params.get("stm"),
-    )
-    body = await request.body()
-    service = _service(request)
+async def _accept(
+    service: CollectService, project_key: str, body: bytes, enc: Encoding, items: bool
+) -> tuple[int, bool]:
+    """Check ``body`` and commit it to the spool: (events accepted, whether it was a duplicate). Both the route
+    and :class:`CollectFastPath` answer through here."""
     if len(body) <= INLINE_BYTES:  # a typical batch: checked here, cheaper than the hop to a thread and back
         prepared = service.prepare(project_key, body, enc, items=items)
     else:  # a large body takes milliseconds to check, which would hold up every other request here
@@ -86,8 +80,21 @@ async def _collect(request: Request, project_key: str, *, items: bool) -> Respon
         project_id = await run_in_threadpool(service.project_of, prepared)
     # the group commit: answered once the transaction holding this batch has committed
     stored = await service.commit(project_id, prepared)
+    return prepared.n_events, not stored
+
+
+async def _collect(request: Request, project_key: str, *, items: bool) -> Response:
+    headers = request.headers
+    enc = encoding_of(
+        headers.get("content-type"),
+        headers.get("x-compress-codec"),
+        headers.get("x-crypt-codec"),
+        headers.get("content-encoding"),
+        request.query_params.get("stm"),
+    )
+    accepted, duplicate = await _accept(_service(request), project_key, await request.body(), enc, items)
     return Response(
-        b'{"accepted":%d,"duplicate":%s}' % (prepared.n_events, b"false" if stored else b"true"),
+        b'{"accepted":%d,"duplicate":%s}' % (accepted, b"true" if duplicate else b"false"),
         media_type="application/json",
     )
 
@@ -152,16 +159,7 @@ class CollectFastPath:
         service = self._service
         if service is None:
             service = self._service = _service_of(scope["app"].state)
-        if len(body) <= INLINE_BYTES:  # a typical batch: checked here, cheaper than the hop to a thread and back
-            prepared = service.prepare(project_key, body, enc, items=items)
-        else:  # a large body takes milliseconds to check, which would hold up every other request here
-            prepared = await run_in_threadpool(service.prepare, project_key, body, enc, items=items)
-        project_id = service.cached_project(prepared)
-        if project_id is None:
-            project_id = await run_in_threadpool(service.project_of, prepared)
-        # the group commit: answered once the transaction holding this batch has committed
-        stored = await service.commit(project_id, prepared)
-        return prepared.n_events, not stored
+        return await _accept(service, project_key, body, enc, items)
 
 
 _EVENTS_PREFIX, _EVENTS_SUFFIX = "/v3/projects/", "/collect"
