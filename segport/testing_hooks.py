@@ -20,12 +20,18 @@ def pause_point(name: str) -> None:
     if os.environ.get("SEGPORT_TEST_PAUSE_AT") != name:
         return
     marker = os.environ.get("SEGPORT_TEST_PAUSE_FILE")
-    if marker:  # written whole, then renamed: a test that sees the file never reads it empty
-        written = Path(f"{marker}.{os.getpid()}.tmp")
-        written.write_text(str(os.getpid()), encoding="utf-8")
-        os.replace(written, marker)
+    if marker:
+        _write_pid(marker)
     while True:  # the test kills us here
         time.sleep(1)
+
+
+def _write_pid(path: str) -> None:
+    """This process's pid into ``path``, written whole then renamed: a test that sees the file never reads it
+    empty."""
+    written = Path(f"{path}.{os.getpid()}.tmp")
+    written.write_text(str(os.getpid()), encoding="utf-8")
+    os.replace(written, path)
 
 
 def hold_point(name: str) -> None:
@@ -34,9 +40,7 @@ def hold_point(name: str) -> None:
     gate = Path(os.environ.get("SEGPORT_TEST_HOLD_FILE", ""))
     if not gate.name or not gate.exists():
         return
-    written = Path(f"{gate}.{os.getpid()}.tmp")
-    written.write_text(str(os.getpid()), encoding="utf-8")
-    os.replace(written, f"{gate}.held")
+    _write_pid(f"{gate}.held")
     while gate.exists():  # the test removes it once it has acted
         time.sleep(0.01)
 
