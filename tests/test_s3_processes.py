@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import botocore.exceptions
 import httpx
 import pytest
 
@@ -23,11 +22,9 @@ from tests.conftest import (
     PROJECT,
     auth,
     free_port,
-    freeze_when,
     process_tree,
     start_server,
     stop_server,
-    thaw,
     wait_for,
 )
 from tests.s3_support import S3Gateway
@@ -69,35 +66,35 @@ def test_a_missing_bucket_or_a_wrong_secret_is_one_line_at_start_up(
 def test_sigkill_mid_upload_then_restart_finishes_with_no_stray_object(tmp_path: Path, s3_gateway: S3Gateway) -> None:
     data, token, parquet = make_data_dir(tmp_path, 200_000)
     bucket = s3_gateway.new_bucket()
-    env = {**FAST, **s3_gateway.env(bucket), "SEGPORT_S3_UPLOAD_BUFFERS": "1"}
+    hold = tmp_path / "hold"  # segport/testing_hooks.py: while it exists, an upload holds after its first part
+    env = {
+        **FAST,
+        **s3_gateway.env(bucket),
+        "SEGPORT_S3_UPLOAD_BUFFERS": "1",
+        "SEGPORT_TEST_HOLD_AT": "s3-part-sent",
+        "SEGPORT_TEST_HOLD_FILE": str(hold),
+    }
     log = tmp_path / "server.log"
     server = start_server(data, log, env)
+    hold.touch()
     try:
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})
         marker = f"/{job['id']}-1/"
-
-        def with_a_part() -> bool:
-            found = uploads_of(s3_gateway, bucket, marker)
-            if not found:
-                return False
-            try:
-                parts = s3_gateway.client().list_parts(
-                    Bucket=bucket, Key=found[0]["Key"], UploadId=found[0]["UploadId"]
-                )
-            except botocore.exceptions.ClientError:  # completed between the two calls (not yet frozen)
-                return False
-            return bool(parts.get("Parts"))
-
-        freeze_when(server, with_a_part, "a part of the export to reach S3")  # the SIGKILL below meets it frozen
+        # held with its first part in, however fast the machine: the SIGKILL below meets it mid-upload
+        wait_for(lambda: Path(f"{hold}.held").exists(), "a part of the export to reach S3", 120)
+        (upload,) = uploads_of(s3_gateway, bucket, marker)
+        parts = s3_gateway.client().list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        assert parts.get("Parts")
         # meanwhile the local staging folder holds a FIFO, not a copy of the file
         staging = data / "results" / ".staging" / f"{job['id']}-1"
         entries = list(staging.iterdir())
         assert entries and all(stat.S_ISFIFO(e.lstat().st_mode) for e in entries), entries
     finally:
-        # mid-upload (frozen there), no chance to abort anything; SIGKILL ends stopped processes too
+        # mid-upload, no chance to abort anything
         for proc in process_tree(server):
             proc.send_signal(signal.SIGKILL)
         server.process.wait(10)
+        hold.unlink(missing_ok=True)  # the restart below goes straight on
     assert uploads_of(s3_gateway, bucket, marker)  # the killed attempt's upload is still open
     assert object_keys(s3_gateway, bucket) == []  # and nothing was published
 
@@ -125,12 +122,15 @@ def test_s3_going_away_mid_export_is_a_clear_error_and_the_server_keeps_serving(
     gateway = own_s3_gateway
     data, token, _ = make_data_dir(tmp_path, 200_000)
     bucket = gateway.new_bucket()
+    hold = tmp_path / "hold"  # segport/testing_hooks.py: while it exists, an upload holds after its first part
     env = {
         **FAST,
         **gateway.env(bucket),
         "SEGPORT_S3_UPLOAD_BUFFERS": "1",
         "SEGPORT_S3_PART_SIZE_BYTES": str(5 << 20),  # more, smaller parts: the export is still uploading when S3 goes
         "SEGPORT_S3_TIMEOUT_S": "3",
+        "SEGPORT_TEST_HOLD_AT": "s3-part-sent",
+        "SEGPORT_TEST_HOLD_FILE": str(hold),
     }
     server = start_server(data, tmp_path / "server.log", env)
     try:
@@ -140,13 +140,16 @@ def test_s3_going_away_mid_export_is_a_clear_error_and_the_server_keeps_serving(
         content = httpx.get(url, headers=auth(token), timeout=30).content
         assert content.startswith(b'"gio_id"')
 
+        # the upload holds once its first part is in, until S3 has gone: it is mid-upload when S3 goes, however
+        # fast or slow the machine (a freeze on seeing the upload could miss one that completes between two looks)
+        hold.touch()
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})
-        # frozen while S3 goes, so the upload cannot complete first, however fast the machine
-        tree = freeze_when(server, lambda: uploads_of(gateway, bucket, f"/{job['id']}-1/"), "the upload to start")
         try:
+            wait_for(lambda: Path(f"{hold}.held").exists(), "the upload to hold after its first part", 120)
+            assert uploads_of(gateway, bucket, f"/{job['id']}-1/")  # open, not completed
             gateway.stop()  # S3 is gone mid-export
         finally:
-            thaw(tree)
+            hold.unlink(missing_ok=True)
 
         failed = wait_for(
             lambda: (r := job_result(server, token, job["id"]))["stage"] != "RUNNING" and r, "the job to end", 120
