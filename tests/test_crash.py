@@ -21,7 +21,7 @@ from segport.demo import CATALOG, generate_users
 from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.settings import Settings
-from tests.conftest import PROJECT, LiveServer, auth, engine_pid, freeze_when, start_server, stop_server, wait_for
+from tests.conftest import PROJECT, LiveServer, auth, engine_pid, start_server, stop_server, wait_for
 
 USERS = 200_000
 PROPS = ["id_$basic_userId", "usr_name", "usr_gender", "usr_city", "tag_rfm", "tag_channel"]
@@ -92,35 +92,35 @@ def job_result(server: LiveServer, token: str, job_id: str) -> dict:
 def test_sigkill_mid_export_then_restart_finishes_the_job_with_the_right_bytes(tmp_path: Path) -> None:
     data, token, parquet = make_data_dir(tmp_path, USERS)
     log = tmp_path / "server.log"
-    server = start_server(data, log, FAST)
+    hold = tmp_path / "hold"  # segport/testing_hooks.py: while it exists, an export holds once its file has bytes
+    env = {**FAST, "SEGPORT_TEST_HOLD_AT": "export-file-written", "SEGPORT_TEST_HOLD_FILE": str(hold)}
+    server = start_server(data, log, env)
+    hold.touch()
     try:
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json", "compression": "gzip"})
         staging = data / "results" / ".staging" / f"{job['id']}-1"
-
-        def partial_file() -> Path | None:
-            files = [p for p in staging.glob("*") if p.is_file() and p.stat().st_size > 0]
-            return files[0] if files else None
-
-        # the engine is stopped once the partial file is seen, so the export cannot finish before the SIGKILL
-        # (or before the poll below), however fast the machine; the API processes still answer
-        engine = wait_for(lambda: engine_pid(server), "the engine process")
-        freeze_when(server, partial_file, "the export to start writing", only=lambda: [psutil.Process(engine)])
-        partial = partial_file()
+        # held with its file begun and unpublished, however fast the machine: the SIGKILL below meets it there
+        # (a freeze on seeing the partial file could miss an export that finishes between two looks)
+        wait_for(lambda: Path(f"{hold}.held").exists(), "the export to start writing", 120)
+        assert int(Path(f"{hold}.held").read_text()) == engine_pid(server)
+        (partial,) = [p for p in staging.glob("*") if p.is_file()]
+        assert partial.stat().st_size > 0
         running = job_result(server, token, job["id"])
         assert running["stage"] == "RUNNING" and running["uris"] == []
     finally:
         kids = psutil.Process(server.process.pid).children(recursive=True)
-        server.process.send_signal(signal.SIGKILL)  # mid-export (stopped there), no chance to clean up
+        server.process.send_signal(signal.SIGKILL)  # mid-export (held there), no chance to clean up
         server.process.wait(10)
         # its API and engine processes follow it (parent-death signal), a moment later: the restart below must
         # not find the old engine still holding the DuckDB file
         _, alive = psutil.wait_procs(kids, timeout=15)
         assert not alive, alive
+        hold.unlink(missing_ok=True)  # the restart below goes straight on
     assert isinstance(partial, Path) and partial.exists()  # the kill left a partial file behind
     uri = quote(f"/jobs/results/{job['name']}/{partial.name}", safe="")
 
     expected = expected_jsonl(parquet, PROPS)
-    server = start_server(data, log, FAST)
+    server = start_server(data, log, env)
     try:
         polls = 0
         while True:  # until the lease lapses, the job is reclaimed and runs again

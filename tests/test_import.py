@@ -260,6 +260,7 @@ def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) ->
     import signal
     import subprocess
     import sys
+    import time
 
     import duckdb
 
@@ -274,18 +275,29 @@ def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) ->
         f"COPY (SELECT 'N' || i AS \"{ID}\", i AS usr_age, 'x' || i AS usr_city "
         f"FROM range(2000000) t(i)) TO '{big}' (FORMAT PARQUET)"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "segport.cli", "users", "import", "--project", PROJECT, str(big)],
-        env={**os.environ, "SEGPORT_DATA_DIR": str(data_dir)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "inserting" in line:  # the transaction is writing the users table now
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(30)
+    # the import stops at a pause point (segport/testing_hooks.py) once its transaction has inserted every row,
+    # before it commits, and is killed there: it cannot commit first, however fast the machine
+    paused, log = tmp_path / "paused.pid", tmp_path / "import.log"
+    env = {"SEGPORT_DATA_DIR": str(data_dir), "SEGPORT_TEST_PAUSE_AT": "import-written"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segport.cli", "users", "import", "--project", PROJECT, str(big)],
+            env={**os.environ, **env, "SEGPORT_TEST_PAUSE_FILE": str(paused)},
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not paused.exists():
+            assert proc.poll() is None, log.read_text(encoding="utf-8")
+            assert time.monotonic() < deadline, "the import never reached its pause point"
+            time.sleep(0.05)
+        assert int(paused.read_text(encoding="utf-8")) == proc.pid
+        assert "inserting 2000000 users" in log.read_text(encoding="utf-8")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     from segport.roles.inline import build
 

@@ -28,7 +28,6 @@ from tests.conftest import (
     children,
     engine_pid,
     free_port,
-    freeze_when,
     start_server,
     stop_server,
     wait_for,
@@ -77,24 +76,28 @@ def test_serve_runs_two_api_processes_and_one_engine_and_replaces_a_killed_api_p
 
 def test_engine_killed_mid_export_is_restarted_and_the_job_finishes_with_the_right_bytes(tmp_path: Path) -> None:
     data, token, parquet = make_data_dir(tmp_path, 200_000)
-    server = start_server(data, tmp_path / "server.log", SPLIT)
+    hold = tmp_path / "hold"  # segport/testing_hooks.py: while it exists, an export holds once its file has bytes
+    env = {**SPLIT, "SEGPORT_TEST_HOLD_AT": "export-file-written", "SEGPORT_TEST_HOLD_FILE": str(hold)}
+    server = start_server(data, tmp_path / "server.log", env)
     try:
-        _kill_the_engine_mid_export(server, token, parquet)
+        _kill_the_engine_mid_export(server, token, parquet, hold)
     finally:
         stop_server(server)
 
 
-def _kill_the_engine_mid_export(server: LiveServer, token: str, parquet: Path) -> None:
+def _kill_the_engine_mid_export(server: LiveServer, token: str, parquet: Path, hold: Path) -> None:
     first = wait_for(lambda: engine_pid(server), "the engine process")
-    job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json", "compression": "gzip"})
-    # stopped once RUNNING is seen: the export cannot finish before the SIGKILL, however fast the machine
-    freeze_when(
-        server,
-        lambda: job_result(server, token, job["id"])["stage"] == "RUNNING",
-        "the export to start",
-        only=lambda: [psutil.Process(int(first))],  # type: ignore[call-overload]
-    )
-    os.kill(int(first), signal.SIGKILL)  # type: ignore[call-overload]
+    hold.touch()
+    try:
+        job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json", "compression": "gzip"})
+        # held with its file begun, however fast the machine: the SIGKILL meets the export there (a freeze on
+        # seeing RUNNING could miss an export that finishes between two looks)
+        wait_for(lambda: Path(f"{hold}.held").exists(), "the export to start", 120)
+        assert int(Path(f"{hold}.held").read_text()) == first
+        assert job_result(server, token, job["id"])["stage"] == "RUNNING"
+        os.kill(int(first), signal.SIGKILL)  # type: ignore[call-overload]
+    finally:
+        hold.unlink(missing_ok=True)  # the restarted engine goes straight on
     wait_for(lambda: engine_pid(server) not in (0, first), "a new engine process", 30)
     done = wait_for(
         lambda: (r := job_result(server, token, job["id"]))["stage"] in ("FINISH", "ERROR") and r,

@@ -61,7 +61,7 @@ from segport.errors import (
     StorageFull,
     exhaustion_of,
 )
-from segport.testing_hooks import fault_point
+from segport.testing_hooks import fault_point, pause_point
 
 _STATE_DDL = """
 CREATE TABLE IF NOT EXISTS segport_state (
@@ -242,6 +242,7 @@ class DuckDBEngine:
                 report.unmatched[seg.key] = result.unmatched
             _drop_passes(cur, shared)
             _bump(cur, project_id)
+            pause_point("import-written")  # tests kill an import here: every row written, nothing committed
         return report
 
     def load_member_ids(self, project_id: str, segment_key: str, path: Path) -> int:

@@ -27,6 +27,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from segport.testing_hooks import hold_point
+
 _F_SETPIPE_SZ = 1031  # Linux: a bigger FIFO buffer means fewer context switches between DuckDB and the pump
 _BLOCK = 1 << 20
 _POLL_MS = 200
@@ -70,19 +72,25 @@ class Pump:
     def _move(self, reader: int, out: int, gzipped: bool) -> None:
         move = None if gzipped else getattr(os, "splice", None)
         packer = zlib.compressobj(6, zlib.DEFLATED, 31) if gzipped else None  # 31: gzip container
+        held = False
         while self._readable(reader):
             try:
                 if move is not None:
-                    n = move(reader, out, _BLOCK)
+                    n = wrote = move(reader, out, _BLOCK)
                 else:  # through user space: gzip, or no splice (not Linux)
                     data = os.read(reader, _BLOCK)
                     n = len(data)
-                    _write_all(out, packer.compress(data) if packer is not None and n else data)
+                    packed = packer.compress(data) if packer is not None and n else data
+                    if n == 0 and packer is not None:
+                        packed = packer.flush()
+                    _write_all(out, packed)
+                    wrote = len(packed)
             except BlockingIOError:  # woken without bytes (another poll will tell)
                 continue
+            if wrote and not held:
+                held = True
+                hold_point("export-file-written")  # tests hold an export here (its file begun, not done) to act on it
             if n == 0:
-                if packer is not None:
-                    _write_all(out, packer.flush())
                 return
 
     def _drain(self, reader: int) -> None:
