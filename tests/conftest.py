@@ -326,6 +326,10 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> obj
 # A test that sees a job "in the middle" of something (RUNNING, writing, uploading) and then acts on it must
 # not assume it is still there when it acts: a fast machine finishes the work in between. `freeze_when` stops
 # the processes doing the work (SIGSTOP) once the state is seen, and checks it again while nothing moves.
+# It only works for a state that lasts until it is seen: a state a fast machine passes through between two
+# looks (an upload open, a file half written, a job RUNNING) is never seen there. Hold the work at a hold
+# point instead (segport/testing_hooks.py, e.g. `export-file-written`, `s3-part-sent`), or kill it at a pause
+# point, and act once its pid file is there.
 
 
 def children(server: LiveServer) -> dict[str, list[psutil.Process]]:

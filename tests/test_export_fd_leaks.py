@@ -128,6 +128,13 @@ def _wait_all_done(app: App, ids: list[str], timeout_s: float = 120, what: str =
         time.sleep(0.02)
 
 
+def _export_s(app: App, job_id: str) -> float:
+    """How long the job took from its submit to FINISH, as its row records it."""
+    (row,) = _wait_all_done(app, [job_id]).values()
+    assert row.stage == Stage.FINISH.value and row.finished_at is not None, row.stage
+    return (row.finished_at - row.created_at).total_seconds()
+
+
 def test_failed_and_cancelled_exports_leave_no_descriptor_open(
     app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,10 +178,14 @@ def test_failed_and_cancelled_exports_leave_no_descriptor_open(
             if mode.startswith("disk full"):
                 assert all(r.error_code == "STORAGE_FULL" for r in rows.values()), mode
 
+        # cancels at random moments: queued, opening the FIFO, mid-chunk, between chunks. The moments are drawn
+        # within the time a whole export takes here, measured first: a fixed span would on a faster machine be
+        # mostly after the export finished, and the cancels this test is about would not happen
+        span = min(_export_s(app, submit(rng.choice(["csv", "json"]))) for _ in range(3))
         cancelled = 0
-        for _ in range(25):  # cancels at random moments: queued, opening the FIFO, mid-chunk, between chunks
+        for _ in range(25):
             job = submit(rng.choice(["csv", "json"]))
-            time.sleep(rng.random() * 0.15)
+            time.sleep(rng.random() * span)
             try:
                 app.exports.cancel(who, job)
                 cancelled += 1
