@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from segport.domain.event_files import (
@@ -305,9 +306,9 @@ def _columns(
                         column = extra[k] = [None] * total
                     if v is not None:
                         text = v if type(v) is str else str(v)
-                        if _CONTROL.search(text) or (pattern is not None and not pattern.match(text)):
+                        if pattern is not None and not pattern.match(text):
                             text = None
-                        column[n] = text
+                        column[n] = text  # (a control character is looked for per column, below)
             n += 1
     if not n:
         return None, profiles
@@ -324,7 +325,12 @@ def _columns(
     for k, column in extra.items():
         if len(column) > n:
             del column[n:]
-        arrays[k] = pa.array(column, string)
+        values = pa.array(column, string)
+        if k in fits:  # an attribute: a value holding a control character does not fit (null), as in _fit
+            bad = pc.match_substring_regex(values, _CONTROL.pattern)
+            if pc.any(bad).as_py():
+                values = pc.if_else(bad, pa.scalar(None, string), values)
+        arrays[k] = values
     return pa.table(arrays), profiles
 
 
