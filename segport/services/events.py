@@ -270,6 +270,7 @@ def _columns(
     batch_ids: list[int] = []
     extra: dict[str, list[Any]] = {}  # standard fields ($…) and attributes, each [None] * total, filled at row n
     fits: dict[str, Any] = {}  # attribute key -> its declared type's pattern (None: any text), or False: skipped
+    plain: dict[str, list[Any]] = {}  # the columns of the attributes whose text is stored as it is (strings)
     profiles: dict[str, list[dict[str, Any]]] = {}
     n = 0
     for batch in batches:
@@ -296,6 +297,10 @@ def _columns(
                 _user_properties(e, kind, attrs or {}, profiles)
             elif attrs:
                 for k, v in attrs.items():
+                    column = plain.get(k)
+                    if column is not None and type(v) is str:  # most values: text of a key typed string
+                        column[n] = v
+                        continue
                     pattern = fits.get(k)
                     if pattern is None and k not in fits:
                         pattern = fits[k] = _fit_pattern(k, declared)
@@ -304,6 +309,8 @@ def _columns(
                     column = extra.get(k)
                     if column is None:
                         column = extra[k] = [None] * total
+                        if pattern is None:
+                            plain[k] = column
                     if v is not None:
                         text = v if type(v) is str else str(v)
                         if pattern is not None and not pattern.match(text):
