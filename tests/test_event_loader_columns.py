@@ -95,7 +95,7 @@ def by_file(events: EventService, project: str, batches: list[Any], folder: Path
             }
             row |= {"$" + k: str(v) for k, v in e["std"].items()}
             if kind in ("LOGIN_USER_ATTRIBUTES", "VISITOR_ATTRIBUTES"):
-                _user_properties(e, kind, e["attrs"], profiles)
+                _user_properties(kind, e["user_id"], e["user_key"], e["device_id"], e["attrs"], profiles)
             else:
                 row |= {k: _fit(v, declared.get(k, ValueType.STRING)) for k, v in e["attrs"].items()}
             rows.append(row)
@@ -210,3 +210,43 @@ def test_a_page_loaded_twice_is_stored_once(engine_name: str, app: App, tmp_path
     assert (done.batches, done.set_aside) == (2, 0)
     assert stored(app, DIRECT) == once and len(once["rows"]) == 9
     assert spool.pending() == []
+
+
+WIRE = [  # SDK-shaped events: the common shape (a standard field of each kind, "" ids, userKey with and without userId)
+    {"eventType": "CUSTOM", "timestamp": T, "eventName": "buy", "userId": "U1", "userKey": "", "deviceId": "D1",
+     "attributes": {"sku": "s1", "price": "1.5"}, "platform": "python", "sdkVersion": "1.0.5", "sendTime": 0},
+    {"eventType": "PAGE", "timestamp": T + 1, "deviceId": "D2", "userId": "", "userKey": "email", "path": "/p",
+     "title": "", "screenWidth": 390},
+    {"eventType": "LOGIN_USER_ATTRIBUTES", "timestamp": T + 2, "userId": "U1", "userKey": "email", "attributes": {"vip": "y"}},
+    {"eventType": "VISITOR_ATTRIBUTES", "timestamp": T + 3, "deviceId": "D3", "attributes": {}},
+    {"eventType": "VISIT", "timestamp": T + 4, "deviceId": "D3", "attributes": None, "eventName": "ignored"},
+]  # fmt: skip
+OTHER = [  # shapes the tuples are not made for (normalizing converts or checks them): a number attribute, a double
+    [{"eventType": "CUSTOM", "timestamp": T, "eventName": "buy", "userId": "U1", "attributes": {"n": 3}}],
+    [{"eventType": "PAGE", "timestamp": T, "deviceId": "D1", "latitude": 31.2}],
+    [{"eventType": "PAGE", "timestamp": T, "deviceId": "D1", "unknownField": 1}],
+]
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb"])
+def test_the_tuples_of_a_wire_batch_are_what_normalizing_gives(engine_name: str) -> None:
+    import json
+
+    from segport.domain.events import json_event_rows, normalize_events
+    from segport.services.events import _as_row
+    from segport.store.events import decode_rows, encode_wire_payload
+
+    def wire(events: list[dict[str, Any]]) -> bytes:
+        return json.dumps([{**e, "dataSourceId": "ds1", "projectKey": "k1"} for e in events]).encode()
+
+    now = T + 10_000
+    normalize_events(json.loads(wire(WIRE)), "k1", now)  # the names seen, as the intake saw them before
+    rows = json_event_rows(wire(WIRE), "k1", now)
+    assert rows is not None and len(rows) == len(WIRE)
+    assert rows == [_as_row(e) for e in normalize_events(json.loads(wire(WIRE)), "k1", now).events]
+    assert rows[1][3:6] == (None, None, "D2") and rows[1][7] == {"path": "/p", "screenWidth": 390}
+    assert rows[0][7] == {"platform": "python", "sdkVersion": "1.0.5", "sendTime": 0} and rows[0][4] is None
+    for events in OTHER:
+        normalize_events(json.loads(wire(events)), "k1", now)  # accepted by normalizing ...
+        assert json_event_rows(wire(events), "k1", now) is None  # ... which the loader then takes
+    assert decode_rows(encode_wire_payload("k1", wire(WIRE))) is not None  # (far in the past: no future skew)

@@ -164,7 +164,7 @@ class EventService:
         then marked loaded. The engine records each batch id with its rows in the same transaction, so a crash
         between that commit and ``mark_loaded`` makes the next round skip what is already stored."""
         done = LoadRound()
-        batches = spool.pending(limit)
+        batches = spool.pending(limit, rows=True)
         by_project: dict[str, list[Any]] = {}
         for batch in batches:
             by_project.setdefault(batch.project_id, []).append(batch)
@@ -260,7 +260,7 @@ def _columns(
     standard fields too) and typed by the catalogue in the engine, as a CSV file's are; an attribute value that
     does not fit its declared type is null (:func:`_fit`). Each column is filled in place, without a dict per row:
     this is the loader's hot path (docs/performance.md)."""
-    total = sum(len(b.events) for b in batches)
+    total = sum(len(b.events) if b.rows is None else len(b.rows) for b in batches)
     names: list[Any] = []
     times: list[int] = []
     user_ids: list[Any] = []
@@ -274,27 +274,27 @@ def _columns(
     profiles: dict[str, list[dict[str, Any]]] = {}
     n = 0
     for batch in batches:
-        for e in batch.events:
-            kind = e.get("type") or DEFAULT_TYPE
+        for t, kind, name, user_id, user_key, device_id, attrs, std in (
+            batch.rows if batch.rows is not None else map(_as_row, batch.events)
+        ):
+            kind = kind or DEFAULT_TYPE
             if kind == ITEM:  # items (collect/item) have no store in the engine yet: marked loaded, not stored
                 continue
-            names.append(e.get("event") if kind == DEFAULT_TYPE else (e.get("event") or "$" + kind.lower()))
-            times.append(int(e["t"]))
-            user_ids.append(e.get("user_id"))
-            user_keys.append(e.get("user_key"))
-            device_ids.append(e.get("device_id"))
+            names.append(name if kind == DEFAULT_TYPE else (name or "$" + kind.lower()))
+            times.append(int(t))
+            user_ids.append(user_id)
+            user_keys.append(user_key)
+            device_ids.append(device_id)
             types.append(kind)
             batch_ids.append(batch.id)
-            std = e.get("std")
             if std:
                 for k, v in std.items():
                     column = extra.get("$" + k)
                     if column is None:
                         column = extra["$" + k] = [None] * total
                     column[n] = None if v is None else str(v)
-            attrs = e.get("attrs")
             if kind in USER_PROPERTY_TYPES:
-                _user_properties(e, kind, attrs or {}, profiles)
+                _user_properties(kind, user_id, user_key, device_id, attrs or {}, profiles)
             elif attrs:
                 for k, v in attrs.items():
                     column = plain.get(k)
@@ -351,16 +351,35 @@ def _fit_pattern(key: str, declared: dict[str, ValueType]) -> Any:
     return _FITS.get(declared.get(key, ValueType.STRING))
 
 
+def _as_row(e: dict[str, Any]) -> tuple[Any, ...]:
+    """A normalized event as the tuple :func:`segport.domain.events.json_event_rows` gives."""
+    return (
+        e["t"],
+        e.get("type"),
+        e.get("event"),
+        e.get("user_id"),
+        e.get("user_key"),
+        e.get("device_id"),
+        e.get("attrs"),
+        e.get("std"),
+    )
+
+
 def _user_properties(
-    e: dict[str, Any], kind: str, attrs: dict[str, Any], profiles: dict[str, list[dict[str, Any]]]
+    kind: str,
+    user_id: str | None,
+    user_key: str | None,
+    device_id: str | None,
+    attrs: dict[str, Any],
+    profiles: dict[str, list[dict[str, Any]]],
 ) -> None:
     """The ``usr_`` properties a LOGIN_USER_ATTRIBUTES or VISITOR_ATTRIBUTES event sets, under its identity column."""
     column = ""
-    if kind == "LOGIN_USER_ATTRIBUTES" and e.get("user_id"):
-        column, who = identity_column(identity_of_user_key(e.get("user_key"))), e["user_id"]
+    if kind == "LOGIN_USER_ATTRIBUTES" and user_id:
+        column, who = identity_column(identity_of_user_key(user_key)), user_id
     # keyed by the device id ("||" would split it into two values in the profile file: left out)
-    elif kind == "VISITOR_ATTRIBUTES" and e.get("device_id") and "||" not in e["device_id"]:
-        column, who = identity_column(DEVICE_IDENTITY), e["device_id"]
+    elif kind == "VISITOR_ATTRIBUTES" and device_id and "||" not in device_id:
+        column, who = identity_column(DEVICE_IDENTITY), device_id
     if column:
         item = {column: who}
         for k, v in attrs.items():
