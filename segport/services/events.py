@@ -14,12 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from segport.domain.event_files import (
     BATCH_COLUMN,
     DEFAULT_TYPE,
+    DEVICE_ID,
     DEVICE_IDENTITY,
+    EVENT_COLUMN,
     LOGIN_IDENTITY,
+    TIME_COLUMN,
     TYPE_COLUMN,
+    USER_ID,
+    USER_KEY,
     EventAttribute,
     check_attribute_key,
     identity_of_user_key,
@@ -155,7 +164,7 @@ class EventService:
         then marked loaded. The engine records each batch id with its rows in the same transaction, so a crash
         between that commit and ``mark_loaded`` makes the next round skip what is already stored."""
         done = LoadRound()
-        batches = spool.pending(limit)
+        batches = spool.pending(limit, rows=True)
         by_project: dict[str, list[Any]] = {}
         for batch in batches:
             by_project.setdefault(batch.project_id, []).append(batch)
@@ -179,16 +188,16 @@ class EventService:
     def _load(self, project_id: str, batches: list[Any], scratch: Path) -> int:
         self._ensure_identities(project_id)
         declared = {a.key: a.type for a in self.catalog.attributes(project_id)}
-        rows, profiles = _rows(batches, declared)
-        if not rows:
+        table, profiles = _columns(batches, declared)
+        if table is None:
             return 0
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="spool-", dir=scratch) as folder:
-            path = Path(folder) / "events.csv"
-            _write_csv(path, rows)
-            self.import_events(project_id, path, file_format="csv")
+            path = Path(folder) / "events.parquet"
+            pq.write_table(table, path, compression="none", use_dictionary=False, write_statistics=False)
+            self.import_events(project_id, path, file_format="parquet")
             self._set_user_properties(project_id, profiles, Path(folder))
-        return len(rows)
+        return table.num_rows
 
     def _set_user_properties(self, project_id: str, profiles: dict[str, list[dict[str, Any]]], folder: Path) -> None:
         """LOGIN_USER_ATTRIBUTES: the login user's ``usr_`` properties; VISITOR_ATTRIBUTES: the properties of the
@@ -241,68 +250,140 @@ def _fit(value: Any, value_type: ValueType) -> Any:
     return text
 
 
-def _rows(
+def _columns(
     batches: list[Any], declared: dict[str, ValueType]
-) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """The spool's normalized events as event-file rows (and the user properties their LOGIN_USER_ATTRIBUTES and
-    VISITOR_ATTRIBUTES events set, per identity column: the login identity, or the device id)."""
-    rows: list[dict[str, Any]] = []
+) -> tuple[pa.Table | None, dict[str, list[dict[str, Any]]]]:
+    """The spool's normalized events as the columns of an event file (one Arrow table: ``event``, ``time``,
+    ``userId``, ``userKey``, ``deviceId``, ``$type``, ``$batch``, one text column per standard field and attribute;
+    None when no event is stored), and the user properties their LOGIN_USER_ATTRIBUTES and VISITOR_ATTRIBUTES
+    events set, per identity column (the login identity, or the device id). Every value is text (numbers of
+    standard fields too) and typed by the catalogue in the engine, as a CSV file's are; an attribute value that
+    does not fit its declared type is null (:func:`_fit`). Each column is filled in place, without a dict per row:
+    this is the loader's hot path (docs/performance.md)."""
+    total = sum(len(b.events) if b.rows is None else len(b.rows) for b in batches)
+    names: list[Any] = []
+    times: list[int] = []
+    user_ids: list[Any] = []
+    user_keys: list[Any] = []
+    device_ids: list[Any] = []
+    types: list[str] = []
+    batch_ids: list[int] = []
+    extra: dict[str, list[Any]] = {}  # standard fields ($…) and attributes, each [None] * total, filled at row n
+    fits: dict[str, Any] = {}  # attribute key -> its declared type's pattern (None: any text), or False: skipped
+    plain: dict[str, list[Any]] = {}  # the columns of the attributes whose text is stored as it is (strings)
     profiles: dict[str, list[dict[str, Any]]] = {}
+    n = 0
     for batch in batches:
-        for e in batch.events:
-            kind = e.get("type") or DEFAULT_TYPE
+        for t, kind, name, user_id, user_key, device_id, attrs, std in (
+            batch.rows if batch.rows is not None else map(_as_row, batch.events)
+        ):
+            kind = kind or DEFAULT_TYPE
             if kind == ITEM:  # items (collect/item) have no store in the engine yet: marked loaded, not stored
                 continue
-            name = e.get("event") if kind == DEFAULT_TYPE else (e.get("event") or "$" + kind.lower())
-            row: dict[str, Any] = {
-                "event": name,
-                "time": int(e["t"]),
-                "userId": e.get("user_id"),
-                "userKey": e.get("user_key"),
-                "deviceId": e.get("device_id"),
-                TYPE_COLUMN: kind,
-                BATCH_COLUMN: batch.id,
-            }
-            for k, v in (e.get("std") or {}).items():
-                row["$" + k] = None if v is None else str(v)
-            attrs = e.get("attrs") or {}
+            names.append(name if kind == DEFAULT_TYPE else (name or "$" + kind.lower()))
+            times.append(int(t))
+            user_ids.append(user_id)
+            user_keys.append(user_key)
+            device_ids.append(device_id)
+            types.append(kind)
+            batch_ids.append(batch.id)
+            if std:
+                for k, v in std.items():
+                    column = extra.get("$" + k)
+                    if column is None:
+                        column = extra["$" + k] = [None] * total
+                    column[n] = None if v is None else str(v)
             if kind in USER_PROPERTY_TYPES:
-                column = ""
-                if kind == "LOGIN_USER_ATTRIBUTES" and e.get("user_id"):
-                    column, who = identity_column(identity_of_user_key(e.get("user_key"))), e["user_id"]
-                # keyed by the device id ("||" would split it into two values in the profile file: left out)
-                elif kind == "VISITOR_ATTRIBUTES" and e.get("device_id") and "||" not in e["device_id"]:
-                    column, who = identity_column(DEVICE_IDENTITY), e["device_id"]
-                if column:
-                    item = {column: who}
-                    for k, v in attrs.items():
-                        key = "usr_" + k
-                        if KEY_RE.match(key):
-                            item[key] = v
-                    profiles.setdefault(column, []).append(item)
-            else:
+                _user_properties(kind, user_id, user_key, device_id, attrs or {}, profiles)
+            elif attrs:
                 for k, v in attrs.items():
-                    try:
-                        check_attribute_key(k)
-                    except SegportError:
+                    column = plain.get(k)
+                    if column is not None and type(v) is str:  # most values: text of a key typed string
+                        column[n] = v
+                        continue
+                    pattern = fits.get(k)
+                    if pattern is None and k not in fits:
+                        pattern = fits[k] = _fit_pattern(k, declared)
+                    if pattern is False:
                         continue  # the intake refuses such keys; never one the store cannot hold
-                    row[k] = _fit(v, declared.get(k, ValueType.STRING))
-            rows.append(row)
-    return rows, profiles
+                    column = extra.get(k)
+                    if column is None:
+                        column = extra[k] = [None] * total
+                        if pattern is None:
+                            plain[k] = column
+                    if v is not None:
+                        text = v if type(v) is str else str(v)
+                        if pattern is not None and not pattern.match(text):
+                            text = None
+                        column[n] = text  # (a control character is looked for per column, below)
+            n += 1
+    if not n:
+        return None, profiles
+    string = pa.string()
+    arrays = {
+        EVENT_COLUMN: pa.array(names, string),
+        TIME_COLUMN: pa.array(times, pa.int64()),
+        USER_ID: pa.array(user_ids, string),
+        USER_KEY: pa.array(user_keys, string),
+        DEVICE_ID: pa.array(device_ids, string),
+        TYPE_COLUMN: pa.array(types, string),
+        BATCH_COLUMN: pa.array(batch_ids, pa.int64()),
+    }
+    for k, column in extra.items():
+        if len(column) > n:
+            del column[n:]
+        values = pa.array(column, string)
+        if k in fits:  # an attribute: a value holding a control character does not fit (null), as in _fit
+            bad = pc.match_substring_regex(values, _CONTROL.pattern)
+            if pc.any(bad).as_py():
+                values = pc.if_else(bad, pa.scalar(None, string), values)
+        arrays[k] = values
+    return pa.table(arrays), profiles
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """CSV, so every value is read as text and typed by the catalogue (strings quoted; a missing value is an
-    empty unquoted field, which the reader takes as null)."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        out = csv.writer(f, quoting=csv.QUOTE_NONNUMERIC)
-        out.writerow(columns)
-        for row in rows:
-            out.writerow([_cell(row.get(c)) for c in columns])
+def _fit_pattern(key: str, declared: dict[str, ValueType]) -> Any:
+    """How values of attribute ``key`` are fitted: the pattern of its declared type (None: any text without a
+    control character), or False for a key the store cannot hold."""
+    try:
+        check_attribute_key(key)
+    except SegportError:
+        return False
+    return _FITS.get(declared.get(key, ValueType.STRING))
 
 
-def _cell(value: Any) -> Any:
-    if value is None or isinstance(value, int):
-        return value
-    return str(value)
+def _as_row(e: dict[str, Any]) -> tuple[Any, ...]:
+    """A normalized event as the tuple :func:`segport.domain.events.json_event_rows` gives."""
+    return (
+        e["t"],
+        e.get("type"),
+        e.get("event"),
+        e.get("user_id"),
+        e.get("user_key"),
+        e.get("device_id"),
+        e.get("attrs"),
+        e.get("std"),
+    )
+
+
+def _user_properties(
+    kind: str,
+    user_id: str | None,
+    user_key: str | None,
+    device_id: str | None,
+    attrs: dict[str, Any],
+    profiles: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The ``usr_`` properties a LOGIN_USER_ATTRIBUTES or VISITOR_ATTRIBUTES event sets, under its identity column."""
+    column = ""
+    if kind == "LOGIN_USER_ATTRIBUTES" and user_id:
+        column, who = identity_column(identity_of_user_key(user_key)), user_id
+    # keyed by the device id ("||" would split it into two values in the profile file: left out)
+    elif kind == "VISITOR_ATTRIBUTES" and device_id and "||" not in device_id:
+        column, who = identity_column(DEVICE_IDENTITY), device_id
+    if column:
+        item = {column: who}
+        for k, v in attrs.items():
+            key = "usr_" + k
+            if KEY_RE.match(key):
+                item[key] = v
+        profiles.setdefault(column, []).append(item)

@@ -23,7 +23,7 @@ from pydantic_core import to_json
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from segport.domain.events import decode_json_list, json_is_clean, normalize_events
+from segport.domain.events import decode_json_list, json_event_rows, json_is_clean, normalize_events
 from segport.domain.text import display_name_problem
 from segport.errors import DataSourceNotFound, InvalidParameter, ProjectNotFound, SegportError
 from segport.store.db import Database
@@ -89,6 +89,9 @@ class SpoolBatch:
     events: list[dict[str, Any]]
     datasource_id: str = ""
     received_at: datetime | None = None
+    # the events as tuples (t, type, event, user_id, user_key, device_id, attrs, std) when the loader asked for
+    # them (``pending(rows=True)``) and the batch is a JSON text in the common shape; ``events`` is then empty
+    rows: list[tuple[Any, ...]] | None = None
 
 
 def _database(meta: Any) -> Database:
@@ -207,6 +210,18 @@ def decode_payload(payload: bytes) -> list[dict[str, Any]]:
         return normalize_events(raw, project_key, clean=json_is_clean(text)).events
     events: list[dict[str, Any]] = json.loads(gzip.decompress(payload))
     return events
+
+
+def decode_rows(payload: bytes) -> list[tuple[Any, ...]] | None:
+    """The events of a spool payload as :func:`segport.domain.events.json_event_rows` gives them (a JSON text in
+    the common shape), or None: :func:`decode_payload` then."""
+    if payload[:2] != _WIRE:
+        return None
+    n = payload[2]
+    text = bytes(cramjam.snappy.decompress_raw(payload[3 + n :]))
+    if not json_is_clean(text):
+        return None
+    return json_event_rows(text, payload[3 : 3 + n].decode())
 
 
 class EventSpool:
@@ -328,8 +343,8 @@ class EventSpool:
             ).first()
         return found is not None
 
-    def pending(self, limit: int = 100) -> list[SpoolBatch]:
-        """Batches not loaded yet, oldest first."""
+    def pending(self, limit: int = 100, *, rows: bool = False) -> list[SpoolBatch]:
+        """Batches not loaded yet, oldest first (with ``rows``, those it can be given as tuples: ``SpoolBatch.rows``)."""
         query = (
             select(
                 _BATCHES.c.id,
@@ -343,11 +358,13 @@ class EventSpool:
             .limit(limit)
         )
         with self.db.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            SpoolBatch(r.id, r.project_id, _events_of(r.id, r.payload), r.datasource_id, _aware(r.received_at))
-            for r in rows
-        ]
+            found = conn.execute(query).all()
+        out: list[SpoolBatch] = []
+        for r in found:
+            tuples = decode_rows(r.payload) if rows else None
+            events = _events_of(r.id, r.payload) if tuples is None else []
+            out.append(SpoolBatch(r.id, r.project_id, events, r.datasource_id, _aware(r.received_at), tuples))
+        return out
 
     def mark_loaded(self, ids: Iterable[int]) -> None:
         ids = list(ids)
