@@ -241,3 +241,24 @@ def test_files_the_clickhouse_path_does_not_take_are_still_stored(
         report, took = run(seeded.app, parquet(tmp_path / name, select), duckdb_path=False, monkeypatch=monkeypatch)
         assert not took and report.stored == 1, name
     assert len(stored(seeded.app, PROJECT)) == 4
+
+
+def test_two_identities_sharing_a_key_send_the_file_to_the_duckdb_path(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ClickHouse path maps an identity to its user by a 64-bit key. A key shared by two identities of one
+    file (forced here: the key of a value's first letter) is seen, the DuckDB-staged path stores the file, and
+    each identity keeps a user of its own."""
+    prepare(seeded.app)
+    path = parquet(
+        tmp_path / "clash.parquet",
+        f"SELECT * FROM (VALUES ('buy', {T0}, 'Q1'), ('buy', {T0} + 1, 'Q2'), ('buy', {T0} + 2, 'C001')) "
+        "t(event, time, userId)",
+    )
+    monkeypatch.setattr(ch_events, "_KEY", "cityHash64(_idx, substring(_idval, 1, 1))")
+    report, took = run(seeded.app, path, duckdb_path=False, monkeypatch=monkeypatch)
+    assert not took and report.stored == 3 and report.users_created == 2
+    rows = stored(seeded.app, PROJECT)
+    assert len({r[0] for r in rows}) == 3
+    new = [u for u in users(seeded.app, PROJECT) if u[1] in ("Q1", "Q2")]
+    assert [u[1] for u in new] == ["Q1", "Q2"] and new[0][0] < new[1][0]

@@ -251,6 +251,11 @@ _FAST_CH = (
 )
 _CONTROL = ch_string(CONTROL_RE)
 _READ = {"input_format_null_as_default": 1}  # a null read into a plain column is its default ('', 0)
+# an identity's 64-bit key in the map (each row's and each distinct identity's; the identities are checked to
+# share no key)
+_KEY = "cityHash64(_idx, _idval)"
+# the identity pass's grouping held in memory (see _load_parquet)
+_IDENTITIES = {**_READ, "max_bytes_before_external_group_by": 0}
 
 
 @dataclass(slots=True)
@@ -264,6 +269,7 @@ class _Plan:
     new_attributes: list[EventAttribute]
     value_checks: str  # SQL over the distinct identities: true for one the file is refused for
     keys: list[str]  # the catalogue's identity keys: _idx is a place in this list
+    keyed: bool  # the file has a userKey column: an identity is (_idx, _idval), else _idval decides _idx
 
 
 def _parquet_plan(
@@ -383,14 +389,14 @@ def _parquet_plan(
     rows = (
         f"SELECT _row_number AS _row, {event} AS _ev, toUInt8({idx}) AS _idx, ifNull({idval}, '') AS _idval, "
         # an identity's key in the map (the distinct identities are checked to share no key)
-        "cityHash64(_idx, _idval) AS _key, "
+        f"{_KEY} AS _key, "
         f"{time_ms} AS _t, {kind} AS _type{', ' + body if body else ''}, "
         f"ifNull({' OR '.join(f'({c})' for c in checks)}, 1) AS _bad FROM "
         f"file({ch_string(str(path))}, 'Parquet', {ch_string(structure)})"
     )
     attrs = [c for c in columns if not c.startswith("$")]
     value_checks = f"_idx = 0 OR match(_idval, {_CONTROL})"
-    return _Plan(rows, columns, attrs, new, value_checks, keys)
+    return _Plan(rows, columns, attrs, new, value_checks, keys, USER_KEY in cols)
 
 
 def _import_parquet(
@@ -437,18 +443,23 @@ def _load_parquet(
         for t in (ids, mapped, new, stage):
             client.command(f"DROP TABLE IF EXISTS {t}")
         # the distinct identities, with the first row naming each: read from the identity columns alone, grouped
-        # on their 64-bit key (a third cheaper than on the strings), and checked once each (in the catalogue, no
-        # control character). Two identities sharing a key would be one group: its smallest and largest values
-        # differ then (_clash), and the DuckDB path stores the file
+        # on the identity itself (only the value when the file has no userKey column: the value then decides its
+        # place), with one cheap state (the first row), and checked once each (in the catalogue, no control
+        # character). Their 64-bit keys (the map's and the dictionary's) are made from the groups; two identities
+        # sharing one would be two rows of one key (_key not unique): the DuckDB path stores that file. No spill
+        # to disk: at 10M identities the spilled aggregation cost five times the one in memory (docs/performance.md,
+        # "the identity pass"); past the engine's memory limit the query fails and the DuckDB path takes the file
+        client.command(f"CREATE TABLE {ids} (_key UInt64, _idx UInt8, _idval String, _first UInt64) ENGINE = Memory")
+        group = "_idx, _idval" if plan.keyed else "_idval"
+        place = "_idx" if plan.keyed else "any(_idx) AS _idx"
         client.command(
-            f"CREATE TABLE {ids} (_key UInt64, _idx UInt8, _idval String, _first UInt64, _clash UInt8) ENGINE = Memory"
+            f"INSERT INTO {ids} SELECT {_KEY}, _idx, _idval, _first FROM (SELECT {place}, _idval, "
+            f"min(_row) AS _first FROM ({plan.select}) GROUP BY {group})",
+            settings=_IDENTITIES,
         )
-        client.command(
-            f"INSERT INTO {ids} SELECT _key, min(_idx), min(_idval), min(_row), "
-            f"max(_idval) != min(_idval) OR max(_idx) != min(_idx) FROM ({plan.select}) GROUP BY _key",
-            settings=_READ,
-        )
-        bad, clashes = client.query(f"SELECT countIf({plan.value_checks}), countIf(_clash) FROM {ids}").result_rows[0]
+        bad, clashes = client.query(
+            f"SELECT countIf({plan.value_checks}), count() - uniqExact(_key) FROM {ids}"
+        ).result_rows[0]
         if bad or clashes:
             return None
         _ensure_store(engine, project_id, {})  # (the links; the attribute columns only once the file is accepted)
