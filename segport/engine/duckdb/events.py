@@ -310,15 +310,24 @@ def stage(
                 "GROUP BY _idraw"
             )
             raw_col = "id_" + (LOGIN_IDENTITY if alone[0] == USER_ID else DEVICE_IDENTITY)
-            # each identity value (the values written with other blanks around them are one) with its first row,
-            # and whether any value is written otherwise than its identity value; a null value is a row with none
-            cur.execute(
-                f"CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT {sql_string(raw_col)} AS _idcol, {staged.raw_id} AS "
-                f"_idval, min(_first) AS _first, bool_or(_idraw::VARCHAR IS DISTINCT FROM {staged.raw_id}) AS _odd "
-                "FROM ev_rawgroups GROUP BY 2"
+            # whether any value is written otherwise than its identity value (blanks around it, blank, a number)
+            odd = cols[alone[0]] != "VARCHAR" or bool(
+                cur.execute(f"SELECT bool_or(_idraw IS DISTINCT FROM {staged.raw_id}) FROM ev_rawgroups").fetchone()[0]  # type: ignore[index]
             )
-            nulls, odd = cur.execute("SELECT bool_or(_idval IS NULL), bool_or(_odd) FROM ev_ids").fetchone()  # type: ignore[misc]
-            staged.raw_map = bool(odd) or cols[alone[0]] != "VARCHAR"
+            # each identity value with its first row: the values as written when each is its identity value;
+            # otherwise grouped again (the values written with other blanks around them are one); a null value is
+            # a row with none
+            ids = (
+                f"SELECT {staged.raw_id} AS _idval, min(_first) AS _first FROM ev_rawgroups GROUP BY 1"
+                if odd
+                else "SELECT _idraw AS _idval, _first FROM ev_rawgroups"
+            )
+            cur.execute(
+                f"CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT {sql_string(raw_col)} AS _idcol, _idval, _first "
+                f"FROM ({ids})"
+            )
+            nulls = cur.execute("SELECT bool_or(_idval IS NULL) FROM ev_ids").fetchone()[0]  # type: ignore[index]
+            staged.raw_map = odd
             if staged.raw_map:  # join the rows on the value as written (ev_rawmap), not on the identity value
                 cur.execute("CREATE OR REPLACE TEMP TABLE ev_rawids AS SELECT _idraw FROM ev_rawgroups")
             staged.ids_ready = True
