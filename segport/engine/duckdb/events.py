@@ -265,10 +265,13 @@ def stage(
     staged = Staged(0, columns, new, [], path.name, fmt, None, False, diagnose, _ids_check(known))
     # A Parquet file is read where it lies (a view: each pass reads only the columns it needs, and nothing is
     # copied); a text file, or one holding spool batches (some may be dropped as already stored), is parsed once
-    # into a temp table. Then one grouped pass evaluates every value of every row (a value that cannot even be
-    # converted fails here) and the per-row checks, and yields the row count, the event names with the attribute
-    # keys each carried, and whether any row or event name is bad. Only then, for a bad file, is the full check
-    # run row by row to name the first bad row and its reason (the message is the same whichever check saw it).
+    # into a temp table. Then one pass grouped by event name evaluates every value of every row (a value that
+    # cannot even be converted fails here) and the per-row checks, and yields the row count, the event names with
+    # the attribute keys each carried, and whether any row or event name is bad; for a view, a second pass over
+    # the identity columns alone groups the distinct identities with their first rows. (Two passes, not one with
+    # GROUPING SETS: that one computed every count for each of the millions of identity groups too, and cost a
+    # third more.) Only then, for a bad file, is the full check run row by row to name the first bad row and its
+    # reason (the message is the same whichever check saw it).
     staged.view = numbered and BATCH_COLUMN not in cols
     staged.links = links
     as_written = as_written and staged.view
@@ -276,8 +279,11 @@ def stage(
         staged.raw_id = text(alone[0]).replace(f"r.{q(alone[0])}", "_idraw")
     attrs = [c for c in columns if not c.startswith("$")]
     # the values each row stores, evaluated once here so that one that cannot be converted fails before anything
-    # is stored (the identity columns: only those the rows are grouped on)
+    # is stored (the identity columns: only those the rows are grouped on; a view's identity key and value are
+    # evaluated by the pass that groups them)
     skip = {"$event", "$type", BATCH_COLUMN, *(("_idcol", "_idval", "_gio", "_device", "_idraw") if as_written else ())}
+    if staged.view:
+        skip |= {"_idcol", "_idval"}
     forced = [c for c in select if c not in skip] + [c for c in columns if c not in attrs]
     aggregates = ", ".join(
         ["count(*) AS _n", "count(_problem) AS _bad"]
@@ -294,42 +300,47 @@ def stage(
             f"CREATE OR REPLACE TEMP {'VIEW' if staged.view else 'TABLE'} ev_stage AS SELECT {rowno} AS _row, "
             f"{fast} AS _problem, {body} FROM {src} r"
         )
-        if as_written:  # the distinct values of the identity column as written, in the same pass
+        if staged.view:  # every value and the per-row checks, by event name (a handful of groups)
             cur.execute(
-                f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates}, _idraw, '
-                'grouping("$event") AS _set, min(_row) AS _first FROM ev_stage '
-                'GROUP BY GROUPING SETS (("$event"), (_idraw))'
+                f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates} FROM ev_stage GROUP BY 1'
+            )
+        if as_written:  # the distinct values of the identity column as written, each with its first row
+            cur.execute(
+                "CREATE OR REPLACE TEMP TABLE ev_rawgroups AS SELECT _idraw, min(_row) AS _first FROM ev_stage "
+                "GROUP BY _idraw"
             )
             raw_col = "id_" + (LOGIN_IDENTITY if alone[0] == USER_ID else DEVICE_IDENTITY)
-            # each identity value (the values written with other blanks around them are one) with its first row,
-            # and whether any value is written otherwise than its identity value; a null value is a row with none
-            cur.execute(
-                f"CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT {sql_string(raw_col)} AS _idcol, {staged.raw_id} AS "
-                f"_idval, min(_first) AS _first, bool_or(_idraw::VARCHAR IS DISTINCT FROM {staged.raw_id}) AS _odd "
-                "FROM ev_groups WHERE _set = 1 GROUP BY 2"
+            # whether any value is written otherwise than its identity value (blanks around it, blank, a number)
+            odd = cols[alone[0]] != "VARCHAR" or bool(
+                cur.execute(f"SELECT bool_or(_idraw IS DISTINCT FROM {staged.raw_id}) FROM ev_rawgroups").fetchone()[0]  # type: ignore[index]
             )
-            nulls, odd = cur.execute("SELECT bool_or(_idval IS NULL), bool_or(_odd) FROM ev_ids").fetchone()  # type: ignore[misc]
-            staged.raw_map = bool(odd) or cols[alone[0]] != "VARCHAR"
+            # each identity value with its first row: the values as written when each is its identity value;
+            # otherwise grouped again (the values written with other blanks around them are one); a null value is
+            # a row with none
+            ids = (
+                f"SELECT {staged.raw_id} AS _idval, min(_first) AS _first FROM ev_rawgroups GROUP BY 1"
+                if odd
+                else "SELECT _idraw AS _idval, _first FROM ev_rawgroups"
+            )
+            cur.execute(
+                f"CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT {sql_string(raw_col)} AS _idcol, _idval, _first "
+                f"FROM ({ids})"
+            )
+            nulls = cur.execute("SELECT bool_or(_idval IS NULL) FROM ev_ids").fetchone()[0]  # type: ignore[index]
+            staged.raw_map = odd
             if staged.raw_map:  # join the rows on the value as written (ev_rawmap), not on the identity value
-                cur.execute("CREATE OR REPLACE TEMP TABLE ev_rawids AS SELECT _idraw FROM ev_groups WHERE _set = 1")
+                cur.execute("CREATE OR REPLACE TEMP TABLE ev_rawids AS SELECT _idraw FROM ev_rawgroups")
             staged.ids_ready = True
-        elif staged.view:  # the distinct identities in the same pass (nothing is dropped from a view later)
+        elif staged.view:  # the distinct identities (nothing is dropped from a view later)
             cur.execute(
-                f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates}, _idcol, _idval, '
-                'grouping("$event") AS _set, min(_row) AS _first FROM ev_stage '
-                'GROUP BY GROUPING SETS (("$event"), (_idcol, _idval))'
-            )
-            cur.execute(
-                "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, _first FROM ev_groups "
-                "WHERE _set = 1 AND _idcol IS NOT NULL"
+                "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, min(_row) AS _first FROM ev_stage "
+                "WHERE _idcol IS NOT NULL GROUP BY _idcol, _idval"
             )
             staged.ids_ready = True
-        if staged.view:
-            groups = "ev_groups WHERE _set = 0"
-        else:
-            groups = f'(SELECT "$event", {aggregates} FROM ev_stage GROUP BY 1)'
+        groups = "ev_groups" if staged.view else f'(SELECT "$event", {aggregates} FROM ev_stage GROUP BY 1)'
         grouped = cur.execute(f'SELECT "$event", {counts}, ({name_bad}) AS _bad_name FROM {groups}').fetchall()
         cur.execute("DROP TABLE IF EXISTS ev_groups")
+        cur.execute("DROP TABLE IF EXISTS ev_rawgroups")
         bad_row = None
     except duckdb.Error as exc:
         # a value the staging could not even convert: name its row from the file (on a connection of its own,
@@ -563,9 +574,9 @@ def resolve_identities(
             entry = catalog.get(col)
             assert entry is not None
             value = "[_idval]" if entry.multi else "_idval"
+            # (ev_new is in gio_id order, and a scan of it keeps that order: the users are appended in it)
             cur.execute(
-                f"INSERT INTO {users} (gio_id, {q(col)}) SELECT gio_id, {value} FROM ev_new WHERE _idcol = ? "
-                "ORDER BY gio_id",
+                f"INSERT INTO {users} (gio_id, {q(col)}) SELECT gio_id, {value} FROM ev_new WHERE _idcol = ?",
                 [col],
             )
         cur.execute("INSERT INTO ev_map SELECT * FROM ev_new")
@@ -581,11 +592,13 @@ def resolve_identities(
 
 def new_users_sql(next_gio_id: int) -> str:
     """``ev_new``: the staged identities no user holds, numbered from ``next_gio_id`` in the order of the rows
-    that first name them."""
+    that first name them (no two identities share a first row), and stored in that order: one sort numbers them
+    (``row_number() OVER ()`` over the sorted rows, which keeps their order with ``preserve_insertion_order``) and
+    leaves them in ``gio_id`` order for the users insert, which then needs no sort of its own."""
     return (
-        f"CREATE OR REPLACE TEMP TABLE ev_new AS SELECT _idcol, _idval, {next_gio_id - 1} + row_number() OVER "
-        "(ORDER BY _first) AS gio_id FROM ev_ids i WHERE NOT EXISTS (SELECT 1 FROM ev_map m "
-        "WHERE m._idcol = i._idcol AND m._idval = i._idval)"
+        f"CREATE OR REPLACE TEMP TABLE ev_new AS SELECT _idcol, _idval, {next_gio_id - 1} + row_number() OVER () "
+        "AS gio_id FROM (SELECT _idcol, _idval FROM ev_ids i WHERE NOT EXISTS (SELECT 1 FROM ev_map m "
+        "WHERE m._idcol = i._idcol AND m._idval = i._idval) ORDER BY _first)"
     )
 
 
