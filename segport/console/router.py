@@ -57,6 +57,28 @@ def _to_signin(request: Request) -> Response:
     return redirect(f"{PREFIX}/signin" + (f"?next={quote(target, safe='/')}" if target else ""))
 
 
+async def _project_page(
+    request: Request,
+    project_id: str,
+    load: Callable[[ConsoleService, Any], T],
+    render: Callable[[Page, Any, T], Response],
+) -> Response:
+    """A page of one project: signed in (else to the sign-in page), the project and what ``load(service, who)``
+    reads of it (off the event loop), then ``render(page, project, loaded)``; a refusal of either is the error
+    page."""
+    session = await _session(request)
+    if session is None:
+        return _to_signin(request)
+    page = Page(request, session)
+    service = _service(request)
+    try:
+        project = await _run(service.project, session.who, project_id)
+        loaded = await _run(load, service, session.who)
+    except SegportError as exc:
+        return page.error(exc)
+    return render(page, project, loaded)
+
+
 # --- signing in and out ----------------------------------------------------------------------------------
 @router.get("")
 @router.get("/")
@@ -132,81 +154,63 @@ async def projects(request: Request) -> Response:
 
 @router.get("/p/{project_id}/segments")
 async def segments(request: Request, project_id: str, q: Annotated[str, Query(max_length=200)] = "") -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_signin(request)
-    page = Page(request, session)
-    service = _service(request)
-    try:
-        project = await _run(service.project, session.who, project_id)
-        rows = await _run(service.segments, session.who, project_id, q)
-    except SegportError as exc:
-        return page.error(exc)
-    return page.render("segments.html", project=project, segments=rows, q=q, time=web.local_time)
+    return await _project_page(
+        request,
+        project_id,
+        lambda service, who: service.segments(who, project_id, q),
+        lambda page, project, rows: page.render(
+            "segments.html", project=project, segments=rows, q=q, time=web.local_time
+        ),
+    )
 
 
 @router.get("/p/{project_id}/events")
 async def events(request: Request, project_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_signin(request)
-    page = Page(request, session)
-    service = _service(request)
-    try:
-        project = await _run(service.project, session.who, project_id)
-        names, attributes, collect_key, sources = await _run(service.events, session.who, project_id)
-    except SegportError as exc:
-        return page.error(exc)
-    return page.render(
-        "events.html",
-        project=project,
-        names=names,
-        attributes=attributes,
-        collect_key=collect_key,
-        sources=sources,
-        time=web.local_time,
-    )
+    def render(page: Page, project: Any, loaded: Any) -> Response:
+        names, attributes, collect_key, sources = loaded
+        return page.render(
+            "events.html",
+            project=project,
+            names=names,
+            attributes=attributes,
+            collect_key=collect_key,
+            sources=sources,
+            time=web.local_time,
+        )
+
+    return await _project_page(request, project_id, lambda service, who: service.events(who, project_id), render)
 
 
 @router.get("/p/{project_id}/tags")
 async def tags(request: Request, project_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_signin(request)
-    page = Page(request, session)
-    service = _service(request)
-    try:
-        project = await _run(service.project, session.who, project_id)
-        views = await _run(service.tags, session.who, project_id)
-    except SegportError as exc:
-        return page.error(exc)
-    return page.render("tags.html", project=project, tags=views, time=web.local_time, imported=IMPORTED_TYPE)
+    return await _project_page(
+        request,
+        project_id,
+        lambda service, who: service.tags(who, project_id),
+        lambda page, project, views: page.render(
+            "tags.html", project=project, tags=views, time=web.local_time, imported=IMPORTED_TYPE
+        ),
+    )
 
 
 @router.get("/p/{project_id}/tags/{key}")
 async def tag(request: Request, project_id: str, key: str) -> Response:
     """A tag: a computed one's definition in words (as a segment's rule) with its JSON, type, value type and
     detector; an imported one says so."""
-    session = await _session(request)
-    if session is None:
-        return _to_signin(request)
-    page = Page(request, session)
-    service = _service(request)
-    try:
-        project = await _run(service.project, session.who, project_id)
-        view = await _run(service.tag, session.who, project_id, key)
-    except SegportError as exc:
-        return page.error(exc)
-    definition = json.loads(view.definition.definition) if view.definition is not None else None
-    return page.render(
-        "tag.html",
-        project=project,
-        tag=view,
-        imported=IMPORTED_TYPE,
-        definition_lines=tag_lines(definition, page.lang) if definition is not None else [],
-        definition_json=json.dumps(definition, ensure_ascii=False, indent=2) if definition is not None else "",
-        time=web.local_time,
-    )
+
+    def render(page: Page, project: Any, view: Any) -> Response:
+        definition = json.loads(view.definition.definition) if view.definition is not None else None
+        return page.render(
+            "tag.html",
+            project=project,
+            tag=view,
+            imported=IMPORTED_TYPE,
+            definition_lines=tag_lines(definition, page.lang) if definition is not None else [],
+            definition_json=json.dumps(definition, ensure_ascii=False, indent=2) if definition is not None else "",
+            time=web.local_time,
+        )
+
+    return await _project_page(request, project_id, lambda service, who: service.tag(who, project_id, key), render)
 
 
 @router.get("/p/{project_id}/segments/{key}")
@@ -297,17 +301,12 @@ async def _segment_page(
 # --- jobs ------------------------------------------------------------------------------------------------
 @router.get("/p/{project_id}/jobs")
 async def jobs(request: Request, project_id: str) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_signin(request)
-    page = Page(request, session)
-    service = _service(request)
-    try:
-        project = await _run(service.project, session.who, project_id)
-        rows = await _run(service.jobs, session.who, project_id)
-    except SegportError as exc:
-        return page.error(exc)
-    return page.render("jobs.html", project=project, jobs=rows, time=web.local_time)
+    return await _project_page(
+        request,
+        project_id,
+        lambda service, who: service.jobs(who, project_id),
+        lambda page, project, rows: page.render("jobs.html", project=project, jobs=rows, time=web.local_time),
+    )
 
 
 @router.get("/p/{project_id}/jobs/{job_id}")
