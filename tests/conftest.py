@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -324,12 +323,21 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> obj
 
 # --- looking at a live server mid-work ----------------------------------------------------------------
 # A test that sees a job "in the middle" of something (RUNNING, writing, uploading) and then acts on it must
-# not assume it is still there when it acts: a fast machine finishes the work in between. `freeze_when` stops
-# the processes doing the work (SIGSTOP) once the state is seen, and checks it again while nothing moves.
-# It only works for a state that lasts until it is seen: a state a fast machine passes through between two
-# looks (an upload open, a file half written, a job RUNNING) is never seen there. Hold the work at a hold
-# point instead (segport/testing_hooks.py, e.g. `export-file-written`, `s3-part-sent`), or kill it at a pause
-# point, and act once its pid file is there.
+# not assume it is still there when it acts: a fast machine finishes the work in between, or passes through the
+# state between two looks. Hold the work at a hold point instead (segport/testing_hooks.py, e.g.
+# `export-file-written`, `s3-part-sent`), or kill it at a pause point, and act once `pid_at` sees its pid file.
+
+
+def pid_at(marker: Path, what: str, timeout: float = 120, *, alive: subprocess.Popen | None = None) -> int:
+    """The pid a process wrote to ``marker`` on reaching a pause point or a hold point (testing_hooks.py writes
+    it whole); with ``alive``, a process that ended before reaching it fails the wait at once."""
+
+    def reached() -> int:
+        if alive is not None and alive.poll() is not None:
+            raise AssertionError(f"the process ended (exit {alive.returncode}) before {what}")
+        return int(marker.read_text(encoding="utf-8")) if marker.exists() else 0
+
+    return wait_for(reached, what, timeout)  # type: ignore[return-value]
 
 
 def children(server: LiveServer) -> dict[str, list[psutil.Process]]:
@@ -353,35 +361,3 @@ def process_tree(server: LiveServer) -> list[psutil.Process]:
     """The server's processes, children first (the supervisor restarts nothing while it is stopped last)."""
     parent = psutil.Process(server.process.pid)
     return [*parent.children(recursive=True), parent]
-
-
-def freeze_when(
-    server: LiveServer,
-    check: Callable[[], object],
-    what: str,
-    *,
-    only: Callable[[], list[psutil.Process]] | None = None,
-    timeout: float = 60,
-) -> list[psutil.Process]:
-    """Wait until ``check()`` holds while the server's processes (or those ``only()`` names: the engine, say,
-    so the API processes still answer) are stopped with SIGSTOP, and leave them stopped: the state ``check``
-    saw cannot move on (an upload completing, an export finishing) before the test acts on it. Returns the
-    stopped processes, for `thaw` (or SIGKILL, which ends stopped processes too)."""
-
-    def frozen() -> list[psutil.Process] | None:
-        if not check():
-            return None
-        procs = only() if only is not None else process_tree(server)
-        for proc in procs:
-            proc.send_signal(signal.SIGSTOP)
-        if check():  # seen again with nothing moving
-            return procs
-        thaw(procs)
-        return None
-
-    return wait_for(frozen, what, timeout)  # type: ignore[return-value]
-
-
-def thaw(procs: list[psutil.Process]) -> None:
-    for proc in reversed(procs):
-        proc.send_signal(signal.SIGCONT)

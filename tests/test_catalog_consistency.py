@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from segport.engine.base import Target
 from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry, repair
 from segport.settings import Settings
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, pid_at
 
 ALL = {"key": "gio_id", "op": "gte", "value": 1}
 
@@ -167,12 +166,7 @@ def _killed_at(profiles: Profiles, tmp_path: Path, point: str, *args: str) -> No
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the command never reached the pause point"
-            time.sleep(0.05)
-        assert int(marker.read_text()) == proc.pid
+        assert pid_at(marker, "the pause point", 60, alive=proc) == proc.pid
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
     finally:

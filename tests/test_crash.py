@@ -21,7 +21,7 @@ from segport.demo import CATALOG, generate_users
 from segport.roles.inline import build
 from segport.services.data import SegmentSpec, catalog_entry
 from segport.settings import Settings
-from tests.conftest import PROJECT, LiveServer, auth, engine_pid, start_server, stop_server, wait_for
+from tests.conftest import PROJECT, LiveServer, auth, engine_pid, pid_at, start_server, stop_server, wait_for
 
 USERS = 200_000
 PROPS = ["id_$basic_userId", "usr_name", "usr_gender", "usr_city", "tag_rfm", "tag_channel"]
@@ -101,8 +101,7 @@ def test_sigkill_mid_export_then_restart_finishes_the_job_with_the_right_bytes(t
         staging = data / "results" / ".staging" / f"{job['id']}-1"
         # held with its file begun and unpublished, however fast the machine: the SIGKILL below meets it there
         # (a freeze on seeing the partial file could miss an export that finishes between two looks)
-        wait_for(lambda: Path(f"{hold}.held").exists(), "the export to start writing", 120)
-        assert int(Path(f"{hold}.held").read_text()) == engine_pid(server)
+        assert pid_at(Path(f"{hold}.held"), "the export to start writing") == engine_pid(server)
         (partial,) = [p for p in staging.glob("*") if p.is_file()]
         assert partial.stat().st_size > 0
         running = job_result(server, token, job["id"])

@@ -13,7 +13,7 @@ import pytest
 
 from segport.app import App
 from segport.errors import ImportRejected
-from tests.conftest import CATALOG_CSV, PROJECT, write_users_csv
+from tests.conftest import CATALOG_CSV, PROJECT, pid_at, write_users_csv
 
 ID = "id_$basic_userId"
 
@@ -260,7 +260,6 @@ def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) ->
     import signal
     import subprocess
     import sys
-    import time
 
     import duckdb
 
@@ -286,12 +285,7 @@ def test_a_killed_import_leaves_the_last_good_state(app: App, tmp_path: Path) ->
             stderr=out,
         )
     try:
-        deadline = time.monotonic() + 120
-        while not paused.exists():
-            assert proc.poll() is None, log.read_text(encoding="utf-8")
-            assert time.monotonic() < deadline, "the import never reached its pause point"
-            time.sleep(0.05)
-        assert int(paused.read_text(encoding="utf-8")) == proc.pid
+        assert pid_at(paused, "the import's pause point", alive=proc) == proc.pid
         assert "inserting 2000000 users" in log.read_text(encoding="utf-8")
         proc.send_signal(signal.SIGKILL)
     finally:

@@ -28,6 +28,7 @@ from tests.conftest import (
     children,
     engine_pid,
     free_port,
+    pid_at,
     start_server,
     stop_server,
     wait_for,
@@ -92,8 +93,7 @@ def _kill_the_engine_mid_export(server: LiveServer, token: str, parquet: Path, h
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json", "compression": "gzip"})
         # held with its file begun, however fast the machine: the SIGKILL meets the export there (a freeze on
         # seeing RUNNING could miss an export that finishes between two looks)
-        wait_for(lambda: Path(f"{hold}.held").exists(), "the export to start", 120)
-        assert int(Path(f"{hold}.held").read_text()) == first
+        assert pid_at(Path(f"{hold}.held"), "the export to start") == first
         assert job_result(server, token, job["id"])["stage"] == "RUNNING"
         os.kill(int(first), signal.SIGKILL)  # type: ignore[call-overload]
     finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROJECT, auth, start_server, stop_server, wait_for
+from tests.conftest import PROJECT, auth, pid_at, start_server, stop_server, wait_for
 from tests.s3_support import S3Gateway
 from tests.test_crash import FAST, PROPS, job_result, make_data_dir, submit
 from tests.test_s3_processes import object_keys, uploads_of
@@ -115,7 +115,7 @@ def test_s3_unreachable_during_uploads_and_downloads(
 
         def outage() -> None:
             try:
-                wait_for(lambda: Path(f"{hold}.held").exists(), "the big upload to hold", 60)
+                pid_at(Path(f"{hold}.held"), "the big upload to hold", 60)
                 assert uploads_of(gateway, bucket, f"/{big['id']}-")  # open, not completed
                 try:
                     gateway.stop()

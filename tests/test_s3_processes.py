@@ -22,6 +22,7 @@ from tests.conftest import (
     PROJECT,
     auth,
     free_port,
+    pid_at,
     process_tree,
     start_server,
     stop_server,
@@ -81,7 +82,7 @@ def test_sigkill_mid_upload_then_restart_finishes_with_no_stray_object(tmp_path:
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})
         marker = f"/{job['id']}-1/"
         # held with its first part in, however fast the machine: the SIGKILL below meets it mid-upload
-        wait_for(lambda: Path(f"{hold}.held").exists(), "a part of the export to reach S3", 120)
+        pid_at(Path(f"{hold}.held"), "a part of the export to reach S3")
         (upload,) = uploads_of(s3_gateway, bucket, marker)
         parts = s3_gateway.client().list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
         assert parts.get("Parts")
@@ -145,7 +146,7 @@ def test_s3_going_away_mid_export_is_a_clear_error_and_the_server_keeps_serving(
         hold.touch()
         job = submit(server, token, "seg_all", {"properties": PROPS, "fileFormat": "json"})
         try:
-            wait_for(lambda: Path(f"{hold}.held").exists(), "the upload to hold after its first part", 120)
+            pid_at(Path(f"{hold}.held"), "the upload to hold after its first part")
             assert uploads_of(gateway, bucket, f"/{job['id']}-1/")  # open, not completed
             gateway.stop()  # S3 is gone mid-export
         finally:

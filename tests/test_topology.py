@@ -30,7 +30,7 @@ from segport.services.data import SegmentSpec
 from segport.services.exports import ExportRequest
 from segport.settings import Settings
 from segport.worker import Worker
-from tests.conftest import CATALOG_CSV, COLUMNS, PROJECT, USERS, auth, free_port, write_users_csv
+from tests.conftest import CATALOG_CSV, COLUMNS, PROJECT, USERS, auth, free_port, pid_at, write_users_csv
 from tests.pg_support import PgCluster
 from tests.s3_support import S3Gateway
 
@@ -248,11 +248,7 @@ def test_two_api_and_two_worker_hosts_on_postgres_s3_and_clickhouse(tmp_path: Pa
     )
     assert r.status_code == 200, r.text
     submitted[0] = r.json()["id"]
-    deadline = time.monotonic() + 60
-    while not pause.exists():
-        assert time.monotonic() < deadline, hosts["worker1"].log.read_text()
-        time.sleep(0.1)
-    assert int(pause.read_text()) == hosts["worker1"].process.pid  # type: ignore[union-attr]
+    assert pid_at(pause, "worker 1's pause point", 60) == hosts["worker1"].process.pid  # type: ignore[union-attr]
     running = httpx.get(f"{bases['api2']}/v1/api/job/result/{submitted[0]}", headers=auth(token)).json()
     assert running["stage"] == "RUNNING" and running["attempts"] == 1
 
