@@ -103,7 +103,12 @@ def test_collected_events_reach_the_store_and_survive_an_engine_restart(
         os.kill(server.process.pid, signal.SIGCONT)
     wait_for(lambda: engine_pid(server) not in (0, first), "a new engine process", 30)
     got = wait_for(lambda: (e := events_of(server, token, "U1")) and len(e) >= 3 and e, "the batch, loaded", 30)
-    time.sleep(1.0)  # a few more loader rounds: nothing is loaded twice
+    # Two more loader rounds, each proved by a sentinel batch it loaded (a round loads what was accepted before
+    # it began, so each sentinel, sent after the previous one was visible, is loaded by a later round): a batch
+    # loaded twice would show by now, however slow the machine.
+    for sentinel in ("S1", "S2"):
+        send(server, key, source, sentinel, ["ping"])
+        wait_for(lambda s=sentinel: len(events_of(server, token, s)) == 1, "a later loader round", 30)
     assert (
         [v["event"] for v in events_of(server, token, "U1")]
         == ["open", "buy", "pay"]
