@@ -86,6 +86,9 @@ class Staged:
     diagnose: str = ""  # SQL: the first bad row of the file and its reason, checked row by row
     ids_check: str = "false"  # SQL over ev_ids: true for an identity that refuses the file
     ids_ready: bool = False  # ev_ids was made by the check pass
+    # whether an identity of ev_ids refuses the file, already known from the check pass (None: ids_check tells);
+    # then ``identities`` is set too
+    ids_bad: bool | None = None
     links: bool = False  # the file has userId and deviceId: rows with both link the device to the user
     # SQL over ``_idraw`` (the file's one identity column as it is written, a column of ``ev_stage``): its
     # identity value. Set when rows are matched to their user on that column as written (see stage's
@@ -305,31 +308,46 @@ def stage(
                 f'CREATE OR REPLACE TEMP TABLE ev_groups AS SELECT "$event", {aggregates} FROM ev_stage GROUP BY 1'
             )
         if as_written:  # the distinct values of the identity column as written, each with its first row
-            cur.execute(
-                "CREATE OR REPLACE TEMP TABLE ev_rawgroups AS SELECT _idraw, min(_row) AS _first FROM ev_stage "
-                "GROUP BY _idraw"
-            )
             raw_col = "id_" + (LOGIN_IDENTITY if alone[0] == USER_ID else DEVICE_IDENTITY)
-            # whether any value is written otherwise than its identity value (blanks around it, blank, a number)
-            odd = cols[alone[0]] != "VARCHAR" or bool(
-                cur.execute(f"SELECT bool_or(_idraw IS DISTINCT FROM {staged.raw_id}) FROM ev_rawgroups").fetchone()[0]  # type: ignore[index]
-            )
-            # each identity value with its first row: the values as written when each is its identity value;
-            # otherwise grouped again (the values written with other blanks around them are one); a null value is
-            # a row with none
-            ids = (
-                f"SELECT {staged.raw_id} AS _idval, min(_first) AS _first FROM ev_rawgroups GROUP BY 1"
-                if odd
-                else "SELECT _idraw AS _idval, _first FROM ev_rawgroups"
-            )
+            text_col = cols[alone[0]] == "VARCHAR"
+            # A text column's distinct values are grouped straight into ev_ids, as the identity values they are
+            # when each is written as its identity value (the usual file); one scan of them then tells whether
+            # that holds, whether any is null (a row with no identity) and whether any holds a control character
+            # (collect_identities refuses the file for it, in its turn). Otherwise (blanks around a value, a blank
+            # value, a number) they are the values as written, ev_rawgroups, and are grouped again below.
             cur.execute(
-                f"CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT {sql_string(raw_col)} AS _idcol, _idval, _first "
-                f"FROM ({ids})"
+                f"CREATE OR REPLACE TEMP TABLE {'ev_ids' if text_col else 'ev_rawgroups'} AS SELECT "
+                f"{sql_string(raw_col) + ' AS _idcol, _idraw AS _idval' if text_col else '_idraw'}, min(_row) AS _first "
+                "FROM ev_stage GROUP BY _idraw"
             )
-            nulls = cur.execute("SELECT bool_or(_idval IS NULL) FROM ev_ids").fetchone()[0]  # type: ignore[index]
-            staged.raw_map = odd
-            if staged.raw_map:  # join the rows on the value as written (ev_rawmap), not on the identity value
+            odd = not text_col
+            if text_col:
+                found = cur.execute(
+                    f"SELECT bool_or(_idval IS DISTINCT FROM {staged.raw_id.replace('_idraw', '_idval')}), "
+                    f"bool_or(_idval IS NULL), bool_or(regexp_matches(_idval, '{CONTROL_RE}')), count(*) FROM ev_ids"
+                ).fetchone()
+                assert found is not None
+                odd = bool(found[0])
+                if odd:
+                    cur.execute("ALTER TABLE ev_ids RENAME COLUMN _idval TO _idraw")
+                    cur.execute("ALTER TABLE ev_ids RENAME TO ev_rawgroups")
+                else:
+                    nulls = bool(found[1])
+                    # _idcol is the one key above, in the catalogue (the per-row check saw it): only the values
+                    # can refuse the file
+                    staged.ids_bad = bool(found[2]) or (found[3] > 0 and raw_col not in _catalogued(known))
+                    staged.identities = [raw_col] if found[3] else []
+            if odd:
+                # each identity value with its first row, the values written with other blanks around them as
+                # one; a null value is a row with none
+                cur.execute(
+                    f"CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT {sql_string(raw_col)} AS _idcol, _idval, _first "
+                    f"FROM (SELECT {staged.raw_id} AS _idval, min(_first) AS _first FROM ev_rawgroups GROUP BY 1)"
+                )
+                nulls = cur.execute("SELECT bool_or(_idval IS NULL) FROM ev_ids").fetchone()[0]  # type: ignore[index]
+                # join the rows on the value as written (ev_rawmap), not on the identity value
                 cur.execute("CREATE OR REPLACE TEMP TABLE ev_rawids AS SELECT _idraw FROM ev_rawgroups")
+            staged.raw_map = odd
             staged.ids_ready = True
         elif staged.view:  # the distinct identities (nothing is dropped from a view later)
             cur.execute(
@@ -388,9 +406,14 @@ def in_time_order(cur: duckdb.DuckDBPyConnection, path: Path, src: str, dtype: s
     return row is not None and int(row[0]) == 0
 
 
+def _catalogued(known: set[str]) -> list[str]:
+    """The identity column keys (``id_`` and the identity) of the catalogue's identities, sorted."""
+    return ["id_" + i for i in sorted(known)]
+
+
 def _ids_check(known: set[str]) -> str:
     """SQL over ``ev_ids``: true for an identity that is not in the catalogue or holds a control character."""
-    listed = "[" + ", ".join(sql_string("id_" + i) for i in sorted(known)) + "]::VARCHAR[]"
+    listed = "[" + ", ".join(sql_string(k) for k in _catalogued(known)) + "]::VARCHAR[]"
     return f"NOT list_contains({listed}, _idcol) OR regexp_matches(_idcol || _idval, '{CONTROL_RE}')"
 
 
@@ -412,6 +435,10 @@ def collect_identities(cur: duckdb.DuckDBPyConnection, staged: Staged) -> None:
             "CREATE OR REPLACE TEMP TABLE ev_ids AS SELECT _idcol, _idval, min(_row) AS _first FROM ev_stage "
             "WHERE _idcol IS NOT NULL GROUP BY _idcol, _idval"
         )
+    if staged.ids_bad is not None:  # (the check pass looked)
+        if staged.ids_bad:
+            refuse(cur, staged)
+        return
     if cur.execute(f"SELECT 1 FROM ev_ids WHERE {staged.ids_check} LIMIT 1").fetchone() is not None:
         refuse(cur, staged)
     staged.identities = sorted(str(r[0]) for r in cur.execute("SELECT DISTINCT _idcol FROM ev_ids").fetchall())
@@ -566,6 +593,7 @@ def resolve_identities(
             f"WHERE i._idcol = ?{linked} GROUP BY i._idval",
             [col, col],
         )
+    held = cur.execute("SELECT 1 FROM ev_map LIMIT 1").fetchone() is not None  # some identity has a user already
     nxt = int(cur.execute("SELECT next_gio_id FROM segport_state WHERE project = ?", [project_id]).fetchone()[0])  # type: ignore[index]
     cur.execute(new_users_sql(nxt))
     added = int(cur.execute("SELECT count(*) FROM ev_new").fetchone()[0])  # type: ignore[index]
@@ -579,9 +607,14 @@ def resolve_identities(
                 f"INSERT INTO {users} (gio_id, {q(col)}) SELECT gio_id, {value} FROM ev_new WHERE _idcol = ?",
                 [col],
             )
-        cur.execute("INSERT INTO ev_map SELECT * FROM ev_new")
         cur.execute("UPDATE segport_state SET next_gio_id = next_gio_id + ? WHERE project = ?", [added, project_id])
-    cur.execute("DROP TABLE ev_new")
+        if held:
+            cur.execute("INSERT INTO ev_map SELECT * FROM ev_new")
+        else:  # every identity is new (a first import): ev_new is the map, renamed rather than copied
+            cur.execute("DROP TABLE ev_map")
+            cur.execute("ALTER TABLE ev_new RENAME TO ev_map")
+    if held or not added:
+        cur.execute("DROP TABLE ev_new")
     if staged.raw_map:  # each value as written -> its user (ev_map holds one identity column)
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE ev_rawmap AS SELECT r._idraw, m.gio_id FROM ev_rawids r "
