@@ -238,8 +238,9 @@ def import_events(
 # A Parquet file of plain columns is read by ClickHouse itself (``file(path, Parquet, structure)``), as chDB's own
 # load reads it, twice: the identity columns, grouped into the distinct identities (checked once each, resolved
 # by joins against the users table, new users numbered in ClickHouse, the map made a hashed dictionary); then
-# every row, checked by ``throwIf`` and given its ``gio_id`` by the dictionary, into a staging table whose
-# partitions are attached to the event table once every row is in and the event names are checked. Anything
+# every row, its stored text and floats checked by ``throwIf`` and given its ``gio_id`` by the dictionary, into a
+# staging table whose partitions are attached to the event table once every row is in and the rest is checked on
+# fewer values (the times' min and max, the distinct event names; the identities were, in the first read). Anything
 # else (CSV, JSON Lines, the loader's files with ``$batch``, files with ``gio_id`` or with both ``userId`` and
 # ``deviceId``, columns of other types) and any file a check refuses takes the DuckDB path above, which names the
 # first bad row; nothing is stored before (docs/events.md, "The store").
