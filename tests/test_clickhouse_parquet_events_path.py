@@ -262,3 +262,43 @@ def test_two_identities_sharing_a_key_send_the_file_to_the_duckdb_path(
     assert len({r[0] for r in rows}) == 3
     new = [u for u in users(seeded.app, PROJECT) if u[1] in ("Q1", "Q2")]
     assert [u[1] for u in new] == ["Q1", "Q2"] and new[0][0] < new[1][0]
+
+
+def test_invalid_utf8_in_any_text_column_refuses_the_file(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invalid UTF-8 is no longer looked for in every row of the event name and identity columns: the ClickHouse
+    path finds it among the distinct names (their grammar is ASCII) and identities; an attribute's and ``$type``'s
+    and ``$path``'s
+    rows are still checked one by one. Each file is refused whole by the ClickHouse path and then by the DuckDB
+    path, and nothing is stored. (``$type`` is left out: the DuckDB-staged path stops on it with DuckDB's own
+    error, not a refusal; the ClickHouse path refuses it as before.)"""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    prepare(seeded.app)
+    ok, took = run(seeded.app, parquet(tmp_path / "ok.parquet", MIXED), duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and ok.stored == 6
+    before = (stored(seeded.app, PROJECT), users(seeded.app, PROJECT))
+
+    def text(*values: bytes) -> Any:  # a string column holding the bytes as they are (no UTF-8 check)
+        return pa.array(values, pa.binary()).view(pa.string())
+
+    good = {"event": [b"buy", b"buy"], "userId": [b"C001", b"N7"], "note": [b"a", b"b"], "$path": [b"/", b"/"]}
+    for column in good:
+        columns = {**good, column: [good[column][0], good[column][1] + b"\xff"]}
+        table = pa.table({"time": pa.array([T0, T0 + 1], pa.int64()), **{k: text(*v) for k, v in columns.items()}})
+        path = tmp_path / f"utf8-{column.strip('$')}.parquet"
+        pq.write_table(table, path)
+        taken: list[bool] = []
+        real = ch_events._import_parquet
+
+        def spy(*args: Any, _real: Any = real, _taken: list[bool] = taken, **kwargs: Any) -> Any:
+            out = _real(*args, **kwargs)
+            _taken.append(out is not None)
+            return out
+
+        with monkeypatch.context() as m, pytest.raises(ImportRejected):
+            m.setattr(ch_events, "_import_parquet", spy)
+            events(seeded.app).import_events(PROJECT, path)
+        assert taken == [False], column
+        assert (stored(seeded.app, PROJECT), users(seeded.app, PROJECT)) == before, column

@@ -238,8 +238,9 @@ def import_events(
 # A Parquet file of plain columns is read by ClickHouse itself (``file(path, Parquet, structure)``), as chDB's own
 # load reads it, twice: the identity columns, grouped into the distinct identities (checked once each, resolved
 # by joins against the users table, new users numbered in ClickHouse, the map made a hashed dictionary); then
-# every row, checked by ``throwIf`` and given its ``gio_id`` by the dictionary, into a staging table whose
-# partitions are attached to the event table once every row is in and the event names are checked. Anything
+# every row, its stored text and floats checked by ``throwIf`` and given its ``gio_id`` by the dictionary, into a
+# staging table whose partitions are attached to the event table once every row is in and the rest is checked on
+# fewer values (the times' min and max, the distinct event names; the identities were, in the first read). Anything
 # else (CSV, JSON Lines, the loader's files with ``$batch``, files with ``gio_id`` or with both ``userId`` and
 # ``deviceId``, columns of other types) and any file a check refuses takes the DuckDB path above, which names the
 # first bad row; nothing is stored before (docs/events.md, "The store").
@@ -270,6 +271,8 @@ class _Plan:
     value_checks: str  # SQL over the distinct identities: true for one the file is refused for
     keys: list[str]  # the catalogue's identity keys: _idx is a place in this list
     keyed: bool  # the file has a userKey column: an identity is (_idx, _idval), else _idval decides _idx
+    checked: bool  # some rows are checked one by one (_bad): text and floating-point values
+    times: tuple[int, int]  # the times (ms) a file may hold: a staged row outside them refuses the file
 
 
 def _parquet_plan(
@@ -370,15 +373,21 @@ def _parquet_plan(
         idx, idval = f"if(isNull({user_id}), 0, {named if USER_KEY in cols else login})", user_id
     else:
         idx, idval = f"if(isNull({device_id}), 0, {place(ev.DEVICE_COLUMN)})", device_id
-    # the checks of the DuckDB path made on every row (a file any of them refuses goes there to be named); the
-    # event name and the identity value (control characters) are checked on the distinct values instead
+    # the checks of the DuckDB path made on every row (a file any of them refuses goes there to be named) are only
+    # those of the stored text and numbers: the others are made on fewer values, as cheaply and as exactly
+    # (docs/performance.md, "a fourth pass"): the time's bounds on the staged rows' min and max (_load_parquet);
+    # the identity (none, one not in the catalogue, a userKey without a userId: each a place of 0; control
+    # characters, invalid UTF-8) on the distinct identities; the event name by its grammar (ASCII, so valid
+    # UTF-8 too) on the distinct names; and the key and value columns' bytes are the trimmed ones' bytes (trimming
+    # takes off spaces only)
     checks = [
-        f"isNull({time_ms}) OR {time_ms} < {MIN_TIME_MS} OR {time_ms} > {now_ms + ev.FUTURE_SKEW_MS}",
-        "_idx = 0",  # no identity, or one not in the catalogue
-        *([f"isNotNull({user_key}) AND isNull({user_id})"] if USER_KEY in cols else []),
         *checks,
         # text DuckDB could not read (it refuses a file with invalid UTF-8)
-        *(f"NOT isValidUTF8(ifNull({ch_ident(n)}, ''))" for n, t in cols.items() if t == "VARCHAR"),
+        *(
+            f"NOT isValidUTF8(ifNull({ch_ident(n)}, ''))"
+            for n, t in cols.items()
+            if t == "VARCHAR" and n not in (EVENT_COLUMN, USER_ID, USER_KEY, DEVICE_ID)
+        ),
     ]
     kind = (
         f"ifNull(nullIf(trimBoth({ch_ident(TYPE_COLUMN)}), ''), {ch_string(DEFAULT_TYPE)})"
@@ -386,17 +395,19 @@ def _parquet_plan(
         else ch_string(DEFAULT_TYPE)
     )
     body = ", ".join(f"{expr} AS {ch_ident(name)}" for name, expr in select.items())
+    bad = f"ifNull({' OR '.join(f'({c})' for c in checks)}, 1)" if checks else "0"
     rows = (
         f"SELECT _row_number AS _row, {event} AS _ev, toUInt8({idx}) AS _idx, ifNull({idval}, '') AS _idval, "
         # an identity's key in the map (the distinct identities are checked to share no key)
         f"{_KEY} AS _key, "
         f"{time_ms} AS _t, {kind} AS _type{', ' + body if body else ''}, "
-        f"ifNull({' OR '.join(f'({c})' for c in checks)}, 1) AS _bad FROM "
+        f"{bad} AS _bad FROM "
         f"file({ch_string(str(path))}, 'Parquet', {ch_string(structure)})"
     )
     attrs = [c for c in columns if not c.startswith("$")]
-    value_checks = f"_idx = 0 OR match(_idval, {_CONTROL})"
-    return _Plan(rows, columns, attrs, new, value_checks, keys, USER_KEY in cols)
+    value_checks = f"_idx = 0 OR match(_idval, {_CONTROL}) OR NOT isValidUTF8(_idval)"
+    times = (MIN_TIME_MS, now_ms + ev.FUTURE_SKEW_MS)
+    return _Plan(rows, columns, attrs, new, value_checks, keys, USER_KEY in cols, bool(checks), times)
 
 
 def _import_parquet(
@@ -445,8 +456,8 @@ def _load_parquet(
         # the distinct identities, with the first row naming each: read from the identity columns alone, grouped
         # on the identity itself (only the value when the file has no userKey column: the value then decides its
         # place), with one cheap state (the first row), and checked once each (in the catalogue, no control
-        # character). Their 64-bit keys (the map's and the dictionary's) are made from the groups; two identities
-        # sharing one would be two rows of one key (_key not unique): the DuckDB path stores that file. No spill
+        # character, valid UTF-8). Their 64-bit keys (the map's and the dictionary's) are made from the groups; two
+        # identities sharing one are seen once the dictionary is loaded (below). No spill
         # to disk: at 10M identities the spilled aggregation cost five times the one in memory (docs/performance.md,
         # "the identity pass"); past the engine's memory limit the query fails and the DuckDB path takes the file
         client.command(f"CREATE TABLE {ids} (_key UInt64, _idx UInt8, _idval String, _first UInt64) ENGINE = Memory")
@@ -457,10 +468,8 @@ def _load_parquet(
             f"min(_row) AS _first FROM ({plan.select}) GROUP BY {group})",
             settings=_IDENTITIES,
         )
-        bad, clashes = client.query(
-            f"SELECT countIf({plan.value_checks}), count() - uniqExact(_key) FROM {ids}"
-        ).result_rows[0]
-        if bad or clashes:
+        bad, distinct = client.query(f"SELECT countIf({plan.value_checks}), count() FROM {ids}").result_rows[0]
+        if bad:
             return None
         _ensure_store(engine, project_id, {})  # (the links; the attribute columns only once the file is accepted)
         places = sorted(int(r[0]) for r in client.query(f"SELECT DISTINCT _idx FROM {ids}").result_rows)
@@ -497,17 +506,23 @@ def _load_parquet(
             f"CREATE DICTIONARY {dic} (_key UInt64, gio_id Int64) PRIMARY KEY _key SOURCE(CLICKHOUSE(DB "
             f"{ch_string(db)} TABLE {ch_string(name)})) LIFETIME(0) LAYOUT(HASHED())"
         )
-        # every row, checked as it goes (throwIf: the first bad one stops the insert), into a staging table of the
-        # event table's layout, whose parts are attached to the event table once all of them are written
+        # every row, its text and floating-point values checked as it goes (throwIf: the first bad one stops the
+        # insert), into a staging table of the event table's layout, whose parts are attached to the event table
+        # once all of them are written. The file's rows have no batch: the staging table has no `$batch` column
+        # while they are written, and gets it back (metadata alone) before the parts are attached, so they hold no
+        # column of nulls and read it as null, its default, as a part written before a column was added does (20M
+        # rows: ~0.7 CPU s of the insert's ~11, not writing, sorting and compressing that column)
         table = events_table(engine, project_id)
         client.command(f"CREATE TABLE {stage} AS {table}")
+        client.command(f"ALTER TABLE {stage} DROP COLUMN {ch_ident(BATCH_COLUMN)}")
         have = store_columns(engine, project_id)
         for col, sql in plan.columns.items():
             if col not in have:
                 client.command(f"ALTER TABLE {stage} ADD COLUMN {ch_ident(col)} Nullable({_CH[sql]})")
         names = ["gio_id", "$time", "$event", "$type", *plan.columns]
         values = [
-            f"dictGet({ch_string(dic.replace('`', ''))}, 'gio_id', _key) + throwIf(_bad, {ch_string(_REFUSED)})",
+            f"dictGet({ch_string(dic.replace('`', ''))}, 'gio_id', _key)"
+            + (f" + throwIf(_bad, {ch_string(_REFUSED)})" if plan.checked else ""),
             "fromUnixTimestamp64Milli(assumeNotNull(_t), 'UTC')",
             "assumeNotNull(_ev)",
             "_type",
@@ -517,6 +532,25 @@ def _load_parquet(
             f"INSERT INTO {stage} ({', '.join(ch_ident(n) for n in names)}) SELECT {', '.join(values)} FROM ({plan.select})",
             settings=_READ,
         )
+        # every identity a key of its own: the map holds a row for each identity (a known one's user, or a new
+        # user), one row per key where identities known to the users table share it (grouped by key) or a new one
+        # shares a known one's (not numbered), two where two new ones share it; the dictionary (loaded by the
+        # insert) holds each key once. So it holds as many keys as the file has identities exactly when no two
+        # share one; else the DuckDB path stores the file (an exact check without a uniqExact of the keys: 0.5 s
+        # at 10M identities)
+        (held,) = client.query(
+            "SELECT element_count FROM system.dictionaries WHERE database = {d:String} AND name = {n:String}",
+            parameters={"d": engine.db_name, "n": dic.rsplit(".", 1)[1].strip("`")},
+        ).result_rows[0]
+        if int(held) != int(distinct):
+            return None
+        # the staged times within bounds: their min and max (read from the parts' min/max index of the partition
+        # key, not the rows), as the milliseconds of the file
+        low, high = client.query(
+            f"SELECT toUnixTimestamp64Milli(min(`$time`)), toUnixTimestamp64Milli(max(`$time`)) FROM {stage}"
+        ).result_rows[0]
+        if int(low) < plan.times[0] or int(high) > plan.times[1]:
+            return None
         # the event names (checked once each) and the attribute keys their rows carry, from the staged rows
         counts = "".join(f", count({ch_ident(a)})" for a in plan.attrs)
         grouped = client.query(
@@ -536,9 +570,12 @@ def _load_parquet(
             value = "[_idval]" if entry.multi else "_idval"
             client.command(
                 f"INSERT INTO {users} (gio_id, {ch_ident(col)}) SELECT gio_id, {value} FROM {new} "
-                f"WHERE _idx = {n} ORDER BY gio_id"
+                f"WHERE _idx = {n}"  # (in gio_id order already: the table's sort finds each block sorted)
             )
     _ensure_store(engine, project_id, plan.columns)
+    client.command(
+        f"ALTER TABLE {stage} ADD COLUMN {ch_ident(BATCH_COLUMN)} Nullable(Int64) AFTER {ch_ident(TYPE_COLUMN)}"
+    )
     parts = client.query(
         "SELECT DISTINCT partition_id FROM system.parts WHERE database = {d:String} AND table = {t:String} AND active",
         parameters={"d": engine.db_name, "t": stage.rsplit(".", 1)[1].strip("`")},
