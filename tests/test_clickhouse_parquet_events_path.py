@@ -268,11 +268,9 @@ def test_invalid_utf8_in_any_text_column_refuses_the_file(
     seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Invalid UTF-8 is no longer looked for in every row of the event name and identity columns: the ClickHouse
-    path finds it among the distinct names (their grammar is ASCII) and identities; an attribute's and ``$type``'s
-    and ``$path``'s
-    rows are still checked one by one. Each file is refused whole by the ClickHouse path and then by the DuckDB
-    path, and nothing is stored. (``$type`` is left out: the DuckDB-staged path stops on it with DuckDB's own
-    error, not a refusal; the ClickHouse path refuses it as before.)"""
+    path finds it among the distinct names (their grammar is ASCII) and identities; an attribute's, ``$type``'s
+    and ``$path``'s rows are still checked one by one. Each file is refused whole by the ClickHouse path and then
+    by the DuckDB path (a refusal, not DuckDB's own error), and nothing is stored."""
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     prepare(seeded.app)
@@ -283,7 +281,13 @@ def test_invalid_utf8_in_any_text_column_refuses_the_file(
     def text(*values: bytes) -> Any:  # a string column holding the bytes as they are (no UTF-8 check)
         return pa.array(values, pa.binary()).view(pa.string())
 
-    good = {"event": [b"buy", b"buy"], "userId": [b"C001", b"N7"], "note": [b"a", b"b"], "$path": [b"/", b"/"]}
+    good = {
+        "event": [b"buy", b"buy"],
+        "userId": [b"C001", b"N7"],
+        "note": [b"a", b"b"],
+        "$path": [b"/", b"/"],
+        "$type": [b"CUSTOM", b"CUSTOM"],
+    }
     for column in good:
         columns = {**good, column: [good[column][0], good[column][1] + b"\xff"]}
         table = pa.table({"time": pa.array([T0, T0 + 1], pa.int64()), **{k: text(*v) for k, v in columns.items()}})

@@ -134,6 +134,27 @@ def test_a_bad_parquet_file_is_refused_whole_naming_its_row(
     assert gio_of(seeded, "$anonymous_user", "d-1") == "0" and gio_of(seeded, U, "C001") == users_before
 
 
+@pytest.mark.parametrize("column", ["event", "userId", "note", "$path", "$type"])
+def test_invalid_utf8_in_a_text_column_refuses_the_file(seeded: Any, tmp_path: Path, column: str) -> None:
+    """Text DuckDB cannot read (invalid UTF-8) refuses the whole file with the reader's words, whichever column
+    holds it: ``$type`` too, which the check pass reads as it reads every other column of the file."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    good = {"event": [b"buy", b"buy"], "userId": [b"C001", b"N7"], "note": [b"a", b"b"], "$path": [b"/", b"/"]}
+    good["$type"] = [b"CUSTOM", b"CUSTOM"]
+    good[column] = [good[column][0], good[column][1] + b"\xff"]
+    texts = {k: pa.array(v, pa.binary()).view(pa.string()) for k, v in good.items()}  # (the bytes as they are)
+    path = tmp_path / "utf8.parquet"
+    pq.write_table(pa.table({"time": pa.array([T0, T0 + 1], pa.int64()), **texts}), path)
+    before = seeded.app.engine.count_events(PROJECT, 0, 2 * T0).events
+    with pytest.raises(ImportRejected) as err:
+        events(seeded.app).import_events(PROJECT, path)
+    assert err.value.message.startswith("cannot read utf8.parquet as parquet:"), err.value.message
+    assert "not valid UTF8" in err.value.message, err.value.message
+    assert seeded.app.engine.count_events(PROJECT, 0, 2 * T0).events == before
+    assert gio_of(seeded, U, "N7") == "0"
+
+
 def test_a_file_with_several_identity_columns_and_attributes_resolves_each_row(seeded: Any, tmp_path: Path) -> None:
     # userId and deviceId (and an attribute): matched on the identity of each row, not on one column as written
     ev = events(seeded.app)

@@ -50,6 +50,7 @@ from segport.engine.clickhouse.sql import ch_ident, ch_string
 from segport.engine.duckdb import events as ev
 from segport.engine.duckdb.event_reads import MAX_MS, shape
 from segport.engine.duckdb.import_columns import CONTROL_RE
+from segport.engine.duckdb.messages import engine_words
 from segport.engine.duckdb.sql import sql_string
 from segport.errors import ImportRejected, SegportError
 
@@ -142,93 +143,102 @@ def import_events(
         return fast
     snap = engine.current(project_id)
     client = engine.client()
-    with _scratch_duckdb(engine) as (con, folder):
-        declared = ev.declared_types(attributes, store_columns(engine, project_id))
-        staged = ev.stage(con, catalog, declared, path, file_format or None, project_id, now_ms)
-        _ensure_store(engine, project_id, staged.columns)
-        table = events_table(engine, project_id)
-        batches = [
-            int(r[0])
-            for r in con.execute(
-                f'SELECT DISTINCT "{BATCH_COLUMN}" FROM ev_stage WHERE "{BATCH_COLUMN}" IS NOT NULL'
-            ).fetchall()
-        ]
-        skipped: list[int] = []
-        if batches:
-            skipped = sorted(
+    try:
+        with _scratch_duckdb(engine) as (con, folder):
+            declared = ev.declared_types(attributes, store_columns(engine, project_id))
+            staged = ev.stage(con, catalog, declared, path, file_format or None, project_id, now_ms)
+            _ensure_store(engine, project_id, staged.columns)
+            table = events_table(engine, project_id)
+            batches = [
                 int(r[0])
-                for r in client.query(
-                    f"SELECT DISTINCT `{BATCH_COLUMN}` FROM {table} WHERE `{BATCH_COLUMN}` IN {{b:Array(Int64)}}",
-                    parameters={"b": batches},
-                ).result_rows
-            )
-            if skipped:
-                ev.drop_batches(con, staged, skipped)
-        users = engine.table(snap.users)
-        gios = [int(r[0]) for r in con.execute("SELECT DISTINCT _gio FROM ev_stage WHERE _gio IS NOT NULL").fetchall()]
-        if gios:
-            known = {
-                int(r[0])
-                for r in client.query(
-                    f"SELECT gio_id FROM {users} WHERE gio_id IN {{g:Array(Int64)}}", parameters={"g": gios}
-                ).result_rows
-            }
-            bad = con.execute(
-                "SELECT _row, _gio FROM ev_stage WHERE _gio IS NOT NULL AND NOT list_contains(?::BIGINT[], _gio) "
-                "ORDER BY _row LIMIT 1",
-                [sorted(known)],
-            ).fetchone()
-            if bad is not None:
-                raise ImportRejected(f"{staged.at(int(bad[0]))}: gio_id {bad[1]} is not a user of project {project_id}")
-        ev.collect_identities(con, staged)
-        con.execute("CREATE TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
-        added = 0
-        if staged.identities:
-            ids = folder / "ids.parquet"
-            con.execute(f"COPY (SELECT _idcol, _idval FROM ev_ids) TO {sql_string(str(ids))} (FORMAT PARQUET)")
-            probe = engine.table(f"ei_{project_id}_{snap.seq}")
-            client.command(f"DROP TABLE IF EXISTS {probe}")
-            client.command(f"CREATE TABLE {probe} (_idcol String, _idval String) ENGINE = MergeTree ORDER BY _idval")
-            try:
-                _send(engine, probe, ["_idcol", "_idval"], ids)
-                links = links_table(engine, project_id)
-                for col in staged.identities:
-                    entry = catalog.get(col)
-                    assert entry is not None
-                    value = f"arrayJoin({ch_ident(col)})" if entry.multi else ch_ident(col)
-                    unlinked = ""
-                    if col == ev.DEVICE_COLUMN:  # a device linked to a user is that user
+                for r in con.execute(
+                    f'SELECT DISTINCT "{BATCH_COLUMN}" FROM ev_stage WHERE "{BATCH_COLUMN}" IS NOT NULL'
+                ).fetchall()
+            ]
+            skipped: list[int] = []
+            if batches:
+                skipped = sorted(
+                    int(r[0])
+                    for r in client.query(
+                        f"SELECT DISTINCT `{BATCH_COLUMN}` FROM {table} WHERE `{BATCH_COLUMN}` IN {{b:Array(Int64)}}",
+                        parameters={"b": batches},
+                    ).result_rows
+                )
+                if skipped:
+                    ev.drop_batches(con, staged, skipped)
+            users = engine.table(snap.users)
+            gios = [
+                int(r[0]) for r in con.execute("SELECT DISTINCT _gio FROM ev_stage WHERE _gio IS NOT NULL").fetchall()
+            ]
+            if gios:
+                known = {
+                    int(r[0])
+                    for r in client.query(
+                        f"SELECT gio_id FROM {users} WHERE gio_id IN {{g:Array(Int64)}}", parameters={"g": gios}
+                    ).result_rows
+                }
+                bad = con.execute(
+                    "SELECT _row, _gio FROM ev_stage WHERE _gio IS NOT NULL AND NOT list_contains(?::BIGINT[], _gio) "
+                    "ORDER BY _row LIMIT 1",
+                    [sorted(known)],
+                ).fetchone()
+                if bad is not None:
+                    raise ImportRejected(
+                        f"{staged.at(int(bad[0]))}: gio_id {bad[1]} is not a user of project {project_id}"
+                    )
+            ev.collect_identities(con, staged)
+            con.execute("CREATE TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
+            added = 0
+            if staged.identities:
+                ids = folder / "ids.parquet"
+                con.execute(f"COPY (SELECT _idcol, _idval FROM ev_ids) TO {sql_string(str(ids))} (FORMAT PARQUET)")
+                probe = engine.table(f"ei_{project_id}_{snap.seq}")
+                client.command(f"DROP TABLE IF EXISTS {probe}")
+                client.command(
+                    f"CREATE TABLE {probe} (_idcol String, _idval String) ENGINE = MergeTree ORDER BY _idval"
+                )
+                try:
+                    _send(engine, probe, ["_idcol", "_idval"], ids)
+                    links = links_table(engine, project_id)
+                    for col in staged.identities:
+                        entry = catalog.get(col)
+                        assert entry is not None
+                        value = f"arrayJoin({ch_ident(col)})" if entry.multi else ch_ident(col)
+                        unlinked = ""
+                        if col == ev.DEVICE_COLUMN:  # a device linked to a user is that user
+                            _fetch(
+                                engine,
+                                con,
+                                folder,
+                                f"SELECT i._idcol, i._idval, l.gio_id FROM {probe} AS i INNER JOIN {links} AS l "
+                                f"ON l.device = i._idval WHERE i._idcol = {ch_string(col)}",
+                                "ev_map",
+                            )
+                            unlinked = f" AND i._idval NOT IN (SELECT device FROM {links})"
                         _fetch(
                             engine,
                             con,
                             folder,
-                            f"SELECT i._idcol, i._idval, l.gio_id FROM {probe} AS i INNER JOIN {links} AS l "
-                            f"ON l.device = i._idval WHERE i._idcol = {ch_string(col)}",
+                            f"SELECT i._idcol, i._idval, toInt64(min(u.gio_id)) FROM {probe} AS i INNER JOIN "
+                            f"(SELECT gio_id, {value} AS v FROM {users}) AS u ON u.v = i._idval "
+                            f"WHERE i._idcol = {ch_string(col)}{unlinked} GROUP BY i._idcol, i._idval",
                             "ev_map",
                         )
-                        unlinked = f" AND i._idval NOT IN (SELECT device FROM {links})"
-                    _fetch(
-                        engine,
-                        con,
-                        folder,
-                        f"SELECT i._idcol, i._idval, toInt64(min(u.gio_id)) FROM {probe} AS i INNER JOIN "
-                        f"(SELECT gio_id, {value} AS v FROM {users}) AS u ON u.v = i._idval "
-                        f"WHERE i._idcol = {ch_string(col)}{unlinked} GROUP BY i._idcol, i._idval",
-                        "ev_map",
-                    )
-            finally:
-                client.command(f"DROP TABLE IF EXISTS {probe}")
-            added = _add_users(engine, con, folder, catalog, staged, snap, users)
-        moves = _plan_links(engine, con, folder, catalog, staged, snap, users) if staged.links else []
-        names, select = ev.final_rows(staged, ordered=False)
-        rows = folder / "events.parquet"
-        con.execute(f"COPY ({select}) TO {sql_string(str(rows))} (FORMAT PARQUET)")
-        stored = staged.rows  # every staged row, with its gio_id (each identity maps to one user)
-        if stored:
-            _send(engine, table, names, rows)
-        if staged.links:
-            _link(engine, con, folder, project_id, moves)
-        events = ev.event_names(con, staged)
+                finally:
+                    client.command(f"DROP TABLE IF EXISTS {probe}")
+                added = _add_users(engine, con, folder, catalog, staged, snap, users)
+            moves = _plan_links(engine, con, folder, catalog, staged, snap, users) if staged.links else []
+            names, select = ev.final_rows(staged, ordered=False)
+            rows = folder / "events.parquet"
+            con.execute(f"COPY ({select}) TO {sql_string(str(rows))} (FORMAT PARQUET)")
+            stored = staged.rows  # every staged row, with its gio_id (each identity maps to one user)
+            if stored:
+                _send(engine, table, names, rows)
+            if staged.links:
+                _link(engine, con, folder, project_id, moves)
+            events = ev.event_names(con, staged)
+    except duckdb.Error as exc:  # (what stage's checks did not name: as the DuckDB engine words it)
+        raise ImportRejected(f"the events of {path.name} could not be stored: {engine_words(exc)}") from exc
     return EventImportReport(
         staged.rows, stored, added, staged.new_attributes, events, skipped, time.perf_counter() - started
     )

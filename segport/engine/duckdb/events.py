@@ -284,7 +284,10 @@ def stage(
     # the values each row stores, evaluated once here so that one that cannot be converted fails before anything
     # is stored (the identity columns: only those the rows are grouped on; a view's identity key and value are
     # evaluated by the pass that groups them)
-    skip = {"$event", "$type", BATCH_COLUMN, *(("_idcol", "_idval", "_gio", "_device", "_idraw") if as_written else ())}
+    # ($type and $batch only when the file has no such column and they are constants: a file's own column is read
+    # here like any other, so that text DuckDB cannot read refuses the file here too)
+    constant = [c for c, col in (("$type", TYPE_COLUMN), (BATCH_COLUMN, BATCH_COLUMN)) if col not in cols]
+    skip = {"$event", *constant, *(("_idcol", "_idval", "_gio", "_device", "_idraw") if as_written else ())}
     if staged.view:
         skip |= {"_idcol", "_idval"}
     forced = [c for c in select if c not in skip] + [c for c in columns if c not in attrs]
