@@ -4,6 +4,7 @@ become usr_ properties. On DuckDB here; tests/test_event_loader_clickhouse.py ru
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,39 @@ def test_item_batches_are_marked_loaded_without_events(seeded: Any, tmp_path: Pa
     spool.append(PROJECT, "ds1", "k1", [item])
     done = loader(app, tmp_path).run_once()
     assert (done.batches, done.events, done.set_aside) == (1, 0, 0) and spool.pending() == []
+
+
+def test_a_backlog_is_loaded_in_larger_rounds_at_once_and_the_loader_goes_back_to_small_ones(tmp_path: Path) -> None:
+    # rounds of PAGE batches while the loader keeps up; after a full round the next starts at once and takes up
+    # to BACKLOG_PAGE; a round that finds fewer than its page ends the backlog (docs/events.md, freshness)
+    from segport import loader as loader_module
+    from segport.services.events import LoadRound
+
+    pending = [1000]
+    pages: list[int] = []
+    idle = threading.Event()
+
+    class Spool:
+        def prune(self, _before: Any) -> int:
+            return 0
+
+    class Events:
+        def load_pending(self, _spool: Any, _scratch: Path, limit: int) -> LoadRound:
+            pages.append(limit)
+            taken = min(pending[0], limit)
+            pending[0] -= taken
+            if not taken:
+                idle.set()
+            return LoadRound(batches=taken, events=taken * 100)
+
+    page, backlog = loader_module.PAGE, loader_module.BACKLOG_PAGE
+    assert backlog > page
+    run = EventLoader(Events(), Spool(), tmp_path, 0.05)  # type: ignore[arg-type]
+    run.start()
+    try:
+        assert idle.wait(10)
+    finally:
+        run.stop()
+    # 1000 pending: a full round of 200, then 600 at once (full), then 600 at once finding the last 200
+    assert pages[:4] == [page, backlog, backlog, page]
+    assert pending == [0]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cramjam
+import msgspec
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from segport.app import App
 from segport.cli import cli
+from segport.domain import events as ev_domain
 from segport.domain.events import (
     MAX_ATTRIBUTES,
     MAX_DECODED_BYTES,
@@ -502,6 +504,29 @@ def test_the_one_pass_json_check_takes_a_typical_batch_and_leaves_the_rest_to_th
         assert check_json_events(json.dumps(other).encode(), "k", NOW) is None
     assert check_json_events(b"[1, 2", "k", NOW) is None
     assert check_json_events(b'{"a": 1}', "k", NOW) is None
+
+
+@settings(max_examples=500, deadline=None, database=None, derandomize=True)
+@given(events=NEAR, sdk_version=_mostly("1.0.5", "", 5, None, "v" * 4097), send_time=_mostly(NOW, 2**63, "1", None))
+def test_the_sdk_shaped_decode_gives_what_the_wide_decode_gives(
+    events: list[Any], sdk_version: Any, send_time: Any
+) -> None:
+    # the one-pass check decodes with a struct of growingio-tracker's 12 keys first, and with the struct of every
+    # field normalizing reads when that fails: what the narrow one decodes, the wide one decodes to the same
+    events = [{**e, "sdkVersion": sdk_version, "sendTime": send_time} for e in events]
+    text = json.dumps(events).encode()
+    narrow, wide = _decoded(ev_domain._SDK_BATCH, text), _decoded(ev_domain._WIRE_BATCH, text)
+    sdk_keys = all(set(e) <= set(ev_domain.SDK_JSON_ORDER) for e in events)
+    assert (narrow is not None) == (sdk_keys and wide is not None)
+    if narrow is not None:
+        assert msgspec.to_builtins(narrow) == msgspec.to_builtins(wide)
+
+
+def _decoded(decoder: Any, text: bytes) -> Any:
+    try:
+        return decoder.decode(text)
+    except msgspec.ValidationError:
+        return None
 
 
 @settings(max_examples=300, deadline=None, database=None, derandomize=True)

@@ -738,9 +738,10 @@ def check_events(raw: list[Any], project_key: str, now_ms: int | None = None, *,
 
 
 # --- the collect path's one-pass check of a JSON batch ---------------------------------------------------
-def _wire_event_type() -> Any:
+def _wire_event_type(only: tuple[str, ...] | None = None) -> Any:
     """The common shape of a wire event as msgspec types: every field :func:`normalize_events` reads, of the
-    type it takes without converting (strings that fit, 64-bit integers, ``null``), and no other field."""
+    type it takes without converting (strings that fit, 64-bit integers, ``null``), and no other field. With
+    ``only``, just those fields (each of the same type): a struct for a narrower shape."""
     value = Annotated[str, msgspec.Meta(max_length=MAX_VALUE_CHARS)]
     int64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
     fields: list[tuple[str, Any, Any]] = [
@@ -763,7 +764,11 @@ def _wire_event_type() -> Any:
     # first try (a decode of a typical batch of 100 events: 164 µs in the order above, 129 µs in this one).
     first = {name: i for i, name in enumerate(SDK_JSON_ORDER)}
     fields.sort(key=lambda f: first.get(f[0], len(first)))
-    return msgspec.defstruct("WireEvent", fields, forbid_unknown_fields=True, gc=False, omit_defaults=True)
+    if only is not None:
+        fields = [f for f in fields if f[0] in only]
+        assert len(fields) == len(only)
+    name = "WireEvent" if only is None else "SdkWireEvent"
+    return msgspec.defstruct(name, fields, forbid_unknown_fields=True, gc=False, omit_defaults=True)
 
 
 # The keys of an event as growingio-tracker's JsonParser writes them, in its order.
@@ -774,6 +779,12 @@ SDK_JSON_ORDER = (
 
 
 _WIRE_BATCH = msgspec.json.Decoder(list[_wire_event_type()])  # type: ignore[misc]
+# The same for a batch whose events hold only the keys growingio-tracker writes (its server-side events): tried
+# first. Each event is a struct of 12 slots instead of 53, which msgspec fills in with defaults and frees again
+# per event: a batch of 100 decodes and is freed in ~49 µs instead of ~60. Its fields are the wide struct's, of
+# the same types, so whatever it accepts the wide one accepts with the same values; any other key (a browser's
+# or an app's event carries path, domain, sessionId, ...) fails it at that key, and the wide struct decodes.
+_SDK_BATCH = msgspec.json.Decoder(list[_wire_event_type(SDK_JSON_ORDER)])  # type: ignore[misc]
 
 
 def check_json_events(text: bytes, project_key: str, now_ms: int | None = None) -> tuple[str, int] | None:
@@ -795,9 +806,12 @@ def _common_json_events(text: bytes, project_key: str, now_ms: int | None) -> li
     """The events of a JSON batch in the common shape (msgspec structs), checked as :func:`check_json_events`
     says, or None."""
     try:
-        events = _WIRE_BATCH.decode(text)
-    except Exception:  # noqa: BLE001 - malformed, another shape, nested too deep: the full path words it
-        return None
+        events = _SDK_BATCH.decode(text)
+    except Exception:  # noqa: BLE001 - another key than the SDK's (or bad JSON): the wide struct decides
+        try:
+            events = _WIRE_BATCH.decode(text)
+        except Exception:  # noqa: BLE001 - malformed, another shape, nested too deep: the full path words it
+            return None
     if not events or len(events) > MAX_EVENTS:
         return None
     source = events[0].dataSourceId
