@@ -150,37 +150,42 @@ def test_item_batches_are_marked_loaded_without_events(seeded: Any, tmp_path: Pa
     assert (done.batches, done.events, done.set_aside) == (1, 0, 0) and spool.pending() == []
 
 
-def test_a_backlog_is_loaded_in_larger_rounds_at_once_and_the_loader_goes_back_to_small_ones(tmp_path: Path) -> None:
+def test_a_backlog_is_loaded_in_larger_rounds_at_once_and_the_loader_goes_back_to_small_ones(
+    seeded: Any, tmp_path: Path
+) -> None:
     # rounds of PAGE batches while the loader keeps up; after a full round the next starts at once and takes up
-    # to BACKLOG_PAGE; a round that finds fewer than its page ends the backlog (docs/events.md, freshness)
+    # to BACKLOG_PAGE; a round that finds fewer than its page ends the backlog (docs/events.md, freshness). The
+    # real spool and service; the page each round asked for is recorded on the way.
     from segport import loader as loader_module
-    from segport.services.events import LoadRound
-
-    pending = [1000]
-    pages: list[int] = []
-    idle = threading.Event()
-
-    class Spool:
-        def prune(self, _before: Any) -> int:
-            return 0
-
-    class Events:
-        def load_pending(self, _spool: Any, _scratch: Path, limit: int) -> LoadRound:
-            pages.append(limit)
-            taken = min(pending[0], limit)
-            pending[0] -= taken
-            if not taken:
-                idle.set()
-            return LoadRound(batches=taken, events=taken * 100)
 
     page, backlog = loader_module.PAGE, loader_module.BACKLOG_PAGE
     assert backlog > page
-    run = EventLoader(Events(), Spool(), tmp_path, 0.05)  # type: ignore[arg-type]
+    total = page + backlog + (backlog - page)  # a full round, a full backlog round, then one finding fewer
+    app = seeded.app
+    spool = EventSpool(app.meta)
+    for n in range(total):
+        assert spool.append(PROJECT, "ds1", f"k{n}", batch(1, start=n))
+    before = stored(app)
+    service = EventService(app.meta, app.engine, app.data)
+    pages: list[int] = []
+    drained, back = threading.Event(), threading.Event()
+    real = service.load_pending
+
+    def recorded(spool_: Any, scratch: Path, limit: int) -> Any:
+        pages.append(limit)
+        done = real(spool_, scratch, limit)
+        if done.batches < limit:
+            drained.set()
+        if len(pages) > 3:
+            back.set()
+        return done
+
+    service.load_pending = recorded  # type: ignore[method-assign]
+    run = EventLoader(service, spool, tmp_path / "scratch", 0.05)
     run.start()
     try:
-        assert idle.wait(10)
+        assert drained.wait(120) and back.wait(30)
     finally:
         run.stop()
-    # 1000 pending: a full round of 200, then 600 at once (full), then 600 at once finding the last 200
     assert pages[:4] == [page, backlog, backlog, page]
-    assert pending == [0]
+    assert spool.pending() == [] and stored(app) == before + total
