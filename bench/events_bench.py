@@ -14,6 +14,12 @@ the median round of each is kept (the machine may be shared: each round's figure
 JSON object: requests/s and events/s of each, their ratio, p50/p99 latency, the API process's RSS, the CPU
 time the engine process (the loader) took meanwhile, and the batches found in the spool.
 
+Freshness **at this load** (issue 21): after each segport round the bench waits for the loader to drain what the
+round left in the spool (``drain_s_per_round``: from the client's last answer to an empty spool), and reads every
+accepted batch's time from its 200 (``received_at``) to the engine's commit of its rows (``loaded_at``) at the
+end (``freshness``: p50/p99/max seconds). At a load the loader cannot keep up with, that is the backlog's age,
+not the loader's interval: docs/events.md, "Freshness".
+
 ``--baseline-src DIR`` adds a third target in the same turns: ``segport serve`` run from another source tree
 (e.g. ``git worktree add /tmp/main main``), so a change is measured against what it changes in one run.
 
@@ -37,6 +43,7 @@ from typing import Any
 
 import httpx
 import psutil
+from events_freshness_bench import freshness  # (bench/, this script's directory, is first on sys.path)
 from fastapi import FastAPI, Request, Response
 
 P = "Benchev1"
@@ -218,7 +225,7 @@ def cpu_s(procs: list[psutil.Process]) -> float:
     return total
 
 
-def wait_loaded(data: Path, timeout_s: float = 120.0) -> None:
+def wait_loaded(data: Path, timeout_s: float = 300.0) -> None:
     from segport.app import open_stores
     from segport.settings import Settings
     from segport.store.events import EventSpool
@@ -227,8 +234,10 @@ def wait_loaded(data: Path, timeout_s: float = 120.0) -> None:
     try:
         spool = EventSpool(stores.db)
         deadline = time.monotonic() + timeout_s
-        while spool.pending(1) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        while spool.pending(1):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the loader left batches in the spool {timeout_s:.0f} s after the round")
+            time.sleep(0.1)
     finally:
         stores.close()
 
@@ -293,6 +302,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             wait_up(f"http://127.0.0.1:{ports[name]}/openapi.json", servers[name])
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         engine_cpu: dict[str, list[float]] = {name: [] for name in targets if name != "bare"}
+        drain_s: dict[str, list[float]] = {name: [] for name in targets if name != "bare"}
         for _ in range(args.rounds):
             for name in targets:
                 engines = _children(servers[name].pid)[1] if name != "bare" else []
@@ -304,7 +314,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 result["api_cpu_ms_per_request"] = round((cpu_s(apis) - api_before) * 1000 / max(result["ok"], 1), 3)
                 rounds[name].append(result)
                 if name != "bare":  # the loader's backlog drains before the next target's turn
+                    answered = time.monotonic()
                     wait_loaded(data if name == "segport" else base / "baseline")
+                    drain_s[name].append(round(time.monotonic() - answered, 2))
                     engine_cpu[name].append(round(cpu_s(engines) - before, 2))
         med = {name: median_round(rs) for name, rs in rounds.items()}
         rss = api_rss_mb(servers["segport"].pid)
@@ -329,6 +341,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "api_rss_mb": rss,
             "engine_cpu_s_per_round": engine_cpu["segport"],
+            "drain_s_per_round": drain_s["segport"],
+            "freshness": freshness(data),
             "batches_in_spool": spool.count(),
             "acknowledged": sum(r["ok"] for r in rounds["segport"]),
             "cpus": os.cpu_count(),
@@ -345,6 +359,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             )
             out["baseline_ratio"] = round(med["baseline"]["requests_per_s"] / med["bare"]["requests_per_s"], 3)
             out["baseline_engine_cpu_s_per_round"] = engine_cpu["baseline"]
+            out["baseline_drain_s_per_round"] = drain_s["baseline"]
         return out
     finally:
         for proc in servers.values():

@@ -129,7 +129,9 @@ def run_load(base: str, key: str, source: str, args: argparse.Namespace) -> int:
     return batches
 
 
-def measure(data: Path, sent: int, args: argparse.Namespace) -> dict[str, Any]:
+def freshness(data: Path) -> dict[str, Any]:
+    """The spool's loaded batches and the p50/p99/max of their ``received_at`` -> ``loaded_at``, in seconds (also
+    read by bench/events_bench.py, for the freshness at its saturating load)."""
     db = Database(Settings(data_dir=data).resolved_metadata_url())
     try:
         with db.read() as s:
@@ -138,13 +140,19 @@ def measure(data: Path, sent: int, args: argparse.Namespace) -> dict[str, Any]:
         db.close()
     lags = [(loaded - received).total_seconds() for received, loaded in rows if loaded is not None]
     return {
-        "batchesSent": sent,
-        "eventsSent": sent * args.events,
         "batchesLoaded": len(lags),
-        "loadIntervalSeconds": args.interval,
         "freshnessP50Seconds": round(quantile(lags, 0.50), 3) if lags else None,
         "freshnessP99Seconds": round(quantile(lags, 0.99), 3) if lags else None,
         "freshnessMaxSeconds": round(max(lags), 3) if lags else None,
+    }
+
+
+def measure(data: Path, sent: int, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "batchesSent": sent,
+        "eventsSent": sent * args.events,
+        "loadIntervalSeconds": args.interval,
+        **freshness(data),
     }
 
 
