@@ -160,9 +160,9 @@ def test_tabs_and_line_breaks_in_dictionary_encoded_text_are_stored(seeded: Any,
     )
     report = ev.import_events(PROJECT, file)
     assert report.stored == 300
-    with seeded.app.engine._cursor() as cur:  # the values as stored
-        notes = cur.execute(f'SELECT DISTINCT note, "$path" FROM "events_{PROJECT}" ORDER BY 1').fetchall()
-    assert notes == [("a\tb", "p\t"), ("c\nd", "p\t"), ("e\rf", "p\t")]
+    page = events(seeded.app).user_events(PROJECT, U, "C001", 0, 2 * T0, 300, 0, "asc")
+    stored_values = {(r["attrs"].get("note"), r["std"].get("path")) for r in page.rows}
+    assert stored_values == {("a\tb", "p\t"), ("c\nd", "p\t"), ("e\rf", "p\t")}, stored_values
 
 
 @pytest.mark.parametrize("column", ["event", "userId", "note", "$path", "$type"])
