@@ -118,6 +118,21 @@ def test_a_device_id_file_makes_one_user_per_device_numbered_in_row_order(seeded
             f"SELECT * FROM (VALUES ('open', {T0}, 'd-1'), ('open', {T0}, '')) t(event, time, deviceId)",
             "row 2: no identity",
         ),
+        # a control character in a dictionary-encoded text column (a few values over many rows: its check runs
+        # once per dictionary entry) is found as in any other column, DEL, NUL and the unit separator alike
+        *(
+            (
+                f"dict-{code}.parquet",
+                f"SELECT 'buy' AS event, {T0} AS time, 'C001' AS userId, CASE WHEN i = 699 THEN 'x' || chr({code}) "
+                f"ELSE ['web', 'app', 'a' || chr(9) || 'b'][i % 3 + 1] END AS {column} FROM range(1000) r(i)",
+                f"row 700: {label} holds a control character",
+            )
+            for code, column, label in (
+                (127, "note", "attribute note"),
+                (0, "note", "attribute note"),
+                (31, '"$path"', "$path"),
+            )
+        ),
     ],
 )
 def test_a_bad_parquet_file_is_refused_whole_naming_its_row(
@@ -132,6 +147,22 @@ def test_a_bad_parquet_file_is_refused_whole_naming_its_row(
     assert message in err.value.message and name in err.value.message, err.value.message
     assert seeded.app.engine.count_events(PROJECT, 0, 2 * T0).events == before
     assert gio_of(seeded, "$anonymous_user", "d-1") == "0" and gio_of(seeded, U, "C001") == users_before
+
+
+def test_tabs_and_line_breaks_in_dictionary_encoded_text_are_stored(seeded: Any, tmp_path: Path) -> None:
+    """Tab, line feed and carriage return are not control characters an import refuses (docs/limits.md), in a
+    dictionary-encoded column too, where the check looks at them with a pattern that finds them first."""
+    ev = events(seeded.app)
+    file = parquet(
+        tmp_path / "tabs.parquet",
+        f"SELECT 'buy' AS event, {T0} + i AS time, 'C001' AS userId, ['a' || chr(9) || 'b', 'c' || chr(10) || 'd', "
+        "'e' || chr(13) || 'f'][i % 3 + 1] AS note, 'p' || chr(9) AS \"$path\" FROM range(300) r(i)",
+    )
+    report = ev.import_events(PROJECT, file)
+    assert report.stored == 300
+    page = events(seeded.app).user_events(PROJECT, U, "C001", 0, 2 * T0, 300, 0, "asc")
+    stored_values = {(r["attrs"].get("note"), r["std"].get("path")) for r in page.rows}
+    assert stored_values == {("a\tb", "p\t"), ("c\nd", "p\t"), ("e\rf", "p\t")}, stored_values
 
 
 @pytest.mark.parametrize("column", ["event", "userId", "note", "$path", "$type"])

@@ -47,6 +47,7 @@ from segport.engine.duckdb.import_columns import (
     _first_line,
     _scalar_plan,
     _text,
+    has_control,
     quote_ident_any,
     reader,
 )
@@ -189,7 +190,7 @@ def stage(
             "(add it with segport catalog add)'",
         ),
         (
-            f"regexp_matches(concat({event}, {user_id}, {user_key}, {device_id}), '{CONTROL_RE}')",
+            has_control(f"concat({event}, {user_id}, {user_key}, {device_id})"),
             "'event, userId, userKey or deviceId holds a control character'",
         ),
     ]
@@ -198,7 +199,7 @@ def stage(
     # id beside a userId is not an identity value of its own, so its control characters are checked per row.
     by_value = {0, 1, 8, 9}
     if USER_ID in cols and DEVICE_ID in cols:
-        problems.append((f"{user_id} IS NOT NULL AND regexp_matches({device_id}, '{CONTROL_RE}')", problems[9][1]))
+        problems.append((f"{user_id} IS NOT NULL AND {has_control(device_id)}", problems[9][1]))
     # One identity column and nothing else naming the user: its rows are grouped, and later joined to their
     # user, on the column as written; whether a value names anyone (not blank) is checked on its distinct values.
     alone = [c for c in (USER_ID, DEVICE_ID) if c in cols]
@@ -233,7 +234,7 @@ def stage(
             select[name], columns[name] = expr, "VARCHAR"
             if not_scalar:
                 problems.append((f"{raw} IS NOT NULL AND {not_scalar}", f"'{name} is not a single value'"))
-            problems.append((f"regexp_matches({expr}, '{CONTROL_RE}')", f"'{name} holds a control character'"))
+            problems.append((has_control(expr), f"'{name} holds a control character'"))
             continue
         if not ATTRIBUTE_KEY_RE.match(name):
             raise ImportRejected(
@@ -251,9 +252,7 @@ def stage(
                 (bad, f"'attribute {name}: value ' || {_shown(f'CAST({raw} AS VARCHAR)')} || ' is not a valid {vtype}'")
             )
         if vtype is ValueType.STRING:
-            problems.append(
-                (f"regexp_matches({value}, '{CONTROL_RE}')", f"'attribute {name} holds a control character'")
-            )
+            problems.append((has_control(value), f"'attribute {name} holds a control character'"))
     label = _label(fmt).replace("{n}", "' || (_row + 1) || '" if fmt == "csv" else "' || _row || '")
     label = label.replace("{r}", "' || _row || '")
     problem = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in problems) + " END"
