@@ -3,7 +3,8 @@
 API processes commit each accepted batch to the spool (the metadata store) before they answer 200, and never open
 the engine. This thread, in the one process that owns the engine, loads the pending batches every
 ``event_load_interval_s`` (and at once, with a larger page, when a round found a full page, so a backlog drains
-without waiting): freshness is bounded by that interval plus the time one round takes (docs/events.md). Loaded batches stay in
+without waiting): while the loader keeps up, freshness is bounded by that interval plus the time one round takes;
+during a backlog it is the backlog's age (docs/events.md, "Freshness"). Loaded batches stay in
 the spool for its deduplication window, then are pruned here.
 """
 

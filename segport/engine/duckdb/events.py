@@ -335,8 +335,8 @@ def stage(
                     cur.execute("ALTER TABLE ev_ids RENAME TO ev_rawgroups")
                 else:
                     nulls = bool(found[1])
-                    # _idcol is the one key above, in the catalogue (the per-row check saw it): only the values
-                    # can refuse the file
+                    # _idcol is the one key above: the file is refused for it when the catalogue lacks it, else
+                    # only for a value holding a control character
                     staged.ids_bad = bool(found[2]) or (found[3] > 0 and raw_col not in _catalogued(known))
                     staged.identities = [raw_col] if found[3] else []
             if odd:
