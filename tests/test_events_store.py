@@ -24,6 +24,7 @@ from segport.store.db import MIGRATIONS, Database
 from segport.store.events import DataSources, EventSpool, NewBatch, encode_payload, encode_wire_payload
 from segport.store.meta import MetaStore
 from segport.store.models import Base, utcnow
+from segport.store.writelock import WriteLock
 
 P, Q = "Evproj01", "Evproj02"
 
@@ -195,6 +196,13 @@ def test_the_loop_committer_answers_each_request_of_a_group_after_its_commit(db:
     assert spool.count(P) == 5
 
 
+def _other_writer(db: Database) -> WriteLock:
+    """The metadata store's write lock as another process holds it (its own open file: ``flock`` conflicts)."""
+    lock = WriteLock(db._write_lock.path if db.is_sqlite else None)  # noqa: SLF001
+    lock.__enter__()
+    return lock
+
+
 def test_the_loop_committer_fails_its_requests_when_no_writer_can_take_them(db: Database) -> None:
     class NoThread(SpoolWriter):
         def submit_lot(self, batches: list[NewBatch], answer: Any) -> None:
@@ -203,5 +211,71 @@ def test_the_loop_committer_fails_its_requests_when_no_writer_can_take_them(db: 
     async def send() -> bool:
         return await LoopCommitter(NoThread(EventSpool(db)), asyncio.get_running_loop()).commit(_new(P, "k"))
 
-    with pytest.raises(RuntimeError, match="new thread"):
-        asyncio.run(asyncio.wait_for(send(), 30))
+    other = _other_writer(db)  # so the loop cannot commit the group itself
+    try:
+        with pytest.raises(RuntimeError, match="new thread"):
+            asyncio.run(asyncio.wait_for(send(), 30))
+    finally:
+        other.release()
+    assert EventSpool(db).count(P) == 0
+
+
+class _Spy(EventSpool):
+    """The spool, recording the thread of each SQLite group commit."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.threads: list[int] = []
+
+    def _append_many_sqlite(self, batches: Sequence[NewBatch], now: Any) -> list[bool]:
+        self.threads.append(threading.get_ident())
+        return super()._append_many_sqlite(batches, now)
+
+
+def test_on_sqlite_the_loop_commits_a_group_itself_when_no_other_writer_holds_the_store(db: Database) -> None:
+    spool = _Spy(db)
+
+    async def send_all() -> tuple[list[bool], int]:
+        committer = LoopCommitter(SpoolWriter(spool), asyncio.get_running_loop())
+        got = await asyncio.gather(*(committer.commit(_new(P, f"k{i % 3}")) for i in range(9)))
+        return list(got), threading.get_ident()
+
+    results, loop_thread = asyncio.run(send_all())
+    assert results == [True] * 3 + [False] * 6
+    assert spool.count(P) == 3
+    if db.is_sqlite:
+        assert spool.threads == [loop_thread]  # one group, one transaction, on the loop's own thread
+    else:  # PostgreSQL: a round trip never runs on the loop; the writer thread commits
+        assert spool.threads == []
+
+
+def test_the_loop_never_waits_for_another_writer_it_hands_the_group_to_the_writer_thread(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'm.sqlite'}")  # SQLite's write lock (PostgreSQL has none: above)
+    db.migrate()
+    MetaStore(db).create_project(P, "events")
+    spool = _Spy(db)
+    other = _other_writer(db)
+    released = threading.Event()
+
+    async def scenario() -> tuple[bool, int, bool, int]:
+        loop = asyncio.get_running_loop()
+        committer = LoopCommitter(SpoolWriter(spool), loop)
+        pending = asyncio.ensure_future(committer.commit(_new(P, "held")))
+        ticks = 0
+        for _ in range(10):  # the loop keeps turning while the other writer holds the store
+            await asyncio.sleep(0.02)
+            ticks += 1
+        done_while_held = pending.done()
+        threading.Thread(target=lambda: (other.release(), released.set())).start()
+        stored = await asyncio.wait_for(pending, 30)
+        return stored, ticks, done_while_held, threading.get_ident()
+
+    try:
+        stored, ticks, done_while_held, loop_thread = asyncio.run(scenario())
+    finally:
+        if not released.wait(5):
+            other.release()
+    assert ticks == 10 and not done_while_held  # it waited for the lock, the loop did not
+    assert stored is True and spool.count(P) == 1
+    assert len(spool.threads) == 1 and spool.threads[0] != loop_thread  # the writer thread committed it
+    db.close()

