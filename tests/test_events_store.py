@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -227,9 +228,9 @@ class _Spy(EventSpool):
         super().__init__(db)
         self.threads: list[int] = []
 
-    def _append_many_sqlite(self, batches: Sequence[NewBatch], now: Any) -> list[bool]:
+    def _append_many_sqlite(self, batches: Sequence[NewBatch], now: Any, autocheckpoint: int) -> list[bool]:
         self.threads.append(threading.get_ident())
-        return super()._append_many_sqlite(batches, now)
+        return super()._append_many_sqlite(batches, now, autocheckpoint)
 
 
 def test_on_sqlite_the_loop_commits_a_group_itself_when_no_other_writer_holds_the_store(db: Database) -> None:
@@ -279,3 +280,46 @@ def test_the_loop_never_waits_for_another_writer_it_hands_the_group_to_the_write
     assert stored is True and spool.count(P) == 1
     assert len(spool.threads) == 1 and spool.threads[0] != loop_thread  # the writer thread committed it
     db.close()
+
+
+def _sqlite(tmp_path: Path) -> Database:
+    """A SQLite metadata store of its own (the tests of the SQLite group commit's write lock and WAL)."""
+    db = Database(f"sqlite:///{tmp_path / 'm.sqlite'}")
+    db.migrate()
+    MetaStore(db).create_project(P, "events")
+    return db
+
+
+def _commit_one_by_one(writer: SpoolWriter, n: int, payload: bytes) -> list[bool]:
+    async def send() -> list[bool]:
+        committer = LoopCommitter(writer, asyncio.get_running_loop())
+        return [await committer.commit(_new(P, f"k{i}", payload)) for i in range(n)]
+
+    return asyncio.run(send())
+
+
+def test_the_event_loop_never_checkpoints_the_wal_the_writer_thread_bounds_it(tmp_path: Path) -> None:
+    """600 batches of ~3 KB (as the SDK's batches of 100 events are kept) put ~3,000 pages in the WAL (~5 pages
+    a batch committed alone): with SQLite's default the committing thread, here the event loop, would copy them
+    into the database every 1,000 pages. The loop's commits never do, so the WAL file grows past that; the
+    writer thread, handed a group every 100 batches, checkpoints once the WAL holds ``wal_pages`` (here 400)
+    and the WAL starts over."""
+    payload = os.urandom(3000)
+    page = 4096 + 24  # a WAL frame: the page and its header
+    sizes = {}
+    for every in (10**9, 100):
+        run = tmp_path / str(every)
+        run.mkdir()
+        db = _sqlite(run)
+        spool = _Spy(db)
+        spool.wal_pages = 400
+        assert _commit_one_by_one(SpoolWriter(spool, handover_every=every), 600, payload) == [True] * 600
+        sizes[every] = (run / "m.sqlite-wal").stat().st_size
+        assert spool.count(P) == 600
+        loop_thread = threading.get_ident()  # asyncio.run's loop runs on this thread
+        handed = [t for t in spool.threads if t != loop_thread]
+        assert len(handed) == (0 if every == 10**9 else 5)  # the 101st, 202nd, ... 505th batch
+        db.close()
+    assert sizes[10**9] > 2000 * page  # the loop never checkpointed: the WAL holds every batch
+    # the writer checkpointed at 400 pages (at every second hand-over: ~545 pages): the WAL started over
+    assert sizes[100] < 800 * page

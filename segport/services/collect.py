@@ -42,6 +42,10 @@ from segport.store.events import DataSources, EventSpool, NewBatch, encode_paylo
 log = logging.getLogger("segport.collect")
 # Batches one group commit takes at most (the rest wait for the next, which starts at once).
 MAX_GROUP = 64
+# The event loop commits groups itself while no other writer holds the store; after this many batches it hands
+# the next group to the writer thread, whose commits checkpoint the spool's WAL once it is large (WAL_PAGES): the
+# bound on the WAL while no engine process runs (the loop's own commits never checkpoint it).
+HANDOVER_EVERY = 500
 # An accepted (collection key, dataSourceId) is looked up again after this long: a revoke reaches every API
 # process within it (docs/events.md).
 RESOLVE_TTL_S = 1.0
@@ -185,9 +189,10 @@ class SpoolWriter:
     with one callback (the event loop's :class:`LoopCommitter`: one hand-over to this thread and one back per
     group, not per request)."""
 
-    def __init__(self, spool: EventSpool, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, spool: EventSpool, max_group: int = MAX_GROUP, handover_every: int = HANDOVER_EVERY) -> None:
         self.spool = spool
         self.max_group = max_group
+        self.handover_every = handover_every
         self._queue: deque[tuple[list[NewBatch], Callable[[list[bool | BaseException]], None]]] = deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -275,14 +280,17 @@ class LoopCommitter:
     spares: measured, 8% more requests a second at the bench's load); otherwise the group goes to the writer
     thread in one hand-over, whose answers come back in one call onto the loop, and the requests that arrive
     meanwhile wait together for the next group. So the loop never waits for another writer (an import, the
-    loader marking batches, another API process): it only ever takes a free lock. Used from one event loop
-    only."""
+    loader marking batches, another API process): it only ever takes a free lock. Nor does it checkpoint the
+    WAL: every ``handover_every`` batches it commits, the next group goes to the writer thread, whose commit
+    checkpoints the WAL if it has grown large (:meth:`segport.store.events.EventSpool._append_many_sqlite`).
+    Used from one event loop only."""
 
     def __init__(self, writer: SpoolWriter, loop: asyncio.AbstractEventLoop) -> None:
         self.writer = writer
         self.loop = loop
         self._waiting: list[tuple[NewBatch, asyncio.Future[bool]]] = []
         self._busy = False
+        self._committed_here = 0  # batches the loop committed itself since it last handed a group over
 
     async def commit(self, batch: NewBatch) -> bool:
         """True once ``batch`` is committed, False if its key was already in the spool (nothing written)."""
@@ -301,10 +309,13 @@ class LoopCommitter:
             return
         loop = self.loop
         batches = [b for b, _ in group]
-        results = self.writer.commit_now(batches)
-        if results is not None:  # committed here: answered on the loop's next turn, which reads new requests
-            loop.call_soon(self._answer, group, results)
-            return
+        if self._committed_here < self.writer.handover_every:
+            results = self.writer.commit_now(batches)
+            if results is not None:  # committed here: answered on the loop's next turn, which reads new requests
+                self._committed_here += len(batches)
+                loop.call_soon(self._answer, group, results)
+                return
+        self._committed_here = 0
 
         def answer(results: list[bool | BaseException]) -> None:  # on the writer thread
             loop.call_soon_threadsafe(self._answer, group, results)

@@ -47,6 +47,10 @@ _RESOLVE = (
 )
 _INSERT = insert(_BATCHES)
 # The group commit's insert on SQLite, with the driver's own statement (EventSpool._append_many_sqlite).
+# The spool's WAL (SQLite) is checkpointed by the group commit's writer thread once it holds this many pages
+# (~40 MB): only when the engine process, whose commits checkpoint at SQLite's default 1,000, is not running
+# (EventSpool._append_many_sqlite).
+WAL_PAGES = 10_000
 _SQLITE_INSERT = (
     "INSERT INTO event_batches (project_id, datasource_id, dedup_key, received_at, n_events, payload, loaded_at) "
     "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (project_id, dedup_key) DO NOTHING"
@@ -225,8 +229,9 @@ def decode_rows(payload: bytes) -> list[tuple[Any, ...]] | None:
 
 
 class EventSpool:
-    def __init__(self, meta: Any) -> None:
+    def __init__(self, meta: Any, *, wal_pages: int = WAL_PAGES) -> None:
         self.db = _database(meta)
+        self.wal_pages = wal_pages
         self._local = threading.local()
         self._received: Any = None
 
@@ -272,7 +277,7 @@ class EventSpool:
         now = utcnow()
         if self.db.is_sqlite:
             with self.db.reachable(), self.db._write_lock:  # noqa: SLF001 - the same lock as Database.write_core
-                return self._append_many_sqlite(batches, now)
+                return self._append_many_sqlite(batches, now, self.wal_pages)
         try:
             with self.db.reachable(), self.db.write_core() as conn:
                 seen: set[tuple[str, str]] = set()
@@ -318,21 +323,26 @@ class EventSpool:
             return None
         try:
             with self.db.reachable():
-                return self._append_many_sqlite(batches, utcnow())
+                return self._append_many_sqlite(batches, utcnow(), 0)
         finally:
             lock.release()
 
-    def _append_many_sqlite(self, batches: Sequence[NewBatch], now: datetime) -> list[bool]:
+    def _append_many_sqlite(self, batches: Sequence[NewBatch], now: datetime, autocheckpoint: int) -> list[bool]:
         """:meth:`append_many` on SQLite, with the driver alone (the group commit's hot path: SQLAlchemy's
         statement, transaction and pool machinery took most of the writer's time): one ``BEGIN IMMEDIATE``
         under the database's write lock (held by the caller), so no other writer runs meanwhile and ``ON
         CONFLICT DO NOTHING`` tells a key already there (or earlier in the group) by its row count. Each
         calling thread keeps one connection of the pool for it (the group commit's writer thread and the
-        event loop's thread of an API process)."""
-        raw = getattr(self._local, "raw", None)
-        if raw is None:
-            raw = self._local.raw = self.db.engine.raw_connection()
-        driver = raw.driver_connection
+        event loop's thread of an API process).
+
+        The WAL: SQLite's default copies it into the database once it holds 1,000 pages, on the thread whose
+        commit crossed the mark, ~6 µs a page (~5 pages a batch): the event loop of an API process, held up
+        ~8 ms every ~200 batches. So the loop's commits (:meth:`try_append_many`) never checkpoint. The engine
+        process's commits do, at SQLite's default: the loader marks each round's batches loaded, every round.
+        The writer thread's commits checkpoint once the WAL holds :attr:`wal_pages` pages, which it only does
+        when no engine runs (the loop hands it a group every ``SpoolWriter.handover_every`` batches, so the
+        WAL stays bounded then too). docs/events.md, "The spool's WAL"."""
+        driver = self._driver(autocheckpoint)
         if self._received is None:
             self._received = _BATCHES.c.received_at.type.bind_processor(self.db.engine.dialect) or (lambda v: v)
         received = self._received(now)
@@ -350,6 +360,19 @@ class EventSpool:
             driver.rollback()
             raise
         return fresh
+
+    def _driver(self, autocheckpoint: int) -> Any:
+        """The calling thread's own SQLite connection for the group commit (kept: one per committing thread),
+        set to checkpoint the WAL once it holds ``autocheckpoint`` pages (0: never) as it commits."""
+        local = self._local
+        raw = getattr(local, "raw", None)
+        if raw is None:
+            raw = local.raw = self.db.engine.raw_connection()
+            local.autocheckpoint = None
+        if local.autocheckpoint != autocheckpoint:
+            raw.driver_connection.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
+            local.autocheckpoint = autocheckpoint
+        return raw.driver_connection
 
     def contains(self, project_id: str, dedup_key: str) -> bool:
         with self.db.connect() as conn:
