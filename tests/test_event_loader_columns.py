@@ -221,6 +221,15 @@ WIRE = [  # SDK-shaped events: the common shape (a standard field of each kind, 
     {"eventType": "VISITOR_ATTRIBUTES", "timestamp": T + 3, "deviceId": "D3", "attributes": {}},
     {"eventType": "VISIT", "timestamp": T + 4, "deviceId": "D3", "attributes": None, "eventName": "ignored"},
 ]  # fmt: skip
+SDK = [  # growingio-tracker's keys alone (its 12-key struct decodes them): "" and null values, sendTime 0
+    {"eventType": "CUSTOM", "sdkVersion": "1.0.5", "platform": "python", "timestamp": T, "eventName": "buy",
+     "deviceId": "D1", "userKey": "", "userId": "U1", "attributes": {"sku": "s1"}, "sendTime": 0},
+    {"eventType": "CUSTOM", "sdkVersion": "", "platform": None, "timestamp": T + 1, "eventName": "buy",
+     "deviceId": "", "userKey": "email", "userId": "U2", "attributes": None, "sendTime": T},
+    {"eventType": "LOGIN_USER_ATTRIBUTES", "timestamp": T + 2, "userId": "U1", "attributes": {"vip": "y"}},
+    {"eventType": "VISIT", "timestamp": T + 3, "deviceId": "D3", "userId": "", "userKey": "email",
+     "eventName": "ignored", "attributes": {}},
+]  # fmt: skip
 OTHER = [  # shapes the tuples are not made for (normalizing converts or checks them): a number attribute, a double
     [{"eventType": "CUSTOM", "timestamp": T, "eventName": "buy", "userId": "U1", "attributes": {"n": 3}}],
     [{"eventType": "PAGE", "timestamp": T, "deviceId": "D1", "latitude": 31.2}],
@@ -246,6 +255,11 @@ def test_the_tuples_of_a_wire_batch_are_what_normalizing_gives(engine_name: str)
     assert rows == [_as_row(e) for e in normalize_events(json.loads(wire(WIRE)), "k1", now).events]
     assert rows[1][3:6] == (None, None, "D2") and rows[1][7] == {"path": "/p", "screenWidth": 390}
     assert rows[0][7] == {"platform": "python", "sdkVersion": "1.0.5", "sendTime": 0} and rows[0][4] is None
+    sdk = json_event_rows(wire(SDK), "k1", now)  # the 12-key struct's rows, read from its slots
+    assert sdk == [_as_row(e) for e in normalize_events(json.loads(wire(SDK)), "k1", now).events]
+    assert sdk[0][7] == {"sdkVersion": "1.0.5", "platform": "python", "sendTime": 0} and sdk[0][4] is None
+    assert sdk[1][5:8] == (None, {}, {"sendTime": T}) and sdk[1][4] == "email"
+    assert sdk[3][2:6] == (None, None, None, "D3")
     for events in OTHER:
         normalize_events(json.loads(wire(events)), "k1", now)  # accepted by normalizing ...
         assert json_event_rows(wire(events), "k1", now) is None  # ... which the loader then takes
