@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -281,11 +282,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     stores.close()
     targets = ["bare", "segport"]
     servers: dict[str, subprocess.Popen[bytes]] = {}
+    finished = False
     ports = {"bare": free_port(), "segport": free_port()}
     log = open(base / "server.log", "ab")  # noqa: SIM115 - the children's log
     if args.baseline_src:  # a data dir of its own: the same project, key and data source
-        import shutil
-
         shutil.copytree(data, base / "baseline")
         targets.append("baseline")
         ports["baseline"] = free_port()
@@ -320,7 +320,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     engine_cpu[name].append(round(cpu_s(engines) - before, 2))
         med = {name: median_round(rs) for name, rs in rounds.items()}
         rss = api_rss_mb(servers["segport"].pid)
-        spool = EventSpool(open_stores(Settings(data_dir=data), migrate=False).db)
+        stores = open_stores(Settings(data_dir=data), migrate=False)
+        spool = EventSpool(stores.db)
         out: dict[str, Any] = {
             "events_per_batch": args.events,
             "connections": args.connections,
@@ -360,6 +361,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             out["baseline_ratio"] = round(med["baseline"]["requests_per_s"] / med["bare"]["requests_per_s"], 3)
             out["baseline_engine_cpu_s_per_round"] = engine_cpu["baseline"]
             out["baseline_drain_s_per_round"] = drain_s["baseline"]
+        stores.close()
+        finished = True
         return out
     finally:
         for proc in servers.values():
@@ -370,6 +373,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         log.close()
+        if finished:  # the spools of a run, hundreds of MB (a failed run keeps them, and server.log, to be read)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
