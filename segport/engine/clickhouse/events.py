@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,34 @@ def _fetch(engine: Any, con: duckdb.DuckDBPyConnection, folder: Path, query: str
     con.execute(f"INSERT INTO {into} SELECT * FROM read_parquet({sql_string(str(part))})")
 
 
+@contextmanager
+def _probe(
+    engine: Any,
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    query: str,
+    name: str,
+    columns: dict[str, str],
+    order_by: str,
+) -> Iterator[str]:
+    """The rows of a DuckDB ``query`` as a ClickHouse table of ``columns`` (name: type) sorted by ``order_by``,
+    for a join in ClickHouse against the file's side (its identities, its links); dropped after the block."""
+    part = folder / f"{name}.parquet"
+    con.execute(f"COPY ({query}) TO {sql_string(str(part))} (FORMAT PARQUET)")
+    probe = engine.table(name)
+    client = engine.client()
+    client.command(f"DROP TABLE IF EXISTS {probe}")
+    client.command(
+        f"CREATE TABLE {probe} ({', '.join(f'{c} {t}' for c, t in columns.items())}) ENGINE = MergeTree "
+        f"ORDER BY {order_by}"
+    )
+    try:
+        _send(engine, probe, list(columns), part)
+        yield probe
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {probe}")
+
+
 def _send(engine: Any, table: str, columns: list[str], path: Path) -> None:
     with open(path, "rb") as f:
         engine.client().raw_insert(table, columns, f, fmt="Parquet", settings={"input_format_null_as_default": 1})
@@ -190,15 +220,15 @@ def import_events(
             con.execute("CREATE TABLE ev_map (_idcol VARCHAR, _idval VARCHAR, gio_id BIGINT)")
             added = 0
             if staged.identities:
-                ids = folder / "ids.parquet"
-                con.execute(f"COPY (SELECT _idcol, _idval FROM ev_ids) TO {sql_string(str(ids))} (FORMAT PARQUET)")
-                probe = engine.table(f"ei_{project_id}_{snap.seq}")
-                client.command(f"DROP TABLE IF EXISTS {probe}")
-                client.command(
-                    f"CREATE TABLE {probe} (_idcol String, _idval String) ENGINE = MergeTree ORDER BY _idval"
-                )
-                try:
-                    _send(engine, probe, ["_idcol", "_idval"], ids)
+                with _probe(
+                    engine,
+                    con,
+                    folder,
+                    "SELECT _idcol, _idval FROM ev_ids",
+                    f"ei_{project_id}_{snap.seq}",
+                    {"_idcol": "String", "_idval": "String"},
+                    "_idval",
+                ) as probe:
                     links = links_table(engine, project_id)
                     for col in staged.identities:
                         entry = catalog.get(col)
@@ -224,8 +254,6 @@ def import_events(
                             f"WHERE i._idcol = {ch_string(col)}{unlinked} GROUP BY i._idcol, i._idval",
                             "ev_map",
                         )
-                finally:
-                    client.command(f"DROP TABLE IF EXISTS {probe}")
                 added = _add_users(engine, con, folder, catalog, staged, snap, users)
             moves = _plan_links(engine, con, folder, catalog, staged, snap, users) if staged.links else []
             names, select = ev.final_rows(staged, ordered=False)
@@ -616,18 +644,18 @@ def _plan_links(
         "devices VARCHAR[])"
     )
     if int(con.execute("SELECT count(*) FROM ev_links").fetchone()[0]):  # type: ignore[index]
-        part = folder / "links.parquet"
-        con.execute(f"COPY (SELECT device, gio_id, _first FROM ev_links) TO {sql_string(str(part))} (FORMAT PARQUET)")
-        probe = engine.table(f"el_{snap.project}_{snap.seq}")
-        client.command(f"DROP TABLE IF EXISTS {probe}")
-        client.command(
-            f"CREATE TABLE {probe} (device String, gio_id Int64, _first Int64) ENGINE = MergeTree ORDER BY device"
-        )
         dev = ch_ident(ev.DEVICE_COLUMN)
         single = [e.key for e in catalog.of_kind(KeyKind.IDENTITY) if not e.multi]
         anonymous = " AND ".join(f"ifNull(toString({ch_ident(k)}), '') = ''" for k in single) or "1"
-        try:
-            _send(engine, probe, ["device", "gio_id", "_first"], part)
+        with _probe(
+            engine,
+            con,
+            folder,
+            "SELECT device, gio_id, _first FROM ev_links",
+            f"el_{snap.project}_{snap.seq}",
+            {"device": "String", "gio_id": "Int64", "_first": "Int64"},
+            "device",
+        ) as probe:
             _fetch(
                 engine,
                 con,
@@ -639,8 +667,6 @@ def _plan_links(
                 f"WHERE l.device NOT IN (SELECT device FROM {links})",
                 "ev_holders",
             )
-        finally:
-            client.command(f"DROP TABLE IF EXISTS {probe}")
     ev.plan_links(con)
     others = [str(r[0]) for r in con.execute("SELECT device FROM ev_newlinks").fetchall()]
     if others:
