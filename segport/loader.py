@@ -10,9 +10,12 @@ the spool for its deduplication window, then are pruned here.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from segport.errors import MetadataUnavailable
@@ -29,6 +32,22 @@ PAGE = 200  # batches per round (a round of 200 batches of 100 events costs abou
 # the engine process at its peak than one of 200: the freshness bound while a backlog lasts is docs/events.md's.
 BACKLOG_PAGE = 600
 PRUNE_EVERY_S = 600.0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cycle collector held off for a block (then on again, if it was). A round builds a tuple and two
+    dicts for each of up to 60,000 events, none of them in a cycle, and keeps them to its end: each young
+    collection meanwhile walked every one of them again, and the old generation's walked the whole heap, ~16% of
+    the engine process's CPU while the loader drained a backlog (perf, docs/performance.md). Cycles other threads
+    make meanwhile wait for the first collection after the block."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class EventLoader:
@@ -55,7 +74,8 @@ class EventLoader:
     def run_once(self, page: int = PAGE) -> LoadRound:
         """Load what is pending now (one page of ``page`` batches); prune loaded batches past the deduplication
         window."""
-        done = self.events.load_pending(self.spool, self.scratch, page)
+        with gc_paused():
+            done = self.events.load_pending(self.spool, self.scratch, page)
         if time.monotonic() - self._pruned > PRUNE_EVERY_S:
             self._pruned = time.monotonic()
             self.spool.prune(utcnow() - DEDUP_WINDOW)

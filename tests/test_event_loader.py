@@ -189,3 +189,38 @@ def test_a_backlog_is_loaded_in_larger_rounds_at_once_and_the_loader_goes_back_t
         run.stop()
     assert pages[:4] == [page, backlog, backlog, page]
     assert spool.pending() == [] and stored(app) == before + total
+
+
+def test_a_round_runs_with_the_cycle_collector_held_off_and_gives_it_back(seeded: Any, tmp_path: Path) -> None:
+    # a round's tuples and dicts hold no cycles: the collector waits until the round ends (segport.loader.gc_paused),
+    # also when the round fails, and is left off after it if it was off before
+    import gc
+
+    app = seeded.app
+    spool = EventSpool(app.meta)
+    assert spool.append(PROJECT, "ds1", "gc1", batch(3))
+    before = stored(app)
+    service = EventService(app.meta, app.engine, app.data)
+    seen: list[bool] = []
+    real = service.load_pending
+
+    def recorded(spool_: Any, scratch: Path, limit: int) -> Any:
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise RuntimeError("the engine went away")
+        return real(spool_, scratch, limit)
+
+    service.load_pending = recorded  # type: ignore[method-assign]
+    run = EventLoader(service, spool, tmp_path / "scratch", 1.0)
+    assert gc.isenabled()
+    assert run.run_once().events == 3 and gc.isenabled()
+    with pytest.raises(RuntimeError, match="went away"):
+        run.run_once()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        run.run_once()
+        assert not gc.isenabled()  # off before the round: left off
+    finally:
+        gc.enable()
+    assert seen == [False, False, False] and stored(app) == before + 3
