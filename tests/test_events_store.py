@@ -241,6 +241,7 @@ def test_on_sqlite_the_loop_commits_a_group_itself_when_no_other_writer_holds_th
         got = await asyncio.gather(*(committer.commit(_new(P, f"k{i % 3}")) for i in range(9)))
         return list(got), threading.get_ident()
 
+    assert spool.try_append_many([]) == [] and spool.threads == []  # nothing to commit: no transaction
     results, loop_thread = asyncio.run(send_all())
     assert results == [True] * 3 + [False] * 6
     assert spool.count(P) == 3

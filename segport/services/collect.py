@@ -277,7 +277,7 @@ class LoopCommitter:
     """The group commit as the event loop sees it: a request queues its batch and awaits its answer. The
     requests read in one turn of the loop form a group. On SQLite, when no other writer holds the store at
     that moment, the loop commits the group itself (~50 µs a batch, less than the two thread hand-overs it
-    spares: measured, 8% more requests a second at the bench's load); otherwise the group goes to the writer
+    spares: measured, 8–12% more requests a second at the bench's load); otherwise the group goes to the writer
     thread in one hand-over, whose answers come back in one call onto the loop, and the requests that arrive
     meanwhile wait together for the next group. So the loop never waits for another writer (an import, the
     loader marking batches, another API process): it only ever takes a free lock. Nor does it checkpoint the

@@ -46,11 +46,11 @@ _RESOLVE = (
     .where(_PROJECTS.c.collect_key == bindparam("project_key"))
 )
 _INSERT = insert(_BATCHES)
-# The group commit's insert on SQLite, with the driver's own statement (EventSpool._append_many_sqlite).
 # The spool's WAL (SQLite) is checkpointed by the group commit's writer thread once it holds this many pages
 # (~40 MB): only when the engine process, whose commits checkpoint at SQLite's default 1,000, is not running
 # (EventSpool._append_many_sqlite).
 WAL_PAGES = 10_000
+# The group commit's insert on SQLite, with the driver's own statement (EventSpool._append_many_sqlite).
 _SQLITE_INSERT = (
     "INSERT INTO event_batches (project_id, datasource_id, dedup_key, received_at, n_events, payload, loaded_at) "
     "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (project_id, dedup_key) DO NOTHING"
@@ -318,8 +318,10 @@ class EventSpool:
         with the write lock free at this moment (no other thread or process writing). None, and nothing
         written, if the lock is held or the store is PostgreSQL (a round trip): the caller then hands the
         batches to a thread that may wait (:class:`segport.services.collect.SpoolWriter`)."""
+        if not batches:
+            return []
         lock = self.db._write_lock  # noqa: SLF001 - the same lock as Database.write_core
-        if not batches or not self.db.is_sqlite or not lock.acquire_nowait():
+        if not self.db.is_sqlite or not lock.acquire_nowait():
             return None
         try:
             with self.db.reachable():
