@@ -252,9 +252,7 @@ def test_on_sqlite_the_loop_commits_a_group_itself_when_no_other_writer_holds_th
 
 
 def test_the_loop_never_waits_for_another_writer_it_hands_the_group_to_the_writer_thread(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'm.sqlite'}")  # SQLite's write lock (PostgreSQL has none: above)
-    db.migrate()
-    MetaStore(db).create_project(P, "events")
+    db = _sqlite(tmp_path)  # SQLite's write lock (PostgreSQL has none: above)
     spool = _Spy(db)
     other = _other_writer(db)
     released = threading.Event()
