@@ -4,6 +4,7 @@ become usr_ properties. On DuckDB here; tests/test_event_loader_clickhouse.py ru
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,6 @@ def test_a_backlog_is_loaded_in_larger_rounds_at_once_and_the_loader_goes_back_t
 def test_a_round_runs_with_the_cycle_collector_held_off_and_gives_it_back(seeded: Any, tmp_path: Path) -> None:
     # a round's tuples and dicts hold no cycles: the collector waits until the round ends (segport.loader.gc_paused),
     # also when the round fails, and is left off after it if it was off before
-    import gc
-
     app = seeded.app
     spool = EventSpool(app.meta)
     assert spool.append(PROJECT, "ds1", "gc1", batch(3))

@@ -341,9 +341,10 @@ class EventSpool:
         commit crossed the mark, ~6 µs a page (~5 pages a batch): the event loop of an API process, held up
         ~8 ms every ~200 batches. So the loop's commits (:meth:`try_append_many`) never checkpoint. The engine
         process's commits do, at SQLite's default: the loader marks each round's batches loaded, every round.
-        The writer thread's commits checkpoint once the WAL holds :attr:`wal_pages` pages, which it only does
-        when no engine runs (the loop hands it a group every ``SpoolWriter.handover_every`` batches, so the
-        WAL stays bounded then too). docs/events.md, "The spool's WAL"."""
+        The writer thread's commits checkpoint once the WAL holds :attr:`wal_pages` pages, which it reaches
+        only while no engine runs (the loop hands the writer a group every ``SpoolWriter.handover_every``
+        batches, so the WAL stays bounded then too). docs/events.md, "Nothing lost, nothing doubled": "Who
+        commits, and the WAL"."""
         driver = self._driver(autocheckpoint)
         if self._received is None:
             self._received = _BATCHES.c.received_at.type.bind_processor(self.db.engine.dialect) or (lambda v: v)
