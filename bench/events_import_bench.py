@@ -18,6 +18,12 @@ same-layout load is ``CREATE TABLE … AS SELECT * FROM read_parquet(…) ORDER 
 import it counts one day's events with the engine's own time-bounded scan (``count_events``) and prints the rows
 that scan read against the rows stored: the store's time order lets it skip the rest.
 
+On ClickHouse each load is also timed until the background merges it left running have stopped (``settled``:
+no merge in the database for a second), before anything else is measured, so neither side's merges run into
+the next measurement: ``segportSettled*`` and ``engineOwnSettled*`` are each side's seconds to return plus
+those merges' (wall and CPU), ``settledRatio`` / ``settledCpuRatio`` their ratios. A load that returns sooner
+by leaving more merging behind shows there.
+
     .venv/bin/python bench/events_import_bench.py [--events 2000000] [--users 200000] [--days 90]
         [--engine duckdb|clickhouse] [--repeat 3] [--file events.parquet] [--statements]
 
@@ -38,7 +44,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -80,11 +86,13 @@ def main() -> None:
             work = base / f"round-{n}"
             work.mkdir()
             statements: list[dict[str, Any]] | None = [] if args.statements else None
-            seg_wall, seg_cpu, report = segport_import(args.engine, work, path, scan if n == 0 else None, statements)
-            own_wall, own_cpu, _ = own_load(args.engine, work, path)
+            seg_wall, seg_cpu, report, seg_settle = segport_import(
+                args.engine, work, path, scan if n == 0 else None, statements
+            )
+            own_wall, own_cpu, _, own_settle = own_load(args.engine, work, path)
             ord_wall, ord_cpu = own_wall, own_cpu
             if args.engine == "duckdb":  # the same layout as segport's store: ordered by time
-                ord_wall, ord_cpu, _ = own_load(args.engine, work, path, ordered=True)
+                ord_wall, ord_cpu, _, _ = own_load(args.engine, work, path, ordered=True)
             rounds.append(
                 {
                     "segportSeconds": round(seg_wall, 3),
@@ -93,6 +101,7 @@ def main() -> None:
                     "engineOwnLoadCpuSeconds": round(own_cpu, 3),
                     "engineOwnOrderedLoadSeconds": round(ord_wall, 3),
                     "engineOwnOrderedLoadCpuSeconds": round(ord_cpu, 3),
+                    **settle_figures(seg_wall, seg_cpu, seg_settle, own_wall, own_cpu, own_settle),
                     **({"statements": statements} if statements is not None else {}),
                 }
             )
@@ -111,6 +120,16 @@ def main() -> None:
                     "cpuRatio": round(med["segportCpuSeconds"] / med["engineOwnLoadCpuSeconds"], 2),
                     "orderedRatio": round(med["segportSeconds"] / med["engineOwnOrderedLoadSeconds"], 2),
                     "orderedCpuRatio": round(med["segportCpuSeconds"] / med["engineOwnOrderedLoadCpuSeconds"], 2),
+                    **(
+                        {
+                            "settledRatio": round(med["segportSettledSeconds"] / med["engineOwnSettledSeconds"], 2),
+                            "settledCpuRatio": round(
+                                med["segportSettledCpuSeconds"] / med["engineOwnSettledCpuSeconds"], 2
+                            ),
+                        }
+                        if "segportSettledSeconds" in med
+                        else {}
+                    ),
                 }
             )
         )
@@ -127,9 +146,43 @@ def timed(run: Any) -> tuple[float, float, Any]:
     return time.perf_counter() - started, _cpu() - cpu, out
 
 
+def settled(running: Callable[[], int], quiet: float = 1.0, step: float = 0.25) -> tuple[float, float]:
+    """The wall and CPU seconds until the engine's background merges stop: ``running()`` (the merges in progress)
+    read every ``step`` seconds until it has been 0 for ``quiet`` seconds (that last quiet stretch not counted)."""
+    cpu, started, calm_since = _cpu(), time.perf_counter(), None
+    while True:
+        now = time.perf_counter()
+        if running():
+            calm_since = None
+        elif calm_since is None:
+            calm_since = now
+        elif now - calm_since >= quiet:
+            return calm_since - started, _cpu() - cpu
+        time.sleep(step)
+
+
+def settle_figures(
+    seg_wall: float,
+    seg_cpu: float,
+    seg: tuple[float, float] | None,
+    own_wall: float,
+    own_cpu: float,
+    own: tuple[float, float] | None,
+) -> dict[str, float]:
+    """Each side's seconds until its load returned plus the seconds its merges ran on after it (ClickHouse)."""
+    if seg is None or own is None:
+        return {}
+    return {
+        "segportSettledSeconds": round(seg_wall + seg[0], 3),
+        "segportSettledCpuSeconds": round(seg_cpu + seg[1], 3),
+        "engineOwnSettledSeconds": round(own_wall + own[0], 3),
+        "engineOwnSettledCpuSeconds": round(own_cpu + own[1], 3),
+    }
+
+
 def segport_import(
     engine: str, base: Path, path: Path, scan: dict[str, int] | None, statements: list[dict[str, Any]] | None = None
-) -> tuple[float, float, Any]:
+) -> tuple[float, float, Any, tuple[float, float] | None]:
     extra: dict[str, Any] = {}
     if engine == "clickhouse":
         extra = {"engine": "clickhouse", "clickhouse_url": f"chdb://{base / 'ch'}?database=bench"}
@@ -142,12 +195,20 @@ def segport_import(
                 record(app.engine.client(), statements)
             else:
                 record_duckdb(app.engine, statements)
-        out = timed(lambda: service.import_events(P, path))
+        wall, cpu, report = timed(lambda: service.import_events(P, path))
+        after = None
+        if engine == "clickhouse":  # the merges the import left running, before anything else is measured
+            client = app.engine.client()
+            after = settled(
+                lambda: int(
+                    client.query("SELECT count() FROM system.merges WHERE database = 'bench'").result_rows[0][0]
+                )
+            )
         if scan is not None:  # one day, the second of the span
             day = app.engine.count_events(P, T0 + 86_400_000, T0 + 2 * 86_400_000)
             whole = app.engine.count_events(P, 0, 2**62)
             scan.update(events=day.events, rowsRead=day.rows_read, storeRows=whole.events)
-        return out
+        return wall, cpu, report, after
     finally:
         app.close()
 
@@ -194,13 +255,15 @@ def record_duckdb(engine: Any, into: list[dict[str, Any]]) -> None:
     engine._cursor = cursor
 
 
-def own_load(engine: str, base: Path, path: Path, ordered: bool = False) -> tuple[float, float, Any]:
+def own_load(
+    engine: str, base: Path, path: Path, ordered: bool = False
+) -> tuple[float, float, Any, tuple[float, float] | None]:
     if engine == "duckdb":
         name = "own-ordered.duckdb" if ordered else "own.duckdb"
         con = duckdb.connect(str(base / name))
         order = " ORDER BY time" if ordered else ""
         try:
-            return timed(lambda: con.execute(f"CREATE TABLE e AS SELECT * FROM read_parquet('{path}'){order}"))
+            return (*timed(lambda: con.execute(f"CREATE TABLE e AS SELECT * FROM read_parquet('{path}'){order}")), None)
         finally:
             con.close()
     from chdb import session
@@ -212,7 +275,13 @@ def own_load(engine: str, base: Path, path: Path, ordered: bool = False) -> tupl
             "CREATE TABLE own.e (event String, time Int64, userId String, amount Int64, channel String) "
             "ENGINE = MergeTree PARTITION BY toYYYYMM(fromUnixTimestamp64Milli(time)) ORDER BY time"
         )
-        return timed(lambda: s.query(f"INSERT INTO own.e SELECT * FROM file('{path}', Parquet)"))
+        out = timed(lambda: s.query(f"INSERT INTO own.e SELECT * FROM file('{path}', Parquet)"))
+        return (
+            *out,
+            settled(
+                lambda: int(str(s.query("SELECT count() FROM system.merges WHERE database = 'own'", "TSV")).strip())
+            ),
+        )
     finally:
         s.close()
 

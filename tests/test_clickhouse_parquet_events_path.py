@@ -306,3 +306,103 @@ def test_invalid_utf8_in_any_text_column_refuses_the_file(
             events(seeded.app).import_events(PROJECT, path)
         assert taken == [False], column
         assert (stored(seeded.app, PROJECT), users(seeded.app, PROJECT)) == before, column
+
+
+def parts(app: App, table: str) -> dict[str, int]:
+    """The active parts of a table of the app's ClickHouse database, by partition."""
+    engine: Any = app.engine
+    rows = (
+        engine.client()
+        .query(
+            "SELECT partition_id, count() FROM system.parts WHERE database = {d:String} AND table = {t:String} "
+            "AND active GROUP BY partition_id",
+            parameters={"d": engine.db_name, "t": table},
+        )
+        .result_rows
+    )
+    return {str(p): int(n) for p, n in rows}
+
+
+def test_held_merges_leave_a_tables_parts_apart(seeded: Any) -> None:
+    """``_hold_merges`` stops the background merges of the table it is given (the staging table): an OPTIMIZE,
+    which merges at once otherwise, is refused and the parts stay as they were written."""
+    engine: Any = seeded.app.engine
+    client = engine.client()
+    for name, held in (("held", True), ("free", False)):
+        table = engine.table(name)
+        client.command(f"CREATE TABLE {table} (a Int64) ENGINE = MergeTree ORDER BY a")
+        if held:
+            ch_events._hold_merges(client, table)
+        client.command(f"INSERT INTO {table} VALUES (1)")
+        client.command(f"INSERT INTO {table} VALUES (2)")
+        if held:
+            with pytest.raises(Exception, match="ABORTED|Cancelled merging"):
+                client.command(f"OPTIMIZE TABLE {table} FINAL")
+        else:
+            client.command(f"OPTIMIZE TABLE {table} FINAL")
+        assert sum(parts(seeded.app, name).values()) == (2 if held else 1), name
+
+
+def test_the_event_table_merges_after_a_parquet_import(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging table's merges are held while its rows go in (docs/performance.md, "Merges held off in the
+    staging table"); the event table its parts are attached to is not: two imports' parts merge into one a
+    month."""
+    prepare(seeded.app)
+    held: list[str] = []
+    real = ch_events._hold_merges
+
+    def spy(client: Any, stage: str) -> None:
+        held.append(stage)
+        real(client, stage)
+
+    monkeypatch.setattr(ch_events, "_hold_merges", spy)
+    for name in ("one.parquet", "two.parquet"):
+        report, took = run(seeded.app, parquet(tmp_path / name, MIXED), duckdb_path=False, monkeypatch=monkeypatch)
+        assert took and report.stored == 6
+    table = ch_events.events_table(seeded.app.engine, PROJECT)
+    assert len(held) == 2 and all(table not in stage for stage in held)
+    name = table.rsplit(".", 1)[1].strip("`")
+    assert max(parts(seeded.app, name).values()) >= 2  # one part a month from each import
+    seeded.app.engine.client().command(f"OPTIMIZE TABLE {table} FINAL")
+    assert set(parts(seeded.app, name).values()) == {1}
+    assert len(stored(seeded.app, PROJECT)) == 12
+
+
+def test_a_file_past_the_bound_is_staged_with_merges_on(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``HOLD_MERGES_ROWS`` rows (as the Parquet footer counts them) the staging table merges as it fills, so
+    the event table is not handed more parts a month than its inserts allow."""
+    prepare(seeded.app)
+    held: list[str] = []
+    monkeypatch.setattr(ch_events, "_hold_merges", lambda client, stage: held.append(stage))
+    monkeypatch.setattr(ch_events, "HOLD_MERGES_ROWS", 6)
+    report, took = run(seeded.app, parquet(tmp_path / "six.parquet", MIXED), duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and report.stored == 6 and len(held) == 1
+    monkeypatch.setattr(ch_events, "HOLD_MERGES_ROWS", 5)
+    report, took = run(seeded.app, parquet(tmp_path / "six.parquet", MIXED), duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and report.stored == 6 and len(held) == 1
+    assert len(stored(seeded.app, PROJECT)) == 12
+
+
+def test_a_server_refusing_to_hold_merges_still_imports(
+    seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ClickHouse user without the SYSTEM STOP MERGES grant: the ClickHouse path stores the file all the same."""
+    prepare(seeded.app)
+    client = seeded.app.engine.client()
+    real = client.command
+    refused: list[str] = []
+
+    def command(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.startswith("SYSTEM STOP MERGES"):
+            refused.append(sql)
+            raise RuntimeError("Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)")
+        return real(sql, *args, **kwargs)
+
+    monkeypatch.setattr(client, "command", command)
+    report, took = run(seeded.app, parquet(tmp_path / "ok.parquet", MIXED), duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and report.stored == 6 and len(refused) == 1
+    assert len(stored(seeded.app, PROJECT)) == 6
