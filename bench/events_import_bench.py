@@ -190,6 +190,8 @@ def segport_import(
     try:
         app.meta.create_project(P, "bench")
         service = EventService(app.meta, app.engine, app.data)
+        # (taken before the statements are recorded: the merges are polled, not measured)
+        merges = app.engine.client().query if engine == "clickhouse" else None
         if statements is not None:
             if engine == "clickhouse":
                 record(app.engine.client(), statements)
@@ -197,12 +199,9 @@ def segport_import(
                 record_duckdb(app.engine, statements)
         wall, cpu, report = timed(lambda: service.import_events(P, path))
         after = None
-        if engine == "clickhouse":  # the merges the import left running, before anything else is measured
-            client = app.engine.client()
+        if merges is not None:  # the merges the import left running, before anything else is measured
             after = settled(
-                lambda: int(
-                    client.query("SELECT count() FROM system.merges WHERE database = 'bench'").result_rows[0][0]
-                )
+                lambda: int(merges("SELECT count() FROM system.merges WHERE database = 'bench'").result_rows[0][0])
             )
         if scan is not None:  # one day, the second of the span
             day = app.engine.count_events(P, T0 + 86_400_000, T0 + 2 * 86_400_000)
