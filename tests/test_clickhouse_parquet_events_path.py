@@ -370,21 +370,30 @@ def test_the_event_table_merges_after_a_parquet_import(
     assert len(stored(seeded.app, PROJECT)) == 12
 
 
-def test_a_file_past_the_bound_is_staged_with_merges_on(
+def test_merges_are_held_only_while_the_fullest_month_stays_under_the_bound(
     seeded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past ``HOLD_MERGES_ROWS`` rows (as the Parquet footer counts them) the staging table merges as it fills, so
-    the event table is not handed more parts a month than its inserts allow."""
+    """The staging table's merges are held only while the event table's fullest month, with the parts the file
+    makes (one a month for each ~1M rows, by its Parquet footer), holds at most ``HELD_PARTS_MAX`` parts: past
+    it the staging table merges as it fills, so the event table is not handed more parts a month than its
+    inserts allow."""
     prepare(seeded.app)
     held: list[str] = []
     monkeypatch.setattr(ch_events, "_hold_merges", lambda client, stage: held.append(stage))
-    monkeypatch.setattr(ch_events, "HOLD_MERGES_ROWS", 6)
-    report, took = run(seeded.app, parquet(tmp_path / "six.parquet", MIXED), duckdb_path=False, monkeypatch=monkeypatch)
-    assert took and report.stored == 6 and len(held) == 1
-    monkeypatch.setattr(ch_events, "HOLD_MERGES_ROWS", 5)
-    report, took = run(seeded.app, parquet(tmp_path / "six.parquet", MIXED), duckdb_path=False, monkeypatch=monkeypatch)
-    assert took and report.stored == 6 and len(held) == 1
-    assert len(stored(seeded.app, PROJECT)) == 12
+    monkeypatch.setattr(ch_events, "HELD_PARTS_MAX", 1)
+    path = parquet(tmp_path / "six.parquet", MIXED)  # 6 rows, one month: one part
+    report, took = run(seeded.app, path, duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and report.stored == 6 and len(held) == 1  # an empty store: 0 + 1 part
+    report, took = run(seeded.app, path, duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and report.stored == 6 and len(held) == 1  # 1 part already there: 1 + 1 > 1
+    assert ch_events._parts_a_month(seeded.app.engine, PROJECT) == 2
+    monkeypatch.setattr(ch_events, "HELD_PARTS_MAX", 3)
+    report, took = run(seeded.app, path, duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and report.stored == 6 and len(held) == 2  # 2 + 1 <= 3
+    monkeypatch.setattr(ch_events, "_INSERT_BLOCK_ROWS", 3)  # as if each 3 rows were an insert block: 2 parts
+    report, took = run(seeded.app, path, duckdb_path=False, monkeypatch=monkeypatch)
+    assert took and report.stored == 6 and len(held) == 2  # 3 + 2 > 3
+    assert len(stored(seeded.app, PROJECT)) == 24
 
 
 def test_a_server_refusing_to_hold_merges_still_imports(

@@ -561,7 +561,7 @@ def _load_parquet(
         for col, sql in plan.columns.items():
             if col not in have:
                 client.command(f"ALTER TABLE {stage} ADD COLUMN {ch_ident(col)} Nullable({_CH[sql]})")
-        if plan.rows <= HOLD_MERGES_ROWS:
+        if _parts_a_month(engine, project_id) + -(-plan.rows // _INSERT_BLOCK_ROWS) <= HELD_PARTS_MAX:
             _hold_merges(client, stage)
         names = ["gio_id", "$time", "$event", "$type", *plan.columns]
         values = [
@@ -630,12 +630,28 @@ def _load_parquet(
     return EventImportReport(rows, rows, added, plan.new_attributes, events, [], time.perf_counter() - started)
 
 
-# a file of more rows is staged with the background merges on. Each insert block of ~1M rows (ClickHouse's
-# min_insert_block_size_rows) makes a part in every month it holds, so a staging table without merges attaches
-# up to one part a month for each million rows to the event table (300 at this bound). ClickHouse delays inserts
-# into a partition of more than 1,000 parts (parts_to_delay_insert) and refuses them past 3,000: 300 leaves the
-# loader's inserts room until the attached parts merge
-HOLD_MERGES_ROWS = 300_000_000
+# the staging table's merges are held only while the event table's fullest month would hold at most this many
+# parts once the staged ones are attached: each insert block (~1M rows, ClickHouse's min_insert_block_size_rows)
+# makes a part in every month it holds, and ClickHouse delays inserts into a partition of more than 1,000 parts
+# (parts_to_delay_insert) and refuses them past 3,000. 300 (a file of up to ~300M rows into a store whose months
+# are merged) leaves the loader's inserts room until the attached parts merge; past it the staging table merges
+# as it fills, as it did before
+HELD_PARTS_MAX = 300
+_INSERT_BLOCK_ROWS = 1_048_449
+
+
+def _parts_a_month(engine: Any, project_id: str) -> int:
+    """The active parts of the event table's fullest partition (a month)."""
+    (most,) = (
+        engine.client()
+        .query(
+            "SELECT max(n) FROM (SELECT count() AS n FROM system.parts WHERE database = {d:String} "
+            "AND table = {t:String} AND active GROUP BY partition_id)",
+            parameters={"d": engine.db_name, "t": f"events_{project_id}"},
+        )
+        .result_rows[0]
+    )
+    return int(most or 0)
 
 
 def _hold_merges(client: Any, stage: str) -> None:
