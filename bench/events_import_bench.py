@@ -192,6 +192,7 @@ def segport_import(
         service = EventService(app.meta, app.engine, app.data)
         # (taken before the statements are recorded: the merges are polled, not measured)
         merges = app.engine.client().query if engine == "clickhouse" else None
+        db = app.engine.db_name if engine == "clickhouse" else ""
         if statements is not None:
             if engine == "clickhouse":
                 record(app.engine.client(), statements)
@@ -201,7 +202,11 @@ def segport_import(
         after = None
         if merges is not None:  # the merges the import left running, before anything else is measured
             after = settled(
-                lambda: int(merges("SELECT count() FROM system.merges WHERE database = 'bench'").result_rows[0][0])
+                lambda: int(
+                    merges(
+                        "SELECT count() FROM system.merges WHERE database = {d:String}", parameters={"d": db}
+                    ).result_rows[0][0]
+                )
             )
         if scan is not None:  # one day, the second of the span
             day = app.engine.count_events(P, T0 + 86_400_000, T0 + 2 * 86_400_000)

@@ -289,9 +289,9 @@ def _sqlite(tmp_path: Path) -> Database:
     return db
 
 
-def _commit_one_by_one(writer: SpoolWriter, n: int, payload: bytes) -> list[bool]:
+def _commit_one_by_one(writer: SpoolWriter, n: int, payload: bytes, handover_every: int) -> list[bool]:
     async def send() -> list[bool]:
-        committer = LoopCommitter(writer, asyncio.get_running_loop())
+        committer = LoopCommitter(writer, asyncio.get_running_loop(), handover_every)
         return [await committer.commit(_new(P, f"k{i}", payload)) for i in range(n)]
 
     return asyncio.run(send())
@@ -312,7 +312,7 @@ def test_the_event_loop_never_checkpoints_the_wal_the_writer_thread_bounds_it(tm
         db = _sqlite(run)
         spool = _Spy(db)
         spool.wal_pages = 400
-        assert _commit_one_by_one(SpoolWriter(spool, handover_every=every), 600, payload) == [True] * 600
+        assert _commit_one_by_one(SpoolWriter(spool), 600, payload, every) == [True] * 600
         sizes[every] = (run / "m.sqlite-wal").stat().st_size
         assert spool.count(P) == 600
         loop_thread = threading.get_ident()  # asyncio.run's loop runs on this thread

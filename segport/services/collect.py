@@ -189,10 +189,9 @@ class SpoolWriter:
     with one callback (the event loop's :class:`LoopCommitter`: one hand-over to this thread and one back per
     group, not per request)."""
 
-    def __init__(self, spool: EventSpool, max_group: int = MAX_GROUP, handover_every: int = HANDOVER_EVERY) -> None:
+    def __init__(self, spool: EventSpool, max_group: int = MAX_GROUP) -> None:
         self.spool = spool
         self.max_group = max_group
-        self.handover_every = handover_every
         self._queue: deque[tuple[list[NewBatch], Callable[[list[bool | BaseException]], None]]] = deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -285,9 +284,12 @@ class LoopCommitter:
     checkpoints the WAL if it has grown large (:meth:`segport.store.events.EventSpool._append_many_sqlite`).
     Used from one event loop only."""
 
-    def __init__(self, writer: SpoolWriter, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, writer: SpoolWriter, loop: asyncio.AbstractEventLoop, handover_every: int = HANDOVER_EVERY
+    ) -> None:
         self.writer = writer
         self.loop = loop
+        self.handover_every = handover_every
         self._waiting: list[tuple[NewBatch, asyncio.Future[bool]]] = []
         self._busy = False
         self._committed_here = 0  # batches the loop committed itself since it last handed a group over
@@ -309,7 +311,7 @@ class LoopCommitter:
             return
         loop = self.loop
         batches = [b for b, _ in group]
-        if self._committed_here < self.writer.handover_every:
+        if self._committed_here < self.handover_every:
             results = self.writer.commit_now(batches)
             if results is not None:  # committed here: answered on the loop's next turn, which reads new requests
                 self._committed_here += len(batches)

@@ -342,7 +342,7 @@ class EventSpool:
         ~8 ms every ~200 batches. So the loop's commits (:meth:`try_append_many`) never checkpoint. The engine
         process's commits do, at SQLite's default: the loader marks each round's batches loaded, every round.
         The writer thread's commits checkpoint once the WAL holds :attr:`wal_pages` pages, which it reaches
-        only while no engine runs (the loop hands the writer a group every ``SpoolWriter.handover_every``
+        only while no engine runs (the loop hands the writer a group every ``LoopCommitter.handover_every``
         batches, so the WAL stays bounded then too). docs/events.md, "Nothing lost, nothing doubled": "Who
         commits, and the WAL"."""
         driver = self._driver(autocheckpoint)
